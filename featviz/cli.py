@@ -1,0 +1,200 @@
+"""The ``featviz`` command: render objectives, list a model's layers, list the known models."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import FeatvizError
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}")
+    if len(values) not in (1, 3):
+        raise argparse.ArgumentTypeError(f"expected 1 or 3 numbers (one per RGB channel), "
+                                         f"got {text!r}")
+    return values
+
+
+def _steps_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected step numbers like 32,128,512, got {text!r}")
+
+
+def _add_model_args(p: argparse.ArgumentParser, weights_default: str | None) -> None:
+    p.add_argument("--model", required=True,
+                   help="torchvision classifier name (googlenet, vgg16, resnet50, mobilenet_v2, "
+                        "alexnet, ...) or cifar_resnet20/32/44/56; `featviz models` lists them")
+    p.add_argument("--weights", default=weights_default,
+                   help="a local state_dict file, a torchvision weight name (DEFAULT, "
+                        "IMAGENET1K_V1, downloaded when online) or 'random' "
+                        f"(default: {weights_default})")
+    p.add_argument("--mean", type=_floats, help="input normalization mean, e.g. 0.5,0.5,0.5")
+    p.add_argument("--std", type=_floats, help="input normalization std, e.g. 0.5,0.5,0.5")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
+
+
+def _load_model(args: argparse.Namespace):
+    import torch
+
+    from . import models
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return models.load(args.model, weights=args.weights, mean=args.mean, std=args.std,
+                       device=device)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``featviz`` command (``featviz --help``)."""
+    from .objectives import GRAMMAR
+
+    parser = argparse.ArgumentParser(prog="featviz", description="See what the units, channels, "
+                                     "layers and classes of an image network respond to.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("render", help="optimize images for an objective",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=GRAMMAR)
+    _add_model_args(r, "DEFAULT")
+    r.add_argument("--objective", required=True, action="append",
+                   help="objective string (repeatable); see below")
+    r.add_argument("--size", type=int, help="image size in pixels (default: the model's)")
+    r.add_argument("--steps", type=int, default=512)
+    r.add_argument("--batch-size", type=int, default=16,
+                   help="images optimized together when the objectives name several channels")
+    r.add_argument("--transforms", default="standard", choices=["standard", "distill", "none"])
+    r.add_argument("--pixel", action="store_true", help="pixel instead of Fourier parameters")
+    r.add_argument("--no-decorrelate", action="store_true", help="plain RGB parameters")
+    r.add_argument("--lr", type=float, default=0.05)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--thresholds", type=_steps_list, default=[],
+                   help="steps at which to keep snapshots, e.g. 32,128,512 (for --gif)")
+    r.add_argument("--gif", help="also write the snapshots as an animated GIF here")
+    r.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--out", required=True,
+                   help="PNG path; with several images also a folder of the same name holding "
+                        "one PNG per image, and the PNG is a labelled contact sheet")
+
+    ls = sub.add_parser("layers", help="list every addressable layer with its output shape")
+    _add_model_args(ls, "random")
+    ls.add_argument("--size", type=int, help="input size for the shapes (default: the model's)")
+
+    sub.add_parser("models", help="list the model names --model accepts")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``featviz`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "render":
+            return _render(args)
+        if args.command == "layers":
+            return _layers(args)
+        if args.command == "models":
+            from .models import available
+
+            print("\n".join(available()))
+            return 0
+    except FeatvizError as err:
+        print(f"featviz {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 1
+
+
+def _layers(args: argparse.Namespace) -> int:
+    from .hooks import layer_aliases
+    from .models import layer_table
+
+    model = _load_model(args)
+    rows = layer_table(model, args.size)
+    width = max(len(name) for name, _, _ in rows)
+    kind_w = max(len(kind) for _, kind, _ in rows)
+    print(f"{'layer'.ljust(width)}  {'module'.ljust(kind_w)}  output (C x H x W)")
+    for name, kind, shape in rows:
+        print(f"{name.ljust(width)}  {kind.ljust(kind_w)}  {shape}")
+    aliases = layer_aliases(model)
+    if aliases:
+        print("\naliases: " + ", ".join(f"{a} -> {p}" for a, p in aliases.items()))
+    return 0
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+
+
+def _batches(specs: list[str], batch_size: int):
+    """Group single-image objective strings into batches of at most ``batch_size``."""
+    from .objectives import Objective, channel, parse
+
+    for start in range(0, len(specs), batch_size):
+        chunk = specs[start:start + batch_size]
+        parts = [s.split(":") for s in chunk]
+        if len(chunk) > 1 and all(p[0] == "channel" and len(p) == 3 and p[1] == parts[0][1]
+                                  and "+" not in s for p, s in zip(parts, chunk)):
+            # one vectorized objective for channels of one layer
+            yield chunk, channel(parts[0][1], [int(p[2]) for p in parts])
+        elif len(chunk) == 1:
+            yield chunk, parse(chunk[0])
+        else:
+            yield chunk, Objective.sum(parse(s).on(i) for i, s in enumerate(chunk))
+
+
+def _render(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import images, param
+    from .objectives import expand, parse
+    from .render import render
+
+    specs = [s for spec in args.objective for s in expand(spec)]
+    for s in specs:
+        parse(s)  # fail on a bad string before the model loads
+    if args.batch_size < 1:
+        raise FeatvizError(f"--batch-size must be at least 1, got {args.batch_size}")
+    model = _load_model(args)
+    size = args.size or getattr(model, "input_size", 224)
+    out = Path(args.out)
+    many = len(specs) > 1
+    folder = out.with_suffix("")
+    finished, labels = [], []
+    for k, (chunk, objective) in enumerate(_batches(specs, args.batch_size)):
+        gen = torch.Generator().manual_seed(args.seed + k)
+        p = param.image(size, len(chunk), fft=not args.pixel, decorrelate=not args.no_decorrelate,
+                        generator=gen)
+        if many:
+            print(f"batch {k + 1}: {len(chunk)} image(s): {', '.join(chunk)}", flush=True)
+        res = render(model, objective, p, steps=args.steps, transforms=args.transforms,
+                     lr=args.lr, seed=args.seed + k, thresholds=args.thresholds,
+                     progress=not args.no_progress, amp=args.amp)
+        if many:
+            res.save_each(folder, [_safe(s) for s in chunk])
+        finished.append(res.images)
+        labels.extend(chunk)
+        values = ", ".join(f"{v:.3g}" for v in res.values.tolist())
+        print(f"  objective {values} after {res.steps_done} steps in {res.seconds:.1f} s "
+              f"(seed {res.seed})", flush=True)
+        if args.gif:
+            gif = Path(args.gif)
+            res.save_gif(gif if not many else gif.with_name(f"{gif.stem}_{k:03d}{gif.suffix}"))
+        if res.interrupted:
+            print("interrupted: keeping what was made so far", file=sys.stderr)
+            break
+    batch = torch.cat(finished)
+    images.save(batch, out, labels if many else None)
+    where = f"{out} (contact sheet) and {folder}/" if many else str(out)
+    print(f"wrote {where}")
+    return 130 if res.interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Error types of featviz and the helper that suggests the names a user probably meant."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class FeatvizError(Exception):
+    """Base class of the errors featviz raises for bad input."""
+
+
+class UnknownNameError(FeatvizError, KeyError):
+    """A model, layer or alias name that does not exist."""
+
+    def __str__(self) -> str:  # KeyError would print the message with quotes around it
+        return str(self.args[0]) if self.args else ""
+
+
+class ChannelError(FeatvizError, IndexError):
+    """A channel or position outside the valid range of a layer."""
+
+
+class ObjectiveSyntaxError(FeatvizError, ValueError):
+    """An objective string that does not follow the grammar."""
+
+
+class WeightsError(FeatvizError, RuntimeError):
+    """Weights that cannot be found, downloaded or loaded into the architecture."""
+
+
+class NonFiniteLossError(FeatvizError, FloatingPointError):
+    """The loss became NaN or infinite during an optimization."""
+
+
+def closest(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
+    """Return up to ``n`` of ``candidates`` that look most like ``name``.
+
+    Uses difflib's ratio first; when nothing is close enough it falls back to the candidates
+    that share the longest prefix, so a user always gets some real names to look at.
+    """
+    candidates = list(candidates)
+    found = difflib.get_close_matches(name, candidates, n=n, cutoff=0.5)
+    if found:
+        return found
+
+    def shared_prefix(c: str) -> int:
+        k = 0
+        while k < min(len(c), len(name)) and c[k] == name[k]:
+            k += 1
+        return k
+
+    return sorted(candidates, key=lambda c: (-shared_prefix(c), len(c)))[:n]
+
+
+def unknown(kind: str, name: str, candidates: Iterable[str], hint: str = "") -> UnknownNameError:
+    """Build the error for an unknown ``kind`` (``"layer"``, ``"model"``...) named ``name``."""
+    near = closest(name, candidates)
+    msg = f"unknown {kind} {name!r}"
+    if near:
+        msg += "; closest: " + ", ".join(repr(c) for c in near)
+    if hint:
+        msg += f" ({hint})"
+    return UnknownNameError(msg)

@@ -1,0 +1,210 @@
+"""Temporary access to a user's model: capture named layers, stop early, freeze, and undo it all.
+
+Everything here is a context manager that leaves the model exactly as it found it, also when an
+exception flies: forward hooks are removed, training flags and ``requires_grad`` restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterable, Iterator
+
+import torch
+from torch import nn
+
+from .errors import FeatvizError, unknown
+
+#: Pseudo-layer: the image handed to the objective before the transforms (for regularizers).
+INPUT = ":input"
+#: Pseudo-layer: the model's final output (logits), for class objectives.
+OUTPUT = ":output"
+PSEUDO_LAYERS = (INPUT, OUTPUT)
+
+
+def named_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Return the addressable layers of ``model`` by their module path.
+
+    A model wrapper may define ``featviz_layers()`` to expose its inner network under the
+    network's own paths (the wrappers of :mod:`featviz.models` do, so ``"features.14"`` works
+    on a wrapped MobileNetV2); any other module is addressed by ``named_modules()``.
+    """
+    fn = getattr(model, "featviz_layers", None)
+    if callable(fn):
+        return dict(fn())
+    return {name: m for name, m in model.named_modules() if name}
+
+
+def layer_aliases(model: nn.Module) -> dict[str, str]:
+    """Return the alias -> module path table of ``model`` (empty for a plain module)."""
+    return dict(getattr(model, "featviz_aliases", {}) or {})
+
+
+def resolve_layer(model: nn.Module, name: str) -> nn.Module:
+    """Return the module that ``name`` (a module path or an alias) denotes in ``model``.
+
+    Raises an :class:`~featviz.errors.UnknownNameError` listing the closest real names when
+    the name does not exist.
+    """
+    layers = named_layers(model)
+    aliases = layer_aliases(model)
+    path = aliases.get(name, name)
+    if path in layers:
+        return layers[path]
+    full = dict(model.named_modules())
+    if name in full and name:
+        return full[name]
+    raise unknown("layer", name, list(layers) + list(aliases),
+                  hint="`featviz layers --model NAME` lists every layer")
+
+
+class _StopForward(Exception):
+    """Raised inside a hook once every needed layer has run, to skip the rest of the model."""
+
+
+class LayerTap:
+    """Capture the outputs of exactly the named layers, and stop the forward pass after them.
+
+    Use as a context manager; calling the tap runs the model and returns ``{name: activation}``
+    (plus :data:`OUTPUT` when asked for). The first call runs the whole model and counts how
+    often each captured module fires; later calls stop as soon as all of them have fired that
+    many times, so nothing past the deepest needed layer runs. A module that fires more than
+    once in one pass (a reused module object) triggers a warning: its last output is kept.
+    """
+
+    def __init__(self, model: nn.Module, layers: Iterable[str], stop_early: bool = True):
+        names = list(dict.fromkeys(layers))
+        self.model = model
+        self.needs_output = OUTPUT in names
+        self.names = [n for n in names if n not in PSEUDO_LAYERS]
+        self.stop_early = stop_early and not self.needs_output
+        # Several names (an alias and its path) may point at one module: hook it once.
+        self._by_module: dict[int, tuple[nn.Module, list[str]]] = {}
+        for name in self.names:
+            module = resolve_layer(model, name)
+            self._by_module.setdefault(id(module), (module, []))[1].append(name)
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._acts: dict[str, torch.Tensor] = {}
+        self._counts: dict[int, int] = {}
+        self._expected: dict[int, int] | None = None
+        self._remaining = 0
+        self._stopping = False
+
+    def __enter__(self) -> LayerTap:
+        try:
+            for key, (module, names) in self._by_module.items():
+                self._handles.append(module.register_forward_hook(self._hook(key, names)))
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        """Remove every hook this tap registered (safe to call twice)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._acts = {}
+
+    def _hook(self, key: int, names: list[str]):
+        def hook(module: nn.Module, inputs, output):
+            if not isinstance(output, torch.Tensor):
+                raise FeatvizError(
+                    f"layer {names[0]!r} returns {type(output).__name__}, not a tensor; "
+                    "pick a layer whose output is a tensor (one of its submodules)"
+                )
+            count = self._counts.get(key, 0) + 1
+            self._counts[key] = count
+            last = False
+            if self._stopping and count == self._expected[key]:
+                self._remaining -= 1
+                last = self._remaining == 0
+            # A later in-place op (ReLU(inplace=True)) would overwrite the output we keep;
+            # a clone costs one copy, skipped for the output after which the pass stops.
+            kept = output if last else output.clone()
+            for name in names:
+                self._acts[name] = kept
+            if last:
+                raise _StopForward
+
+        return hook
+
+    @property
+    def learned(self) -> bool:
+        """True once the first (full) pass has counted how often each layer fires."""
+        return self._expected is not None
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not self._handles and self._by_module:
+            raise FeatvizError("LayerTap must be used inside a `with` block")
+        self._acts = {}
+        self._counts = {}
+        self._stopping = self.stop_early and self._expected is not None and bool(self.names)
+        self._remaining = len(self._by_module)
+        output = None
+        try:
+            output = self.model(x)
+        except _StopForward:
+            pass
+        if self._expected is None:
+            self._learn_counts()
+        acts = self._acts
+        self._acts = {}
+        if self.needs_output:
+            if not isinstance(output, torch.Tensor):
+                raise FeatvizError(
+                    f"the model returned {type(output).__name__}, not a tensor of logits; "
+                    "class objectives need a model whose forward returns a tensor"
+                )
+            acts[OUTPUT] = output
+        return acts
+
+    def _learn_counts(self) -> None:
+        for key, (_, names) in self._by_module.items():
+            count = self._counts.get(key, 0)
+            if count == 0:
+                raise FeatvizError(
+                    f"layer {names[0]!r} did not run in the model's forward pass; "
+                    "it is defined but not used by forward()"
+                )
+            if count > 1:
+                warnings.warn(
+                    f"layer {names[0]!r} ran {count} times in one forward pass (the same module "
+                    "object is used more than once); featviz uses its last output, which may "
+                    "not be the one you mean",
+                    stacklevel=3,
+                )
+        self._expected = {key: self._counts[key] for key in self._by_module}
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode with ``requires_grad`` off, and restore both on exit.
+
+    Every submodule's ``training`` flag and every parameter's ``requires_grad`` are recorded and
+    put back exactly, also when the body raises.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        for p, _ in grads:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, flag in grads:
+            p.requires_grad_(flag)
+
+
+def hook_count(model: nn.Module) -> int:
+    """Count the forward, pre-forward and backward hooks left on any module of ``model``."""
+    total = 0
+    for m in model.modules():
+        total += len(m._forward_hooks) + len(m._forward_pre_hooks)
+        total += len(m._backward_hooks) + len(getattr(m, "_backward_pre_hooks", {}))
+    return total

@@ -1,0 +1,154 @@
+"""Images in and out: files to tensors, tensors to PIL, labelled grids, PNG and GIF export."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+
+from .errors import FeatvizError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def load(path: str | os.PathLike, size: int | tuple[int, int] | None = None,
+         fit: str = "crop", device: str | torch.device | None = None) -> torch.Tensor:
+    """Read an image file as a [1,3,H,W] float tensor in [0, 1].
+
+    With ``size``, ``fit="crop"`` resizes the shorter side and cuts the centre (aspect kept),
+    ``fit="resize"`` stretches the whole image to the size. An unreadable file raises an error
+    naming its path.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if size is not None:
+                im = _fit(im, size, fit)
+            arr = np.asarray(im, dtype=np.float32) / 255.0
+    except (FileNotFoundError, IsADirectoryError):
+        raise FeatvizError(f"image file not found: {path}") from None
+    except (UnidentifiedImageError, OSError) as err:
+        raise FeatvizError(f"cannot read image file {path}: {err}") from err
+    t = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]
+    return t.to(device) if device is not None else t
+
+
+def _fit(im: Image.Image, size: int | tuple[int, int], fit: str) -> Image.Image:
+    h, w = (size, size) if isinstance(size, int) else size
+    if fit == "resize":
+        return im.resize((w, h), Image.BILINEAR)
+    if fit != "crop":
+        raise ValueError(f"fit must be 'crop' or 'resize', got {fit!r}")
+    s = max(h / im.height, w / im.width)
+    im = im.resize((max(w, round(im.width * s)), max(h, round(im.height * s))), Image.BILINEAR)
+    left, top = (im.width - w) // 2, (im.height - h) // 2
+    return im.crop((left, top, left + w, top + h))
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """The image files directly inside ``folder``, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FeatvizError(f"image folder not found: {folder}")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def to_pil(img: torch.Tensor) -> Image.Image:
+    """Turn a [3,H,W] or [1,3,H,W] tensor in [0, 1] (or a [H,W] map) into a PIL image."""
+    t = img.detach().float().cpu()
+    if t.dim() == 4:
+        if t.shape[0] != 1:
+            raise ValueError(f"to_pil takes one image; got a batch of {t.shape[0]} (use grid)")
+        t = t[0]
+    arr = (t.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+    if arr.dim() == 2:
+        return Image.fromarray(arr.numpy(), "L")
+    if arr.shape[0] == 1:
+        return Image.fromarray(arr[0].numpy(), "L")
+    return Image.fromarray(arr.permute(1, 2, 0).numpy(), "RGB" if arr.shape[0] == 3 else "RGBA")
+
+
+def grid(images: torch.Tensor | Sequence[torch.Tensor], labels: Sequence[str] | None = None,
+         ncol: int | None = None, pad: int = 4, background: int = 255) -> Image.Image:
+    """Lay out a batch [B,3,H,W] (or a list of images) in a grid, each with an optional label
+    written underneath; ``ncol`` defaults to a near-square layout."""
+    tiles = [to_pil(t) for t in (images if not torch.is_tensor(images) else images.unbind(0))]
+    if not tiles:
+        raise ValueError("grid needs at least one image")
+    if labels is not None and len(labels) != len(tiles):
+        raise ValueError(f"{len(labels)} labels for {len(tiles)} images")
+    ncol = ncol or math.ceil(math.sqrt(len(tiles)))
+    nrow = math.ceil(len(tiles) / ncol)
+    tw, th = max(t.width for t in tiles), max(t.height for t in tiles)
+    font = ImageFont.load_default()
+    label_h = 14 if labels else 0
+    sheet = Image.new("RGB", (ncol * (tw + pad) + pad, nrow * (th + label_h + pad) + pad),
+                      (background,) * 3)
+    draw = ImageDraw.Draw(sheet)
+    for i, tile in enumerate(tiles):
+        x = pad + (i % ncol) * (tw + pad)
+        y = pad + (i // ncol) * (th + label_h + pad)
+        sheet.paste(tile.convert("RGB"), (x, y))
+        if labels:
+            draw.text((x, y + th + 1), _fit_text(draw, font, labels[i], tw), fill=(0, 0, 0),
+                      font=font)
+    return sheet
+
+
+def _fit_text(draw: ImageDraw.ImageDraw, font, text: str, width: int) -> str:
+    while text and draw.textlength(text, font=font) > width:
+        text = text[:-2] + "…" if len(text) > 2 else ""
+    return text
+
+
+def save(images: torch.Tensor, path: str | os.PathLike, labels: Sequence[str] | None = None,
+         ncol: int | None = None) -> Path:
+    """Write one image, or a labelled grid of a batch, as a PNG (or any format PIL knows)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    single = images.dim() == 3 or (images.dim() == 4 and images.shape[0] == 1)
+    pic = to_pil(images) if single and not labels else grid(images if images.dim() == 4
+                                                            else images[None], labels, ncol)
+    _atomic(path, lambda tmp: pic.save(tmp, format=_format(path)))
+    return path
+
+
+def _format(path: Path) -> str:
+    ext = path.suffix.lower().lstrip(".") or "png"
+    return {"jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF"}.get(ext, ext.upper())
+
+
+def _atomic(path: Path, write) -> None:
+    """Write through a temporary file and rename, so a crash never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_gif(frames: Sequence[torch.Tensor], path: str | os.PathLike, seconds_per_frame: float = 0.2,
+             labels: Sequence[str] | None = None) -> Path:
+    """Write frames (each one image [3,H,W] or a batch, laid out as a grid) as a looping GIF."""
+    import imageio.v2 as imageio
+
+    if not frames:
+        raise ValueError("save_gif needs at least one frame")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pics = []
+    for f in frames:
+        batch = f if f.dim() == 4 else f[None]
+        pic = to_pil(batch) if batch.shape[0] == 1 and not labels else grid(batch, labels)
+        pics.append(np.asarray(pic.convert("RGB")))
+    _atomic(path, lambda tmp: imageio.mimsave(tmp, pics, format="GIF",
+                                              duration=seconds_per_frame * 1000, loop=0))
+    return path

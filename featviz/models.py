@@ -1,0 +1,296 @@
+"""Model specs: a network plus its input normalization and layer aliases, and how to load one.
+
+Every model featviz renders takes RGB images in [0, 1]; :class:`Preprocessed` wraps a network so
+that it applies its own normalization, while its layers stay addressable under the network's own
+module paths (``"features.14"``, ``"inception4a"``) and any aliases (lucid's ``"mixed4a"``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import cifar
+from .errors import FeatvizError, WeightsError, unknown
+from .hooks import frozen, named_layers
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: lucid's InceptionV1 layer names -> torchvision GoogLeNet module paths.
+LUCID_INCEPTION_V1 = {
+    "conv2d0": "conv1",
+    "maxpool0": "maxpool1",
+    "conv2d1": "conv2",
+    "conv2d2": "conv3",
+    "maxpool1": "maxpool2",
+    "mixed3a": "inception3a",
+    "mixed3b": "inception3b",
+    "maxpool4": "maxpool3",
+    "mixed4a": "inception4a",
+    "mixed4b": "inception4b",
+    "mixed4c": "inception4c",
+    "mixed4d": "inception4d",
+    "mixed4e": "inception4e",
+    "maxpool10": "maxpool4",
+    "mixed5a": "inception5a",
+    "mixed5b": "inception5b",
+}
+
+_ALIASES = {"googlenet": LUCID_INCEPTION_V1, "inception_v1": LUCID_INCEPTION_V1}
+_RENAMES = {"inception_v1": "googlenet"}
+_CIFAR = {f"cifar_resnet{d}": d for d in cifar.DEPTHS}
+
+
+class Preprocessed(nn.Module):
+    """A network that takes RGB in [0, 1] and normalizes it itself: ``net((x - mean) / std)``.
+
+    Its layers are addressed by the inner network's own module paths (``featviz_layers``) and by
+    the aliases in ``aliases``; ``input_size`` is the image size the network was trained on.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        aliases: Mapping[str, str] | None = None,
+        input_size: int = 224,
+        name: str = "",
+    ):
+        super().__init__()
+        mean_t, std_t = _stats(mean, "mean"), _stats(std, "std")
+        if (std_t <= 0).any():
+            raise ValueError(f"std must be positive, got {tuple(std)}")
+        self.net = net
+        self.register_buffer("mean", mean_t.view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", std_t.view(1, -1, 1, 1), persistent=False)
+        self.featviz_aliases = dict(aliases or {})
+        self.input_size = int(input_size)
+        self.name = name or type(net).__name__
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.mean.shape[1]:
+            raise ValueError(
+                f"{self.name} expects images of shape [B, {self.mean.shape[1]}, H, W] in [0, 1], "
+                f"got {list(x.shape)}"
+            )
+        return self.net((x - self.mean) / self.std)
+
+    def featviz_layers(self) -> dict[str, nn.Module]:
+        """The inner network's modules by their own paths."""
+        return {name: m for name, m in self.net.named_modules() if name}
+
+    def extra_repr(self) -> str:
+        mean = tuple(round(v, 4) for v in self.mean.flatten().tolist())
+        std = tuple(round(v, 4) for v in self.std.flatten().tolist())
+        return f"name={self.name!r}, mean={mean}, std={std}, input_size={self.input_size}"
+
+
+def _stats(values: Sequence[float], what: str) -> torch.Tensor:
+    t = torch.as_tensor(list(values), dtype=torch.float32).flatten()
+    if t.numel() == 1:
+        t = t.repeat(3)
+    if t.numel() != 3:
+        raise ValueError(f"{what} needs 1 or 3 values (one per RGB channel), got {tuple(values)}")
+    return t
+
+
+def wrap(
+    net: nn.Module,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    aliases: Mapping[str, str] | None = None,
+    input_size: int = 224,
+    name: str = "",
+) -> Preprocessed:
+    """Wrap any image network so that it takes [0, 1] RGB and normalizes with ``mean``/``std``.
+
+    ``mean``/``std`` default to no normalization at all (0 and 1), for networks that already
+    expect [0, 1] input; pass the statistics your network was trained with otherwise.
+    """
+    return Preprocessed(net, mean if mean is not None else (0.0,) * 3,
+                        std if std is not None else (1.0,) * 3, aliases, input_size, name)
+
+
+def available() -> list[str]:
+    """Names :func:`load` accepts: torchvision's classification models and featviz's CIFAR nets."""
+    import torchvision
+
+    names = set(torchvision.models.list_models(module=torchvision.models))
+    return sorted(names | set(_CIFAR) | set(_RENAMES))
+
+
+def load(
+    name: str,
+    weights: str | os.PathLike | Any | None = "default",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    device: str | torch.device | None = None,
+) -> Preprocessed:
+    """Load a classifier by name, ready for featviz: eval mode, [0, 1] RGB input.
+
+    ``weights`` is ``"default"`` (torchvision's best published weights, downloaded into the
+    torch hub cache), a torchvision weight enum or its name (``"IMAGENET1K_V1"``), a path to a
+    local state_dict file, or ``None`` for random initialization. ``mean``/``std`` override
+    the normalization (default: ImageNet statistics, or the weight enum's own).
+    """
+    key = _RENAMES.get(name, name)
+    if key in _CIFAR:
+        net, input_size, default_stats = cifar.cifar_resnet(_CIFAR[key]), 32, None
+    else:
+        net, input_size, default_stats = _torchvision(name, key, weights)
+    if isinstance(weights, (str, os.PathLike)) and _is_path(weights):
+        load_state_dict_file(net, weights)
+    elif key in _CIFAR and weights not in (None, "random", "none"):
+        raise WeightsError(
+            f"{name} has no downloadable weights; pass a local state_dict file with "
+            "--weights PATH (weights='path.pth' in Python) or weights=None for random init"
+        )
+    d_mean, d_std = default_stats or (IMAGENET_MEAN, IMAGENET_STD)
+    model = Preprocessed(net, d_mean if mean is None else mean, d_std if std is None else std,
+                         _ALIASES.get(name, _ALIASES.get(key)), input_size, name)
+    model.eval()
+    return model.to(device) if device is not None else model
+
+
+def _is_path(weights: str | os.PathLike) -> bool:
+    if isinstance(weights, os.PathLike):
+        return True
+    return (os.sep in weights or "/" in weights or weights.endswith((".pth", ".pt", ".bin"))
+            or Path(weights).exists())
+
+
+def _torchvision(name: str, key: str, weights: Any) -> tuple[nn.Module, int, tuple | None]:
+    """Build a torchvision classifier; download enum weights when asked to."""
+    import torchvision
+
+    try:
+        builder = torchvision.models.get_model_builder(key)
+    except ValueError:
+        raise unknown("model", name, available(),
+                      hint="any torchvision classifier or cifar_resnet20/32/44/56") from None
+    local = isinstance(weights, (str, os.PathLike)) and _is_path(weights)
+    kwargs: dict[str, Any] = {}
+    if key in ("googlenet", "inception_v3"):
+        # featviz never runs the auxiliary heads; random init only where no file overwrites it
+        kwargs = {"aux_logits": False, "init_weights": not local}
+    input_size = 299 if key == "inception_v3" else 224
+    if local or weights is None or (isinstance(weights, str)
+                                    and weights.lower() in ("random", "none")):
+        return builder(weights=None, **kwargs), input_size, None
+    enum = _weights_enum(name, key, weights)
+    try:
+        net = builder(weights=enum)
+    except (OSError, RuntimeError, ValueError) as err:  # URLError is an OSError
+        from torch.hub import get_dir
+
+        raise WeightsError(
+            f"could not download {enum} for {name}: {err}. Offline? Fetch the file on a machine "
+            f"with internet and pass --weights PATH (weights='file.pth' in Python), or put it "
+            f"into the torch hub cache {os.path.join(get_dir(), 'checkpoints')}"
+        ) from err
+    preset = enum.transforms()
+    stats = (tuple(preset.mean), tuple(preset.std)) if hasattr(preset, "mean") else None
+    size = getattr(preset, "crop_size", [input_size])
+    return net, int(size[0] if isinstance(size, (list, tuple)) else size), stats
+
+
+def _weights_enum(name: str, key: str, weights: Any):
+    import torchvision
+
+    enum_cls = torchvision.models.get_model_weights(key)
+    if isinstance(weights, enum_cls):
+        return weights
+    if isinstance(weights, str):
+        wanted = "DEFAULT" if weights.lower() == "default" else weights.split(".")[-1]
+        try:
+            return enum_cls[wanted]
+        except KeyError:
+            choices = [w.name for w in enum_cls] + ["DEFAULT", "a local file path", "None"]
+            raise unknown("weights", weights, choices, hint=f"for {name}") from None
+    raise WeightsError(f"weights for {name} must be a name, {enum_cls.__name__}, a path or None; "
+                       f"got {type(weights).__name__}")
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state_dict file, unwrapping ``{"state_dict": ...}`` and ``module.`` prefixes."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise WeightsError(f"cannot read weights file {path}: {err}") from err
+    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"],
+                                                                           Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping):
+        raise WeightsError(f"{path} holds a {type(state).__name__}, not a state_dict")
+    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def load_state_dict_file(net: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load a local state_dict file into ``net``; on mismatch, name the path and the keys."""
+    state = read_state_dict(path)
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    # torchvision's published GoogLeNet/Inception files carry auxiliary heads featviz never runs
+    unexpected_aux = [k for k in unexpected if k.startswith(("aux1.", "aux2.", "AuxLogits."))]
+    unexpected = [k for k in unexpected if k not in unexpected_aux]
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        for label, keys in (("missing in the file", missing), ("not in the model", unexpected),
+                            ("of another shape", shapes)):
+            if keys:
+                more = f" (+{len(keys) - 8} more)" if len(keys) > 8 else ""
+                parts.append(f"{len(keys)} keys {label}: {', '.join(keys[:8])}{more}")
+        raise WeightsError(f"weights file {path} does not match {type(net).__name__}: "
+                           + "; ".join(parts))
+    for k in unexpected_aux:
+        state.pop(k)
+    net.load_state_dict(state, strict=True)
+    return net
+
+
+def layer_table(model: nn.Module, input_size: int | None = None) -> list[tuple[str, str, str]]:
+    """Run one blank image through ``model`` and list (layer, module type, output shape).
+
+    Every addressable layer is listed in definition order; a module that does not run in the
+    forward pass shows ``"not run"``. Hooks are removed and the model's state restored after.
+    """
+    size = input_size or getattr(model, "input_size", 224)
+    layers = named_layers(model)
+    shapes: dict[str, str] = {}
+    handles = []
+
+    def record(name: str):
+        def hook(module, inputs, output):
+            if isinstance(output, torch.Tensor):
+                shapes[name] = "x".join(str(s) for s in output.shape[1:])
+            else:
+                shapes[name] = type(output).__name__
+        return hook
+
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    try:
+        for name, m in layers.items():
+            handles.append(m.register_forward_hook(record(name)))
+        with frozen(model), torch.no_grad():
+            model(torch.full((1, 3, size, size), 0.5, device=device))
+    except Exception as err:
+        raise FeatvizError(f"a {size}x{size} image does not run through the model: {err}") from err
+    finally:
+        for h in handles:
+            h.remove()
+    return [(name, type(m).__name__, shapes.get(name, "not run")) for name, m in layers.items()]

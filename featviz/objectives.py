@@ -1,0 +1,465 @@
+"""Objectives: what an optimization maximizes, as functions of a model's activations.
+
+An :class:`Objective` maps ``{layer name: activation}`` to one value per batch element (shape
+``[B]``) and knows which layers it needs, so that only those are hooked. Objectives combine with
+``+ - * /`` and scalars; ``batch=i`` makes an objective drive only image ``i`` of the batch, so
+one batch can render many channels at once. Objectives are maximized (as in lucid);
+regularizers (:func:`l1`, :func:`l2`, :func:`total_variation`, :func:`blur`) return a penalty
+and are subtracted: ``channel("features.14", 12) - 0.05 * total_variation()``.
+"""
+
+from __future__ import annotations
+
+import numbers
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ChannelError, FeatvizError, ObjectiveSyntaxError
+from .hooks import INPUT, OUTPUT
+
+Acts = Mapping[str, torch.Tensor]
+
+
+class Objective:
+    """A differentiable score of activations, one value per batch element.
+
+    ``fn(acts)`` returns a tensor of shape ``[B]``; ``layers`` names the layers it reads
+    (:data:`~featviz.hooks.INPUT` for the image, :data:`~featviz.hooks.OUTPUT` for the logits);
+    ``batch_size`` is the smallest batch it needs (an objective with ``batch=3`` needs 4).
+    """
+
+    def __init__(self, fn: Callable[[Acts], torch.Tensor], layers: Iterable[str], name: str,
+                 batch_size: int = 0, targets: Mapping[int, str] | None = None):
+        self.fn = fn
+        self.layers = frozenset(layers)
+        self.name = name
+        self.batch_size = batch_size
+        # image index -> name of what drives that image alone (for labels of batched renders)
+        self.targets = dict(targets or {})
+
+    def label(self, i: int) -> str:
+        """A short description of what drives image ``i`` of the batch."""
+        return self.targets.get(i, self.name)
+
+    def __call__(self, acts: Acts) -> torch.Tensor:
+        return self.fn(acts)
+
+    def __repr__(self) -> str:
+        return f"Objective({self.name})"
+
+    def on(self, batch: int) -> Objective:
+        """This objective driving image ``batch`` of the batch alone (others get 0)."""
+        if self.targets:
+            raise FeatvizError(f"{self.name} already drives particular images of the batch")
+        return Objective(_on_element(self.fn, batch, self.name), self.layers,
+                         f"{self.name}@{batch}", batch + 1, {batch: self.name})
+
+    # -- algebra -------------------------------------------------------------------------
+    def _combine(self, other: Objective | float, op, symbol: str, flip: bool = False) -> Objective:
+        if isinstance(other, Objective):
+            a, b = (other, self) if flip else (self, other)
+            targets = dict(a.targets)
+            for i, name in b.targets.items():
+                targets[i] = f"{targets[i]} {symbol} {name}" if i in targets else name
+            return Objective(lambda acts: op(a(acts), b(acts)), a.layers | b.layers,
+                             f"({a.name} {symbol} {b.name})", max(a.batch_size, b.batch_size),
+                             targets)
+        if not isinstance(other, numbers.Real):
+            return NotImplemented
+        c = float(other)
+        if flip:
+            return Objective(lambda acts: op(c, self(acts)), self.layers,
+                             f"({_num(c)} {symbol} {self.name})", self.batch_size, self.targets)
+        return Objective(lambda acts: op(self(acts), c), self.layers,
+                         f"({self.name} {symbol} {_num(c)})", self.batch_size, self.targets)
+
+    def __add__(self, other):
+        return self._combine(other, lambda a, b: a + b, "+")
+
+    def __radd__(self, other):
+        if isinstance(other, numbers.Real) and other == 0:  # lets sum([...]) work
+            return self
+        return self._combine(other, lambda a, b: a + b, "+", flip=True)
+
+    def __sub__(self, other):
+        return self._combine(other, lambda a, b: a - b, "-")
+
+    def __rsub__(self, other):
+        return self._combine(other, lambda a, b: a - b, "-", flip=True)
+
+    def __mul__(self, other):
+        return self._combine(other, lambda a, b: a * b, "*")
+
+    def __rmul__(self, other):
+        return self._combine(other, lambda a, b: a * b, "*", flip=True)
+
+    def __truediv__(self, other):
+        if isinstance(other, numbers.Real) and other == 0:
+            raise ZeroDivisionError(f"dividing objective {self.name} by zero")
+        return self._combine(other, lambda a, b: a / b, "/")
+
+    def __neg__(self):
+        return Objective(lambda acts: -self(acts), self.layers, f"-{self.name}", self.batch_size,
+                         self.targets)
+
+    @staticmethod
+    def sum(objectives: Iterable[Objective]) -> Objective:
+        """Add a list of objectives (each may drive its own batch element)."""
+        objectives = list(objectives)
+        if not objectives:
+            raise ValueError("Objective.sum needs at least one objective")
+        total = objectives[0]
+        for o in objectives[1:]:
+            total = total + o
+        return total
+
+
+def _num(c: float) -> str:
+    return f"{c:g}"
+
+
+def _on_element(obj_fn: Callable[[Acts], torch.Tensor], batch: int | None, name: str):
+    """Evaluate ``obj_fn`` on batch element ``batch`` only; other elements get 0."""
+    if batch is None:
+        return obj_fn
+    if not isinstance(batch, int) or batch < 0:
+        raise ValueError(f"batch must be a non-negative image index, got {batch!r}")
+
+    def fn(acts: Acts) -> torch.Tensor:
+        size = _batch_size(acts)
+        if batch >= size:
+            raise FeatvizError(f"objective {name} drives image {batch} of the batch, but the "
+                               f"batch has {size} images (valid: 0-{size - 1})")
+        value = obj_fn({k: v[batch:batch + 1] for k, v in acts.items()})
+        mask = torch.zeros(size, device=value.device, dtype=value.dtype)
+        mask[batch] = 1
+        return mask * value
+
+    return fn
+
+
+def _batch_size(acts: Acts) -> int:
+    return next(iter(acts.values())).shape[0]
+
+
+def _make(fn, layers, name, batch: int | None) -> Objective:
+    if batch is None:
+        return Objective(fn, layers, name)
+    label = f"{name}@{batch}"
+    return Objective(_on_element(fn, batch, label), layers, label, batch + 1, {batch: name})
+
+
+def _channels_of(layer: str, act: torch.Tensor) -> int:
+    # [B, C, H, W] conv maps, [B, C] vectors, [B, tokens, C] transformer sequences
+    return act.shape[-1] if act.dim() == 3 else act.shape[1]
+
+
+def _check_channel(layer: str, act: torch.Tensor, channel: int) -> None:
+    n = _channels_of(layer, act)
+    if not 0 <= channel < n:
+        raise ChannelError(f"channel {channel} is out of range for layer {layer!r}, which has "
+                           f"{n} channels (valid: 0-{n - 1})")
+
+
+def _channel_map(layer: str, act: torch.Tensor, channel: int) -> torch.Tensor:
+    """The activation of one channel per batch element, spatial or token axes kept."""
+    _check_channel(layer, act, channel)
+    if act.dim() == 3:
+        return act[:, :, channel]
+    return act[:, channel]
+
+
+def _mean_rest(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1).mean(dim=1)
+
+
+def channel(layer: str, n: int | Sequence[int], batch: int | None = None) -> Objective:
+    """Mean activation of channel ``n`` of ``layer`` (lucid's ``channel``).
+
+    ``n`` may be a list of channels, one per batch element (image ``i`` maximizes channel
+    ``n[i]``): the fast way to render many channels of one layer in one batch.
+    """
+    if isinstance(n, Sequence) and not isinstance(n, str):
+        if batch is not None:
+            raise ValueError("give either a list of channels or batch=, not both")
+        return _channel_list(layer, [int(c) for c in n])
+    n = int(n)
+    return _make(lambda acts: _mean_rest(_channel_map(layer, acts[layer], n)), [layer],
+                 f"channel({layer}, {n})", batch)
+
+
+def _channel_list(layer: str, channels: list[int]) -> Objective:
+    if not channels:
+        raise ValueError("channel() needs at least one channel")
+    index = torch.tensor(channels)
+
+    def fn(acts: Acts) -> torch.Tensor:
+        act = acts[layer]
+        size = act.shape[0]
+        if size < len(channels):
+            raise FeatvizError(f"{len(channels)} channels need a batch of at least "
+                               f"{len(channels)} images, got {size}")
+        for c in (min(channels), max(channels)):
+            _check_channel(layer, act, c)
+        idx = index.to(act.device)
+        rows = torch.arange(len(channels), device=act.device)
+        picked = act[rows, :, idx] if act.dim() == 3 else act[rows, idx]
+        values = _mean_rest(picked)
+        if size > len(channels):
+            values = torch.cat([values, values.new_zeros(size - len(channels))])
+        return values
+
+    short = f"{channels[0]}..{channels[-1]}" if len(channels) > 3 else ", ".join(map(str, channels))
+    return Objective(fn, [layer], f"channel({layer}, [{short}])", len(channels),
+                     {i: f"channel({layer}, {c})" for i, c in enumerate(channels)})
+
+
+def neuron(layer: str, n: int, x: int | None = None, y: int | None = None,
+           batch: int | None = None) -> Objective:
+    """Activation of channel ``n`` at one position: the centre by default, or column ``x``,
+    row ``y`` of the layer's map (lucid's ``neuron``)."""
+    n = int(n)
+
+    def fn(acts: Acts) -> torch.Tensor:
+        act = acts[layer]
+        plane = _channel_map(layer, act, n)
+        if plane.dim() == 1:  # a vector layer: the channel is the neuron
+            return plane
+        if plane.dim() == 2:  # token sequence: x indexes tokens
+            t = plane.shape[1] // 2 if x is None else x
+            if not 0 <= t < plane.shape[1]:
+                raise ChannelError(f"token {t} is outside layer {layer!r} with "
+                                   f"{plane.shape[1]} tokens (valid: 0-{plane.shape[1] - 1})")
+            return plane[:, t]
+        h, w = plane.shape[1:]
+        cx, cy = (w // 2 if x is None else x), (h // 2 if y is None else y)
+        if not (0 <= cx < w and 0 <= cy < h):
+            raise ChannelError(f"position x={cx}, y={cy} is outside layer {layer!r} of size "
+                               f"{h}x{w} (valid: x 0-{w - 1}, y 0-{h - 1})")
+        return plane[:, cy, cx]
+
+    where = "" if x is None and y is None else f", x={x}, y={y}"
+    return _make(fn, [layer], f"neuron({layer}, {n}{where})", batch)
+
+
+def layer(layer: str, batch: int | None = None) -> Objective:
+    """DeepDream: the mean squared activation of the whole layer."""
+    return _make(lambda acts: _mean_rest(acts[layer].float() ** 2), [layer],
+                 f"layer({layer})", batch)
+
+
+def _check_class(logits: torch.Tensor, n: int) -> None:
+    if logits.dim() != 2:
+        raise FeatvizError(f"class objectives need [B, classes] model outputs, got "
+                           f"{list(logits.shape)}")
+    if not 0 <= n < logits.shape[1]:
+        raise ChannelError(f"class {n} is out of range for a model with {logits.shape[1]} "
+                           f"outputs (valid: 0-{logits.shape[1] - 1})")
+
+
+def logit(n: int, batch: int | None = None) -> Objective:
+    """The model's pre-softmax output for class ``n``."""
+    n = int(n)
+
+    def fn(acts: Acts) -> torch.Tensor:
+        out = acts[OUTPUT]
+        _check_class(out, n)
+        return out[:, n]
+
+    return _make(fn, [OUTPUT], f"logit({n})", batch)
+
+
+def softmax(n: int, batch: int | None = None) -> Objective:
+    """The softmax probability of class ``n`` (tends to give worse images than :func:`logit`:
+    it can rise by pushing other classes down instead of class ``n`` up)."""
+    n = int(n)
+
+    def fn(acts: Acts) -> torch.Tensor:
+        out = acts[OUTPUT]
+        _check_class(out, n)
+        return torch.softmax(out.float(), dim=1)[:, n]
+
+    return _make(fn, [OUTPUT], f"softmax({n})", batch)
+
+
+def direction(layer: str, vector: torch.Tensor | Sequence[float],
+              batch: int | None = None) -> Objective:
+    """Dot product of the activations with ``vector`` (one weight per channel), averaged over
+    positions: a direction in activation space instead of a single channel."""
+    vec = torch.as_tensor(vector, dtype=torch.float32).flatten()
+
+    def fn(acts: Acts) -> torch.Tensor:
+        act = acts[layer]
+        n = _channels_of(layer, act)
+        if vec.numel() != n:
+            raise ChannelError(f"direction vector has {vec.numel()} entries but layer {layer!r} "
+                               f"has {n} channels")
+        v = vec.to(device=act.device, dtype=act.dtype)
+        if act.dim() == 4:
+            return _mean_rest(torch.einsum("bchw,c->bhw", act, v))
+        return _mean_rest(act @ v)
+
+    return _make(fn, [layer], f"direction({layer}, {vec.numel()}-vector)", batch)
+
+
+def diversity(layer: str) -> Objective:
+    """Distill's diversity term: minus the mean cosine similarity of each image's Gram matrix
+    with the others' in the batch. Add it with a positive weight (``+ 100 * diversity(...)``)
+    to make the images of a batch differ in style, not just in position."""
+
+    def fn(acts: Acts) -> torch.Tensor:
+        act = acts[layer].float()
+        size = act.shape[0]
+        if size < 2:
+            raise FeatvizError("diversity needs a batch of at least 2 images")
+        flat = act.reshape(size, act.shape[1], -1)
+        grams = F.normalize((flat @ flat.transpose(1, 2)).reshape(size, -1), dim=1)
+        sim = grams @ grams.T
+        return -(sim.sum(dim=1) - sim.diagonal()) / size
+
+    return Objective(fn, [layer], f"diversity({layer})", 2)
+
+
+# -- regularizers: penalties on the image (pre-transform), to be subtracted -------------
+def l1(constant: float = 0.5) -> Objective:
+    """Mean absolute difference of the pixels from ``constant`` (grey by default; lucid uses 0
+    and a sum, so its weights are larger by the pixel count)."""
+    return Objective(lambda acts: _mean_rest((acts[INPUT] - constant).abs()), [INPUT],
+                     f"l1({_num(constant)})")
+
+
+def l2(constant: float = 0.5) -> Objective:
+    """Root mean square difference of the pixels from ``constant``."""
+    return Objective(lambda acts: (_mean_rest((acts[INPUT] - constant) ** 2) + 1e-12).sqrt(),
+                     [INPUT], f"l2({_num(constant)})")
+
+
+def total_variation(beta: float | None = None) -> Objective:
+    """Total variation of the image, per pixel: ``|dx| + |dy|`` (lucid's anisotropic form) or,
+    with ``beta``, ``(dx² + dy²)^(beta/2)`` as in Mahendran & Vedaldi's TV^β."""
+
+    def fn(acts: Acts) -> torch.Tensor:
+        img = acts[INPUT]
+        dx = img[..., :-1, 1:] - img[..., :-1, :-1]
+        dy = img[..., 1:, :-1] - img[..., :-1, :-1]
+        if beta is None:
+            return _mean_rest(dx.abs() + dy.abs())
+        return _mean_rest((dx ** 2 + dy ** 2 + 1e-8) ** (beta / 2))
+
+    return Objective(fn, [INPUT], "total_variation()" if beta is None else f"tv(beta={beta:g})")
+
+
+def blur(sigma: float | None = None) -> Objective:
+    """Half the mean squared difference between the image and a blurred copy of it that is held
+    constant (lucid's ``blur_input_each_step``): subtracting it blurs the image a little each
+    step. The copy uses lucid's 3x3 binomial kernel, or a Gaussian of ``sigma`` pixels."""
+    import kornia
+
+    def fn(acts: Acts) -> torch.Tensor:
+        img = acts[INPUT]
+        with torch.no_grad():
+            if sigma is None:
+                k = torch.tensor([1.0, 2.0, 1.0], device=img.device, dtype=img.dtype)
+                kernel = (k[:, None] * k[None, :] / 16)[None]
+                blurred = kornia.filters.filter2d(img, kernel, border_type="reflect")
+            else:
+                size = 2 * int(3 * sigma + 0.5) + 1
+                blurred = kornia.filters.gaussian_blur2d(img, (size, size), (sigma, sigma),
+                                                         border_type="reflect")
+        return 0.5 * _mean_rest((img - blurred) ** 2)
+
+    return Objective(fn, [INPUT], "blur()" if sigma is None else f"blur({sigma:g})")
+
+
+# -- strings from the command line ----------------------------------------------------
+GRAMMAR = """objective strings (terms may be joined with '+', each with an optional 'WEIGHT*'):
+  channel:LAYER:C           mean activation of channel C; C may be a range 0-63 or a list 1,5,9
+  neuron:LAYER:C[:X:Y]      channel C at the centre of the map, or at column X, row Y
+  layer:LAYER               DeepDream: mean squared activation of the layer
+  logit:C                   pre-softmax output for class C
+  softmax:C                 softmax probability of class C
+  direction:LAYER:FILE.pt   dot product with a channel vector saved by torch.save
+  e.g. channel:features.14:12   or   channel:mixed4a:97+0.5*neuron:mixed4a:3"""
+
+
+def _syntax(spec: str, why: str) -> ObjectiveSyntaxError:
+    return ObjectiveSyntaxError(f"cannot read objective {spec!r}: {why}\n{GRAMMAR}")
+
+
+def parse_channels(text: str, spec: str = "") -> list[int]:
+    """Read ``"12"``, ``"0-63"`` or ``"1,5,9"`` (or a mix, ``"0-3,8"``) as a list of ints."""
+    out: list[int] = []
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m:
+            raise _syntax(spec or text, f"{part!r} is not a number, a range A-B or a list A,B,C")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise _syntax(spec or text, f"range {part!r} runs backwards")
+        out.extend(range(lo, hi + 1))
+    return out
+
+
+def _int(spec: str, text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise _syntax(spec, f"{what} must be a whole number, got {text!r}") from None
+
+
+def _parse_term(spec: str, term: str) -> Objective:
+    weight = 1.0
+    m = re.fullmatch(r"\s*([-+]?[\d.]+(?:e[-+]?\d+)?)\s*\*\s*(.+)", term)
+    if m:
+        weight, term = float(m.group(1)), m.group(2)
+    parts = term.strip().split(":")
+    kind, args = parts[0], parts[1:]
+    if kind == "channel":
+        if len(args) != 2 or not args[0]:
+            raise _syntax(spec, "channel takes LAYER:C")
+        chans = parse_channels(args[1], spec)
+        obj = channel(args[0], chans[0]) if len(chans) == 1 else channel(args[0], chans)
+    elif kind == "neuron":
+        if len(args) not in (2, 4) or not args[0]:
+            raise _syntax(spec, "neuron takes LAYER:C or LAYER:C:X:Y")
+        xy = [_int(spec, a, "X and Y") for a in args[2:]] or [None, None]
+        obj = neuron(args[0], _int(spec, args[1], "C"), *xy)
+    elif kind == "layer":
+        if len(args) != 1 or not args[0]:
+            raise _syntax(spec, "layer takes LAYER")
+        obj = layer(args[0])
+    elif kind in ("logit", "softmax"):
+        if len(args) != 1:
+            raise _syntax(spec, f"{kind} takes C (a class index)")
+        obj = (logit if kind == "logit" else softmax)(_int(spec, args[0], "C"))
+    elif kind == "direction":
+        if len(args) != 2:
+            raise _syntax(spec, "direction takes LAYER:FILE.pt")
+        path = Path(args[1])
+        if not path.is_file():
+            raise FeatvizError(f"direction vector file not found: {path}")
+        obj = direction(args[0], torch.load(path, map_location="cpu", weights_only=True))
+    else:
+        raise _syntax(spec, f"unknown objective kind {kind!r}")
+    return obj if weight == 1.0 else weight * obj
+
+
+def parse(spec: str) -> Objective:
+    """Turn a command-line objective string into an :class:`Objective` (grammar in
+    :data:`GRAMMAR`): ``"channel:features.14:12"``, ``"neuron:mixed4a:3:5:5"``, ..."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise _syntax(str(spec), "it is empty")
+    return Objective.sum(_parse_term(spec, term) for term in spec.split("+") if term.strip())
+
+
+def expand(spec: str) -> list[str]:
+    """Split a ``channel:LAYER:RANGE`` string into one string per channel, for rendering a
+    layer in several batches; any other string comes back as it is."""
+    parts = spec.split(":")
+    if len(parts) == 3 and parts[0] == "channel" and "+" not in spec:
+        return [f"channel:{parts[1]}:{c}" for c in parse_channels(parts[2], spec)]
+    return [spec]

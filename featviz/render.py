@@ -1,0 +1,233 @@
+"""The optimization loop: make images that maximize an objective of a model's activations.
+
+One step: ``param() -> transforms -> model (stopped after the deepest needed layer) ->
+objective -> -sum().backward() -> optimizer.step()``. Everything stays on the model's device;
+the loss of every step is written into a device buffer and read back only every
+``record_every`` steps (for history, the progress bar and the NaN check), so the loop never
+waits on the GPU in between.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import images as _images
+from . import param as _param
+from . import transforms as _transforms
+from .backward_rules import ReluBackwardRule
+from .errors import FeatvizError, NonFiniteLossError
+from .hooks import INPUT, LayerTap, frozen
+from .objectives import Objective
+
+
+@dataclass
+class RenderResult:
+    """What a render made.
+
+    ``images``: the final batch [B,3,H,W] in [0, 1] on the CPU; ``snapshots``: step -> images
+    at each threshold; ``history``: objective per image [T,B] at ``history_steps``;
+    ``seconds``: wall time of the loop; ``seed``: repeats the run; ``interrupted``: True when
+    Ctrl-C stopped it early (``steps_done`` tells how far it got).
+    """
+
+    images: torch.Tensor
+    snapshots: dict[int, torch.Tensor]
+    history: torch.Tensor
+    history_steps: list[int]
+    labels: list[str]
+    seconds: float
+    seed: int
+    steps_done: int
+    interrupted: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def values(self) -> torch.Tensor:
+        """The objective per image at the last recorded step, shape [B]."""
+        return self.history[-1] if len(self.history) else torch.empty(0)
+
+    def save(self, path: str | os.PathLike, labels: bool = False,
+             ncol: int | None = None) -> Path:
+        """Write the final image, or a grid of the batch, to ``path`` (PNG by its suffix)."""
+        return _images.save(self.images, path, self.labels if labels else None, ncol)
+
+    def save_each(self, folder: str | os.PathLike, names: Sequence[str] | None = None) -> list[Path]:
+        """Write one PNG per image of the batch into ``folder`` (named ``names[i]`` or by
+        index) and return the paths."""
+        folder = Path(folder)
+        names = names or [f"{i:03d}" for i in range(len(self.images))]
+        return [_images.save(img, folder / f"{name}.png") for img, name in zip(self.images, names)]
+
+    def save_gif(self, path: str | os.PathLike, seconds_per_frame: float = 0.2) -> Path:
+        """Write the snapshots and the final images as an animated GIF."""
+        frames = [self.snapshots[s] for s in sorted(self.snapshots)]
+        if not frames or not torch.equal(frames[-1], self.images):
+            frames.append(self.images)
+        return _images.save_gif(frames, path, seconds_per_frame)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a model with neither)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def _new_seed() -> int:
+    return int(torch.randint(0, 2**31 - 1, (1,)).item())
+
+
+def render(
+    model: nn.Module,
+    objective: Objective | str,
+    param: nn.Module | None = None,
+    *,
+    steps: int = 512,
+    size: int | tuple[int, int] | None = None,
+    batch: int | None = None,
+    transforms: str | Sequence | Callable | None = "standard",
+    lr: float = 0.05,
+    optimizer: Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer] | None = None,
+    thresholds: Iterable[int] = (),
+    seed: int | None = None,
+    progress: bool = True,
+    amp: bool = False,
+    redirect_relu: int = 16,
+    record_every: int = 16,
+    stop_early: bool = True,
+) -> RenderResult:
+    """Optimize images so that ``objective`` on ``model``'s activations is as high as possible.
+
+    ``param`` defaults to ``param.image(size, batch)`` (Fourier, decorrelated colour) created on
+    the model's device; ``size`` defaults to the model's ``input_size`` (else 224) and
+    ``batch`` to what the objective drives. ``transforms`` is a preset (``"standard"``,
+    ``"distill"``, ``"none"``), a list or a callable. Adam with ``lr`` unless ``optimizer``
+    builds another from the parameters. ``thresholds`` keep snapshots; ``seed`` repeats a run
+    exactly on the CPU; ``amp`` uses bf16 autocast on CUDA; ``redirect_relu`` steps use
+    lucid's redirected ReLU gradient so dead units still get a signal. Ctrl-C returns what was
+    made so far, with ``interrupted=True``.
+    """
+    from .objectives import parse
+
+    if isinstance(objective, str):
+        objective = parse(objective)
+    if not isinstance(objective, Objective):
+        raise TypeError(f"objective must be an Objective or a string, got {type(objective)}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    device = model_device(model)
+    seed = _new_seed() if seed is None else int(seed)
+    init_gen = torch.Generator().manual_seed(seed)
+    if param is None:
+        size = size or getattr(model, "input_size", 224)
+        batch = batch or max(objective.batch_size, 1)
+        param = _param.image(size, batch, generator=init_gen)
+    param = param.to(device)
+    with torch.no_grad():
+        probe = param()
+    n_images, img_size = probe.shape[0], tuple(probe.shape[-2:])
+    if objective.batch_size > n_images:
+        raise FeatvizError(f"objective {objective.name} needs a batch of {objective.batch_size} "
+                           f"images, but the parameterization makes {n_images}")
+    pipeline = _transforms.resolve(transforms, img_size)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    params = [p for p in param.parameters() if p.requires_grad]
+    opt = optimizer(params) if optimizer else torch.optim.Adam(params, lr=lr)
+    use_amp = amp and device.type == "cuda"
+    if amp and not use_amp:
+        import warnings
+
+        warnings.warn("amp=True needs a CUDA model; rendering in float32", stacklevel=2)
+    thresholds = sorted({int(t) for t in thresholds if 0 < int(t) <= steps})
+    record = set(range(record_every, steps + 1, record_every)) | set(thresholds) | {steps}
+    losses = torch.zeros(max(steps, 1), device=device)
+    history: list[torch.Tensor] = []
+    history_steps: list[int] = []
+    snapshots: dict[int, torch.Tensor] = {}
+    checked = 0
+    step = 0
+    interrupted = False
+    bar = _progress(steps, progress, objective.name)
+    start = time.perf_counter()
+
+    def check_finite(upto: int) -> None:
+        nonlocal checked
+        window = losses[checked:upto]
+        bad = (~torch.isfinite(window)).nonzero()
+        if len(bad):
+            at = checked + int(bad[0]) + 1
+            raise NonFiniteLossError(
+                f"the loss became {float(losses[at - 1])} at step {at} of {objective.name}; "
+                f"lower the learning rate (lr={lr}) or check the objective and the model"
+            )
+        checked = upto
+
+    try:
+        with frozen(model), LayerTap(model, objective.layers, stop_early=stop_early) as tap:
+            for step in range(1, steps + 1):
+                opt.zero_grad(set_to_none=True)
+                img = param()
+                x = pipeline(img, gen)
+                rule = ReluBackwardRule("redirect") if step <= redirect_relu else None
+                with rule or contextlib.nullcontext(), _autocast(use_amp, device):
+                    acts = tap(x)
+                if use_amp:
+                    acts = {k: v.float() for k, v in acts.items()}
+                acts[INPUT] = img
+                values = objective(acts)
+                if values.shape != (n_images,):
+                    raise FeatvizError(f"objective {objective.name} returned shape "
+                                       f"{list(values.shape)}, expected [{n_images}]")
+                loss = -values.sum()
+                loss.backward()
+                opt.step()
+                losses[step - 1] = loss.detach()
+                if step in record:
+                    history.append(values.detach().float())
+                    history_steps.append(step)
+                    check_finite(step)
+                    if bar is not None:
+                        bar.update(step - bar.n)
+                        bar.set_postfix(objective=f"{float(values.mean()):.4g}")
+                if step in thresholds:
+                    with torch.no_grad():
+                        snapshots[step] = param().detach().cpu()
+    except KeyboardInterrupt:
+        interrupted = True
+        step = max(step - 1, 0)
+    finally:
+        if bar is not None:
+            bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        final = param().detach().float().cpu()
+    labels = [objective.label(i) for i in range(n_images)]
+    hist = torch.stack(history).cpu() if history else torch.empty(0, n_images)
+    return RenderResult(final, snapshots, hist, history_steps, labels, seconds, seed, step,
+                        interrupted)
+
+
+def _autocast(enabled: bool, device: torch.device):
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _progress(steps: int, enabled: bool, name: str):
+    if not enabled or steps == 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=steps, desc=name[:40], unit="step", leave=False)

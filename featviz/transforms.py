@@ -1,0 +1,291 @@
+"""Transformation robustness: random jitter, pad, scale and rotation applied each step.
+
+Each image of a batch gets its own random draw from a ``torch.Generator`` on the images' device,
+so a seed repeats a run exactly and nothing waits on the host. The geometric transforms are
+affine maps; :class:`Compose` multiplies consecutive ones into a single matrix per image and
+resamples once (``grid_sample``), instead of warping the image once per transform. Integer
+shifts (pad, jitter, crop) land exactly on pixel centres, so on their own they copy pixels.
+
+Presets: ``"standard"`` (lucid's ``render_vis``), ``"distill"`` (the Distill article's
+figures) and ``"none"``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+Size = tuple[int, int]
+
+
+def _draw_choice(values: Sequence[float], n: int, generator, device) -> torch.Tensor:
+    table = torch.tensor([float(v) for v in values], device=device)
+    idx = torch.randint(len(values), (n,), generator=generator, device=device)
+    return table[idx]
+
+
+def _draw(values, n: int, generator, device) -> torch.Tensor:
+    """A list draws one of its values; a (low, high) pair of floats draws uniformly."""
+    if isinstance(values, tuple) and len(values) == 2 and all(isinstance(v, float) for v in values):
+        lo, hi = values
+        return lo + (hi - lo) * torch.rand(n, generator=generator, device=device)
+    return _draw_choice(values, n, generator, device)
+
+
+def _eye(n: int, device) -> torch.Tensor:
+    return torch.eye(3, device=device).expand(n, 3, 3).clone()
+
+
+class Transform:
+    """A random transformation of an image batch ``[B,C,H,W] -> [B,C,H',W']``."""
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Affine(Transform):
+    """A geometric transform given, per image, by a 3x3 matrix that maps output pixel
+    coordinates (x right, y down, pixel centres at integers) to input pixel coordinates."""
+
+    def out_size(self, size: Size) -> Size:
+        return size
+
+    def matrices(self, n: int, size: Size, generator, device) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return Compose([self])(x, generator)
+
+
+class pad(Affine):  # noqa: N801  (lowercase, like the lucid transforms users know)
+    """Grow the canvas by ``width`` pixels on every side, filled with ``fill`` (grey), or
+    ``mode="reflect"``/``"edge"``."""
+
+    def __init__(self, width: int, fill: float = 0.5, mode: str = "constant"):
+        if width < 0:
+            raise ValueError(f"pad width must be >= 0, got {width}")
+        if mode not in _PADDING:
+            raise ValueError(f"pad mode must be one of {', '.join(_PADDING)}, got {mode!r}")
+        self.width, self.fill, self.mode = int(width), float(fill), mode
+
+    def out_size(self, size: Size) -> Size:
+        return size[0] + 2 * self.width, size[1] + 2 * self.width
+
+    def matrices(self, n, size, generator, device):
+        m = _eye(n, device)
+        m[:, 0, 2] = m[:, 1, 2] = -self.width
+        return m
+
+    def __repr__(self) -> str:
+        return f"pad({self.width})"
+
+
+class jitter(Affine):  # noqa: N801
+    """Random crop that shrinks the image by ``d`` pixels: the offset is drawn uniformly from
+    0..d in x and y separately, so the content moves by up to ±d/2 in both directions."""
+
+    def __init__(self, d: int):
+        if d < 0:
+            raise ValueError(f"jitter must be >= 0 pixels, got {d}")
+        self.d = int(d)
+
+    def out_size(self, size: Size) -> Size:
+        if min(size) <= self.d:
+            raise ValueError(f"jitter({self.d}) needs an image larger than {self.d} px, got {size}")
+        return size[0] - self.d, size[1] - self.d
+
+    def matrices(self, n, size, generator, device):
+        m = _eye(n, device)
+        offsets = torch.randint(self.d + 1, (2, n), generator=generator, device=device)
+        m[:, 0, 2], m[:, 1, 2] = offsets[0], offsets[1]
+        return m
+
+    def __repr__(self) -> str:
+        return f"jitter({self.d})"
+
+
+def _about_centre(core: torch.Tensor, size: Size) -> torch.Tensor:
+    """Conjugate a per-image 2x2 map with translations so that it acts about the centre."""
+    cy, cx = (size[0] - 1) / 2, (size[1] - 1) / 2
+    centre = torch.tensor([cx, cy], device=core.device)
+    m = _eye(core.shape[0], core.device)
+    m[:, :2, :2] = core
+    m[:, :2, 2] = centre - core @ centre
+    return m
+
+
+class scale(Affine):  # noqa: N801
+    """Zoom about the centre by a factor drawn per image from ``scales`` (a list, as lucid), or
+    uniformly from a ``(low, high)`` pair of floats; the canvas keeps its size."""
+
+    def __init__(self, scales: Sequence[float] | tuple[float, float]):
+        if not len(scales) or min(scales) <= 0:
+            raise ValueError(f"scales must be positive numbers, got {scales!r}")
+        self.scales = scales
+
+    def matrices(self, n, size, generator, device):
+        s = _draw(self.scales, n, generator, device)
+        core = torch.diag_embed(torch.stack([1 / s, 1 / s], dim=1))
+        return _about_centre(core, size)
+
+    def __repr__(self) -> str:
+        return f"scale({self.scales!r})"
+
+
+class rotate(Affine):  # noqa: N801
+    """Rotate about the centre by an angle in degrees drawn per image from ``angles`` (a list,
+    as lucid), or uniformly from a ``(low, high)`` pair of floats."""
+
+    def __init__(self, angles: Sequence[float] | tuple[float, float]):
+        if not len(angles):
+            raise ValueError("rotate needs at least one angle")
+        self.angles = angles
+
+    def matrices(self, n, size, generator, device):
+        a = _draw(self.angles, n, generator, device) * (math.pi / 180)
+        cos, sin = torch.cos(a), torch.sin(a)
+        core = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1)
+        return _about_centre(core, size)
+
+    def __repr__(self) -> str:
+        return f"rotate({self.angles!r})"
+
+
+class crop(Affine):  # noqa: N801
+    """Cut the central ``size`` pixels (an int or (h, w)), e.g. to remove padding again."""
+
+    def __init__(self, size: int | Size):
+        self.size = (size, size) if isinstance(size, int) else tuple(size)
+
+    def out_size(self, size: Size) -> Size:
+        if self.size[0] > size[0] or self.size[1] > size[1]:
+            raise ValueError(f"crop to {self.size} is larger than the image {size}")
+        return self.size
+
+    def matrices(self, n, size, generator, device):
+        m = _eye(n, device)
+        m[:, 0, 2] = (size[1] - self.size[1]) // 2
+        m[:, 1, 2] = (size[0] - self.size[0]) // 2
+        return m
+
+    def __repr__(self) -> str:
+        return f"crop({self.size})"
+
+
+_PADDING = {"constant": "zeros", "reflect": "reflection", "edge": "border"}
+
+
+def _resample(x: torch.Tensor, m: torch.Tensor, out: Size, fill: float, mode: str) -> torch.Tensor:
+    """Sample ``x`` at ``m @ (u, v, 1)`` for every output pixel, bilinearly, in one pass."""
+    _, _, h, w = x.shape
+    ho, wo = out
+    # pixel coords -> grid_sample's normalized coords (align_corners=False), both sides
+    to_norm = torch.tensor([[2 / w, 0, 1 / w - 1], [0, 2 / h, 1 / h - 1], [0, 0, 1]],
+                           device=x.device, dtype=m.dtype)
+    from_norm = torch.tensor([[wo / 2, 0, (wo - 1) / 2], [0, ho / 2, (ho - 1) / 2], [0, 0, 1]],
+                             device=x.device, dtype=m.dtype)
+    theta = (to_norm @ m @ from_norm)[:, :2].to(x.dtype)
+    grid = F.affine_grid(theta, [x.shape[0], x.shape[1], ho, wo], align_corners=False)
+    if mode == "constant" and fill != 0:
+        return F.grid_sample(x - fill, grid, "bilinear", "zeros", align_corners=False) + fill
+    return F.grid_sample(x, grid, "bilinear", _PADDING[mode], align_corners=False)
+
+
+class Compose(Transform):
+    """Apply transforms in order; runs of :class:`Affine` ones are fused into one resampling.
+
+    Any callable ``f(x)`` or ``f(x, generator)`` may stand in the list as well.
+    """
+
+    def __init__(self, transforms: Sequence[Transform | Callable]):
+        self.transforms = list(transforms)
+        for t in self.transforms:
+            if not callable(t):
+                raise TypeError(f"transforms must be callables, got {t!r}")
+
+    def out_size(self, size: Size) -> Size:
+        """The size the model sees for an image of ``size`` (only affine transforms known)."""
+        for t in self.transforms:
+            if isinstance(t, Affine):
+                size = t.out_size(size)
+        return size
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        run: list[Affine] = []
+        for t in self.transforms:
+            if isinstance(t, Affine):
+                run.append(t)
+                continue
+            x = self._apply_run(x, run, generator)
+            run = []
+            x = t(x, generator) if isinstance(t, Transform) else t(x)
+        return self._apply_run(x, run, generator)
+
+    @staticmethod
+    def _apply_run(x: torch.Tensor, run: list[Affine], generator) -> torch.Tensor:
+        if not run:
+            return x
+        n, size = x.shape[0], (x.shape[2], x.shape[3])
+        total = _eye(n, x.device)
+        for t in run:
+            total = total @ t.matrices(n, size, generator, x.device)
+            size = t.out_size(size)
+        pads = [t for t in run if isinstance(t, pad)]
+        fill, mode = (pads[0].fill, pads[0].mode) if pads else (0.5, "constant")
+        return _resample(x, total, size, fill, mode)
+
+    def __repr__(self) -> str:
+        return "Compose([" + ", ".join(map(repr, self.transforms)) + "])"
+
+
+def standard() -> Compose:
+    """lucid's ``render_vis`` transforms: pad 12 (grey), jitter 8, scale 0.9-1.1 in steps of
+    0.02, rotate -10..10 degrees (0 five times more often), jitter 4."""
+    return Compose([
+        pad(12, fill=0.5),
+        jitter(8),
+        scale([1 + (i - 5) / 50 for i in range(11)]),
+        rotate(list(range(-10, 11)) + 5 * [0]),
+        jitter(4),
+    ])
+
+
+def distill(size: int | Size) -> Compose:
+    """The Distill article's figures: pad 16, jitter 16, scale {1, .975, 1.025, .95, 1.05},
+    rotate -5..5 degrees, jitter 8, then crop the padding back off to ``size``."""
+    return Compose([
+        pad(16, fill=0.5),
+        jitter(16),
+        scale([1, 0.975, 1.025, 0.95, 1.05]),
+        rotate(list(range(-5, 6))),
+        jitter(8),
+        crop(size),
+    ])
+
+
+PRESETS = ("standard", "distill", "none")
+
+
+def resolve(spec: str | Sequence | Callable | None, size: int | Size) -> Callable:
+    """Turn what a user passed as ``transforms=`` into a callable ``f(x, generator)``.
+
+    A preset name, ``None``/``"none"`` (identity), a list or tuple (composed in order: never
+    silently replaced by the defaults) or any callable.
+    """
+    if spec is None or spec == "none":
+        return Compose([])
+    if isinstance(spec, str):
+        if spec == "standard":
+            return standard()
+        if spec == "distill":
+            return distill(size)
+        raise ValueError(f"unknown transforms preset {spec!r}; choose one of {', '.join(PRESETS)},"
+                         " or pass a list of transforms")
+    if isinstance(spec, (list, tuple)):
+        return Compose(spec)
+    if callable(spec):
+        return spec
+    raise TypeError(f"transforms must be a preset name, a list or a callable, got {spec!r}")

@@ -1,0 +1,116 @@
+"""LayerTap captures exactly the asked layers, stops early exactly, and always cleans up."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import ReusedReluNet, hook_free, make_tiny
+
+import featviz
+from featviz.errors import FeatvizError, UnknownNameError
+from featviz.hooks import OUTPUT, LayerTap, frozen, resolve_layer
+
+
+def test_tap_stops_after_deepest_layer(tiny):
+    net = tiny.net
+    x = torch.rand(2, 3, 32, 32)
+    with LayerTap(tiny, ["conv2"]) as tap:
+        tap(x)  # first pass is full: learns how often each layer fires
+        calls = net.tail.calls
+        acts = tap(x)
+        assert net.tail.calls == calls, "the forward ran past the deepest needed layer"
+    assert set(acts) == {"conv2"}
+    assert acts["conv2"].shape == (2, 16, 16, 16)
+    assert hook_free(tiny)
+
+
+def test_early_stop_is_exact(tiny):
+    """Activations and input gradients equal those of a full forward pass."""
+    x = torch.rand(3, 3, 32, 32)
+    full_x = x.clone().requires_grad_(True)
+    captured = {}
+    # clone: the in-place ReLU6 after conv3 overwrites its output in a full pass
+    h = tiny.net.conv3.register_forward_hook(lambda m, i, o: captured.update(a=o.clone()))
+    tiny(full_x)
+    h.remove()
+    captured["a"][:, 5].mean().backward()
+
+    with LayerTap(tiny, ["conv3"]) as tap:
+        tap(x)
+        early_x = x.clone().requires_grad_(True)
+        act = tap(early_x)["conv3"]
+    act[:, 5].mean().backward()
+    torch.testing.assert_close(act, captured["a"], rtol=0, atol=0)
+    torch.testing.assert_close(early_x.grad, full_x.grad, rtol=0, atol=0)
+
+
+def test_hooks_removed_on_exception(tiny):
+    with pytest.raises(RuntimeError, match="boom"), LayerTap(tiny, ["conv1", "conv3"]) as tap:
+        tap(torch.rand(1, 3, 32, 32))
+        assert not hook_free(tiny)
+        raise RuntimeError("boom")
+    assert hook_free(tiny)
+
+
+def test_capture_survives_inplace_relu(tiny):
+    """conv3 is followed by ReLU6(inplace=True); the captured value must be conv3's own."""
+    x = torch.rand(2, 3, 32, 32)
+    with LayerTap(tiny, ["conv3", OUTPUT]) as tap:
+        full = tap(x)["conv3"]
+    with LayerTap(tiny, ["conv3"]) as tap:
+        tap(x)
+        early = tap(x)["conv3"]
+    assert (full < 0).any()
+    torch.testing.assert_close(full, early, rtol=0, atol=0)
+
+
+def test_output_needs_full_pass(tiny):
+    with LayerTap(tiny, ["conv1", OUTPUT]) as tap:
+        tap(torch.rand(1, 3, 32, 32))
+        acts = tap(torch.rand(1, 3, 32, 32))
+    assert acts[OUTPUT].shape == (1, 10)
+    assert tiny.net.tail.calls == 2
+
+
+def test_unknown_layer_lists_closest(tiny):
+    with pytest.raises(UnknownNameError) as err:
+        LayerTap(tiny, ["conv_2"])
+    assert "'conv_2'" in str(err.value) and "'conv2'" in str(err.value)
+
+
+def test_reused_module_warns():
+    model = ReusedReluNet()
+    with pytest.warns(UserWarning, match="ran 2 times"), LayerTap(model, ["relu"]) as tap:
+        tap(torch.rand(1, 3, 8, 8))
+    assert hook_free(model)
+
+
+def test_layer_not_run_is_an_error(tiny):
+    tiny.net.unused = torch.nn.Conv2d(1, 1, 1)
+    with pytest.raises(FeatvizError, match="did not run"), LayerTap(tiny, ["unused"]) as tap:
+        tap(torch.rand(1, 3, 32, 32))
+    assert hook_free(tiny)
+
+
+def test_frozen_restores_mode_and_grads():
+    model = make_tiny()
+    model.train()
+    model.net.conv2.eval()
+    model.net.fc.weight.requires_grad_(False)
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    modes = {n: m.training for n, m in model.named_modules()}
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    with pytest.raises(ValueError), frozen(model):
+        assert not model.training and not any(p.requires_grad for p in model.parameters())
+        raise ValueError
+    assert {n: m.training for n, m in model.named_modules()} == modes
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n])
+
+
+def test_aliases_and_wrapped_paths():
+    model = featviz.models.wrap(ReusedReluNet(), aliases={"first": "conv1"})
+    assert resolve_layer(model, "first") is model.net.conv1
+    assert resolve_layer(model, "conv2") is model.net.conv2
+    assert resolve_layer(model, "net.conv2") is model.net.conv2
