@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     photos = torch.cat([featviz.images.load(p, size=args.size)
                         for p in featviz.images.list_images(args.images)])
     out = Path(args.out)
-    print(f"| layer:channel | rendered mean act. | best photo | ratio | saturated px | s |")
+    print("| layer:channel | rendered mean act. | best photo | ratio | saturated px | s |")
     print("|---|---:|---:|---:|---:|---:|")
     worst_ratio, worst_sat = float("inf"), 0.0
     for target in args.targets.split(","):
@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         res.save(out / f"{layer}_{c}.png")
         print(f"| {layer}:{c} | {rendered:.3f} | {best:.3f} | {ratio:.1f}x | {100 * sat:.2f}% "
               f"| {secs:.0f} |", flush=True)
-    print(f"\nweakest ratio {worst_ratio:.1f}x (target >= 5x); most saturated {100 * worst_sat:.2f}% "
-          f"(target < 5%); images in {out}/")
+    print(f"\nweakest ratio {worst_ratio:.1f}x (target >= 5x); most saturated "
+          f"{100 * worst_sat:.2f}% (target < 5%); images in {out}/")
     return 0 if worst_ratio >= 5 and worst_sat < 0.05 else 1
 
 

@@ -15,7 +15,8 @@ def _floats(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by commas, got {text!r}") from None
     if len(values) not in (1, 3):
         raise argparse.ArgumentTypeError(f"expected 1 or 3 numbers (one per RGB channel), "
                                          f"got {text!r}")
@@ -26,7 +27,8 @@ def _steps_list(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected step numbers like 32,128,512, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected step numbers like 32,128,512, got {text!r}") from None
 
 
 def _add_model_args(p: argparse.ArgumentParser, weights_default: str | None) -> None:
@@ -108,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FeatvizError as err:
         print(f"featviz {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `featviz layers ... | head`
+        sys.stderr.close()
+        return 0
     return 1
 
 
@@ -140,7 +145,7 @@ def _batches(specs: list[str], batch_size: int):
         chunk = specs[start:start + batch_size]
         parts = [s.split(":") for s in chunk]
         if len(chunk) > 1 and all(p[0] == "channel" and len(p) == 3 and p[1] == parts[0][1]
-                                  and "+" not in s for p, s in zip(parts, chunk)):
+                                  and "+" not in s for p, s in zip(parts, chunk, strict=True)):
             # one vectorized objective for channels of one layer
             yield chunk, channel(parts[0][1], [int(p[2]) for p in parts])
         elif len(chunk) == 1:

@@ -145,10 +145,8 @@ class LayerTap:
         self._stopping = self.stop_early and self._expected is not None and bool(self.names)
         self._remaining = len(self._by_module)
         output = None
-        try:
+        with contextlib.suppress(_StopForward):
             output = self.model(x)
-        except _StopForward:
-            pass
         if self._expected is None:
             self._learn_counts()
         acts = self._acts

@@ -135,8 +135,8 @@ def _atomic(path: Path, write) -> None:
             tmp.unlink()
 
 
-def save_gif(frames: Sequence[torch.Tensor], path: str | os.PathLike, seconds_per_frame: float = 0.2,
-             labels: Sequence[str] | None = None) -> Path:
+def save_gif(frames: Sequence[torch.Tensor], path: str | os.PathLike,
+             seconds_per_frame: float = 0.2, labels: Sequence[str] | None = None) -> Path:
     """Write frames (each one image [3,H,W] or a batch, laid out as a grid) as a looping GIF."""
     import imageio.v2 as imageio
 

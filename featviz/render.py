@@ -59,12 +59,14 @@ class RenderResult:
         """Write the final image, or a grid of the batch, to ``path`` (PNG by its suffix)."""
         return _images.save(self.images, path, self.labels if labels else None, ncol)
 
-    def save_each(self, folder: str | os.PathLike, names: Sequence[str] | None = None) -> list[Path]:
+    def save_each(self, folder: str | os.PathLike,
+                  names: Sequence[str] | None = None) -> list[Path]:
         """Write one PNG per image of the batch into ``folder`` (named ``names[i]`` or by
         index) and return the paths."""
         folder = Path(folder)
         names = names or [f"{i:03d}" for i in range(len(self.images))]
-        return [_images.save(img, folder / f"{name}.png") for img, name in zip(self.images, names)]
+        pairs = zip(self.images, names, strict=True)
+        return [_images.save(img, folder / f"{name}.png") for img, name in pairs]
 
     def save_gif(self, path: str | os.PathLike, seconds_per_frame: float = 0.2) -> Path:
         """Write the snapshots and the final images as an animated GIF."""

@@ -43,6 +43,9 @@ class TinyNet(nn.Module):
         self.tail = Counter()
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(16, classes)
+        with torch.no_grad():  # default init gives a tiny gain; make the image matter
+            for conv in (self.conv1, self.conv2, self.conv3):
+                conv.weight.mul_(3)
 
     def forward(self, x):
         x = self.relu(self.conv1(x))

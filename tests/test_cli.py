@@ -1,0 +1,79 @@
+"""The featviz command: render (one or many images), layers, and clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from featviz.cli import main
+
+RANDOM = ["--model", "mobilenet_v2", "--weights", "random", "--device", "cpu"]
+
+
+def test_render_many_channels_in_batches(tmp_path, capsys):
+    out = tmp_path / "sheet.png"
+    code = main(["render", *RANDOM, "--objective", "channel:features.4:0-4", "--batch-size", "2",
+                 "--size", "48", "--steps", "4", "--no-progress", "--out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert text.count("batch ") == 3  # 5 channels in batches of 2, 2, 1
+    files = sorted(p.name for p in (tmp_path / "sheet").iterdir())
+    assert files == [f"channel_features.4_{c}.png" for c in range(5)]
+    assert Image.open(tmp_path / "sheet" / files[0]).size == (48, 48)
+    assert Image.open(out).size[0] > 3 * 48  # the contact sheet
+
+
+def test_render_single_with_gif(tmp_path):
+    out, gif = tmp_path / "one.png", tmp_path / "one.gif"
+    code = main(["render", *RANDOM, "--mean", "0.5,0.5,0.5", "--std", "0.5", "--objective",
+                 "neuron:features.7:3", "--size", "40", "--steps", "6", "--thresholds", "2,4",
+                 "--gif", str(gif), "--no-progress", "--out", str(out)])
+    assert code == 0
+    assert Image.open(out).size == (40, 40)
+    assert Image.open(gif).n_frames == 3
+
+
+def test_layers_lists_shapes(capsys):
+    assert main(["layers", "--model", "mobilenet_v2"]) == 0
+    text = capsys.readouterr().out
+    line = next(ln for ln in text.splitlines() if ln.startswith("features.14 "))
+    assert "InvertedResidual" in line and "160x7x7" in line
+
+
+def test_layers_shows_aliases(capsys):
+    assert main(["layers", "--model", "googlenet"]) == 0
+    assert "mixed4a -> inception4a" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--objective", "channel:features.4"], "channel:LAYER:C"),
+    (["--objective", "channel:features.44:1"], "'features.4'"),
+    (["--objective", "channel:features.4:999"], "valid: 0-31"),
+    (["--objective", "logit:1000"], "valid: 0-999"),
+])
+def test_render_errors_are_clear(tmp_path, capsys, args, expected):
+    code = main(["render", *RANDOM, *args, "--size", "32", "--steps", "2", "--no-progress",
+                 "--out", str(tmp_path / "x.png")])
+    assert code == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_missing_weights_file(tmp_path, capsys):
+    code = main(["render", "--model", "mobilenet_v2", "--weights", str(tmp_path / "w.pth"),
+                 "--objective", "channel:features.4:0", "--out", str(tmp_path / "x.png")])
+    assert code == 2
+    assert "w.pth" in capsys.readouterr().err
+
+
+def test_unknown_model(capsys):
+    assert main(["layers", "--model", "resnet_50"]) == 2
+    assert "'resnet50'" in capsys.readouterr().err
+
+
+def test_python_dash_m_is_the_same_command():
+    proc = subprocess.run([sys.executable, "-m", "featviz", "render", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--objective" in proc.stdout and "neuron:LAYER" in proc.stdout

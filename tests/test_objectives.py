@@ -1,0 +1,163 @@
+"""Objectives compute what they claim, combine correctly and reject bad input clearly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from featviz import objectives as obj
+from featviz.errors import ChannelError, FeatvizError, ObjectiveSyntaxError
+from featviz.hooks import INPUT, OUTPUT
+
+
+@pytest.fixture
+def acts():
+    torch.manual_seed(0)
+    return {
+        "conv": torch.randn(4, 6, 5, 7),
+        "vec": torch.randn(4, 6),
+        "tokens": torch.randn(4, 9, 6),
+        OUTPUT: torch.randn(4, 10),
+        INPUT: torch.rand(4, 3, 8, 8),
+    }
+
+
+def test_channel_neuron_layer(acts):
+    a = acts["conv"]
+    torch.testing.assert_close(obj.channel("conv", 2)(acts), a[:, 2].mean(dim=(1, 2)))
+    torch.testing.assert_close(obj.neuron("conv", 2)(acts), a[:, 2, 2, 3])  # centre of 5x7
+    torch.testing.assert_close(obj.neuron("conv", 2, x=6, y=0)(acts), a[:, 2, 0, 6])
+    torch.testing.assert_close(obj.layer("conv")(acts), (a ** 2).mean(dim=(1, 2, 3)))
+    torch.testing.assert_close(obj.channel("vec", 5)(acts), acts["vec"][:, 5])
+    torch.testing.assert_close(obj.channel("tokens", 1)(acts), acts["tokens"][..., 1].mean(1))
+
+
+def test_class_objectives(acts):
+    out = acts[OUTPUT]
+    torch.testing.assert_close(obj.logit(3)(acts), out[:, 3])
+    torch.testing.assert_close(obj.softmax(3)(acts), torch.softmax(out, 1)[:, 3])
+    assert obj.logit(3).layers == {OUTPUT}
+
+
+def test_direction(acts):
+    v = torch.randn(6)
+    expected = (acts["conv"] * v[None, :, None, None]).sum(1).mean(dim=(1, 2))
+    torch.testing.assert_close(obj.direction("conv", v)(acts), expected)
+    onehot = torch.zeros(6)
+    onehot[4] = 1
+    torch.testing.assert_close(obj.direction("conv", onehot)(acts), obj.channel("conv", 4)(acts))
+
+
+def test_algebra_weights_are_not_mixed_up(acts):
+    """2*A + 3*B must be 2A + 3B (xplique once computed 6A + 3B)."""
+    a, b = obj.channel("conv", 0), obj.channel("conv", 1)
+    va, vb = a(acts), b(acts)
+    torch.testing.assert_close((2 * a + 3 * b)(acts), 2 * va + 3 * vb)
+    torch.testing.assert_close((a - b / 2)(acts), va - vb / 2)
+    torch.testing.assert_close((-a + 1)(acts), 1 - va)
+    torch.testing.assert_close((a * b)(acts), va * vb)
+    torch.testing.assert_close(sum([a, b])(acts), va + vb)
+    torch.testing.assert_close(obj.Objective.sum([a, b, a])(acts), 2 * va + vb)
+    assert (a + obj.logit(1)).layers == {"conv", OUTPUT}
+
+
+def test_batch_index_drives_one_image(acts):
+    o = obj.channel("conv", 0, batch=1) + obj.channel("conv", 3, batch=2)
+    v = o(acts)
+    a = acts["conv"]
+    torch.testing.assert_close(v, torch.stack([torch.tensor(0.0), a[1, 0].mean(),
+                                               a[2, 3].mean(), torch.tensor(0.0)]))
+    assert o.batch_size == 3
+    assert o.label(1) == "channel(conv, 0)" and o.label(2) == "channel(conv, 3)"
+
+
+def test_channel_list_is_per_image(acts):
+    v = obj.channel("conv", [5, 0, 2])(acts)
+    a = acts["conv"]
+    torch.testing.assert_close(v[:3], torch.stack([a[0, 5].mean(), a[1, 0].mean(),
+                                                   a[2, 2].mean()]))
+    assert v[3] == 0
+
+
+def test_gradient_reaches_only_driven_image(acts):
+    a = acts["conv"].clone().requires_grad_(True)
+    obj.channel("conv", 1, batch=2)({"conv": a}).sum().backward()
+    assert a.grad[2, 1].abs().sum() > 0
+    assert a.grad[[0, 1, 3]].abs().sum() == 0 and a.grad[2, 0].abs().sum() == 0
+
+
+def test_diversity_prefers_different_styles():
+    same = torch.randn(1, 4, 6, 6).repeat(3, 1, 1, 1)
+    diff = torch.randn(3, 4, 6, 6)
+    d = obj.diversity("x")
+    assert torch.allclose(d({"x": same}), torch.full((3,), -2 / 3), atol=1e-5)
+    assert d({"x": diff}).mean() > d({"x": same}).mean()
+
+
+def test_regularizers(acts):
+    flat = {INPUT: torch.full((2, 3, 8, 8), 0.5)}
+    noisy = {INPUT: torch.rand(2, 3, 8, 8)}
+    for reg in (obj.l1(), obj.l2(), obj.total_variation(), obj.total_variation(beta=2),
+                obj.blur()):
+        assert reg.layers == {INPUT}
+        assert reg(flat).abs().max() < 1e-3, reg.name
+        assert (reg(noisy) > reg(flat)).all(), reg.name
+    img = noisy[INPUT]
+    torch.testing.assert_close(obj.l1()(noisy), (img - 0.5).abs().mean(dim=(1, 2, 3)))
+
+
+def test_blur_gradient_smooths():
+    img = torch.rand(1, 3, 16, 16, requires_grad=True)
+    (-obj.blur()({INPUT: img})).sum().backward()
+    stepped = img.detach() + 5 * img.grad
+    tv = obj.total_variation()
+    assert tv({INPUT: stepped}) < tv({INPUT: img.detach()})
+
+
+def test_channel_out_of_range_names_valid_range(acts):
+    with pytest.raises(ChannelError, match=r"channel 6 .*'conv'.*6 channels \(valid: 0-5\)"):
+        obj.channel("conv", 6)(acts)
+    with pytest.raises(ChannelError, match=r"valid: 0-5"):
+        obj.channel("conv", [0, 9])(acts)
+    with pytest.raises(ChannelError, match=r"valid: x 0-6, y 0-4"):
+        obj.neuron("conv", 0, x=7, y=0)(acts)
+    with pytest.raises(ChannelError, match=r"class 10 .*valid: 0-9"):
+        obj.logit(10)(acts)
+    with pytest.raises(FeatvizError, match="batch has 4 images"):
+        obj.channel("conv", 0, batch=4)(acts)
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("channel:features.14:12", "channel(features.14, 12)"),
+    ("neuron:mixed4a:3", "neuron(mixed4a, 3)"),
+    ("neuron:mixed4a:3:5:6", "neuron(mixed4a, 3, x=5, y=6)"),
+    ("layer:features.7", "layer(features.7)"),
+    ("logit:207", "logit(207)"),
+    ("softmax:207", "softmax(207)"),
+    ("channel:a:1+0.5*channel:b:2", "(channel(a, 1) + (0.5 * channel(b, 2)))"),
+    ("channel:a:0-3", "channel(a, [0..3])"),
+])
+def test_parse(spec, expected):
+    assert obj.parse(spec).name == expected
+
+
+def test_parse_direction(tmp_path, acts):
+    v = torch.randn(6)
+    torch.save(v, tmp_path / "v.pt")
+    o = obj.parse(f"direction:conv:{tmp_path / 'v.pt'}")
+    torch.testing.assert_close(o(acts), obj.direction("conv", v)(acts))
+
+
+@pytest.mark.parametrize("spec", ["", "channel:x", "channel:x:y", "neuron:x:1:2",
+                                  "chanel:x:1", "logit:cat", "channel:x:5-2", "layer"])
+def test_parse_errors_show_grammar(spec):
+    with pytest.raises(ObjectiveSyntaxError) as err:
+        obj.parse(spec)
+    assert "channel:LAYER:C" in str(err.value) and repr(spec) in str(err.value)
+
+
+def test_expand_ranges():
+    assert obj.expand("channel:l:0-2,5") == ["channel:l:0", "channel:l:1", "channel:l:2",
+                                             "channel:l:5"]
+    assert obj.expand("logit:3") == ["logit:3"]
+    assert obj.parse_channels("1,5,9") == [1, 5, 9]

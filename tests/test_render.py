@@ -1,0 +1,180 @@
+"""The render loop raises its objective, repeats with a seed and leaves the model untouched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import hook_free, make_tiny
+from PIL import Image
+from torch import nn
+
+import featviz
+from featviz import objectives as obj
+from featviz import param
+from featviz.errors import ChannelError, NonFiniteLossError
+from featviz.objectives import Objective
+
+FAST = dict(steps=24, size=32, progress=False, seed=1)
+
+
+def test_objective_rises(tiny):
+    res = featviz.render(tiny, obj.channel("conv3", 2), **{**FAST, "lr": 0.2}, record_every=1)
+    assert res.history_steps[0] == 1
+    assert res.history[-1, 0] > res.history[0, 0] + 0.05, res.history[:, 0]
+    assert res.images.shape == (1, 3, 32, 32)
+    assert res.images.min() >= 0 and res.images.max() <= 1
+    assert res.history_steps[-1] == 24 and res.steps_done == 24 and not res.interrupted
+
+
+def test_seed_repeats_exactly(tiny):
+    a = featviz.render(tiny, obj.channel("conv2", 1), **FAST)
+    b = featviz.render(tiny, obj.channel("conv2", 1), **FAST)
+    c = featviz.render(tiny, obj.channel("conv2", 1), **{**FAST, "seed": 2})
+    assert torch.equal(a.images, b.images)
+    assert not torch.equal(a.images, c.images)
+    assert a.seed == 1
+    d = featviz.render(tiny, obj.channel("conv2", 1), **{**FAST, "seed": None})
+    again = featviz.render(tiny, obj.channel("conv2", 1), **{**FAST, "seed": d.seed})
+    assert torch.equal(d.images, again.images)
+
+
+def test_early_stop_changes_nothing(tiny):
+    a = featviz.render(tiny, obj.channel("conv2", 1), **FAST)
+    b = featviz.render(tiny, obj.channel("conv2", 1), **FAST, stop_early=False)
+    assert torch.equal(a.images, b.images)
+
+
+def test_batch_of_channels_each_rises(tiny):
+    res = featviz.render(tiny, obj.channel("conv3", [0, 3, 5, 7]), **FAST)
+    assert res.images.shape[0] == 4
+    assert (res.history[-1] > res.history[0]).all()
+    assert res.labels[1] == "channel(conv3, 3)"
+    # one image per objective with batch=: the same as a vectorized list
+    summed = obj.Objective.sum(obj.channel("conv3", c, batch=i) for i, c in enumerate([0, 3, 5, 7]))
+    res2 = featviz.render(tiny, summed, **FAST)
+    torch.testing.assert_close(res.images, res2.images)
+
+
+def test_model_comes_back_unchanged():
+    model = make_tiny()
+    model.train()
+    model.net.fc.weight.requires_grad_(False)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    featviz.render(model, obj.channel("conv2", 0) + obj.logit(3), **FAST)
+    assert model.training and all(m.training for m in model.modules())
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert all(p.grad is None for p in model.parameters())
+    assert hook_free(model)
+
+
+def test_no_hooks_left_after_error(tiny):
+    with pytest.raises(ChannelError, match="valid: 0-15"):
+        featviz.render(tiny, obj.channel("conv3", 99), **FAST)
+    assert hook_free(tiny)
+
+
+def test_nan_loss_names_the_step(tiny):
+    calls = {"n": 0}
+
+    def fn(acts):
+        calls["n"] += 1
+        v = acts["conv2"][:, 0].mean(dim=(1, 2))
+        return v * float("nan") if calls["n"] >= 7 else v
+
+    with pytest.raises(NonFiniteLossError, match="at step 7"):
+        featviz.render(tiny, Objective(fn, ["conv2"], "bad"), **FAST)
+    assert hook_free(tiny)
+
+
+def test_ctrl_c_keeps_what_was_made(tiny):
+    calls = {"n": 0}
+
+    def fn(acts):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise KeyboardInterrupt
+        return acts["conv2"][:, 0].mean(dim=(1, 2))
+
+    res = featviz.render(tiny, Objective(fn, ["conv2"], "interrupted"), **FAST)
+    assert res.interrupted and res.steps_done == 9
+    assert res.images.shape == (1, 3, 32, 32)
+    assert hook_free(tiny)
+
+
+def test_thresholds_snapshots_and_files(tiny, tmp_path):
+    res = featviz.render(tiny, obj.channel("conv3", 1), thresholds=[4, 12], **FAST)
+    assert sorted(res.snapshots) == [4, 12]
+    assert not torch.equal(res.snapshots[4], res.images)
+    png = res.save(tmp_path / "a.png")
+    assert Image.open(png).size == (32, 32)
+    gif = res.save_gif(tmp_path / "a.gif")
+    assert Image.open(gif).n_frames == 3
+
+
+def test_string_objective_and_given_param(tiny):
+    p = param.image(20, batch=2, fft=False, decorrelate=False)
+    res = featviz.render(tiny, "channel:conv1:2", p, **{**FAST, "size": None})
+    assert res.images.shape == (2, 3, 20, 20)
+
+
+def test_custom_transform_list_is_used(tiny):
+    seen = []
+
+    def spy(x):
+        seen.append(x.shape)
+        return x
+
+    featviz.render(tiny, obj.channel("conv1", 0), transforms=[spy], **FAST)
+    assert len(seen) == FAST["steps"] and seen[0] == (1, 3, 32, 32)
+
+
+def test_transforms_preset_changes_model_input(tiny):
+    sizes = []
+    h = tiny.net.conv1.register_forward_hook(lambda m, i, o: sizes.append(i[0].shape[-1]))
+    try:
+        featviz.render(tiny, obj.channel("conv1", 0), transforms="standard", **FAST)
+    finally:
+        h.remove()
+    assert set(sizes) == {32 + 24 - 12}
+
+
+class DeadNet(nn.Module):
+    """conv -> ReLU with a large negative bias: the channel is dead for any [0, 1] image."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+        with torch.no_grad():
+            self.conv.weight.fill_(0.1)
+            self.conv.bias.fill_(-5.0)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.conv(x))
+
+
+def test_redirected_relu_revives_dead_units():
+    model = DeadNet()
+    plain = featviz.render(model, obj.channel("relu", 0), redirect_relu=0, **FAST)
+    revived = featviz.render(model, obj.channel("relu", 0), redirect_relu=24, **FAST)
+    start = param.image(32, generator=torch.Generator().manual_seed(1))().detach()
+    assert torch.equal(plain.images, start), "without redirection a dead unit gets no gradient"
+    assert revived.images.mean() > plain.images.mean() + 0.05  # brighter: pushed towards life
+    assert hook_free(model)
+
+
+def test_amp_on_cpu_warns_and_runs(tiny):
+    with pytest.warns(UserWarning, match="CUDA"):
+        res = featviz.render(tiny, obj.channel("conv1", 0), amp=True, **FAST)
+    assert res.images.dtype == torch.float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_render_follows_model_device_and_bf16_close():
+    model = make_tiny().cuda()
+    fp32 = featviz.render(model, obj.channel("conv3", 2), **{**FAST, "steps": 64})
+    bf16 = featviz.render(model, obj.channel("conv3", 2), amp=True, **{**FAST, "steps": 64})
+    assert fp32.images.device.type == "cpu"
+    assert abs(float(bf16.values[0]) / float(fp32.values[0]) - 1) < 0.05
