@@ -35,7 +35,8 @@ class RenderResult:
     ``images``: the final batch [B,3,H,W] in [0, 1] on the CPU; ``snapshots``: step -> images
     at each threshold; ``history``: objective per image [T,B] at ``history_steps``;
     ``seconds``: wall time of the loop; ``seed``: repeats the run; ``interrupted``: True when
-    Ctrl-C stopped it early (``steps_done`` tells how far it got).
+    Ctrl-C stopped it early (``steps_done`` tells how far it got); ``history_times``: seconds
+    since the start at each recorded step (the device is in sync there), for step timings.
     """
 
     images: torch.Tensor
@@ -47,7 +48,17 @@ class RenderResult:
     seed: int
     steps_done: int
     interrupted: bool = False
-    extra: dict = field(default_factory=dict)
+    history_times: list[float] = field(default_factory=list)
+
+    def ms_per_step(self, after: int = 0) -> float:
+        """Mean milliseconds per step between the first recorded step past ``after`` and the
+        last one (skip warm-up steps with ``after``); NaN when too few steps were recorded."""
+        marks = [(s, t) for s, t in zip(self.history_steps, self.history_times, strict=True)
+                 if s > after]
+        if len(marks) < 2:
+            return float("nan")
+        (s0, t0), (s1, t1) = marks[0], marks[-1]
+        return 1000 * (t1 - t0) / (s1 - s0)
 
     @property
     def values(self) -> torch.Tensor:
@@ -155,6 +166,7 @@ def render(
     losses = torch.zeros(max(steps, 1), device=device)
     history: list[torch.Tensor] = []
     history_steps: list[int] = []
+    history_times: list[float] = []
     snapshots: dict[int, torch.Tensor] = {}
     checked = 0
     step = 0
@@ -197,7 +209,8 @@ def render(
                 if step in record:
                     history.append(values.detach().float())
                     history_steps.append(step)
-                    check_finite(step)
+                    check_finite(step)  # reads the device: in sync from here
+                    history_times.append(time.perf_counter() - start)
                     if bar is not None:
                         bar.update(step - bar.n)
                         bar.set_postfix(objective=f"{float(values.mean()):.4g}")
@@ -218,7 +231,7 @@ def render(
     labels = [objective.label(i) for i in range(n_images)]
     hist = torch.stack(history).cpu() if history else torch.empty(0, n_images)
     return RenderResult(final, snapshots, hist, history_steps, labels, seconds, seed, step,
-                        interrupted)
+                        interrupted, history_times)
 
 
 def _autocast(enabled: bool, device: torch.device):

@@ -4,7 +4,8 @@ Each image of a batch gets its own random draw from a ``torch.Generator`` on the
 so a seed repeats a run exactly and nothing waits on the host. The geometric transforms are
 affine maps; :class:`Compose` multiplies consecutive ones into a single matrix per image and
 resamples once (``grid_sample``), instead of warping the image once per transform. Integer
-shifts (pad, jitter, crop) land exactly on pixel centres, so on their own they copy pixels.
+shifts (pad, jitter, crop) land on pixel centres, so on their own they copy pixels (up to
+float32 rounding of the sampling coordinates, below 1e-4).
 
 Presets: ``"standard"`` (lucid's ``render_vis``), ``"distill"`` (the Distill article's
 figures) and ``"none"``.
@@ -28,8 +29,8 @@ def _draw_choice(values: Sequence[float], n: int, generator, device) -> torch.Te
 
 
 def _draw(values, n: int, generator, device) -> torch.Tensor:
-    """A list draws one of its values; a (low, high) pair of floats draws uniformly."""
-    if isinstance(values, tuple) and len(values) == 2 and all(isinstance(v, float) for v in values):
+    """A list draws one of its values; a (low, high) tuple draws uniformly in between."""
+    if isinstance(values, tuple) and len(values) == 2:
         lo, hi = values
         return lo + (hi - lo) * torch.rand(n, generator=generator, device=device)
     return _draw_choice(values, n, generator, device)
@@ -61,8 +62,8 @@ class Affine(Transform):
 
 
 class pad(Affine):  # noqa: N801  (lowercase, like the lucid transforms users know)
-    """Grow the canvas by ``width`` pixels on every side, filled with ``fill`` (grey), or
-    ``mode="reflect"``/``"edge"``."""
+    """Grow the canvas by ``width`` pixels on every side, filled with ``fill`` (grey), or with
+    ``mode="mirror"`` (reflected about the border, edge pixel repeated) or ``"edge"``."""
 
     def __init__(self, width: int, fill: float = 0.5, mode: str = "constant"):
         if width < 0:
@@ -119,7 +120,7 @@ def _about_centre(core: torch.Tensor, size: Size) -> torch.Tensor:
 
 class scale(Affine):  # noqa: N801
     """Zoom about the centre by a factor drawn per image from ``scales`` (a list, as lucid), or
-    uniformly from a ``(low, high)`` pair of floats; the canvas keeps its size."""
+    uniformly from a ``(low, high)`` tuple; the canvas keeps its size."""
 
     def __init__(self, scales: Sequence[float] | tuple[float, float]):
         if not len(scales) or min(scales) <= 0:
@@ -137,7 +138,7 @@ class scale(Affine):  # noqa: N801
 
 class rotate(Affine):  # noqa: N801
     """Rotate about the centre by an angle in degrees drawn per image from ``angles`` (a list,
-    as lucid), or uniformly from a ``(low, high)`` pair of floats."""
+    as lucid), or uniformly from a ``(low, high)`` tuple: ``rotate((-10, 10))``."""
 
     def __init__(self, angles: Sequence[float] | tuple[float, float]):
         if not len(angles):
@@ -175,7 +176,8 @@ class crop(Affine):  # noqa: N801
         return f"crop({self.size})"
 
 
-_PADDING = {"constant": "zeros", "reflect": "reflection", "edge": "border"}
+# grid_sample's "reflection" with align_corners=False mirrors about the pixel border
+_PADDING = {"constant": "zeros", "mirror": "reflection", "edge": "border"}
 
 
 def _resample(x: torch.Tensor, m: torch.Tensor, out: Size, fill: float, mode: str) -> torch.Tensor:

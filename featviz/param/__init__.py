@@ -49,9 +49,10 @@ class ImageParam(nn.Module):
         """Start from ``img`` ([3,H,W] or [B,3,H,W] in [0, 1], broadcast over the batch)."""
         if img.dim() == 3:
             img = img[None]
-        if img.shape[-2:] != torch.Size(self.size) or img.shape[1] != 3:
-            raise ValueError(f"initial image must be [B,3,{self.size[0]},{self.size[1]}], "
-                             f"got {list(img.shape)}")
+        if (img.shape[-2:] != torch.Size(self.size) or img.shape[1] != 3
+                or img.shape[0] not in (1, self.batch)):
+            raise ValueError(f"initial image must be [B,3,{self.size[0]},{self.size[1]}] with "
+                             f"B = 1 or {self.batch}, got {list(img.shape)}")
         device = next(self.parameters()).device
         img = img.to(device=device, dtype=torch.float32).expand(self.batch, -1, -1, -1)
         self.raw.set_raw(from_valid_rgb(img, self.decorrelate, self.valid))
