@@ -50,6 +50,8 @@ def _load_model(args: argparse.Namespace):
     from . import models
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if str(args.weights).lower() in ("random", "none"):
+        torch.manual_seed(getattr(args, "seed", 0))  # the same random network every run
     return models.load(args.model, weights=args.weights, mean=args.mean, std=args.std,
                        device=device)
 
@@ -75,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--pixel", action="store_true", help="pixel instead of Fourier parameters")
     r.add_argument("--no-decorrelate", action="store_true", help="plain RGB parameters")
     r.add_argument("--lr", type=float, default=0.05)
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=int, default=0,
+                   help="image n of the list starts from seed+n (so batching changes nothing);"
+                        " also seeds --weights random")
     r.add_argument("--thresholds", type=_steps_list, default=[],
                    help="steps at which to keep snapshots, e.g. 32,128,512 (for --gif)")
     r.add_argument("--gif", help="also write the snapshots as an animated GIF here")
@@ -172,14 +176,17 @@ def _render(args: argparse.Namespace) -> int:
     many = len(specs) > 1
     folder = out.with_suffix("")
     finished, labels = [], []
+    done = 0
     for k, (chunk, objective) in enumerate(_batches(specs, args.batch_size)):
-        gen = torch.Generator().manual_seed(args.seed + k)
+        # image n of the whole list uses seed + n, whatever batch it falls into
+        seeds = [args.seed + done + i for i in range(len(chunk))]
+        done += len(chunk)
         p = param.image(size, len(chunk), fft=not args.pixel, decorrelate=not args.no_decorrelate,
-                        generator=gen)
+                        generator=[torch.Generator().manual_seed(s) for s in seeds])
         if many:
             print(f"batch {k + 1}: {len(chunk)} image(s): {', '.join(chunk)}", flush=True)
         res = render(model, objective, p, steps=args.steps, transforms=args.transforms,
-                     lr=args.lr, seed=args.seed + k, thresholds=args.thresholds,
+                     lr=args.lr, seed=seeds, thresholds=args.thresholds,
                      progress=not args.no_progress, amp=args.amp)
         if many:
             res.save_each(folder, [_safe(s) for s in chunk])
@@ -187,7 +194,7 @@ def _render(args: argparse.Namespace) -> int:
         labels.extend(chunk)
         values = ", ".join(f"{v:.3g}" for v in res.values.tolist())
         print(f"  objective {values} after {res.steps_done} steps in {res.seconds:.1f} s "
-              f"(seed {res.seed})", flush=True)
+              f"(seeds {seeds[0]}-{seeds[-1]})", flush=True)
         if args.gif:
             gif = Path(args.gif)
             res.save_gif(gif if not many else gif.with_name(f"{gif.stem}_{k:03d}{gif.suffix}"))

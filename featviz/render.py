@@ -34,9 +34,10 @@ class RenderResult:
 
     ``images``: the final batch [B,3,H,W] in [0, 1] on the CPU; ``snapshots``: step -> images
     at each threshold; ``history``: objective per image [T,B] at ``history_steps``;
-    ``seconds``: wall time of the loop; ``seed``: repeats the run; ``interrupted``: True when
-    Ctrl-C stopped it early (``steps_done`` tells how far it got); ``history_times``: seconds
-    since the start at each recorded step (the device is in sync there), for step timings.
+    ``seconds``: wall time of the loop; ``seeds``: one per image, repeats the run;
+    ``interrupted``: True when Ctrl-C stopped it early (``steps_done`` tells how far it got);
+    ``history_times``: seconds since the start at each recorded step (the device is in sync
+    there), for step timings.
     """
 
     images: torch.Tensor
@@ -45,7 +46,7 @@ class RenderResult:
     history_steps: list[int]
     labels: list[str]
     seconds: float
-    seed: int
+    seeds: list[int]
     steps_done: int
     interrupted: bool = False
     history_times: list[float] = field(default_factory=list)
@@ -59,6 +60,11 @@ class RenderResult:
             return float("nan")
         (s0, t0), (s1, t1) = marks[0], marks[-1]
         return 1000 * (t1 - t0) / (s1 - s0)
+
+    @property
+    def seed(self) -> int:
+        """The first image's seed (image ``i`` used ``seed + i`` when one number was given)."""
+        return self.seeds[0]
 
     @property
     def values(self) -> torch.Tensor:
@@ -112,7 +118,7 @@ def render(
     lr: float = 0.05,
     optimizer: Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer] | None = None,
     thresholds: Iterable[int] = (),
-    seed: int | None = None,
+    seed: int | Sequence[int] | None = None,
     progress: bool = True,
     amp: bool = False,
     redirect_relu: int = 16,
@@ -126,7 +132,9 @@ def render(
     ``batch`` to what the objective drives. ``transforms`` is a preset (``"standard"``,
     ``"distill"``, ``"none"``), a list or a callable. Adam with ``lr`` unless ``optimizer``
     builds another from the parameters. ``thresholds`` keep snapshots; ``seed`` repeats a run
-    exactly on the CPU; ``amp`` uses bf16 autocast on CUDA; ``redirect_relu`` steps use
+    exactly on the CPU: image ``i`` draws its start and its transforms from seed ``seed + i``
+    alone (or from ``seed[i]`` given a list), so batching never changes an image; ``amp`` uses
+    bf16 autocast on CUDA; ``redirect_relu`` steps use
     lucid's redirected ReLU gradient so dead units still get a signal. Ctrl-C returns what was
     made so far, with ``interrupted=True``.
     """
@@ -139,12 +147,14 @@ def render(
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     device = model_device(model)
-    seed = _new_seed() if seed is None else int(seed)
-    init_gen = torch.Generator().manual_seed(seed)
+    seed = _new_seed() if seed is None else seed
     if param is None:
         size = size or getattr(model, "input_size", 224)
-        batch = batch or max(objective.batch_size, 1)
-        param = _param.image(size, batch, generator=init_gen)
+        given = len(seed) if isinstance(seed, Sequence) else 0
+        batch = batch or max(objective.batch_size, given, 1)
+        seeds = _image_seeds(seed, batch)
+        param = _param.image(size, batch,
+                             generator=[torch.Generator().manual_seed(s) for s in seeds])
     param = param.to(device)
     with torch.no_grad():
         probe = param()
@@ -153,7 +163,8 @@ def render(
         raise FeatvizError(f"objective {objective.name} needs a batch of {objective.batch_size} "
                            f"images, but the parameterization makes {n_images}")
     pipeline = _transforms.resolve(transforms, img_size)
-    gen = torch.Generator(device=device).manual_seed(seed)
+    seeds = _image_seeds(seed, n_images)
+    gen = _transforms.ImageStreams(seeds, device)
     params = [p for p in param.parameters() if p.requires_grad]
     opt = optimizer(params) if optimizer else torch.optim.Adam(params, lr=lr)
     use_amp = amp and device.type == "cuda"
@@ -206,6 +217,9 @@ def render(
                 loss.backward()
                 opt.step()
                 losses[step - 1] = loss.detach()
+                if step in thresholds:
+                    with torch.no_grad():
+                        snapshots[step] = param().detach().cpu()
                 if step in record:
                     history.append(values.detach().float())
                     history_steps.append(step)
@@ -214,9 +228,6 @@ def render(
                     if bar is not None:
                         bar.update(step - bar.n)
                         bar.set_postfix(objective=f"{float(values.mean()):.4g}")
-                if step in thresholds:
-                    with torch.no_grad():
-                        snapshots[step] = param().detach().cpu()
     except KeyboardInterrupt:
         interrupted = True
         step = max(step - 1, 0)
@@ -230,8 +241,17 @@ def render(
         final = param().detach().float().cpu()
     labels = [objective.label(i) for i in range(n_images)]
     hist = torch.stack(history).cpu() if history else torch.empty(0, n_images)
-    return RenderResult(final, snapshots, hist, history_steps, labels, seconds, seed, step,
+    return RenderResult(final, snapshots, hist, history_steps, labels, seconds, seeds, step,
                         interrupted, history_times)
+
+
+def _image_seeds(seed: int | Sequence[int], n: int) -> list[int]:
+    """One seed per image: ``seed + i``, or the list given (which must have ``n`` entries)."""
+    if isinstance(seed, Sequence):
+        if len(seed) != n:
+            raise ValueError(f"{len(seed)} seeds for a batch of {n} images")
+        return [int(s) for s in seed]
+    return [int(seed) + i for i in range(n)]
 
 
 def _autocast(enabled: bool, device: torch.device):

@@ -1,11 +1,13 @@
 """Transformation robustness: random jitter, pad, scale and rotation applied each step.
 
-Each image of a batch gets its own random draw from a ``torch.Generator`` on the images' device,
-so a seed repeats a run exactly and nothing waits on the host. The geometric transforms are
-affine maps; :class:`Compose` multiplies consecutive ones into a single matrix per image and
-resamples once (``grid_sample``), instead of warping the image once per transform. Integer
-shifts (pad, jitter, crop) land on pixel centres, so on their own they copy pixels (up to
-float32 rounding of the sampling coordinates, below 1e-4).
+Each image of a batch gets its own random draw, from a ``torch.Generator`` on the images'
+device or from :class:`ImageStreams` (one stream per image seed, so that an image's transforms
+do not depend on which other images share its batch); a seed repeats a run exactly.
+
+The geometric transforms are affine maps; :class:`Compose` multiplies consecutive ones into a
+single matrix per image and resamples once (``grid_sample``), instead of warping the image once
+per transform. Integer shifts (pad, jitter, crop) land on pixel centres, so on their own they
+copy pixels (up to float32 rounding of the sampling coordinates, below 1e-4).
 
 Presets: ``"standard"`` (lucid's ``render_vis``), ``"distill"`` (the Distill article's
 figures) and ``"none"``.
@@ -22,18 +24,62 @@ import torch.nn.functional as F
 Size = tuple[int, int]
 
 
-def _draw_choice(values: Sequence[float], n: int, generator, device) -> torch.Tensor:
-    table = torch.tensor([float(v) for v in values], device=device)
-    idx = torch.randint(len(values), (n,), generator=generator, device=device)
-    return table[idx]
+class ImageStreams:
+    """Independent random numbers for each image of a batch, one CPU generator per image seed.
+
+    Numbers are drawn in blocks and shipped to the device once per block, so a step costs no
+    host round trip; image ``i`` sees the same numbers whatever else is in its batch, which is
+    what makes a batched render equal the same images rendered one by one.
+    """
+
+    def __init__(self, seeds: Sequence[int], device: str | torch.device = "cpu", block: int = 256):
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.device = torch.device(device)
+        self.block = block
+        self._buffer: torch.Tensor | None = None
+        self._row = block
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def uniform(self, n: int) -> torch.Tensor:
+        """One number in [0, 1) per image, shape [n], on the device."""
+        if n != len(self.generators):
+            raise ValueError(f"these streams serve a batch of {len(self.generators)} images, "
+                             f"not {n}")
+        if self._row >= self.block:
+            rows = torch.stack([torch.rand(self.block, generator=g) for g in self.generators], 1)
+            if self.device.type == "cuda":
+                rows = rows.pin_memory()
+            self._buffer = rows.to(self.device, non_blocking=True)
+            self._row = 0
+        self._row += 1
+        return self._buffer[self._row - 1]
 
 
-def _draw(values, n: int, generator, device) -> torch.Tensor:
+Random = torch.Generator | ImageStreams | None
+
+
+def _uniform(n: int, generator: Random, device) -> torch.Tensor:
+    if isinstance(generator, ImageStreams):
+        return generator.uniform(n)
+    return torch.rand(n, generator=generator, device=device)
+
+
+def _randint(high: int, n: int, generator: Random, device) -> torch.Tensor:
+    """Integers 0..high-1, one per image."""
+    if isinstance(generator, ImageStreams):
+        return (generator.uniform(n) * high).long().clamp_max(high - 1)
+    return torch.randint(high, (n,), generator=generator, device=device)
+
+
+def _draw(values, n: int, generator: Random, device) -> torch.Tensor:
     """A list draws one of its values; a (low, high) tuple draws uniformly in between."""
     if isinstance(values, tuple) and len(values) == 2:
         lo, hi = values
-        return lo + (hi - lo) * torch.rand(n, generator=generator, device=device)
-    return _draw_choice(values, n, generator, device)
+        return lo + (hi - lo) * _uniform(n, generator, device)
+    table = torch.tensor([float(v) for v in values], device=device)
+    return table[_randint(len(values), n, generator, device)]
 
 
 def _eye(n: int, device) -> torch.Tensor:
@@ -43,7 +89,7 @@ def _eye(n: int, device) -> torch.Tensor:
 class Transform:
     """A random transformation of an image batch ``[B,C,H,W] -> [B,C,H',W']``."""
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, generator: Random = None) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -57,7 +103,7 @@ class Affine(Transform):
     def matrices(self, n: int, size: Size, generator, device) -> torch.Tensor:
         raise NotImplementedError
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, generator: Random = None) -> torch.Tensor:
         return Compose([self])(x, generator)
 
 
@@ -100,8 +146,8 @@ class jitter(Affine):  # noqa: N801
 
     def matrices(self, n, size, generator, device):
         m = _eye(n, device)
-        offsets = torch.randint(self.d + 1, (2, n), generator=generator, device=device)
-        m[:, 0, 2], m[:, 1, 2] = offsets[0], offsets[1]
+        m[:, 0, 2] = _randint(self.d + 1, n, generator, device)
+        m[:, 1, 2] = _randint(self.d + 1, n, generator, device)
         return m
 
     def __repr__(self) -> str:
@@ -215,7 +261,7 @@ class Compose(Transform):
                 size = t.out_size(size)
         return size
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, generator: Random = None) -> torch.Tensor:
         run: list[Affine] = []
         for t in self.transforms:
             if isinstance(t, Affine):

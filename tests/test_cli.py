@@ -77,3 +77,18 @@ def test_python_dash_m_is_the_same_command():
     proc = subprocess.run([sys.executable, "-m", "featviz", "render", "--help"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "--objective" in proc.stdout and "neuron:LAYER" in proc.stdout
+
+
+def test_batch_size_does_not_change_images(tmp_path):
+    import numpy as np
+
+    def run(bs: int) -> list:
+        out = tmp_path / f"bs{bs}.png"
+        assert main(["render", *RANDOM, "--objective", "channel:features.2:0-2", "--batch-size",
+                     str(bs), "--size", "32", "--steps", "5", "--no-progress",
+                     "--out", str(out)]) == 0
+        folder = tmp_path / f"bs{bs}"
+        return [np.asarray(Image.open(p), dtype=int) for p in sorted(folder.iterdir())]
+
+    for a, b in zip(run(3), run(1), strict=True):
+        assert np.abs(a - b).max() <= 1

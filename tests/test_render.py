@@ -178,3 +178,21 @@ def test_cuda_render_follows_model_device_and_bf16_close():
     bf16 = featviz.render(model, obj.channel("conv3", 2), amp=True, **{**FAST, "steps": 64})
     assert fp32.images.device.type == "cpu"
     assert abs(float(bf16.values[0]) / float(fp32.values[0]) - 1) < 0.05
+
+
+def test_batching_changes_no_image(tiny):
+    """Image i depends on seed + i alone: a batch equals the same images rendered one by one."""
+    kw = {**FAST, "seed": 5}
+    batched = featviz.render(tiny, obj.channel("conv3", [0, 3, 6]), **kw)
+    for i, c in enumerate([0, 3, 6]):
+        alone = featviz.render(tiny, obj.channel("conv3", c), **{**kw, "seed": 5 + i})
+        torch.testing.assert_close(batched.images[i:i + 1], alone.images, atol=1e-4, rtol=0)
+    assert batched.seeds == [5, 6, 7]
+
+
+def test_seed_list_per_image(tiny):
+    res = featviz.render(tiny, obj.channel("conv3", [1, 2]), **{**FAST, "seed": [9, 4]})
+    alone = featviz.render(tiny, obj.channel("conv3", 2), **{**FAST, "seed": 4})
+    torch.testing.assert_close(res.images[1:], alone.images, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="2 seeds for a batch of 3"):
+        featviz.render(tiny, obj.channel("conv3", [1, 2, 3]), **{**FAST, "seed": [1, 2]})

@@ -12,6 +12,7 @@ from torch import nn
 
 from .color import COLOR_CORRELATION, decorrelated_to_rgb, from_valid_rgb, to_valid_rgb
 from .fourier import FourierRaw, rfft2_frequencies
+from .noise import Generators
 from .pixel import PixelRaw
 
 __all__ = ["ImageParam", "image", "COLOR_CORRELATION", "decorrelated_to_rgb", "to_valid_rgb",
@@ -71,12 +72,12 @@ def image(
     sd: float = 0.01,
     init: torch.Tensor | None = None,
     valid: str = "sigmoid",
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     device: str | torch.device | None = None,
 ) -> ImageParam:
     """Build lucid's image parameterization: Fourier (``fft``) or pixel, colour-decorrelated
     or not, squashed into [0, 1] by a sigmoid. ``init`` starts from a given image instead of
-    low-contrast noise; ``generator`` makes the noise repeatable."""
+    low-contrast noise; ``generator`` (one, or one per image) makes the noise repeatable."""
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
     h, w = _hw(size)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .noise import Generators, normal
+
 
 def rfft2_frequencies(h: int, w: int) -> torch.Tensor:
     """Spatial frequency magnitude (cycles per pixel) of each bin of a real 2-D FFT [h, w//2+1]."""
@@ -22,15 +24,14 @@ class FourierRaw(nn.Module):
     """
 
     def __init__(self, shape: tuple[int, int, int, int], sd: float = 0.01, decay_power: float = 1.0,
-                 generator: torch.Generator | None = None):
+                 generator: Generators = None):
         super().__init__()
         b, c, h, w = shape
         self.size = (h, w)
         freqs = rfft2_frequencies(h, w)
         scale = 1.0 / freqs.clamp_min(1.0 / max(h, w)) ** decay_power
         self.register_buffer("scale", scale, persistent=False)
-        spectrum = torch.randn((b, c, h, w // 2 + 1, 2), generator=generator) * sd
-        self.spectrum = nn.Parameter(spectrum)
+        self.spectrum = nn.Parameter(normal((b, c, h, w // 2 + 1, 2), sd, generator))
 
     def forward(self) -> torch.Tensor:
         spectrum = torch.view_as_complex(self.spectrum) * self.scale

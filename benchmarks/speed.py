@@ -1,0 +1,252 @@
+"""featviz's render step against the floor and against lucent, measured in one run.
+
+For GoogLeNet, MobileNetV2 and VGG16 at a shallow, a middle and a deep layer, at 128 and 224 px,
+batch 1 and 16, it prints a markdown table of milliseconds per optimization step:
+
+- featviz: ``featviz.render`` (Fourier + decorrelated colour, "standard" transforms, Adam), with
+  one channel per image of the batch (the normal way to render a layer);
+- floor: a bare forward stopped after the target layer plus the backward to the input, weights
+  frozen, on an input of the size featviz's transforms hand the model (224 -> 236 px);
+- lucent (PyPI ``torch-lucent`` 0.1.8, if installed): ``render_vis`` with the same
+  parameterization, told to show the model the same size (``fixed_image_size``);
+- lucent default: lucent as users run it, with its own upsampling (128 px images reach the
+  model at 224 px); reported, not counted: it shows the model a different picture.
+
+Each method runs a few warm-up steps, then the timed ones; methods alternate per row so that
+load on a shared machine hits all of them alike. Weights are random (speed does not depend on
+them). On CUDA the peak memory per row is printed too; on the CPU a separate line gives the
+peak host memory of rendering 64 channels at 224 px in batches of 16.
+
+    python benchmarks/speed.py                      # everything, CPU or the first GPU
+    python benchmarks/speed.py --models mobilenet_v2 --sizes 224 --batches 1
+
+lucent's dependencies pin a kornia from 2020; install it beside featviz without them:
+``pip install --no-deps torch-lucent==0.1.8 && pip install decorator``. This script patches the
+two kornia functions lucent calls under their old names, and stubs IPython if it is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import resource
+import subprocess
+import sys
+import time
+import types
+
+import torch
+
+import featviz
+from featviz import objectives as obj
+from featviz import transforms as T
+
+LAYERS = {
+    "googlenet": ["inception3a", "inception4a", "inception5b"],
+    "mobilenet_v2": ["features.4", "features.10", "features.17"],
+    "vgg16": ["features.8", "features.18", "features.29"],
+}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- the floor ----------------------------------------------------------------------------
+class _Stop(Exception):
+    pass
+
+
+def floor_ms(net: torch.nn.Module, layer: str, batch: int, size: int, steps: int,
+             device: torch.device) -> float:
+    """A bare truncated forward + backward to the input, per step, in ms."""
+    module = dict(net.named_modules())[layer]
+    store = {}
+
+    def hook(m, i, o):
+        store["a"] = o
+        raise _Stop
+
+    handle = module.register_forward_hook(hook)
+    x = torch.rand(batch, 3, size, size, device=device, requires_grad=True)
+    channels = torch.arange(batch, device=device)
+    try:
+        times = []
+        for i in range(steps + 1):
+            sync(device)
+            t0 = time.perf_counter()
+            with contextlib.suppress(_Stop):
+                net(x)
+            act = store.pop("a")
+            act[torch.arange(batch), channels % act.shape[1]].mean().backward()
+            x.grad = None
+            sync(device)
+            if i >= 1:
+                times.append(time.perf_counter() - t0)
+    finally:
+        handle.remove()
+    return 1000 * sorted(times)[len(times) // 2]
+
+
+# -- featviz --------------------------------------------------------------------------------
+def featviz_ms(model, layer: str, batch: int, size: int, steps: int) -> float:
+    channels = list(range(batch))
+    objective = obj.channel(layer, channels) if batch > 1 else obj.channel(layer, 0)
+    # step 1 runs the whole model once (it learns where to stop); time the steps after it,
+    # with no device read-back in between (one threshold marks the start)
+    warm = 1
+    res = featviz.render(model, objective, steps=warm + steps, size=size, batch=batch,
+                         progress=False, redirect_relu=0, record_every=10**9, thresholds=[warm],
+                         seed=0)
+    return res.ms_per_step(after=warm - 1)
+
+
+# -- lucent ---------------------------------------------------------------------------------
+def import_lucent():
+    """Import lucent 0.1.8 on a current torch/kornia, or return None when it is absent."""
+    try:
+        import kornia
+        import kornia.geometry.transform as kt
+    except ImportError:
+        return None
+    # lucent calls these under their pre-0.5 top-level names
+    kornia.get_rotation_matrix2d = getattr(kornia, "get_rotation_matrix2d",
+                                           kt.get_rotation_matrix2d)
+    kornia.warp_affine = getattr(kornia, "warp_affine", kt.warp_affine)
+    try:
+        import IPython.display  # noqa: F401
+    except ImportError:  # lucent imports it for notebooks only
+        ipy = types.ModuleType("IPython")
+        ipy.display = types.ModuleType("IPython.display")
+        sys.modules["IPython"], sys.modules["IPython.display"] = ipy, ipy.display
+    try:
+        from lucent.optvis import param, render
+    except ImportError:
+        return None
+    return types.SimpleNamespace(param=param, render=render)
+
+
+class _TimedAdam(torch.optim.Adam):
+    """Adam that notes the time of each step, to read lucent's per-step cost."""
+
+    stamps: list[float]
+
+    def step(self, closure=None):
+        out = super().step(closure)
+        sync(self.param_groups[0]["params"][0].device)
+        self.stamps.append(time.perf_counter())
+        return out
+
+
+def lucent_ms(lucent, net, layer: str, batch: int, size: int, steps: int,
+              fixed: int | None) -> float:
+    import numpy as np
+
+    np.random.seed(0)
+    opts = []
+
+    def make_opt(params):
+        opt = _TimedAdam(params, lr=0.05)
+        opt.stamps = []
+        opts.append(opt)
+        return opt
+
+    warm = 1
+    lucent.render.render_vis(
+        net, f"{layer.replace('.', '_')}:0",
+        param_f=lambda: lucent.param.image(size, batch=batch),
+        optimizer=make_opt, thresholds=(warm + steps,), progress=False, show_image=False,
+        fixed_image_size=fixed,
+    )
+    stamps = opts[0].stamps
+    return 1000 * (stamps[-1] - stamps[warm - 1]) / (len(stamps) - warm)
+
+
+# -- memory -------------------------------------------------------------------------------
+def host_memory_gib(model_name: str, layer: str, steps: int) -> float:
+    """Peak RSS of a separate process rendering 64 channels at 224 px in batches of 16."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out = os.path.join(os.environ.get("TMPDIR", "/tmp"), "featviz_speed_mem.png")
+    subprocess.run([sys.executable, "-m", "featviz", "render", "--model", model_name,
+                    "--weights", "random", "--device", "cpu", "--objective",
+                    f"channel:{layer}:0-63", "--batch-size", "16", "--size", "224",
+                    "--steps", str(steps), "--no-progress", "--out", out],
+                   check=True, capture_output=True)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(peak, before) / 2**20  # kB -> GiB (Linux)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default="googlenet,mobilenet_v2,vgg16")
+    ap.add_argument("--sizes", default="128,224")
+    ap.add_argument("--batches", default="1,16")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--budget", type=float, default=1.0,
+                    help="seconds of timed steps per method and row (at least 3 steps)")
+    ap.add_argument("--no-lucent", action="store_true")
+    ap.add_argument("--no-memory", action="store_true")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    lucent = None if args.no_lucent else import_lucent()
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {where}; torch {torch.__version__}; lucent "
+          f"{'0.1.8' if lucent else 'not installed'}\n")
+    print("| model | layer | px | batch | featviz ms | floor ms | featviz/floor | lucent ms "
+          "| lucent/featviz | lucent/floor | lucent default ms |" +
+          (" peak MiB featviz / floor / lucent |" if device.type == "cuda" else ""))
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" +
+          ("---|" if device.type == "cuda" else ""))
+    t_start = time.perf_counter()
+    for name in args.models.split(","):
+        model = featviz.models.load(name, weights=None, device=device)
+        net = model.net
+        for layer in LAYERS[name]:
+            for size in (int(s) for s in args.sizes.split(",")):
+                seen = T.standard().out_size((size, size))[0]
+                for batch in (int(b) for b in args.batches.split(",")):
+                    for p in net.parameters():
+                        p.requires_grad_(False)
+                    probe = floor_ms(net, layer, batch, seen, 1, device)
+                    steps = max(2, min(30, round(1000 * args.budget / max(probe, 1e-3))))
+                    # cheap rows alternate the methods over several rounds and keep each
+                    # one's best round: load from elsewhere then hits all methods alike
+                    rounds = 3 if probe * steps < 1500 else 1
+                    runs: dict[str, list[float]] = {"featviz": [], "floor": [], "lucent": []}
+                    peaks: dict[str, float] = {}
+                    for _ in range(rounds):
+                        jobs = [("featviz", featviz_ms, (model, layer, batch, size, steps)),
+                                ("floor", floor_ms, (net, layer, batch, seen, steps, device))]
+                        if lucent:
+                            jobs.append(("lucent", lucent_ms,
+                                         (lucent, net, layer, batch, size, steps, seen)))
+                        for key, fn, fargs in jobs:
+                            if device.type == "cuda":
+                                torch.cuda.reset_peak_memory_stats(device)
+                            runs[key].append(fn(*fargs))
+                            if device.type == "cuda":
+                                peaks[key] = torch.cuda.max_memory_allocated(device) / 2**20
+                    fv, fl = min(runs["featviz"]), min(runs["floor"])
+                    lu = min(runs["lucent"]) if runs["lucent"] else float("nan")
+                    ld = (lucent_ms(lucent, net, layer, batch, size, steps, None) if lucent
+                          else float("nan"))
+                    mem = (" " + " / ".join(f"{peaks.get(k, float('nan')):.0f}"
+                                            for k in runs) + " |") if peaks else ""
+                    print(f"| {name} | {layer} | {size} | {batch} | {fv:.1f} | {fl:.1f} | "
+                          f"{fv / fl:.2f} | {lu:.1f} | {lu / fv:.2f} | {lu / fl:.2f} | "
+                          f"{ld:.1f} |{mem}", flush=True)
+    print(f"\n{time.perf_counter() - t_start:.0f} s in all")
+    if device.type == "cpu" and not args.no_memory:
+        gib = host_memory_gib("mobilenet_v2", "features.7", 2)
+        print(f"peak host memory, 64 channels of mobilenet_v2 features.7 at 224 px in batches of "
+              f"16 (`featviz render`, 2 steps per batch): {gib:.2f} GiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
