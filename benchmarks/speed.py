@@ -10,7 +10,8 @@ batch 1 and 16, it prints a markdown table of milliseconds per optimization step
 - lucent (PyPI ``torch-lucent`` 0.1.8, if installed): ``render_vis`` with the same
   parameterization, told to show the model the same size (``fixed_image_size``);
 - lucent default: lucent as users run it, with its own upsampling (128 px images reach the
-  model at 224 px); reported, not counted: it shows the model a different picture.
+  model at 224 px); reported, not counted: it shows the model a different picture (measured
+  at 128 px only; at 224 px lucent does not upsample).
 
 Each method runs a few warm-up steps, then the timed ones; methods alternate per row so that
 load on a shared machine hits all of them alike. Weights are random (speed does not depend on
@@ -61,7 +62,8 @@ class _Stop(Exception):
 
 def floor_ms(net: torch.nn.Module, layer: str, batch: int, size: int, steps: int,
              device: torch.device) -> float:
-    """A bare truncated forward + backward to the input, per step, in ms."""
+    """A bare truncated forward + backward to the input, per step, in ms (after one warm-up
+    step; ``steps=0`` times the warm-up step alone, as a probe)."""
     module = dict(net.named_modules())[layer]
     store = {}
 
@@ -74,7 +76,7 @@ def floor_ms(net: torch.nn.Module, layer: str, batch: int, size: int, steps: int
     channels = torch.arange(batch, device=device)
     try:
         times = []
-        for i in range(steps + 1):
+        for i in range(max(steps, 0) + 1):
             sync(device)
             t0 = time.perf_counter()
             with contextlib.suppress(_Stop):
@@ -83,7 +85,7 @@ def floor_ms(net: torch.nn.Module, layer: str, batch: int, size: int, steps: int
             act[torch.arange(batch), channels % act.shape[1]].mean().backward()
             x.grad = None
             sync(device)
-            if i >= 1:
+            if i >= 1 or steps == 0:
                 times.append(time.perf_counter() - t0)
     finally:
         handle.remove()
@@ -94,9 +96,10 @@ def floor_ms(net: torch.nn.Module, layer: str, batch: int, size: int, steps: int
 def featviz_ms(model, layer: str, batch: int, size: int, steps: int) -> float:
     channels = list(range(batch))
     objective = obj.channel(layer, channels) if batch > 1 else obj.channel(layer, 0)
-    # step 1 runs the whole model once (it learns where to stop); time the steps after it,
-    # with no device read-back in between (one threshold marks the start)
-    warm = 1
+    # step 1 also runs the whole model once on one image (to learn where to stop) and makes
+    # the first allocations; time the steps after two warm-up steps, with no device
+    # read-back in between (one threshold marks the start)
+    warm = 2
     res = featviz.render(model, objective, steps=warm + steps, size=size, batch=batch,
                          progress=False, redirect_relu=0, record_every=10**9, thresholds=[warm],
                          seed=0)
@@ -153,7 +156,7 @@ def lucent_ms(lucent, net, layer: str, batch: int, size: int, steps: int,
         opts.append(opt)
         return opt
 
-    warm = 1
+    warm = 2
     lucent.render.render_vis(
         net, f"{layer.replace('.', '_')}:0",
         param_f=lambda: lucent.param.image(size, batch=batch),
@@ -184,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="128,224")
     ap.add_argument("--batches", default="1,16")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--budget", type=float, default=1.0,
-                    help="seconds of timed steps per method and row (at least 3 steps)")
+    ap.add_argument("--budget", type=float, default=0.6,
+                    help="seconds of timed steps per method and row (at least 1 step)")
     ap.add_argument("--no-lucent", action="store_true")
     ap.add_argument("--no-memory", action="store_true")
     args = ap.parse_args(argv)
@@ -212,11 +215,14 @@ def main(argv: list[str] | None = None) -> int:
                 for batch in (int(b) for b in args.batches.split(",")):
                     for p in net.parameters():
                         p.requires_grad_(False)
-                    probe = floor_ms(net, layer, batch, seen, 1, device)
-                    steps = max(2, min(30, round(1000 * args.budget / max(probe, 1e-3))))
+                    probe = floor_ms(net, layer, batch, seen, 0, device)
+                    # at least 2 timed steps, but 1 for steps of several seconds (VGG16 at
+                    # batch 16) so that the CPU run stays within about 10 minutes
+                    least = 1 if probe > 3000 else 2
+                    steps = max(least, min(30, round(1000 * args.budget / max(probe, 1e-3))))
                     # cheap rows alternate the methods over several rounds and keep each
                     # one's best round: load from elsewhere then hits all methods alike
-                    rounds = 3 if probe * steps < 1500 else 1
+                    rounds = 3 if probe < 100 else 1
                     runs: dict[str, list[float]] = {"featviz": [], "floor": [], "lucent": []}
                     peaks: dict[str, float] = {}
                     for _ in range(rounds):
@@ -233,8 +239,10 @@ def main(argv: list[str] | None = None) -> int:
                                 peaks[key] = torch.cuda.max_memory_allocated(device) / 2**20
                     fv, fl = min(runs["featviz"]), min(runs["floor"])
                     lu = min(runs["lucent"]) if runs["lucent"] else float("nan")
-                    ld = (lucent_ms(lucent, net, layer, batch, size, steps, None) if lucent
-                          else float("nan"))
+                    # lucent's own default differs from the counted row by its upsampling of
+                    # small images to 224 px; at 224 px it only adds its size-changing scale
+                    ld = (lucent_ms(lucent, net, layer, batch, size, steps, None)
+                          if lucent and size < 224 else float("nan"))
                     mem = (" " + " / ".join(f"{peaks.get(k, float('nan')):.0f}"
                                             for k in runs) + " |") if peaks else ""
                     print(f"| {name} | {layer} | {size} | {batch} | {fv:.1f} | {fl:.1f} | "

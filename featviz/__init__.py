@@ -6,7 +6,17 @@
     featviz.render(model, obj.channel("features.14", 12), steps=512).save("channel.png")
 """
 
-from . import hooks, images, models, objectives, param, transforms
+from . import (
+    dataset,
+    deconv,
+    hooks,
+    images,
+    models,
+    objectives,
+    param,
+    receptive_field,
+    transforms,
+)
 from .errors import (
     ChannelError,
     FeatvizError,
@@ -21,6 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "render", "RenderResult", "hooks", "images", "models", "objectives", "param", "transforms",
+    "deconv", "dataset", "receptive_field",
     "FeatvizError", "UnknownNameError", "ChannelError", "ObjectiveSyntaxError", "WeightsError",
     "NonFiniteLossError", "__version__",
 ]

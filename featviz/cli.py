@@ -83,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--thresholds", type=_steps_list, default=[],
                    help="steps at which to keep snapshots, e.g. 32,128,512 (for --gif)")
     r.add_argument("--gif", help="also write the snapshots as an animated GIF here")
+    r.add_argument("--init", help="start from this image file instead of noise")
     r.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    r.add_argument("--channels-last", action="store_true",
+                   help="run the model in channels-last memory order (often faster on GPUs)")
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--out", required=True,
                    help="PNG path; with several images also a folder of the same name holding "
@@ -93,8 +96,45 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(ls, "random")
     ls.add_argument("--size", type=int, help="input size for the shapes (default: the model's)")
 
+    d = sub.add_parser("deconv", help="project one activation back to pixels")
+    d.add_argument("image", help="image file")
+    _add_model_args(d, "DEFAULT")
+    _add_unit_args(d)
+    d.add_argument("--mode", default="deconvnet", choices=["deconvnet", "guided", "gradient"])
+    d.add_argument("--out", required=True, help="PNG: the image beside its projection")
+
+    t = sub.add_parser("topk", help="top-k dataset patches of channels, with projections")
+    _add_model_args(t, "DEFAULT")
+    t.add_argument("--images", required=True, help="folder of image files")
+    t.add_argument("--layer", required=True)
+    t.add_argument("--channels", required=True, help="e.g. 0-7 or 1,5,9")
+    t.add_argument("--k", type=int, default=9)
+    t.add_argument("--size", type=int, help="image size (default: the model's)")
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--mode", default="deconvnet", choices=["deconvnet", "guided", "gradient"])
+    t.add_argument("--out", required=True, help="PNG in the Zeiler & Fergus layout")
+
+    o = sub.add_parser("occlude", help="map how much an activation or a class drops when a "
+                                       "grey square covers each part of the image")
+    o.add_argument("image", help="image file")
+    _add_model_args(o, "DEFAULT")
+    o.add_argument("--layer", help="with --channel: the activation to watch")
+    o.add_argument("--channel", type=int)
+    o.add_argument("--class", dest="target_class", type=int, help="watch this class instead")
+    o.add_argument("--size", type=int, help="image size (default: the model's)")
+    o.add_argument("--patch", type=int, default=32)
+    o.add_argument("--stride", type=int, default=8)
+    o.add_argument("--out", required=True, help="PNG: the image beside the drop map")
+
     sub.add_parser("models", help="list the model names --model accepts")
     return parser
+
+
+def _add_unit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--layer", required=True)
+    p.add_argument("--channel", type=int, required=True)
+    p.add_argument("--position", help="Y,X of the unit in the layer's map (default: strongest)")
+    p.add_argument("--size", type=int, help="image size (default: the model's)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _render(args)
         if args.command == "layers":
             return _layers(args)
+        if args.command in ("deconv", "topk", "occlude"):
+            return _projection_commands(args)
         if args.command == "models":
             from .models import available
 
@@ -134,6 +176,48 @@ def _layers(args: argparse.Namespace) -> int:
     aliases = layer_aliases(model)
     if aliases:
         print("\naliases: " + ", ".join(f"{a} -> {p}" for a, p in aliases.items()))
+    return 0
+
+
+def _projection_commands(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import deconv, images
+    from .objectives import parse_channels
+
+    model = _load_model(args)
+    size = args.size or getattr(model, "input_size", 224)
+    if args.command == "topk":
+        top = deconv.top_k(model, args.images, args.layer, parse_channels(args.channels),
+                           args.k, size=size, batch_size=args.batch_size, mode=args.mode)
+        top.save(args.out)
+        for c, entries in top.entries.items():
+            best = ", ".join(f"{Path(e.source).name} {e.value:.2f}" for e in entries[:3])
+            print(f"{args.layer}:{c}: {best}{', ...' if len(entries) > 3 else ''}")
+        print(f"receptive field {top.field.size[0]}x{top.field.size[1]} px, jump "
+              f"{top.field.jump[0]}; wrote {args.out}")
+        return 0
+    img = images.load(args.image, size=size)
+    if args.command == "deconv":
+        position = None
+        if args.position:
+            try:
+                y, x = (int(v) for v in args.position.split(","))
+            except ValueError:
+                raise FeatvizError(f"--position takes Y,X, got {args.position!r}") from None
+            position = (y, x)
+        proj = deconv.project(model, img, args.layer, args.channel, position, args.mode)
+        images.save(torch.cat([img, proj.image()]), args.out,
+                    labels=["image", f"{args.mode} {args.layer}:{args.channel}"], ncol=2)
+        y, x = proj.positions[0]
+        print(f"{args.layer}:{args.channel} at y={y}, x={x} = {float(proj.activations[0]):.3f};"
+              f" wrote {args.out}")
+        return 0
+    occ = deconv.occlusion(model, img, args.layer, args.channel, target_class=args.target_class,
+                           patch=args.patch, stride=args.stride)
+    occ.save(args.out)
+    print(f"{occ.what}: {occ.base:.4g} on the whole image, largest drop "
+          f"{float(occ.drops.max()):.4g}; wrote {args.out}")
     return 0
 
 
@@ -172,6 +256,7 @@ def _render(args: argparse.Namespace) -> int:
         raise FeatvizError(f"--batch-size must be at least 1, got {args.batch_size}")
     model = _load_model(args)
     size = args.size or getattr(model, "input_size", 224)
+    init = images.load(args.init, size=size) if args.init else None
     out = Path(args.out)
     many = len(specs) > 1
     folder = out.with_suffix("")
@@ -182,12 +267,13 @@ def _render(args: argparse.Namespace) -> int:
         seeds = [args.seed + done + i for i in range(len(chunk))]
         done += len(chunk)
         p = param.image(size, len(chunk), fft=not args.pixel, decorrelate=not args.no_decorrelate,
-                        generator=[torch.Generator().manual_seed(s) for s in seeds])
+                        generator=[torch.Generator().manual_seed(s) for s in seeds], init=init)
         if many:
             print(f"batch {k + 1}: {len(chunk)} image(s): {', '.join(chunk)}", flush=True)
         res = render(model, objective, p, steps=args.steps, transforms=args.transforms,
                      lr=args.lr, seed=seeds, thresholds=args.thresholds,
-                     progress=not args.no_progress, amp=args.amp)
+                     progress=not args.no_progress, amp=args.amp,
+                     memory_format="channels_last" if args.channels_last else "contiguous")
         if many:
             res.save_each(folder, [_safe(s) for s in chunk])
         finished.append(res.images)

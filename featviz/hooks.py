@@ -66,10 +66,11 @@ class LayerTap:
     """Capture the outputs of exactly the named layers, and stop the forward pass after them.
 
     Use as a context manager; calling the tap runs the model and returns ``{name: activation}``
-    (plus :data:`OUTPUT` when asked for). The first call runs the whole model and counts how
-    often each captured module fires; later calls stop as soon as all of them have fired that
-    many times, so nothing past the deepest needed layer runs. A module that fires more than
-    once in one pass (a reused module object) triggers a warning: its last output is kept.
+    (plus :data:`OUTPUT` when asked for). Before the first call it runs the whole model once on
+    one image without gradients, counting how often each captured module fires; every call
+    then stops as soon as all of them have fired that many times, so nothing past the deepest
+    needed layer runs (nor is held for a backward pass). A module that fires more than once in
+    one pass (a reused module object) triggers a warning: its last output is kept.
     """
 
     def __init__(self, model: nn.Module, layers: Iterable[str], stop_early: bool = True):
@@ -140,6 +141,8 @@ class LayerTap:
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if not self._handles and self._by_module:
             raise FeatvizError("LayerTap must be used inside a `with` block")
+        if self._expected is None and self.stop_early and self.names:
+            self._count_firings(x)
         self._acts = {}
         self._counts = {}
         self._stopping = self.stop_early and self._expected is not None and bool(self.names)
@@ -159,6 +162,14 @@ class LayerTap:
                 )
             acts[OUTPUT] = output
         return acts
+
+    def _count_firings(self, x: torch.Tensor) -> None:
+        """One full, gradient-free pass on the first image, to learn where to stop."""
+        self._acts, self._counts, self._stopping = {}, {}, False
+        with torch.no_grad():
+            self.model(x[:1])
+        self._learn_counts()
+        self._acts = {}
 
     def _learn_counts(self) -> None:
         for key, (_, names) in self._by_module.items():
@@ -197,6 +208,22 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
             m.training = training
         for p, flag in grads:
             p.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def channels_last(model: nn.Module) -> Iterator[nn.Module]:
+    """Hold ``model``'s 4-D parameters and buffers in channels-last memory order for the body
+    (faster convolutions on many GPUs), then put the original tensors back exactly."""
+    swapped: list[tuple[torch.Tensor, torch.Tensor]] = []
+    try:
+        for t in [*model.parameters(), *model.buffers()]:
+            if t.dim() == 4 and not t.is_contiguous(memory_format=torch.channels_last):
+                swapped.append((t, t.data))
+                t.data = t.data.contiguous(memory_format=torch.channels_last)
+        yield model
+    finally:
+        for t, original in swapped:
+            t.data = original
 
 
 def hook_count(model: nn.Module) -> int:

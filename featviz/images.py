@@ -27,7 +27,7 @@ def load(path: str | os.PathLike, size: int | tuple[int, int] | None = None,
     path = Path(path)
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im = to_rgb(im)
             if size is not None:
                 im = _fit(im, size, fit)
             arr = np.asarray(im, dtype=np.float32) / 255.0
@@ -37,6 +37,22 @@ def load(path: str | os.PathLike, size: int | tuple[int, int] | None = None,
         raise FeatvizError(f"cannot read image file {path}: {err}") from err
     t = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]
     return t.to(device) if device is not None else t
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Convert any PIL image to 8-bit RGB: greyscale is repeated over the three channels,
+    transparency is blended over white, 16-bit and float images are scaled by their range."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if im.mode == "F":
+            top = max(float(arr.max()), 1.0) if arr.max() > 1 else 1.0
+        im = Image.fromarray(np.clip(arr / top * 255 + 0.5, 0, 255).astype(np.uint8), "L")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")
 
 
 def _fit(im: Image.Image, size: int | tuple[int, int], fit: str) -> Image.Image:
@@ -72,6 +88,12 @@ def to_pil(img: torch.Tensor) -> Image.Image:
     if arr.shape[0] == 1:
         return Image.fromarray(arr[0].numpy(), "L")
     return Image.fromarray(arr.permute(1, 2, 0).numpy(), "RGB" if arr.shape[0] == 3 else "RGBA")
+
+
+def from_pil(im: Image.Image) -> torch.Tensor:
+    """A PIL image as a [3,H,W] float tensor in [0, 1]."""
+    arr = np.asarray(to_rgb(im), dtype=np.float32) / 255.0
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
 def grid(images: torch.Tensor | Sequence[torch.Tensor], labels: Sequence[str] | None = None,

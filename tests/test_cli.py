@@ -92,3 +92,24 @@ def test_batch_size_does_not_change_images(tmp_path):
 
     for a, b in zip(run(3), run(1), strict=True):
         assert np.abs(a - b).max() <= 1
+
+
+def test_init_image_is_the_starting_point(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    photo = (rng.uniform(0.1, 0.9, (40, 40, 3)) * 255).astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    out = tmp_path / "same.png"
+    assert main(["render", *RANDOM, "--objective", "channel:features.2:0", "--size", "40",
+                 "--steps", "0", "--init", str(tmp_path / "photo.png"), "--no-progress",
+                 "--out", str(out)]) == 0
+    assert np.abs(np.asarray(Image.open(out), dtype=int) - photo).max() <= 1
+
+
+def test_unreadable_init_image_names_path(tmp_path, capsys):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    assert main(["render", *RANDOM, "--objective", "channel:features.2:0", "--init", str(bad),
+                 "--out", str(tmp_path / "x.png")]) == 2
+    assert "broken.jpg" in capsys.readouterr().err

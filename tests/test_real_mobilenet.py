@@ -50,3 +50,20 @@ def test_early_stop_is_exact_on_real_model(mobilenet):
     early[:, 3].sum().backward()
     torch.testing.assert_close(early, full, rtol=0, atol=0)
     torch.testing.assert_close(early_in.grad, full_in.grad, rtol=0, atol=0)
+
+
+def test_projection_passes_the_occlusion_check(mobilenet):
+    """Covering where the deconvnet projection is largest drops the activation more than
+    covering random squares, for at least 80% of the channels tried."""
+    from featviz import deconv
+
+    wins, tried = 0, 0
+    for layer in ("features.7", "features.14"):
+        top = deconv.top_k(mobilenet, IMAGES, layer, range(6), k=1)
+        for c, entries in top.entries.items():
+            img = featviz.images.load(entries[0].source, size=224)
+            highlighted, random = deconv.occlusion_check(mobilenet, img, layer, c)
+            wins += highlighted > random
+            tried += 1
+    assert wins >= 0.8 * tried, f"{wins}/{tried}"
+    assert hook_free(mobilenet)

@@ -196,3 +196,17 @@ def test_seed_list_per_image(tiny):
     torch.testing.assert_close(res.images[1:], alone.images, atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="2 seeds for a batch of 3"):
         featviz.render(tiny, obj.channel("conv3", [1, 2, 3]), **{**FAST, "seed": [1, 2]})
+
+
+def test_channels_last_same_images_and_model_restored():
+    model = make_tiny()
+    weights = {n: p for n, p in model.named_parameters()}
+    data = {n: p.data for n, p in model.named_parameters()}
+    a = featviz.render(model, obj.channel("conv3", 1), **FAST)
+    b = featviz.render(model, obj.channel("conv3", 1), memory_format="channels_last", **FAST)
+    torch.testing.assert_close(a.images, b.images, atol=1e-4, rtol=0)
+    for n, p in model.named_parameters():
+        assert p is weights[n] and p.data.data_ptr() == data[n].data_ptr()
+        assert p.is_contiguous()
+    with pytest.raises(ValueError, match="channels_last"):
+        featviz.render(model, obj.channel("conv3", 1), memory_format="nhwc", **FAST)
