@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -169,16 +168,23 @@ def lucent_ms(lucent, net, layer: str, batch: int, size: int, steps: int,
 
 # -- memory -------------------------------------------------------------------------------
 def host_memory_gib(model_name: str, layer: str, steps: int) -> float:
-    """Peak RSS of a separate process rendering 64 channels at 224 px in batches of 16."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Peak RSS of a separate process rendering 64 channels at 224 px in batches of 16.
+
+    The child reports its own peak: the parent's resident memory must not count (a forked
+    child's maximum can include pages of the parent before it runs the command)."""
     out = os.path.join(os.environ.get("TMPDIR", "/tmp"), "featviz_speed_mem.png")
-    subprocess.run([sys.executable, "-m", "featviz", "render", "--model", model_name,
-                    "--weights", "random", "--device", "cpu", "--objective",
-                    f"channel:{layer}:0-63", "--batch-size", "16", "--size", "224",
-                    "--steps", str(steps), "--no-progress", "--out", out],
-                   check=True, capture_output=True)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(peak, before) / 2**20  # kB -> GiB (Linux)
+    code = (
+        "import resource, sys\n"
+        "from featviz.cli import main\n"
+        f"main(['render', '--model', '{model_name}', '--weights', 'random', '--device', 'cpu',"
+        f" '--objective', 'channel:{layer}:0-63', '--batch-size', '16', '--size', '224',"
+        f" '--steps', '{steps}', '--no-progress', '--out', {out!r}])\n"
+        "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                          text=True)
+    kib = int(proc.stdout.rsplit("PEAK", 1)[1])
+    return kib / 2**20  # Linux reports KiB
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
           (" peak MiB featviz / floor / lucent |" if device.type == "cuda" else ""))
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" +
           ("---|" if device.type == "cuda" else ""))
+    # one throwaway round first: thread pools, allocator and kernel caches warm up here, not in
+    # the first row
+    warm_model = featviz.models.load("mobilenet_v2", weights=None, device=device)
+    featviz_ms(warm_model, "features.4", 2, 64, 2)
+    floor_ms(warm_model.net, "features.4", 2, 64, 2, device)
     t_start = time.perf_counter()
     for name in args.models.split(","):
         model = featviz.models.load(name, weights=None, device=device)

@@ -11,6 +11,7 @@ from . import (
     deconv,
     hooks,
     images,
+    inversion,
     models,
     objectives,
     param,
@@ -31,7 +32,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "render", "RenderResult", "hooks", "images", "models", "objectives", "param", "transforms",
-    "deconv", "dataset", "receptive_field",
+    "deconv", "dataset", "receptive_field", "inversion",
     "FeatvizError", "UnknownNameError", "ChannelError", "ObjectiveSyntaxError", "WeightsError",
     "NonFiniteLossError", "__version__",
 ]

@@ -126,6 +126,21 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--stride", type=int, default=8)
     o.add_argument("--out", required=True, help="PNG: the image beside the drop map")
 
+    v = sub.add_parser("invert", help="reconstruct an image from a layer's activations "
+                                      "(Mahendran & Vedaldi)")
+    v.add_argument("image", help="image file")
+    _add_model_args(v, "DEFAULT")
+    v.add_argument("--layers", required=True, help="comma-separated layers, one image each")
+    v.add_argument("--steps", type=int, default=1000)
+    v.add_argument("--size", type=int, help="image size (default: the model's)")
+    v.add_argument("--pixel", action="store_true", help="pixel instead of Fourier parameters")
+    v.add_argument("--cosine", action="store_true", help="match directions, not values")
+    v.add_argument("--caricature", action="store_true",
+                   help="exaggerate what the layer sees instead of matching it")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--no-progress", action="store_true")
+    v.add_argument("--out", required=True, help="PNG: the original, then one image per layer")
+
     sub.add_parser("models", help="list the model names --model accepts")
     return parser
 
@@ -148,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _layers(args)
         if args.command in ("deconv", "topk", "occlude"):
             return _projection_commands(args)
+        if args.command == "invert":
+            return _invert(args)
         if args.command == "models":
             from .models import available
 
@@ -218,6 +235,27 @@ def _projection_commands(args: argparse.Namespace) -> int:
     occ.save(args.out)
     print(f"{occ.what}: {occ.base:.4g} on the whole image, largest drop "
           f"{float(occ.drops.max()):.4g}; wrote {args.out}")
+    return 0
+
+
+def _invert(args: argparse.Namespace) -> int:
+    from . import images, inversion
+
+    model = _load_model(args)
+    size = args.size or getattr(model, "input_size", 224)
+    img = images.load(args.image, size=size)
+    layers = [layer for layer in args.layers.split(",") if layer]
+    common = dict(steps=args.steps, seed=args.seed, progress=not args.no_progress, size=size,
+                  fft=not args.pixel)
+    if args.caricature:
+        results = [inversion.caricature(model, img, layer, **common) for layer in layers]
+        sweep = inversion.InversionSweep(results[0].original, results)
+    else:
+        sweep = inversion.invert_layers(model, img, layers, kind="cosine" if args.cosine
+                                        else "l2", **common)
+    sweep.save(args.out)
+    print(sweep.table())
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -113,3 +113,35 @@ def test_unreadable_init_image_names_path(tmp_path, capsys):
     assert main(["render", *RANDOM, "--objective", "channel:features.2:0", "--init", str(bad),
                  "--out", str(tmp_path / "x.png")]) == 2
     assert "broken.jpg" in capsys.readouterr().err
+
+
+def test_invert_command(tmp_path, capsys):
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    Image.fromarray((rng.random((60, 50, 3)) * 255).astype(np.uint8)).save(tmp_path / "p.png")
+    out = tmp_path / "row.png"
+    assert main(["invert", str(tmp_path / "p.png"), *RANDOM, "--layers", "features.1,features.3",
+                 "--steps", "3", "--size", "48", "--no-progress", "--out", str(out)]) == 0
+    assert "| features.3 |" in capsys.readouterr().out
+    assert Image.open(out).size[0] > 3 * 48
+
+
+def test_deconv_topk_occlude_commands(tmp_path, capsys):
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    for i in range(3):
+        Image.fromarray((rng.random((40, 40, 3)) * 255).astype(np.uint8)).save(
+            tmp_path / f"{i}.png")
+    common = [*RANDOM, "--size", "48"]
+    assert main(["deconv", str(tmp_path / "0.png"), *common, "--layer", "features.3",
+                 "--channel", "2", "--mode", "guided", "--out", str(tmp_path / "d.png")]) == 0
+    assert main(["topk", *common, "--images", str(tmp_path), "--layer", "features.3",
+                 "--channels", "0-1", "--k", "2", "--out", str(tmp_path / "t.png")]) == 0
+    assert main(["occlude", str(tmp_path / "1.png"), *common, "--class", "3", "--patch", "16",
+                 "--stride", "16", "--out", str(tmp_path / "o.png")]) == 0
+    text = capsys.readouterr().out
+    assert "features.3:0:" in text and "receptive field" in text
+    for name in ("d.png", "t.png", "o.png"):
+        assert (tmp_path / name).stat().st_size > 0

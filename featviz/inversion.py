@@ -1,0 +1,295 @@
+"""Feature inversion (Mahendran & Vedaldi 2015) and caricatures (lucid).
+
+Given a photo x0 and a layer Φ, find the image x whose activations match Φ(x0):
+
+    minimize  ||Φ(x) − Φ(x0)||² / ||Φ(x0)||²  +  λα · Nα(x)  +  λTV · TVβ(x)
+
+with the paper's normalizations carried over to [0, 1] images: Nα is the mean over pixels of
+Σ_channels |(x − 0.5) / B|^α and TVβ the mean of ((dx² + dy²) / V²)^(β/2) summed over channels,
+B = 80/255 (the paper's typical pixel magnitude, B = 80 on 0..255) and V = B / 6.5 (its
+typical difference of neighbouring pixels); α = 6, β = 2. What survives in x shows what the
+layer keeps of the image. It runs in featviz's render loop with a matching objective; a
+caricature instead maximizes the alignment with Φ(x0), exaggerating what the layer sees.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import images as _images
+from . import param as _param
+from . import transforms as _transforms
+from .errors import FeatvizError
+from .hooks import INPUT, LayerTap, frozen
+from .objectives import Objective
+from .render import model_device, render
+
+#: The paper's pixel-range and neighbour-difference scales, on a [0, 1] image.
+B = 80 / 255
+V = B / 6.5
+
+
+def features(model: nn.Module, img: torch.Tensor, layer: str) -> torch.Tensor:
+    """Φ(img): the activations of ``layer`` for a batch, without gradients."""
+    with frozen(model), LayerTap(model, [layer]) as tap, torch.no_grad():
+        return tap(img.to(model_device(model)))[layer].detach()
+
+
+def _check_target(layer: str, target: torch.Tensor) -> float:
+    norm2 = float((target.float() ** 2).sum())
+    if not norm2 > 0:
+        raise FeatvizError(f"the activations of layer {layer!r} are all zero for this image: "
+                           "there is nothing to match (pick another layer or image)")
+    return norm2
+
+
+def _aligned(layer: str, act: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if act.shape[1:] != target.shape[1:]:
+        raise FeatvizError(f"layer {layer!r} gives {list(act.shape[1:])} for the image being "
+                           f"optimized but {list(target.shape[1:])} for the target: keep the "
+                           "image size (use transforms that do not change it, e.g. 'distill')")
+    return target.to(act.device, act.dtype).expand_as(act)
+
+
+def matching(layer: str, target: torch.Tensor, kind: str = "l2") -> Objective:
+    """Minus the normalized squared error ||Φ(x) − target||² / ||target||² (``kind="l2"``),
+    or the cosine similarity of Φ(x) and target (``kind="cosine"``), per image."""
+    target = target.detach()
+    norm2 = _check_target(layer, target)
+    if kind not in ("l2", "cosine"):
+        raise ValueError(f"kind must be 'l2' or 'cosine', got {kind!r}")
+
+    def fn(acts):
+        act = acts[layer].float()
+        t = _aligned(layer, act, target)
+        if kind == "cosine":
+            return F.cosine_similarity(act.flatten(1), t.flatten(1), dim=1)
+        return -((act - t) ** 2).flatten(1).sum(1) / norm2
+
+    return Objective(fn, [layer], f"match({layer}, {kind})")
+
+
+def caricature_objective(layer: str, target: torch.Tensor, cossim_pow: float = 1.0) -> Objective:
+    """lucid's caricature: the dot product with Φ(x0) (normalized by ||Φ(x0)||²), times the
+    cosine similarity to the power ``cossim_pow`` so the direction matters, not only size."""
+    target = target.detach()
+    norm2 = _check_target(layer, target)
+
+    def fn(acts):
+        act = acts[layer].float()
+        t = _aligned(layer, act, target).flatten(1)
+        act = act.flatten(1)
+        dot = (act * t).sum(1) / norm2
+        cos = F.cosine_similarity(act, t, dim=1).clamp_min(1e-4)
+        return dot * cos ** cossim_pow
+
+    return Objective(fn, [layer], f"caricature({layer})")
+
+
+def alpha_norm(alpha: float = 6.0, bound: float = B) -> Objective:
+    """The paper's α-norm prior Nα: mean over pixels of Σ_c |(x − 0.5) / bound|^α."""
+    return Objective(lambda acts: (((acts[INPUT] - 0.5) / bound).abs() ** alpha)
+                     .sum(1).flatten(1).mean(1), [INPUT], f"alpha_norm({alpha:g})")
+
+
+def tv_beta(beta: float = 2.0, scale: float = V) -> Objective:
+    """The paper's TVβ prior: mean over pixels of Σ_c ((dx² + dy²) / scale²)^(β/2)."""
+
+    def fn(acts):
+        img = acts[INPUT]
+        dx = img[..., :-1, 1:] - img[..., :-1, :-1]
+        dy = img[..., 1:, :-1] - img[..., :-1, :-1]
+        return (((dx ** 2 + dy ** 2) / scale ** 2 + 1e-8) ** (beta / 2)).sum(1).flatten(1).mean(1)
+
+    return Objective(fn, [INPUT], f"tv_beta({beta:g})")
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of two images in [0, 1]."""
+    mse = float(((a.float() - b.float()) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Structural similarity (Wang et al. 2004; 11-px Gaussian window, σ 1.5) of two images in
+    [0, 1], averaged over pixels and channels."""
+    import kornia
+
+    a, b = a.float().cpu(), b.float().cpu()
+    a, b = (a[None] if a.dim() == 3 else a), (b[None] if b.dim() == 3 else b)
+    return float(kornia.metrics.ssim(a, b, 11).mean())
+
+
+@dataclass
+class Inversion:
+    """A reconstruction: ``image`` [1,3,H,W] in [0, 1] and how close it came.
+
+    ``feature_error``: ||Φ(x) − Φ(x0)||² / ||Φ(x0)||² of the final image (no transforms);
+    ``start_error``: the same for the starting image; ``psnr``/``ssim`` against the original.
+    """
+
+    image: torch.Tensor
+    original: torch.Tensor
+    layer: str
+    feature_error: float
+    start_error: float
+    psnr: float
+    ssim: float
+    seconds: float
+    history: torch.Tensor = field(repr=False, default_factory=lambda: torch.empty(0))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the reconstruction as a PNG."""
+        return _images.save(self.image, path)
+
+
+@dataclass
+class InversionSweep:
+    """Reconstructions of one image from several layers."""
+
+    original: torch.Tensor
+    results: list[Inversion]
+
+    def table(self) -> str:
+        """A markdown table: layer, feature error (start -> end), PSNR, SSIM, seconds."""
+        lines = ["| layer | feature error (start) | feature error | PSNR dB | SSIM | s |",
+                 "|---|---:|---:|---:|---:|---:|"]
+        for r in self.results:
+            lines.append(f"| {r.layer} | {r.start_error:.3f} | {r.feature_error:.4f} | "
+                         f"{r.psnr:.1f} | {r.ssim:.3f} | {r.seconds:.0f} |")
+        return "\n".join(lines)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """One row: the original, then one reconstruction per layer, labelled with errors."""
+        tiles = torch.cat([self.original] + [r.image for r in self.results])
+        labels = ["original"] + [f"{r.layer} err {r.feature_error:.3f} {r.psnr:.1f}dB"
+                                 for r in self.results]
+        return _images.save(tiles, path, labels=labels, ncol=len(labels))
+
+
+def _prepare(model: nn.Module, img: torch.Tensor, size: int | None) -> torch.Tensor:
+    if not torch.is_tensor(img):
+        raise TypeError("img must be an image tensor (load files with featviz.images.load)")
+    img = img[None] if img.dim() == 3 else img
+    if img.dim() != 4 or img.shape[:2] != (1, 3):
+        raise ValueError(f"invert takes one RGB image [1,3,H,W] in [0, 1], got {list(img.shape)}")
+    size = size or getattr(model, "input_size", None)
+    if size and tuple(img.shape[-2:]) != (size, size):
+        import warnings
+
+        warnings.warn(f"resizing the {img.shape[-2]}x{img.shape[-1]} image to {size}x{size} "
+                      "(the model's input size; pass size= to choose another)", stacklevel=3)
+        img = F.interpolate(img.float(), (size, size), mode="bilinear", antialias=True,
+                            align_corners=False).clamp(0, 1)
+    return img.float().cpu()
+
+
+def _feature_error(model, img, layer, target) -> float:
+    act = features(model, img, layer).float().cpu()
+    t = target.float().cpu()
+    return float(((act - t) ** 2).sum() / (t ** 2).sum())
+
+
+def _run(model, img, layer, objective_for, *, steps, fft, init, lr, lambda_alpha, alpha,
+         lambda_tv, beta, transforms, seed, progress, size) -> Inversion:
+    import time
+
+    original = _prepare(model, img, size)
+    target = features(model, original, layer)
+    objective = objective_for(layer, target)
+    if lambda_alpha:
+        objective = objective - lambda_alpha * alpha_norm(alpha)
+    if lambda_tv:
+        objective = objective - lambda_tv * tv_beta(beta)
+    gen = torch.Generator().manual_seed(seed)
+    start = init if init is not None else None
+    if start is not None:
+        start = _prepare(model, start, original.shape[-1])
+    p = _param.image(tuple(original.shape[-2:]), 1, fft=fft, init=start, generator=gen)
+    t0 = time.perf_counter()
+    start_error = _feature_error(model, p().detach(), layer, target)
+    res = render(model, objective, p, steps=steps, transforms=transforms, lr=lr, seed=seed,
+                 progress=progress, redirect_relu=0)
+    recon = res.images
+    return Inversion(recon, original, layer, _feature_error(model, recon, layer, target),
+                     start_error, psnr(recon, original), ssim(recon, original),
+                     time.perf_counter() - t0, res.history)
+
+
+def _jitter(pixels: int):
+    """Random shifts of up to ±``pixels`` that keep the image size (edges repeated)."""
+    if not pixels:
+        return None
+    return [_transforms.pad(pixels, mode="edge"), _transforms.jitter(2 * pixels)]
+
+
+def invert(
+    model: nn.Module,
+    img: torch.Tensor,
+    layer: str,
+    steps: int = 1000,
+    *,
+    fft: bool = True,
+    init: torch.Tensor | None = None,
+    kind: str = "l2",
+    lr: float = 0.05,
+    lambda_alpha: float = 1e-3,
+    alpha: float = 6.0,
+    lambda_tv: float = 5e-3,
+    beta: float = 2.0,
+    jitter: int = 2,
+    transforms: Sequence | None = None,
+    seed: int = 0,
+    size: int | None = None,
+    progress: bool = True,
+) -> Inversion:
+    """Reconstruct ``img`` ([1,3,H,W] in [0, 1]) from the activations of ``layer``.
+
+    Starts from noise (or ``init``), in the Fourier (``fft``) or pixel parameterization, with
+    random shifts of up to ``jitter`` pixels each step as in the paper (or any ``transforms``).
+    ``kind="cosine"`` matches directions instead of values. An image of another size than the
+    model's input is resized, with a warning.
+    """
+    return _run(model, img, layer, lambda l, t: matching(l, t, kind), steps=steps, fft=fft,
+                init=init, lr=lr, lambda_alpha=lambda_alpha, alpha=alpha, lambda_tv=lambda_tv,
+                beta=beta, transforms=transforms if transforms is not None else _jitter(jitter),
+                seed=seed, progress=progress, size=size)
+
+
+def invert_layers(model: nn.Module, img: torch.Tensor, layers: Sequence[str],
+                  **kwargs) -> InversionSweep:
+    """:func:`invert` from each of ``layers``, the same settings for all."""
+    results = [invert(model, img, layer, **kwargs) for layer in layers]
+    return InversionSweep(results[0].original, results)
+
+
+def caricature(
+    model: nn.Module,
+    img: torch.Tensor,
+    layer: str,
+    steps: int = 512,
+    *,
+    cossim_pow: float = 1.0,
+    fft: bool = True,
+    lr: float = 0.05,
+    lambda_tv: float = 0.0,
+    transforms: Sequence | str | None = "distill",
+    seed: int = 0,
+    size: int | None = None,
+    progress: bool = True,
+) -> Inversion:
+    """lucid's caricature: an image that the layer sees as even more like ``img`` than ``img``
+    itself (maximizes the alignment with Φ(img)), with transformation robustness that keeps
+    the image size (the "distill" preset crops its padding back off)."""
+    return _run(model, img, layer, lambda l, t: caricature_objective(l, t, cossim_pow),
+                steps=steps, fft=fft, init=None, lr=lr, lambda_alpha=0.0, alpha=6.0,
+                lambda_tv=lambda_tv, beta=2.0, transforms=transforms, seed=seed,
+                progress=progress, size=size)
