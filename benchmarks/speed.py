@@ -170,8 +170,8 @@ def lucent_ms(lucent, net, layer: str, batch: int, size: int, steps: int,
 def host_memory_gib(model_name: str, layer: str, steps: int) -> float:
     """Peak RSS of a separate process rendering 64 channels at 224 px in batches of 16.
 
-    The child reports its own peak: the parent's resident memory must not count (a forked
-    child's maximum can include pages of the parent before it runs the command)."""
+    The child reports its own peak from /proc (VmHWM, its own address space): ru_maxrss
+    would include the resident memory of this large process, inherited at fork."""
     out = os.path.join(os.environ.get("TMPDIR", "/tmp"), "featviz_speed_mem.png")
     code = (
         "import resource, sys\n"
@@ -179,7 +179,10 @@ def host_memory_gib(model_name: str, layer: str, steps: int) -> float:
         f"main(['render', '--model', '{model_name}', '--weights', 'random', '--device', 'cpu',"
         f" '--objective', 'channel:{layer}:0-63', '--batch-size', '16', '--size', '224',"
         f" '--steps', '{steps}', '--no-progress', '--out', {out!r}])\n"
-        "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM:')]\n"
+        "peak = int(hwm[0].split()[1]) if hwm else "
+        "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print('PEAK', peak)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                           text=True)
@@ -193,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="128,224")
     ap.add_argument("--batches", default="1,16")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--budget", type=float, default=0.6,
+    ap.add_argument("--budget", type=float, default=0.5,
                     help="seconds of timed steps per method and row (at least 1 step)")
     ap.add_argument("--no-lucent", action="store_true")
     ap.add_argument("--no-memory", action="store_true")
@@ -252,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                     lu = min(runs["lucent"]) if runs["lucent"] else float("nan")
                     # lucent's own default differs from the counted row by its upsampling of
                     # small images to 224 px; at 224 px it only adds its size-changing scale
-                    ld = (lucent_ms(lucent, net, layer, batch, size, steps, None)
+                    ld = (lucent_ms(lucent, net, layer, batch, size, max(1, steps // 2), None)
                           if lucent and size < 224 else float("nan"))
                     mem = (" " + " / ".join(f"{peaks.get(k, float('nan')):.0f}"
                                             for k in runs) + " |") if peaks else ""
