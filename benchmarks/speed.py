@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="128,224")
     ap.add_argument("--batches", default="1,16")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--budget", type=float, default=0.5,
+    ap.add_argument("--budget", type=float, default=0.4,
                     help="seconds of timed steps per method and row (at least 1 step)")
     ap.add_argument("--no-lucent", action="store_true")
     ap.add_argument("--no-memory", action="store_true")
