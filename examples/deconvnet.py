@@ -14,34 +14,25 @@ to makes the first drop much larger.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-import torch
+from _shared import SHARED, add_model_args, load_model
 
 import featviz
 from featviz import deconv
 
-HERE = Path(__file__).resolve().parent
-SHARED = Path(os.environ.get("FEATVIZ_SHARED", HERE.parent.parent / "shared"))
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="mobilenet_v2")
-    ap.add_argument("--weights", default=str(SHARED / "models" / "mobilenet_v2_imagenet_coral.pth"))
-    ap.add_argument("--mean", type=float, nargs=3, default=(0.5, 0.5, 0.5))
-    ap.add_argument("--std", type=float, nargs=3, default=(0.5, 0.5, 0.5))
+    add_model_args(ap)
     ap.add_argument("--images", default=str(SHARED / "images"))
     ap.add_argument("--layers", default="features.7,features.14")
     ap.add_argument("--channels", default="0-7", help="channels of each layer, e.g. 0-7")
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--out", default="out/deconvnet")
     args = ap.parse_args(argv)
-    torch.set_num_threads(os.cpu_count() or 1)
-
-    model = featviz.models.load(args.model, weights=args.weights, mean=args.mean, std=args.std)
+    model = load_model(args)
     channels = featviz.objectives.parse_channels(args.channels)
     out = Path(args.out)
     rows = []

@@ -1,0 +1,28 @@
+"""What the example scripts share: where the sample weights and photos are, and the model
+options every example takes (defaults: the real MobileNetV2 of ../shared/models)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import torch
+
+import featviz
+
+SHARED = Path(os.environ.get("FEATVIZ_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+
+
+def add_model_args(ap: argparse.ArgumentParser) -> None:
+    """--model/--weights/--mean/--std, defaulting to the real MobileNetV2."""
+    ap.add_argument("--model", default="mobilenet_v2")
+    ap.add_argument("--weights", default=str(SHARED / "models" / "mobilenet_v2_imagenet_coral.pth"))
+    ap.add_argument("--mean", type=float, nargs=3, default=(0.5, 0.5, 0.5))
+    ap.add_argument("--std", type=float, nargs=3, default=(0.5, 0.5, 0.5))
+
+
+def load_model(args: argparse.Namespace):
+    """The model the options name, with all CPU cores in use."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    return featviz.models.load(args.model, weights=args.weights, mean=args.mean, std=args.std)

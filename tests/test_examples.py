@@ -1,0 +1,32 @@
+"""The example scripts run end to end (tiny settings; they need the real weights)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import MOBILENET, REPO
+
+pytestmark = pytest.mark.skipif(not MOBILENET.is_file(),
+                                reason=f"real MobileNetV2 weights not found at {MOBILENET}")
+
+
+def _run(script: str, *args: str) -> str:
+    proc = subprocess.run([sys.executable, str(REPO / "examples" / script), *args],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_inversion_example(tmp_path):
+    out = _run("inversion.py", "--steps", "3", "--layers", "features.2,features.4",
+               "--out", str(tmp_path))
+    assert "| features.4 |" in out and (tmp_path / "cat_inversions.png").exists()
+
+
+def test_deconvnet_example(tmp_path):
+    out = _run("deconvnet.py", "--channels", "0-1", "--k", "2", "--layers", "features.7",
+               "--out", str(tmp_path))
+    assert "projected square drops the activation" in out
+    assert (tmp_path / "features.7_top2.png").exists()
