@@ -1,4 +1,4 @@
-"""Receptive fields: which input pixels a unit of a layer can see.
+"""Receptive fields: which input pixels a unit of a layer can see, and how much it uses them.
 
 :func:`theoretical` measures the theoretical receptive field (TRF) of any convolutional model,
 branches and skip connections included, by its exact gradient support: a float64 copy of the
@@ -7,12 +7,20 @@ model is made linear and positive (every weight of a convolution or linear layer
 into average pooling), so that no gradient can cancel or be cut off, and the input pixels with
 a non-zero gradient for one unit are exactly those that unit depends on. The user's model is
 never touched.
+
+:func:`effective` measures the effective receptive field (Luo, Li, Urtasun & Zemel, NIPS 2016):
+the mean |∂y_centre/∂x| over inputs, with a Gaussian fit, the area that holds a share of the
+gradient mass, and its ratio to the theoretical field.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +28,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .errors import FeatvizError
-from .hooks import LayerTap, resolve_layer
+from .hooks import LayerTap, frozen, resolve_layer
 
 
 @dataclass(frozen=True)
@@ -147,3 +155,255 @@ def theoretical(model: nn.Module, layer: str, input_size: int | None = None,
     offset = (centre[0] - y * jump[0], centre[1] - x * jump[1])
     return ReceptiveField((box[2] - box[0], box[3] - box[1]), (jump[0], jump[1]), offset, layer,
                           clipped=touches)
+
+
+# -- effective receptive field (Luo et al. 2016) ------------------------------------------
+ERF_WEIGHTS = ("trained", "random", "uniform")
+
+
+@dataclass
+class EffectiveField:
+    """The effective receptive field of a layer's centre unit.
+
+    ``map``: [H, W] mean |∂y/∂x| (or its square) over the inputs, summed over colour channels and
+    normalized to sum 1; ``trf``: the theoretical field of the layer; ``unit``: the centre unit
+    (y, x) in the layer's map; ``samples``: how many inputs were averaged.
+    """
+
+    map: torch.Tensor
+    layer: str
+    trf: ReceptiveField
+    unit: tuple[int, int]
+    samples: int
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        """Centre of mass (y, x) of the map, in input pixels."""
+        h, w = self.map.shape
+        ys, xs = torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64)
+        m = self.map.double()
+        return float((m.sum(1) * ys).sum()), float((m.sum(0) * xs).sum())
+
+    @property
+    def sigmas(self) -> tuple[float, float]:
+        """Standard deviations (y, x) of the 2-D Gaussian fitted by moments."""
+        h, w = self.map.shape
+        cy, cx = self.centre
+        ys, xs = torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64)
+        m = self.map.double()
+        vy = float((m.sum(1) * (ys - cy) ** 2).sum())
+        vx = float((m.sum(0) * (xs - cx) ** 2).sum())
+        return math.sqrt(vy), math.sqrt(vx)
+
+    @property
+    def sigma(self) -> float:
+        """The fitted Gaussian's standard deviation, mean of the two axes, in pixels."""
+        return sum(self.sigmas) / 2
+
+    def area(self, share: float = 0.95) -> int:
+        """Pixels in the smallest set that holds ``share`` of the gradient mass."""
+        if not 0 < share <= 1:
+            raise ValueError(f"share must be in (0, 1], got {share}")
+        values = self.map.flatten().sort(descending=True).values
+        return int((values.cumsum(0) < share).sum()) + 1
+
+    def radius(self, share: float = 0.95) -> float:
+        """Radius of the disc around the centre of mass that holds ``share`` of the mass."""
+        h, w = self.map.shape
+        cy, cx = self.centre
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64),
+                                torch.arange(w, dtype=torch.float64), indexing="ij")
+        r = ((ys - cy) ** 2 + (xs - cx) ** 2).sqrt().flatten()
+        order = r.argsort()
+        mass = self.map.double().flatten()[order].cumsum(0)
+        return float(r[order][int((mass < share).sum().clamp_max(len(r) - 1))])
+
+    def area_fraction(self, share: float = 0.95) -> float:
+        """:meth:`area` as a fraction of the theoretical receptive field's area."""
+        return self.area(share) / (self.trf.size[0] * self.trf.size[1])
+
+    def ratio_to(self, trf: ReceptiveField | None = None, share: float = 0.95) -> float:
+        """ERF area (holding ``share`` of the mass) over the area of ``trf`` (default: own)."""
+        trf = trf or self.trf
+        return self.area(share) / (trf.size[0] * trf.size[1])
+
+    def profile(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Radial profile: (radius in px, mean map value at that radius) around the centre."""
+        h, w = self.map.shape
+        cy, cx = self.centre
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64),
+                                torch.arange(w, dtype=torch.float64), indexing="ij")
+        r = ((ys - cy) ** 2 + (xs - cx) ** 2).sqrt().round().long().flatten()
+        total = torch.zeros(int(r.max()) + 1, dtype=torch.float64).index_add_(
+            0, r, self.map.double().flatten())
+        count = torch.zeros_like(total).index_add_(0, r, torch.ones_like(r, dtype=torch.float64))
+        keep = count > 0
+        return torch.arange(len(total))[keep].double(), (total / count.clamp_min(1))[keep]
+
+    def plot(self, path: str | os.PathLike) -> Path:
+        """Heat map with the theoretical field's box and the fitted Gaussian (1 and 2 σ)."""
+        return EffectiveFields([self]).plot(path)
+
+
+@dataclass
+class EffectiveFields:
+    """Effective receptive fields of several layers (:func:`effective_layers`)."""
+
+    fields: list[EffectiveField]
+
+    def table(self) -> str:
+        """Markdown: layer, TRF size, ERF σ, 95 % area / TRF area."""
+        rows = ["| layer | TRF px | ERF σ px | 95% radius px | ERF/TRF area |",
+                "|---|---:|---:|---:|---:|"]
+        for f in self.fields:
+            rows.append(f"| {f.layer} | {f.trf.size[0]} | {f.sigma:.2f} | {f.radius():.1f} | "
+                        f"{f.ratio_to():.3f} |")
+        return "\n".join(rows)
+
+    def plot(self, path: str | os.PathLike) -> Path:
+        """One heat map per layer (TRF box, Gaussian 1σ/2σ ellipses) and the radial profiles."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+            from matplotlib.patches import Ellipse, Rectangle
+        except ImportError as err:
+            raise FeatvizError("plots need matplotlib: pip install 'featviz[plot]'") from err
+        n = len(self.fields)
+        fig, axes = plt.subplots(1, n + 1, figsize=(3.2 * (n + 1), 3.4), squeeze=False)
+        for ax, f in zip(axes[0], self.fields, strict=False):
+            ax.imshow(f.map.numpy(), cmap="inferno")
+            top, left, bottom, right = f.trf.box(*f.unit)
+            ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top,
+                                   fill=False, edgecolor="cyan", lw=1, ls="--"))
+            cy, cx = f.centre
+            sy, sx = f.sigmas
+            for k in (1, 2):
+                ax.add_patch(Ellipse((cx, cy), 2 * k * sx, 2 * k * sy, fill=False,
+                                     edgecolor="white", lw=0.8))
+            ax.set_title(f"{f.layer}\nσ {f.sigma:.1f} px, TRF {f.trf.size[0]} px", fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        ax = axes[0][-1]
+        for f in self.fields:
+            r, v = f.profile()
+            ax.plot(r.numpy(), (v / v.max()).numpy(), label=f.layer)
+        ax.set_xlabel("distance from centre (px)")
+        ax.set_ylabel("mean gradient (normalized)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+
+def _reinitialized(model: nn.Module, seed: int) -> nn.Module:
+    """A copy of ``model`` with every layer's parameters reset to their random initial state."""
+    twin = copy.deepcopy(model)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for m in twin.modules():
+            if hasattr(m, "reset_parameters") and m is not twin:
+                m.reset_parameters()
+    return twin.eval()
+
+
+def _inputs(inputs, size: int, samples: int, seed: int):
+    """Yield [B,3,size,size] batches: uniform noise, or images from a folder/iterable."""
+    if isinstance(inputs, str) and inputs == "noise":
+        gen = torch.Generator().manual_seed(seed)
+        done = 0
+        while done < samples:
+            n = min(8, samples - done)
+            yield torch.rand(n, 3, size, size, generator=gen)
+            done += n
+        return
+    from .dataset import iter_batches
+
+    done = 0
+    for _, batch in iter_batches(inputs, size, 8):
+        batch = batch[: samples - done]
+        yield batch
+        done += len(batch)
+        if done >= samples:
+            return
+
+
+def effective(
+    model: nn.Module,
+    layer: str,
+    input_size: int | None = None,
+    samples: int = 32,
+    inputs: str | os.PathLike | object = "noise",
+    weights: str = "trained",
+    channel: int | None = None,
+    squared: bool = False,
+    seed: int = 0,
+) -> EffectiveField:
+    """Measure the effective receptive field of the centre unit of ``layer`` (Luo et al. 2016).
+
+    The gradient of the centre unit (``channel``, or the sum over channels) with respect to the
+    input, absolute (or ``squared``), summed over colour channels and averaged over ``samples``
+    inputs: uniform noise (``"noise"``) or images from a folder / iterable. ``weights``:
+    ``"trained"`` (the model as it is), ``"random"`` (a re-initialized copy) or ``"uniform"``
+    (Luo's case: a copy with equal positive weights and no nonlinearities). The model itself
+    is never changed.
+    """
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+    if weights not in ERF_WEIGHTS:
+        raise ValueError(f"weights must be one of {', '.join(ERF_WEIGHTS)}, got {weights!r}")
+    resolve_layer(model, layer)
+    size = input_size or getattr(model, "input_size", 224)
+    trf = theoretical(model, layer, input_size=size)
+    if trf.size[0] > size or trf.size[1] > size:
+        import warnings
+
+        warnings.warn(f"the theoretical receptive field of {layer!r} ({trf.size[0]} px) is larger "
+                      f"than the {size}-px input: the effective field is cut at the borders; "
+                      f"pass input_size >= {trf.size[0]} to see all of it", stacklevel=2)
+    if weights == "uniform":
+        net, mode, dtype = _linearize(model), _Linearized(), torch.float64
+    else:
+        net = _reinitialized(model, seed) if weights == "random" else model
+        mode, dtype = contextlib.nullcontext(), torch.float32
+    device = next((p.device for p in net.parameters()), torch.device("cpu"))
+    total = torch.zeros(size, size, dtype=torch.float64)
+    count = 0
+    unit = (0, 0)
+    with frozen(net), LayerTap(net, [layer]) as tap:
+        for batch in _inputs(inputs, size, samples, seed):
+            x = batch.to(device=device, dtype=dtype).requires_grad_(True)
+            with mode:
+                act = tap(x)[layer]
+            if act.dim() != 4:
+                raise FeatvizError(f"layer {layer!r} has no spatial maps (output "
+                                   f"{list(act.shape)}); effective fields need a convolutional "
+                                   "layer")
+            unit = (act.shape[2] // 2, act.shape[3] // 2)
+            centre = act[:, :, unit[0], unit[1]]
+            if channel is not None:
+                if not 0 <= channel < act.shape[1]:
+                    raise FeatvizError(f"channel {channel} is out of range for layer {layer!r} "
+                                       f"(valid: 0-{act.shape[1] - 1})")
+                centre = centre[:, channel]
+            (grad,) = torch.autograd.grad(centre.sum(), x)
+            g = grad.double().abs() if not squared else grad.double() ** 2
+            total += g.sum(dim=1).sum(dim=0).cpu()
+            count += len(batch)
+    if count == 0:
+        raise FeatvizError("no inputs to average over")
+    mass = float(total.sum())
+    if mass == 0:
+        raise FeatvizError(f"the centre unit of {layer!r} does not depend on the input (all "
+                           "gradients are zero): a dead unit; try weights='random' or another "
+                           "channel")
+    return EffectiveField((total / mass).float(), layer, trf, unit, count)
+
+
+def effective_layers(model: nn.Module, layers: list[str], **kwargs) -> EffectiveFields:
+    """:func:`effective` for several layers with the same settings."""
+    return EffectiveFields([effective(model, layer, **kwargs) for layer in layers])

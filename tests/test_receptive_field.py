@@ -9,6 +9,7 @@ from torch import nn
 
 import featviz
 from featviz import receptive_field as rf
+from featviz.errors import FeatvizError
 
 
 def test_stacked_convs():
@@ -55,3 +56,70 @@ def test_model_untouched():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rf.theoretical(model, "layer2.0")
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def _stack(n: int, channels: int = 4, relu: bool = False, stride2_at: int | None = None,
+           dilation: int = 1) -> nn.Module:
+    layers = []
+    for i in range(n):
+        stride = 2 if i == stride2_at else 1
+        layers.append(nn.Conv2d(3 if i == 0 else channels, channels, 3, stride, dilation,
+                                dilation=dilation))
+        if relu:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("n", [1, 4, 9])
+def test_trf_of_a_stack_is_2n_plus_1(n):
+    net = _stack(n)
+    field = rf.theoretical(net, str(n - 1), input_size=4 * n + 8)
+    assert field.size == (2 * n + 1, 2 * n + 1) and field.jump == (1, 1)
+
+
+def test_uniform_erf_is_the_multinomial_closed_form():
+    """Luo et al.: with equal weights the ERF of n 3x3 convs is the n-fold convolution of a box,
+    i.e. the trinomial coefficients of (1 + z + z²)^n per axis, σ = sqrt(n (k²-1) / 12)."""
+    n, size = 5, 31
+    erf = rf.effective(_stack(n), str(n - 1), input_size=size, samples=2, weights="uniform")
+    coeff = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
+    line = torch.tensor([1.0], dtype=torch.float64)
+    for _ in range(n):
+        line = torch.nn.functional.conv1d(line.view(1, 1, -1), coeff.view(1, 1, -1),
+                                          padding=2).flatten()
+    expected = torch.zeros(size, size, dtype=torch.float64)
+    c = size // 2
+    expected[c - n:c + n + 1, c - n:c + n + 1] = torch.outer(line, line)
+    expected /= expected.sum()
+    torch.testing.assert_close(erf.map.double(), expected, atol=1e-6, rtol=0)
+    assert abs(erf.sigma - (n * (9 - 1) / 12) ** 0.5) < 1e-3
+    assert erf.area(1.0) == (2 * n + 1) ** 2 and erf.ratio_to() <= 1
+
+
+def test_erf_measures_and_plot(tmp_path):
+    net = _stack(6, relu=True)
+    erf = rf.effective(net, "10", input_size=41, samples=4, weights="random")
+    assert 0 < erf.area_fraction(0.5) < erf.area_fraction(0.95) <= 1
+    assert erf.radius(0.5) < erf.radius(0.95)
+    r, v = erf.profile()
+    assert v[0] == v.max() or v[:3].max() == v.max()  # peaked in the middle
+    assert erf.plot(tmp_path / "erf.png").stat().st_size > 0
+    fields = rf.effective_layers(net, ["4", "10"], input_size=41, samples=2)
+    assert fields.fields[0].sigma < fields.fields[1].sigma
+    assert "| 10 |" in fields.table()
+
+
+def test_erf_bad_input():
+    net = _stack(2)
+    with pytest.raises(ValueError, match="samples"):
+        rf.effective(net, "1", input_size=16, samples=0)
+    flat = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten())
+    with pytest.raises(FeatvizError, match="no spatial maps"):
+        rf.effective(flat, "1", input_size=16, samples=1)
+    dead = _stack(1)
+    with torch.no_grad():
+        dead[0].weight.zero_()
+    with pytest.raises(FeatvizError, match="does not depend on the input"):
+        rf.effective(dead, "0", input_size=16, samples=1)
+    with pytest.warns(UserWarning, match="larger than the 8-px input"):
+        rf.effective(_stack(6), "5", input_size=8, samples=1, weights="uniform")
