@@ -141,6 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--no-progress", action="store_true")
     v.add_argument("--out", required=True, help="PNG: the original, then one image per layer")
 
+    e = sub.add_parser("erf", help="effective (and theoretical) receptive fields of layers")
+    _add_model_args(e, "DEFAULT")
+    e.add_argument("--layers", required=True, help="comma-separated layers")
+    e.add_argument("--size", type=int, help="input size (default: the model's)")
+    e.add_argument("--samples", type=int, default=32)
+    e.add_argument("--inputs", default="noise", help="'noise' or a folder of images")
+    e.add_argument("--init", default="trained", choices=["trained", "random", "uniform"],
+                   help="the model's weights, re-initialized ones, or Luo's uniform case")
+    e.add_argument("--channel", type=int, help="one channel (default: the sum over channels)")
+    e.add_argument("--out", required=True, help="PNG: heat maps and radial profiles")
+
     sub.add_parser("models", help="list the model names --model accepts")
     return parser
 
@@ -165,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _projection_commands(args)
         if args.command == "invert":
             return _invert(args)
+        if args.command == "erf":
+            return _erf(args)
         if args.command == "models":
             from .models import available
 
@@ -255,6 +268,20 @@ def _invert(args: argparse.Namespace) -> int:
                                         else "l2", **common)
     sweep.save(args.out)
     print(sweep.table())
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _erf(args: argparse.Namespace) -> int:
+    from . import receptive_field
+
+    model = _load_model(args)
+    layers = [layer for layer in args.layers.split(",") if layer]
+    fields = receptive_field.effective_layers(
+        model, layers, input_size=args.size, samples=args.samples, inputs=args.inputs,
+        weights=args.init, channel=args.channel)
+    fields.plot(args.out)
+    print(fields.table())
     print(f"wrote {args.out}")
     return 0
 

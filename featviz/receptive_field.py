@@ -175,6 +175,12 @@ class EffectiveField:
     trf: ReceptiveField
     unit: tuple[int, int]
     samples: int
+    weights: str = "trained"
+
+    @property
+    def label(self) -> str:
+        """``layer``, with the kind of weights when they are not the model's own."""
+        return self.layer if self.weights == "trained" else f"{self.layer} ({self.weights})"
 
     @property
     def centre(self) -> tuple[float, float]:
@@ -256,7 +262,7 @@ class EffectiveFields:
         rows = ["| layer | TRF px | ERF σ px | 95% radius px | ERF/TRF area |",
                 "|---|---:|---:|---:|---:|"]
         for f in self.fields:
-            rows.append(f"| {f.layer} | {f.trf.size[0]} | {f.sigma:.2f} | {f.radius():.1f} | "
+            rows.append(f"| {f.label} | {f.trf.size[0]} | {f.sigma:.2f} | {f.radius():.1f} | "
                         f"{f.ratio_to():.3f} |")
         return "\n".join(rows)
 
@@ -271,7 +277,7 @@ class EffectiveFields:
         except ImportError as err:
             raise FeatvizError("plots need matplotlib: pip install 'featviz[plot]'") from err
         n = len(self.fields)
-        fig, axes = plt.subplots(1, n + 1, figsize=(3.2 * (n + 1), 3.4), squeeze=False)
+        fig, axes = plt.subplots(1, n + 1, figsize=(3.2 * (n + 1), 3.8), squeeze=False)
         for ax, f in zip(axes[0], self.fields, strict=False):
             ax.imshow(f.map.numpy(), cmap="inferno")
             top, left, bottom, right = f.trf.box(*f.unit)
@@ -282,13 +288,13 @@ class EffectiveFields:
             for k in (1, 2):
                 ax.add_patch(Ellipse((cx, cy), 2 * k * sx, 2 * k * sy, fill=False,
                                      edgecolor="white", lw=0.8))
-            ax.set_title(f"{f.layer}\nσ {f.sigma:.1f} px, TRF {f.trf.size[0]} px", fontsize=8)
+            ax.set_title(f"{f.label}\nσ {f.sigma:.1f} px, TRF {f.trf.size[0]} px", fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
         ax = axes[0][-1]
         for f in self.fields:
             r, v = f.profile()
-            ax.plot(r.numpy(), (v / v.max()).numpy(), label=f.layer)
+            ax.plot(r.numpy(), (v / v.max()).numpy(), label=f.label)
         ax.set_xlabel("distance from centre (px)")
         ax.set_ylabel("mean gradient (normalized)")
         ax.legend(fontsize=7)
@@ -401,7 +407,7 @@ def effective(
         raise FeatvizError(f"the centre unit of {layer!r} does not depend on the input (all "
                            "gradients are zero): a dead unit; try weights='random' or another "
                            "channel")
-    return EffectiveField((total / mass).float(), layer, trf, unit, count)
+    return EffectiveField((total / mass).float(), layer, trf, unit, count, weights)
 
 
 def effective_layers(model: nn.Module, layers: list[str], **kwargs) -> EffectiveFields:

@@ -145,3 +145,12 @@ def test_deconv_topk_occlude_commands(tmp_path, capsys):
     assert "features.3:0:" in text and "receptive field" in text
     for name in ("d.png", "t.png", "o.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_erf_command(tmp_path, capsys):
+    out = tmp_path / "erf.png"
+    assert main(["erf", "--model", "cifar_resnet20", "--weights", "random", "--device", "cpu",
+                 "--layers", "layer1.0,layer2.0", "--samples", "2", "--size", "40",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| layer2.0 |" in text and out.stat().st_size > 0
