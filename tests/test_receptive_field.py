@@ -123,3 +123,20 @@ def test_erf_bad_input():
         rf.effective(dead, "0", input_size=16, samples=1)
     with pytest.warns(UserWarning, match="larger than the 8-px input"):
         rf.effective(_stack(6), "5", input_size=8, samples=1, weights="uniform")
+
+
+def test_erf_from_an_image_folder_one_channel_squared(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray((rng.random((30, 30, 3)) * 255).astype(np.uint8)).save(
+            tmp_path / f"{i}.png")
+    net = _stack(3, relu=True)
+    a = rf.effective(net, "5", input_size=24, samples=5, inputs=tmp_path, channel=1)
+    b = rf.effective(net, "5", input_size=24, samples=5, inputs=tmp_path, channel=1, squared=True)
+    assert a.samples == 3  # the folder holds only three images
+    assert not torch.allclose(a.map, b.map) and abs(a.map.sum() - 1) < 1e-5
+    with pytest.raises(FeatvizError, match="valid: 0-3"):
+        rf.effective(net, "5", input_size=24, samples=1, channel=4)
