@@ -9,6 +9,7 @@
 from . import (
     dataset,
     deconv,
+    featuremaps,
     hooks,
     images,
     inversion,
@@ -32,7 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "render", "RenderResult", "hooks", "images", "models", "objectives", "param", "transforms",
-    "deconv", "dataset", "receptive_field", "inversion",
+    "deconv", "dataset", "receptive_field", "inversion", "featuremaps",
     "FeatvizError", "UnknownNameError", "ChannelError", "ObjectiveSyntaxError", "WeightsError",
     "NonFiniteLossError", "__version__",
 ]

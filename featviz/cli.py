@@ -152,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--channel", type=int, help="one channel (default: the sum over channels)")
     e.add_argument("--out", required=True, help="PNG: heat maps and radial profiles")
 
+    mp = sub.add_parser("maps", help="browse what every layer holds for an image (HTML report)")
+    mp.add_argument("image", help="image file")
+    _add_model_args(mp, "DEFAULT")
+    mp.add_argument("--layers", default="all", help="'all' or comma-separated layers")
+    mp.add_argument("--size", type=int, help="image size (default: the model's)")
+    mp.add_argument("--labels", help="class names, one per line (e.g. imagenet_classes.txt)")
+    mp.add_argument("--out", required=True, help="a self-contained .html page")
+
     sub.add_parser("models", help="list the model names --model accepts")
     return parser
 
@@ -178,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _invert(args)
         if args.command == "erf":
             return _erf(args)
+        if args.command == "maps":
+            return _maps(args)
         if args.command == "models":
             from .models import available
 
@@ -282,6 +292,20 @@ def _erf(args: argparse.Namespace) -> int:
         weights=args.init, channel=args.channel)
     fields.plot(args.out)
     print(fields.table())
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _maps(args: argparse.Namespace) -> int:
+    from . import featuremaps, images
+
+    model = _load_model(args)
+    size = args.size or getattr(model, "input_size", 224)
+    img = images.load(args.image, size=size)
+    layers = "all" if args.layers == "all" else [x for x in args.layers.split(",") if x]
+    featuremaps.report(model, img, args.out, layers=layers, labels=args.labels)
+    for index, name, p in featuremaps.top_classes(model, img, 5, args.labels):
+        print(f"{p:.3f}  {index}  {name}")
     print(f"wrote {args.out}")
     return 0
 

@@ -154,3 +154,20 @@ def test_erf_command(tmp_path, capsys):
                  "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "| layer2.0 |" in text and out.stat().st_size > 0
+
+
+def test_maps_command(tmp_path, capsys):
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    Image.fromarray((rng.random((50, 50, 4)) * 255).astype(np.uint8), "RGBA").save(
+        tmp_path / "rgba.png")
+    (tmp_path / "names.txt").write_text("\n".join(f"n{i}" for i in range(1000)))
+    out = tmp_path / "report.html"
+    assert main(["maps", str(tmp_path / "rgba.png"), *RANDOM, "--size", "48", "--layers",
+                 "features.1,features.3", "--labels", str(tmp_path / "names.txt"),
+                 "--out", str(out)]) == 0
+    assert "n" in capsys.readouterr().out and "features.3" in out.read_text()
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert main(["maps", str(tmp_path / "notes.txt"), *RANDOM, "--out", str(out)]) == 2
+    assert "notes.txt" in capsys.readouterr().err

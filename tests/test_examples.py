@@ -30,3 +30,9 @@ def test_deconvnet_example(tmp_path):
                "--out", str(tmp_path))
     assert "projected square drops the activation" in out
     assert (tmp_path / "features.7_top2.png").exists()
+
+
+def test_centering_example(tmp_path):
+    out = _run("centering.py", "--layers", "features.0.0,features.7", "--out", str(tmp_path))
+    assert "features.0.0 variance ratio" in out and "top-1 agrees for" in out
+    assert (tmp_path / "centering.html").exists()

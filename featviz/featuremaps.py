@@ -1,0 +1,414 @@
+"""The feature-map viewer: what every layer holds for one image, before any optimization.
+
+``capture`` runs the image once and keeps the output of many layers (copied to the CPU as they
+come, under a memory cap); a :class:`FeatureMaps` draws channel grids, histograms and per-layer
+statistics; ``top_classes`` reads the softmax with class names; ``compare`` measures how two
+inputs differ layer by layer (variance ratio, correlation of normalized maps, change of the
+softmax); ``report`` writes one self-contained HTML page to browse it all.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import nn
+
+from . import images as _images
+from .errors import FeatvizError
+from .hooks import frozen, named_layers, resolve_layer
+
+NORMALIZATIONS = ("channel", "layer", "none")
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def _one_image(img: torch.Tensor) -> torch.Tensor:
+    if not torch.is_tensor(img):
+        raise TypeError("expected an image tensor (load files with featviz.images.load)")
+    img = img[None] if img.dim() == 3 else img
+    if img.dim() != 4 or img.shape[0] != 1 or img.shape[1] != 3:
+        raise ValueError(f"expected one RGB image [1,3,H,W], got {list(img.shape)} "
+                         "(featviz.images.load converts greyscale and RGBA files)")
+    return img.float()
+
+
+@dataclass
+class FeatureMaps:
+    """Activations of several layers for one image: ``acts[layer]`` is [C,H,W] (or [C])."""
+
+    acts: dict[str, torch.Tensor]
+    image: torch.Tensor
+    logits: torch.Tensor | None
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.acts)
+
+    def _get(self, layer: str) -> torch.Tensor:
+        if layer not in self.acts:
+            from .errors import unknown
+
+            raise unknown("captured layer", layer, self.acts)
+        return self.acts[layer]
+
+    def grid(self, layer: str, normalize: str = "channel", max_channels: int | None = 64,
+             ncol: int | None = None, cmap: str = "viridis") -> Image.Image:
+        """Each channel of ``layer`` as a small picture in a grid, coloured by ``cmap``.
+
+        ``normalize``: per ``"channel"`` (each map to its own min-max), per ``"layer"`` (one
+        scale for all), or ``"none"`` (values clipped to [0, 1])."""
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, "
+                             f"got {normalize!r}")
+        act = self._get(layer).float()
+        if act.dim() != 3:
+            raise FeatvizError(f"layer {layer!r} has no spatial maps (shape {list(act.shape)})")
+        maps = act[:max_channels] if max_channels else act
+        if normalize == "channel":
+            lo = maps.flatten(1).amin(1).view(-1, 1, 1)
+            hi = maps.flatten(1).amax(1).view(-1, 1, 1)
+            maps = (maps - lo) / (hi - lo).clamp_min(1e-12)
+        elif normalize == "layer":
+            maps = (maps - maps.min()) / (maps.max() - maps.min()).clamp_min(1e-12)
+        tiles = colorize(maps.clamp(0, 1), cmap)
+        size = max(32, 96 // max(1, maps.shape[-1] // 32))
+        tiles = torch.nn.functional.interpolate(tiles, size=(size, size), mode="nearest")
+        return _images.grid(tiles, ncol=ncol or math.ceil(math.sqrt(len(tiles))), pad=2)
+
+    def stats(self) -> Stats:
+        """Per layer: mean, std, sparsity (share of activations <= 0), max."""
+        rows = []
+        for layer, act in self.acts.items():
+            a = act.float()
+            rows.append((layer, tuple(a.shape), float(a.mean()), float(a.std()),
+                         float((a <= 0).float().mean()), float(a.max())))
+        return Stats(rows)
+
+    def histograms(self, layers: Sequence[str] | None = None, bins: int = 60) -> Image.Image:
+        """One histogram of activation values per layer (matplotlib), as an image."""
+        plt = _pyplot()
+        layers = list(layers or self.layers)
+        ncol = min(4, len(layers))
+        nrow = math.ceil(len(layers) / ncol)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(3 * ncol, 2.2 * nrow), squeeze=False)
+        for ax in axes.flat[len(layers):]:
+            ax.axis("off")
+        for ax, layer in zip(axes.flat, layers, strict=False):
+            values = self._get(layer).float().flatten().numpy()
+            ax.hist(values, bins=bins, color="#4062bb", log=True)
+            ax.set_title(layer, fontsize=8)
+            ax.tick_params(labelsize=6)
+        fig.tight_layout()
+        return _figure_image(fig)
+
+
+@dataclass
+class Stats:
+    """Per-layer statistics (layer, shape, mean, std, sparsity, max); ``str`` is a table."""
+
+    rows: list[tuple]
+
+    def __str__(self) -> str:
+        lines = ["| layer | shape | mean | std | sparsity | max |", "|---|---|---:|---:|---:|---:|"]
+        for layer, shape, mean, std, sparsity, top in self.rows:
+            lines.append(f"| {layer} | {'x'.join(map(str, shape))} | {mean:.3f} | {std:.3f} | "
+                         f"{sparsity:.1%} | {top:.3f} |")
+        return "\n".join(lines)
+
+
+def colorize(maps: torch.Tensor, cmap: str = "viridis") -> torch.Tensor:
+    """[N,H,W] in [0, 1] -> [N,3,H,W] RGB with a matplotlib colour map (grey without it)."""
+    try:
+        import matplotlib
+
+        table = torch.tensor(matplotlib.colormaps[cmap](torch.linspace(0, 1, 256).numpy())[:, :3],
+                             dtype=torch.float32)
+    except ImportError:
+        return maps[:, None].expand(-1, 3, -1, -1)
+    except KeyError:
+        raise ValueError(f"unknown colour map {cmap!r}") from None
+    idx = (maps * 255).round().long().clamp(0, 255)
+    return table[idx].permute(0, 3, 1, 2)
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise FeatvizError("histograms need matplotlib: pip install 'featviz[plot]'") from err
+    return plt
+
+
+def _figure_image(fig) -> Image.Image:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    _pyplot().close(fig)
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+def _layer_list(model: nn.Module, layers: str | Sequence[str]) -> list[str]:
+    if isinstance(layers, str) and layers == "all":
+        return list(named_layers(model))
+    if isinstance(layers, str):
+        layers = [layers]
+    for layer in layers:
+        resolve_layer(model, layer)
+    return list(layers)
+
+
+def capture(model: nn.Module, img: torch.Tensor, layers: str | Sequence[str] = "all",
+            max_bytes: int = 2 * 2**30) -> FeatureMaps:
+    """Run ``img`` once and keep the output of ``layers`` (a list, or ``"all"``).
+
+    Each activation is copied to the CPU as it is produced (a container that hands on its
+    last child's output shares that copy); when the total would pass ``max_bytes`` the
+    capture stops with an error that says so.
+    """
+    img = _one_image(img)
+    names = _layer_list(model, layers)
+    acts: dict[str, torch.Tensor] = {}
+    copies: dict[tuple, torch.Tensor] = {}
+    used = [0]
+    handles = []
+
+    def keep(name: str):
+        def hook(module, inputs, output):
+            if not torch.is_tensor(output):
+                return
+            # the same tensor at the same version (no in-place change since): the same values
+            key = (output.data_ptr(), output._version, tuple(output.shape))
+            if key in copies:
+                acts[name] = copies[key]
+                return
+            nbytes = output[0].numel() * 4
+            if used[0] + nbytes > max_bytes:
+                raise FeatvizError(
+                    f"capturing {name!r} would take the activations past the memory cap of "
+                    f"{max_bytes / 2**20:.0f} MiB ({len(acts)} layers kept so far); pass a "
+                    "list of layers, or a larger max_bytes")
+            used[0] += nbytes
+            acts[name] = copies[key] = output[0].detach().float().cpu().clone()
+        return hook
+
+    try:
+        for name in names:
+            handles.append(resolve_layer(model, name).register_forward_hook(keep(name)))
+        with frozen(model), torch.no_grad():
+            out = model(img.to(_device(model)))
+    finally:
+        for h in handles:
+            h.remove()
+    logits = out[0].detach().float().cpu() if torch.is_tensor(out) and out.dim() == 2 else None
+    ordered = {n: acts[n] for n in names if n in acts}
+    return FeatureMaps(ordered, img.cpu(), logits)
+
+
+def read_labels(labels: str | os.PathLike | Sequence[str] | None, n: int) -> list[str]:
+    """Class names: a list, a file with one per line (``a, b`` keeps ``a``), or indices."""
+    if labels is None:
+        return [str(i) for i in range(n)]
+    if isinstance(labels, (str, os.PathLike)):
+        path = Path(labels)
+        if not path.is_file():
+            raise FeatvizError(f"class name file not found: {path}")
+        labels = [line.split(",")[0].strip() for line in path.read_text().splitlines()]
+    labels = list(labels)
+    if len(labels) < n:
+        raise FeatvizError(f"{len(labels)} class names for a model with {n} outputs")
+    return labels
+
+
+def top_classes(model: nn.Module, img: torch.Tensor, k: int = 5,
+                labels: str | os.PathLike | Sequence[str] | None = None
+                ) -> list[tuple[int, str, float]]:
+    """The ``k`` most probable classes: (index, name, softmax probability)."""
+    img = _one_image(img)
+    with frozen(model), torch.no_grad():
+        out = model(img.to(_device(model)))
+    if not torch.is_tensor(out) or out.dim() != 2:
+        raise FeatvizError("top_classes needs a model that returns [B, classes] logits")
+    probs = out[0].float().softmax(0).cpu()
+    names = read_labels(labels, len(probs))
+    top = probs.topk(min(k, len(probs)))
+    return [(int(i), names[int(i)], float(p)) for p, i in zip(top.values, top.indices,
+                                                               strict=True)]
+
+
+@dataclass
+class Comparison:
+    """How two inputs differ, layer by layer, and at the softmax."""
+
+    rows: list[tuple[str, float, float]]  # layer, variance ratio b/a, mean map correlation
+    kl: float | None
+    top1_agree: bool | None
+    a: FeatureMaps
+    b: FeatureMaps
+
+    def table(self) -> str:
+        lines = ["| layer | variance ratio (b/a) | mean correlation of normalized maps |",
+                 "|---|---:|---:|"]
+        lines += [f"| {layer} | {ratio:.3f} | {corr:.3f} |" for layer, ratio, corr in self.rows]
+        if self.kl is not None:
+            lines.append(f"\nsoftmax: KL(a || b) = {self.kl:.4f}, top-1 "
+                         f"{'agrees' if self.top1_agree else 'differs'}")
+        return "\n".join(lines)
+
+    def report(self, path: str | os.PathLike) -> Path:
+        """A self-contained HTML page with the table and both inputs' channel grids."""
+        body = [f"<pre>{html.escape(self.table())}</pre>"]
+        for layer, _, _ in self.rows[:12]:
+            if self.a.acts[layer].dim() == 3:
+                body.append(f"<h3>{html.escape(layer)}</h3><div class='pair'>"
+                            f"{_img_tag(self.a.grid(layer), 'a')}"
+                            f"{_img_tag(self.b.grid(layer), 'b')}</div>")
+        return _write_page(path, "featviz: compare two inputs", [], "\n".join(body))
+
+
+def compare(model: nn.Module, a: torch.Tensor, b: torch.Tensor,
+            layers: str | Sequence[str] = "all") -> Comparison:
+    """Compare the activations of two inputs: per layer the variance ratio var(b)/var(a) and
+    the mean correlation of the per-channel normalized maps; the KL divergence and top-1
+    agreement of the softmax."""
+    fa, fb = capture(model, a, layers), capture(model, b, layers)
+    rows = []
+    for layer in fa.acts:
+        x, y = fa.acts[layer].float(), fb.acts[layer].float()
+        ratio = float(y.var() / x.var().clamp_min(1e-12))
+        corr = _mean_channel_correlation(x, y)
+        rows.append((layer, ratio, corr))
+    kl = agree = None
+    if fa.logits is not None and fb.logits is not None:
+        pa, pb = fa.logits.log_softmax(0), fb.logits.log_softmax(0)
+        kl = float((pa.exp() * (pa - pb)).sum())
+        agree = int(pa.argmax()) == int(pb.argmax())
+    return Comparison(rows, kl, agree, fa, fb)
+
+
+def _mean_channel_correlation(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean over channels of the Pearson correlation of the two inputs' maps; channels that
+    are constant in either input (no shape to compare) are left out."""
+    xs, ys = x.flatten(1).double(), y.flatten(1).double()
+    if xs.shape[1] < 2:
+        return float("nan")
+    xs = xs - xs.mean(1, keepdim=True)
+    ys = ys - ys.mean(1, keepdim=True)
+    sx, sy = xs.norm(dim=1), ys.norm(dim=1)
+    valid = (sx > 1e-9 * (1 + sx.max())) & (sy > 1e-9 * (1 + sy.max()))
+    if not valid.any():
+        return float("nan")
+    return float(((xs * ys).sum(1)[valid] / (sx * sy)[valid]).mean())
+
+
+def histogram_image(values: torch.Tensor, bins: int = 60, size: tuple[int, int] = (260, 90),
+                    title: str = "") -> Image.Image:
+    """A small log-count histogram drawn with PIL (fast enough for hundreds of layers)."""
+    from PIL import ImageDraw
+
+    v = values.float().flatten()
+    lo, hi = float(v.min()), float(v.max())
+    counts = torch.histc(v, bins=bins, min=lo, max=hi if hi > lo else lo + 1)
+    w, h = size
+    pic = Image.new("RGB", (w, h + 14), (255, 255, 255))
+    draw = ImageDraw.Draw(pic)
+    top = math.log1p(float(counts.max())) or 1.0
+    bar = w / bins
+    for i, c in enumerate(counts.tolist()):
+        height = (h - 4) * math.log1p(c) / top
+        draw.rectangle([i * bar, h - height, (i + 1) * bar - 1, h], fill=(64, 98, 187))
+    draw.text((2, h + 1), f"{lo:.3g}", fill=(0, 0, 0))
+    draw.text((w - 40, h + 1), f"{hi:.3g}", fill=(0, 0, 0))
+    if title:
+        draw.text((2, 1), title, fill=(0, 0, 0))
+    return pic
+
+
+def _img_tag(pic: Image.Image, alt: str) -> str:
+    buf = io.BytesIO()
+    pic.save(buf, format="PNG")
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
+
+
+_STYLE = """body{font-family:sans-serif;margin:0;display:flex}
+nav{width:220px;height:100vh;overflow:auto;border-right:1px solid #ccc;padding:8px;flex:none}
+nav a{display:block;font-size:13px;text-decoration:none;color:#225}
+main{padding:12px;overflow:auto;height:100vh;flex:1}
+section{margin-bottom:28px} img{max-width:100%;image-rendering:pixelated}
+table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ccc;padding:2px 6px}
+.pair img{max-width:48%;margin-right:1%}"""
+
+# counts the images that decoded, so a headless browser test can see they were displayed
+_SCRIPT = """window.addEventListener('load',function(){var n=0;
+document.querySelectorAll('img').forEach(function(i){if(i.naturalWidth>0)n++;});
+document.body.setAttribute('data-images-loaded',n);});"""
+
+
+def _write_page(path, title: str, nav: list[str], body: str) -> Path:
+    links = "".join(f"<a href='#{html.escape(n)}'>{html.escape(n)}</a>" for n in nav)
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>"
+            f"<nav id='layers'><b>layers</b>{links}</nav><main><h1>{html.escape(title)}</h1>"
+            f"{body}</main></body></html>")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def report(model: nn.Module, img: torch.Tensor, out: str | os.PathLike,
+           layers: str | Sequence[str] = "all", labels=None, k: int = 5,
+           max_channels: int = 32) -> Path:
+    """Write one self-contained HTML page (images embedded) to browse ``img`` through
+    ``model``: a layer list, per layer its channel grid, histogram and statistics, and the
+    softmax top-k."""
+    maps = capture(model, img, layers)
+    picture = _img_tag(_images.to_pil(maps.image), "input")
+    sections = [f"<section id='input'><h2>input</h2>{picture}"]
+    if maps.logits is not None:
+        probs = maps.logits.softmax(0)
+        names = read_labels(labels, len(probs))
+        top = probs.topk(min(k, len(probs)))
+        rows = "".join(f"<tr><td>{int(i)}</td><td>{html.escape(names[int(i)])}</td>"
+                       f"<td>{float(p):.3f}</td></tr>" for p, i in zip(top.values, top.indices,
+                                                                        strict=True))
+        sections.append(f"<h3>softmax top-{len(top.values)}</h3><table><tr><th>class</th>"
+                        f"<th>name</th><th>p</th></tr>{rows}</table>")
+    sections.append("</section>")
+    stats = {row[0]: row for row in maps.stats().rows}
+    shown: dict[int, str] = {}
+    for layer, act in maps.acts.items():
+        _, shape, mean, std, sparsity, top = stats[layer]
+        parts = [f"<section id='{html.escape(layer)}'><h2>{html.escape(layer)}</h2>"
+                 f"<p>shape {'x'.join(map(str, shape))} · mean {mean:.3f} · std {std:.3f} · "
+                 f"sparsity {sparsity:.1%} · max {top:.3f}</p>"]
+        if id(act) in shown:  # a container handing on a child's output: show it once
+            first = html.escape(shown[id(act)])
+            parts.append(f"<p>same output as <a href='#{first}'>{first}</a></p>")
+        else:
+            shown[id(act)] = layer
+            if act.dim() == 3:
+                parts.append(_img_tag(maps.grid(layer, max_channels=max_channels),
+                                      f"{layer} maps"))
+            parts.append(_img_tag(histogram_image(act), f"{layer} histogram"))
+        parts.append("</section>")
+        sections.append("".join(parts))
+    return _write_page(out, "featviz feature maps", ["input", *maps.acts], "\n".join(sections))
+
+
+__all__ = ["capture", "FeatureMaps", "Stats", "top_classes", "compare", "Comparison", "report",
+           "colorize", "read_labels"]
