@@ -1,0 +1,104 @@
+"""Image-quality measures for visualizations: high frequencies, checkerboards, robustness.
+
+Used to compare parameterizations and transformation robustness (Olah et al., Distill 2017,
+"Feature Visualization": decorrelated Fourier parameters and transformations both fight the
+high-frequency "mosaic" patterns; these functions put numbers on that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from .hooks import INPUT, LayerTap, frozen
+from .objectives import Objective
+
+
+def power_spectrum(img: torch.Tensor) -> torch.Tensor:
+    """Centred power spectrum [H, W] of an image [3,H,W]/[1,3,H,W] (or [H,W]), mean removed,
+    averaged over colour channels; index (H//2, W//2) is the zero frequency."""
+    t = img.detach().double()
+    if t.dim() == 4:
+        t = t[0]
+    if t.dim() == 2:
+        t = t[None]
+    t = t - t.mean(dim=(-2, -1), keepdim=True)
+    spec = torch.fft.fftshift(torch.fft.fft2(t).abs() ** 2, dim=(-2, -1))
+    return spec.mean(0)
+
+
+def _radius(h: int, w: int) -> torch.Tensor:
+    """Frequency magnitude of each centred FFT bin, in cycles per pixel (Nyquist = 0.5)."""
+    fy = torch.fft.fftshift(torch.fft.fftfreq(h, dtype=torch.float64))[:, None]
+    fx = torch.fft.fftshift(torch.fft.fftfreq(w, dtype=torch.float64))[None, :]
+    return (fx ** 2 + fy ** 2).sqrt()
+
+
+def high_frequency_share(img: torch.Tensor, cutoff: float = 0.5) -> float:
+    """Share of the image's power (mean removed) above ``cutoff`` x the Nyquist frequency."""
+    spec = power_spectrum(img)
+    total = float(spec.sum())
+    if total == 0:
+        return 0.0
+    return float(spec[_radius(*spec.shape) > cutoff * 0.5].sum()) / total
+
+
+def checkerboard_energy(img: torch.Tensor, strides: Sequence[int] = (2, 4, 8)) -> float:
+    """How much power sits exactly at the frequencies a stride-s grid produces (k/s cycles per
+    pixel, k = 1..s-1, in x, y or both), relative to the mean power of the bins around each
+    (a 5x5 neighbourhood without the centre). About 1 for images without grid artefacts,
+    large for checkerboards."""
+    spec = power_spectrum(img)
+    h, w = spec.shape
+    ratios = []
+    for s in strides:
+        for i in range(s):
+            for j in range(s):
+                if i == 0 and j == 0:
+                    continue
+                y = (h // 2 + round(i * h / s)) % h
+                x = (w // 2 + round(j * w / s)) % w
+                ys = [(y + d) % h for d in range(-2, 3)]
+                xs = [(x + d) % w for d in range(-2, 3)]
+                block = spec[ys][:, xs]
+                around = (block.sum() - spec[y, x]) / (block.numel() - 1)
+                ratios.append(float(spec[y, x] / around.clamp_min(1e-30)))
+    return sum(ratios) / len(ratios) if ratios else 0.0
+
+
+def objective_value(model: torch.nn.Module, objective: Objective, images: torch.Tensor,
+                    transform: Callable | None = None, generator=None) -> torch.Tensor:
+    """The objective of ``images`` [B,3,H,W] (through ``transform`` if given), per image."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    x = images.to(device)
+    with frozen(model), LayerTap(model, objective.layers) as tap, torch.no_grad():
+        seen = transform(x, generator) if transform is not None else x
+        acts = tap(seen)
+        acts[INPUT] = x
+        return objective(acts).cpu()
+
+
+def robust_objective(model: torch.nn.Module, objective: Objective, images: torch.Tensor,
+                     transform: Callable, draws: int = 16, seed: int = 12345) -> torch.Tensor:
+    """Mean objective per image over ``draws`` random transforms from a seed the render never
+    used: how well the result holds up when the model sees it a little differently."""
+    gen = torch.Generator(device=images.device).manual_seed(seed)
+    total = torch.zeros(len(images))
+    for _ in range(draws):
+        total += objective_value(model, objective, images, transform, gen)
+    return total / draws
+
+
+def steps_to_fraction(history: torch.Tensor, steps: Sequence[int], fraction: float = 0.9
+                      ) -> list[int | None]:
+    """Per image: the first recorded step whose objective reaches ``fraction`` of the final
+    one (relative to the first recorded value); None when it never does."""
+    out: list[int | None] = []
+    for col in history.T.tolist():
+        start, end = col[0], col[-1]
+        goal = start + fraction * (end - start)
+        hit = next((s for s, v in zip(steps, col, strict=True)
+                    if (v >= goal if end >= start else v <= goal)), None)
+        out.append(hit)
+    return out

@@ -1,0 +1,67 @@
+"""Image-quality measures order synthetic images with known spectra correctly."""
+
+from __future__ import annotations
+
+import torch
+from conftest import make_tiny
+
+from featviz import metrics, transforms
+from featviz import objectives as obj
+
+N = 64
+
+
+def _checkerboard() -> torch.Tensor:
+    y, x = torch.meshgrid(torch.arange(N), torch.arange(N), indexing="ij")
+    return ((x + y) % 2).float().expand(3, N, N)
+
+
+def _gradient() -> torch.Tensor:
+    return torch.linspace(0, 1, N).view(1, 1, N).expand(3, N, N)
+
+
+def _noise() -> torch.Tensor:
+    return torch.rand(3, N, N, generator=torch.Generator().manual_seed(0))
+
+
+def test_high_frequency_share_orders_known_spectra():
+    board, smooth, noise = (metrics.high_frequency_share(f()) for f in
+                            (_checkerboard, _gradient, _noise))
+    assert board > 0.99  # all power at the Nyquist corner
+    assert smooth < 0.05
+    # white noise: power spread evenly, so the share is the area above half Nyquist (~0.8)
+    assert 0.7 < noise < 0.9
+    assert smooth < noise < board
+
+
+def test_checkerboard_energy_orders_known_spectra():
+    board, smooth, noise = (metrics.checkerboard_energy(f()) for f in
+                            (_checkerboard, _gradient, _noise))
+    assert board > 1e6
+    assert 0.3 < noise < 3  # no preferred frequency
+    assert board > noise and board > smooth
+
+
+def test_stride_four_grid_is_seen():
+    img = torch.rand(3, N, N, generator=torch.Generator().manual_seed(1)) * 0.1
+    img[:, ::4, ::4] += 1.0
+    plain = torch.rand(3, N, N, generator=torch.Generator().manual_seed(1)) * 0.1
+    assert metrics.checkerboard_energy(img, strides=(4,)) > 10 * metrics.checkerboard_energy(
+        plain, strides=(4,))
+
+
+def test_objective_value_and_robustness():
+    model = make_tiny()
+    objective = obj.channel("conv2", 1)
+    imgs = torch.rand(2, 3, 32, 32)
+    plain = metrics.objective_value(model, objective, imgs)
+    assert plain.shape == (2,)
+    same = metrics.robust_objective(model, objective, imgs, transforms.Compose([]), draws=3)
+    torch.testing.assert_close(same, plain)
+    moved = metrics.robust_objective(model, objective, imgs, transforms.standard(), draws=3)
+    assert not torch.allclose(moved, plain)
+
+
+def test_steps_to_fraction():
+    hist = torch.tensor([[0.0, 5.0], [5.0, 5.0], [9.0, 5.0], [10.0, 5.0]])
+    assert metrics.steps_to_fraction(hist, [1, 2, 3, 4]) == [3, 1]
