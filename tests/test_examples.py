@@ -36,3 +36,11 @@ def test_centering_example(tmp_path):
     out = _run("centering.py", "--layers", "features.0.0,features.7", "--out", str(tmp_path))
     assert "features.0.0 variance ratio" in out and "top-1 agrees for" in out
     assert (tmp_path / "centering.html").exists()
+
+
+def test_decorrelation_benchmark_quick():
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "decorrelation_vs_jitter.py"),
+                           "--quick"], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    for config in ("pixel", "Fourier + colour + robustness"):
+        assert f"| {config} |" in proc.stdout
