@@ -98,6 +98,32 @@ def transfer_rows(size: int, steps: int, classes: int) -> list[dict]:
     return rows
 
 
+def plot(rows: list[dict], path: Path) -> Path:
+    """Objective, held-out objective and high-frequency share against steps, per config."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for name in CONFIGS:
+        mine = [r for r in rows if r["config"] == name]
+        steps = [r["steps"] for r in mine]
+        for ax, key in zip(axes, ("objective", "held-out", "hf"), strict=True):
+            ax.plot(steps, [r[key] for r in mine], marker="o", label=name)
+    for ax, title in zip(axes, ("objective", "objective, held-out transforms",
+                                "high-frequency share"), strict=True):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("steps")
+        ax.set_title(title, fontsize=10)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--weights", default=str(SHARED / "models" / "mobilenet_v2_imagenet_coral.pth"))
@@ -106,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--budgets", default="64,256,512")
     ap.add_argument("--quick", action="store_true", help="tiny settings: about a minute")
+    ap.add_argument("--out", default="out/decorrelation", help="folder for the plot")
     args = ap.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
     budgets = [int(b) for b in args.budgets.split(",")]
@@ -124,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"| {r['config']} | {r['steps']} | {r['objective']:.2f} | {r['held-out']:.2f} | "
               f"{r['hf']:.3f} | {r['cb']:.2f} | {r['reach90']:.0f} | {r['ms']:.1f} |")
+    print(f"\nplot: {plot(rows, Path(args.out) / 'decorrelation_vs_jitter.png')}")
     transfer = transfer_rows(32, cifar_steps, 10)
     if transfer:
         print("\nCIFAR-10: logit visualizations of ResNet-20 classified as the target by "

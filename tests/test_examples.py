@@ -38,9 +38,11 @@ def test_centering_example(tmp_path):
     assert (tmp_path / "centering.html").exists()
 
 
-def test_decorrelation_benchmark_quick():
+def test_decorrelation_benchmark_quick(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "decorrelation_vs_jitter.py"),
-                           "--quick"], capture_output=True, text=True, timeout=600, cwd=REPO)
+                           "--quick", "--out", str(tmp_path)], capture_output=True, text=True,
+                          timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     for config in ("pixel", "Fourier + colour + robustness"):
         assert f"| {config} |" in proc.stdout
+    assert (tmp_path / "decorrelation_vs_jitter.png").exists()
