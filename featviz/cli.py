@@ -267,7 +267,7 @@ def _invert(args: argparse.Namespace) -> int:
     model = _load_model(args)
     size = args.size or getattr(model, "input_size", 224)
     img = images.load(args.image, size=size)
-    layers = [layer for layer in args.layers.split(",") if layer]
+    layers = _names(args.layers)
     common = dict(steps=args.steps, seed=args.seed, progress=not args.no_progress, size=size,
                   fft=not args.pixel)
     if args.caricature:
@@ -286,7 +286,7 @@ def _erf(args: argparse.Namespace) -> int:
     from . import receptive_field
 
     model = _load_model(args)
-    layers = [layer for layer in args.layers.split(",") if layer]
+    layers = _names(args.layers)
     fields = receptive_field.effective_layers(
         model, layers, input_size=args.size, samples=args.samples, inputs=args.inputs,
         weights=args.init, channel=args.channel)
@@ -302,12 +302,17 @@ def _maps(args: argparse.Namespace) -> int:
     model = _load_model(args)
     size = args.size or getattr(model, "input_size", 224)
     img = images.load(args.image, size=size)
-    layers = "all" if args.layers == "all" else [x for x in args.layers.split(",") if x]
+    layers = "all" if args.layers == "all" else _names(args.layers)
     featuremaps.report(model, img, args.out, layers=layers, labels=args.labels)
     for index, name, p in featuremaps.top_classes(model, img, 5, args.labels):
         print(f"{p:.3f}  {index}  {name}")
     print(f"wrote {args.out}")
     return 0
+
+
+def _names(text: str) -> list[str]:
+    """A comma-separated list of layer names, blanks dropped."""
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def _safe(text: str) -> str:

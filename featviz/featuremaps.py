@@ -23,6 +23,7 @@ from PIL import Image
 from torch import nn
 
 from . import images as _images
+from . import markdown
 from .errors import FeatvizError
 from .hooks import frozen, named_layers, resolve_layer
 
@@ -120,11 +121,10 @@ class Stats:
     rows: list[tuple]
 
     def __str__(self) -> str:
-        lines = ["| layer | shape | mean | std | sparsity | max |", "|---|---|---:|---:|---:|---:|"]
-        for layer, shape, mean, std, sparsity, top in self.rows:
-            lines.append(f"| {layer} | {'x'.join(map(str, shape))} | {mean:.3f} | {std:.3f} | "
-                         f"{sparsity:.1%} | {top:.3f} |")
-        return "\n".join(lines)
+        return markdown.table(
+            ["layer", "shape", "mean", "std", "sparsity", "max"],
+            [(layer, "x".join(map(str, shape)), f"{mean:.3f}", f"{std:.3f}", f"{sparsity:.1%}",
+              f"{top:.3f}") for layer, shape, mean, std, sparsity, top in self.rows], left=2)
 
 
 def colorize(maps: torch.Tensor, cmap: str = "viridis") -> torch.Tensor:
@@ -260,9 +260,10 @@ class Comparison:
     b: FeatureMaps
 
     def table(self) -> str:
-        lines = ["| layer | variance ratio (b/a) | mean correlation of normalized maps |",
-                 "|---|---:|---:|"]
-        lines += [f"| {layer} | {ratio:.3f} | {corr:.3f} |" for layer, ratio, corr in self.rows]
+        text = markdown.table(
+            ["layer", "variance ratio (b/a)", "mean correlation of normalized maps"],
+            [(layer, f"{ratio:.3f}", f"{corr:.3f}") for layer, ratio, corr in self.rows])
+        lines = [text]
         if self.kl is not None:
             lines.append(f"\nsoftmax: KL(a || b) = {self.kl:.4f}, top-1 "
                          f"{'agrees' if self.top1_agree else 'differs'}")

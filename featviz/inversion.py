@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import images as _images
+from . import markdown
 from . import param as _param
 from . import transforms as _transforms
 from .errors import FeatvizError
@@ -160,12 +161,10 @@ class InversionSweep:
 
     def table(self) -> str:
         """A markdown table: layer, feature error (start -> end), PSNR, SSIM, seconds."""
-        lines = ["| layer | feature error (start) | feature error | PSNR dB | SSIM | s |",
-                 "|---|---:|---:|---:|---:|---:|"]
-        for r in self.results:
-            lines.append(f"| {r.layer} | {r.start_error:.3f} | {r.feature_error:.4f} | "
-                         f"{r.psnr:.1f} | {r.ssim:.3f} | {r.seconds:.0f} |")
-        return "\n".join(lines)
+        return markdown.table(
+            ["layer", "feature error (start)", "feature error", "PSNR dB", "SSIM", "s"],
+            [(r.layer, f"{r.start_error:.3f}", f"{r.feature_error:.4f}", f"{r.psnr:.1f}",
+              f"{r.ssim:.3f}", f"{r.seconds:.0f}") for r in self.results])
 
     def save(self, path: str | os.PathLike) -> Path:
         """One row: the original, then one reconstruction per layer, labelled with errors."""

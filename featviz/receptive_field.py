@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from . import markdown
 from .errors import FeatvizError
 from .hooks import LayerTap, frozen, resolve_layer
 
@@ -259,12 +260,10 @@ class EffectiveFields:
 
     def table(self) -> str:
         """Markdown: layer, TRF size, ERF σ, 95 % area / TRF area."""
-        rows = ["| layer | TRF px | ERF σ px | 95% radius px | ERF/TRF area |",
-                "|---|---:|---:|---:|---:|"]
-        for f in self.fields:
-            rows.append(f"| {f.label} | {f.trf.size[0]} | {f.sigma:.2f} | {f.radius():.1f} | "
-                        f"{f.ratio_to():.3f} |")
-        return "\n".join(rows)
+        return markdown.table(
+            ["layer", "TRF px", "ERF σ px", "95% radius px", "ERF/TRF area"],
+            [(f.label, f.trf.size[0], f"{f.sigma:.2f}", f"{f.radius():.1f}",
+              f"{f.ratio_to():.3f}") for f in self.fields])
 
     def plot(self, path: str | os.PathLike) -> Path:
         """One heat map per layer (TRF box, Gaussian 1σ/2σ ellipses) and the radial profiles."""
