@@ -1,8 +1,10 @@
 """Decorrelation or jitter? Which does more against high-frequency "mosaic" patterns.
 
-Renders K channels from three depths x S seeds in four configurations:
-pixel, pixel + transformation robustness, Fourier + decorrelated colour, and Fourier + colour +
-robustness (the "standard" transforms), and reads, at each step budget (snapshots of one run):
+Renders K channels from three depths x S seeds in six configurations:
+pixel, pixel + transformation robustness, Fourier + decorrelated colour, Fourier + colour +
+robustness (the "standard" transforms), and two further parameterizations with robustness:
+MACO (fixed natural-image magnitude, phase optimized) and lucid's Laplacian pyramid; and
+reads, at each step budget (snapshots of one run):
 the objective reached, the objective under held-out random transforms, the high-frequency share
 of the image's power, the checkerboard energy at the network's strides, steps to 90 % of the
 final objective and ms per step. Then, for class (logit) visualizations of the CIFAR-10
@@ -29,18 +31,31 @@ from featviz import transforms as T
 
 HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("FEATVIZ_SHARED", HERE.parent.parent / "shared"))
-CONFIGS = {  # name: (fft + decorrelated colour, transformation robustness)
-    "pixel": (False, False),
-    "pixel + robustness": (False, True),
-    "Fourier + colour": (True, False),
-    "Fourier + colour + robustness": (True, True),
+CONFIGS = {  # name: (parameterization, transformation robustness)
+    "pixel": ("pixel", False),
+    "pixel + robustness": ("pixel", True),
+    "Fourier + colour": ("fourier", False),
+    "Fourier + colour + robustness": ("fourier", True),
+    "MACO + robustness": ("maco", True),
+    "Laplacian + robustness": ("laplacian", True),
 }
 
 
-def render_config(model, objective, size: int, batch: int, fft: bool, robust: bool,
+def make_param(kind: str, size: int, gens: list[torch.Generator]):
+    """The parameterization a configuration names, one generator per image."""
+    batch = len(gens)
+    if kind == "maco":
+        return param.maco(size, batch, generator=gens)
+    if kind == "laplacian":  # lucid's default: 4 levels, decorrelated colour
+        return param.laplacian(size, batch, generator=gens)
+    fft = kind == "fourier"
+    return param.image(size, batch, fft=fft, decorrelate=fft, generator=gens)
+
+
+def render_config(model, objective, size: int, batch: int, kind: str, robust: bool,
                   steps: int, budgets: list[int], seed: int):
     gens = [torch.Generator().manual_seed(seed + i) for i in range(batch)]
-    p = param.image(size, batch, fft=fft, decorrelate=fft, generator=gens)
+    p = make_param(kind, size, gens)
     res = featviz.render(model, objective, p, steps=steps, thresholds=budgets,
                          transforms="standard" if robust else "none", seed=seed,
                          progress=False, record_every=4)
@@ -51,14 +66,14 @@ def channel_rows(model, layers: dict[str, list[int]], size: int, seeds: int, ste
                  budgets: list[int]) -> list[dict]:
     rows = []
     held_out = T.standard()
-    for name, (fft, robust) in CONFIGS.items():
+    for name, (kind, robust) in CONFIGS.items():
         per_budget: dict[int, dict[str, list[float]]] = {b: {} for b in budgets}
         ms, reach = [], []
         for layer, channels in layers.items():
             objective = obj.channel(layer, channels)
             for s in range(seeds):
-                res = render_config(model, objective, size, len(channels), fft, robust, steps,
-                                    budgets, 1000 * s)
+                res = render_config(model, objective, size, len(channels), kind, robust,
+                                    steps, budgets, 1000 * s)
                 ms.append(res.seconds * 1000 / max(res.steps_done, 1))
                 reach += [r for r in metrics.steps_to_fraction(res.history,
                                                                 res.history_steps) if r]
@@ -89,8 +104,8 @@ def transfer_rows(size: int, steps: int, classes: int) -> list[dict]:
     rows = []
     targets = list(range(classes))
     objective = obj.Objective.sum(obj.logit(c, batch=i) for i, c in enumerate(targets))
-    for name, (fft, robust) in CONFIGS.items():
-        res = render_config(src, objective, size, len(targets), fft, robust, steps, [steps], 0)
+    for name, (kind, robust) in CONFIGS.items():
+        res = render_config(src, objective, size, len(targets), kind, robust, steps, [steps], 0)
         with torch.no_grad():
             pred = dst(res.images).argmax(1)
         rows.append({"config": name, "transfer": float((pred == torch.tensor(targets))

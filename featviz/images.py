@@ -116,11 +116,23 @@ def grid(images: torch.Tensor | Sequence[torch.Tensor], labels: Sequence[str] | 
     for i, tile in enumerate(tiles):
         x = pad + (i % ncol) * (tw + pad)
         y = pad + (i // ncol) * (th + label_h + pad)
-        sheet.paste(tile.convert("RGB"), (x, y))
+        sheet.paste(_opaque(tile), (x, y))
         if labels:
             draw.text((x, y + th + 1), _fit_text(draw, font, labels[i], tw), fill=(0, 0, 0),
                       font=font)
     return sheet
+
+
+def _opaque(tile: Image.Image) -> Image.Image:
+    """An RGB tile; an RGBA one is shown over a grey checkerboard, so transparency shows."""
+    if tile.mode != "RGBA":
+        return tile.convert("RGB")
+    cell = 8
+    yy, xx = np.mgrid[:tile.height, :tile.width]
+    board = np.where(((yy // cell) + (xx // cell)) % 2 == 0, 204, 153).astype(np.uint8)
+    back = Image.fromarray(np.stack([board] * 3, -1), "RGB")
+    back.paste(tile, (0, 0), tile)
+    return back
 
 
 def _fit_text(draw: ImageDraw.ImageDraw, font, text: str, width: int) -> str:
@@ -170,7 +182,7 @@ def save_gif(frames: Sequence[torch.Tensor], path: str | os.PathLike,
     for f in frames:
         batch = f if f.dim() == 4 else f[None]
         pic = to_pil(batch) if batch.shape[0] == 1 and not labels else grid(batch, labels)
-        pics.append(np.asarray(pic.convert("RGB")))
+        pics.append(np.asarray(_opaque(pic)))
     _atomic(path, lambda tmp: imageio.mimsave(tmp, pics, format="GIF",
                                               duration=seconds_per_frame * 1000, loop=0))
     return path

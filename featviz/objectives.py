@@ -324,6 +324,30 @@ def diversity(layer: str) -> Objective:
     return Objective(fn, [layer], f"diversity({layer})", 2)
 
 
+def interpolate(a: Objective, b: Objective, n: int) -> Objective:
+    """A batch of ``n`` images moving from ``a`` to ``b``: image ``i`` maximizes
+    ``(1 - t) * a + t * b`` with ``t = i / (n - 1)`` (Distill's interpolation figures; render it
+    with ``param.aligned(size, n)`` so the frames line up)."""
+    if n < 2:
+        raise ValueError(f"an interpolation needs at least 2 images, got n={n}")
+    if a.targets or b.targets:
+        raise FeatvizError("interpolate takes objectives that drive the whole batch "
+                           f"(got {a.name} and {b.name})")
+    steps = [i / (n - 1) for i in range(n)]
+
+    def fn(acts: Acts) -> torch.Tensor:
+        va, vb = a(acts), b(acts)
+        if va.shape[0] != n:
+            raise FeatvizError(f"interpolate({a.name}, {b.name}) was built for {n} images, "
+                               f"the batch has {va.shape[0]}")
+        t = torch.tensor(steps, device=va.device, dtype=va.dtype)
+        return (1 - t) * va + t * vb
+
+    targets = {i: f"{_num(round(1 - t, 2))}*{a.name} + {_num(round(t, 2))}*{b.name}"
+               for i, t in enumerate(steps)}
+    return Objective(fn, a.layers | b.layers, f"interpolate({a.name}, {b.name})", n, targets)
+
+
 # -- regularizers: penalties on the image (pre-transform), to be subtracted -------------
 def l1(constant: float = 0.5) -> Objective:
     """Mean absolute difference of the pixels from ``constant`` (grey by default; lucid uses 0
@@ -336,6 +360,22 @@ def l2(constant: float = 0.5) -> Objective:
     """Root mean square difference of the pixels from ``constant``."""
     return Objective(lambda acts: (_mean_rest((acts[INPUT] - constant) ** 2) + 1e-12).sqrt(),
                      [INPUT], f"l2({_num(constant)})")
+
+
+def neighbour_difference() -> Objective:
+    """Mean squared difference of each image from its neighbours in the batch (image ``i``
+    against ``i - 1`` and ``i + 1``, half each): subtract it to make an interpolation
+    sequence change smoothly from frame to frame (Distill's aligned-interpolation penalty)."""
+
+    def fn(acts: Acts) -> torch.Tensor:
+        img = acts[INPUT]
+        if img.shape[0] < 2:
+            raise FeatvizError("neighbour_difference needs a batch of at least 2 images")
+        step = _mean_rest((img[1:] - img[:-1]) ** 2)  # [B-1]: between i and i+1
+        zero = step.new_zeros(1)
+        return 0.5 * (torch.cat([zero, step]) + torch.cat([step, zero]))
+
+    return Objective(fn, [INPUT], "neighbour_difference()", 2)
 
 
 def total_variation(beta: float | None = None) -> Objective:

@@ -26,18 +26,22 @@ from .backward_rules import ReluBackwardRule
 from .errors import FeatvizError, NonFiniteLossError
 from .hooks import INPUT, LayerTap, channels_last, frozen
 from .objectives import Objective
+from .param import alpha as _alpha
 
 
 @dataclass
 class RenderResult:
     """What a render made.
 
-    ``images``: the final batch [B,3,H,W] in [0, 1] on the CPU; ``snapshots``: step -> images
+    ``images``: the final batch [B,3,H,W] in [0, 1] on the CPU ([B,4,H,W] RGBA for a
+    parameterization with alpha); ``snapshots``: step -> images
     at each threshold; ``history``: objective per image [T,B] at ``history_steps``;
     ``seconds``: wall time of the loop; ``seeds``: one per image, repeats the run;
     ``interrupted``: True when Ctrl-C stopped it early (``steps_done`` tells how far it got);
     ``history_times``: seconds since the start at each recorded step (the device is in sync
-    there), for step timings.
+    there), for step timings; ``transparency``: for parameterizations that ask for it (MACO),
+    the accumulated |dL/dx| over the optimization per pixel [B,1,H,W], scaled to [0, 1] per
+    image: where the image mattered to the objective.
     """
 
     images: torch.Tensor
@@ -50,6 +54,7 @@ class RenderResult:
     steps_done: int
     interrupted: bool = False
     history_times: list[float] = field(default_factory=list)
+    transparency: torch.Tensor | None = None
 
     def ms_per_step(self, after: int = 0) -> float:
         """Mean milliseconds per step between the first recorded step past ``after`` and the
@@ -85,6 +90,14 @@ class RenderResult:
         pairs = zip(self.images, names, strict=True)
         return [_images.save(img, folder / f"{name}.png") for img, name in pairs]
 
+    def with_transparency(self) -> torch.Tensor:
+        """The images with :attr:`transparency` as their alpha channel, [B,4,H,W] (the MACO
+        paper's way of showing them); save with :func:`featviz.images.save` as RGBA PNG."""
+        if self.transparency is None:
+            raise FeatvizError("this render kept no transparency map; use param.maco(...) or "
+                               "render(..., transparency=True)")
+        return torch.cat([self.images[:, :3], self.transparency], dim=1)
+
     def save_gif(self, path: str | os.PathLike, seconds_per_frame: float = 0.2) -> Path:
         """Write the snapshots and the final images as an animated GIF."""
         frames = [self.snapshots[s] for s in sorted(self.snapshots)]
@@ -115,7 +128,7 @@ def render(
     size: int | tuple[int, int] | None = None,
     batch: int | None = None,
     transforms: str | Sequence | Callable | None = "standard",
-    lr: float = 0.05,
+    lr: float | None = None,
     optimizer: Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer] | None = None,
     thresholds: Iterable[int] = (),
     seed: int | Sequence[int] | None = None,
@@ -125,14 +138,19 @@ def render(
     record_every: int = 16,
     stop_early: bool = True,
     memory_format: str = "contiguous",
+    transparency: bool | None = None,
 ) -> RenderResult:
     """Optimize images so that ``objective`` on ``model``'s activations is as high as possible.
 
     ``param`` defaults to ``param.image(size, batch)`` (Fourier, decorrelated colour) created on
     the model's device; ``size`` defaults to the model's ``input_size`` (else 224) and
     ``batch`` to what the objective drives. ``transforms`` is a preset (``"standard"``,
-    ``"distill"``, ``"none"``), a list or a callable. Adam with ``lr`` unless ``optimizer``
-    builds another from the parameters. ``thresholds`` keep snapshots; ``seed`` repeats a run
+    ``"distill"``, ``"none"``), a list or a callable. Adam with ``lr`` (default: the
+    parameterization's ``lr`` attribute, else 0.05) unless ``optimizer`` builds another from
+    the parameters. An RGBA parameterization (``param.image(..., alpha=True)``) is blended over
+    a new random smooth background each step and its objective scaled by (1 - mean alpha).
+    ``transparency`` (default: what the parameterization asks for, True for MACO) accumulates
+    |dL/dx| into ``result.transparency``. ``thresholds`` keep snapshots; ``seed`` repeats a run
     exactly on the CPU: image ``i`` draws its start and its transforms from seed ``seed + i``
     alone (or from ``seed[i]`` given a list), so batching never changes an image; ``amp`` uses
     bf16 autocast on CUDA; ``redirect_relu`` steps use
@@ -162,12 +180,20 @@ def render(
     with torch.no_grad():
         probe = param()
     n_images, img_size = probe.shape[0], tuple(probe.shape[-2:])
+    rgba = _check_channels(probe, model)
+    if lr is None:
+        lr = float(getattr(param, "lr", 0.05))
+    if transparency is None:
+        transparency = bool(getattr(param, "transparency", False))
     if objective.batch_size > n_images:
         raise FeatvizError(f"objective {objective.name} needs a batch of {objective.batch_size} "
                            f"images, but the parameterization makes {n_images}")
     pipeline = _transforms.resolve(transforms, img_size)
     seeds = _image_seeds(seed, n_images)
     gen = _transforms.ImageStreams(seeds, device)
+    # backgrounds draw from streams of their own, so alpha leaves the transforms' draws alone
+    backgrounds = _transforms.ImageStreams([s + 7919 for s in seeds], device) if rgba else None
+    saliency = torch.zeros(n_images, 1, *img_size, device=device) if transparency else None
     params = [p for p in param.parameters() if p.requires_grad]
     opt = optimizer(params) if optimizer else torch.optim.Adam(params, lr=lr)
     if memory_format not in ("contiguous", "channels_last"):
@@ -210,6 +236,11 @@ def render(
             for step in range(1, steps + 1):
                 opt.zero_grad(set_to_none=True)
                 img = param()
+                if rgba:
+                    weight = _alpha.opacity_weight(img)
+                    img = _alpha.blend(img, _alpha.random_background(backgrounds, img_size))
+                if saliency is not None:
+                    img.retain_grad()
                 x = pipeline(img, gen)
                 if nhwc:
                     x = x.contiguous(memory_format=torch.channels_last)
@@ -223,8 +254,12 @@ def render(
                 if values.shape != (n_images,):
                     raise FeatvizError(f"objective {objective.name} returned shape "
                                        f"{list(values.shape)}, expected [{n_images}]")
+                if rgba:
+                    values = values * weight
                 loss = -values.sum()
                 loss.backward()
+                if saliency is not None:
+                    saliency += img.grad.detach().abs().mean(dim=1, keepdim=True)
                 opt.step()
                 losses[step - 1] = loss.detach()
                 if step in thresholds:
@@ -251,8 +286,27 @@ def render(
         final = param().detach().float().cpu()
     labels = [objective.label(i) for i in range(n_images)]
     hist = torch.stack(history).cpu() if history else torch.empty(0, n_images)
+    if saliency is not None:
+        peak = saliency.flatten(1).amax(dim=1).clamp_min(1e-20).view(-1, 1, 1, 1)
+        saliency = (saliency / peak).cpu()
     return RenderResult(final, snapshots, hist, history_steps, labels, seconds, seeds, step,
-                        interrupted, history_times)
+                        interrupted, history_times, saliency)
+
+
+def _check_channels(probe: torch.Tensor, model: nn.Module) -> bool:
+    """True for RGBA images; an error for channel counts other than 3 or 4, or for RGBA with a
+    model whose first convolution does not take 3 channels."""
+    channels = probe.shape[1] if probe.dim() == 4 else -1
+    if channels not in (3, 4):
+        raise FeatvizError(f"a parameterization must give [B,3,H,W] (RGB) or [B,4,H,W] (RGBA) "
+                           f"images, this one gives {list(probe.shape)}")
+    if channels == 4:
+        wanted = _alpha.input_channels(model)
+        if wanted is not None and wanted != 3:
+            raise FeatvizError(f"alpha=True blends the image over RGB backgrounds for a 3-channel "
+                               f"model, but this model's first convolution takes {wanted} "
+                               f"channels; render it without alpha")
+    return channels == 4
 
 
 def _image_seeds(seed: int | Sequence[int], n: int) -> list[int]:

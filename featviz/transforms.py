@@ -44,17 +44,24 @@ class ImageStreams:
 
     def uniform(self, n: int) -> torch.Tensor:
         """One number in [0, 1) per image, shape [n], on the device."""
+        return self.rows(n, 1)[0]
+
+    def rows(self, n: int, k: int) -> torch.Tensor:
+        """``k`` numbers in [0, 1) per image, shape [k, n], on the device (one slice of the
+        block; each image's numbers come from its own stream)."""
         if n != len(self.generators):
             raise ValueError(f"these streams serve a batch of {len(self.generators)} images, "
                              f"not {n}")
-        if self._row >= self.block:
+        if k > self.block:
+            raise ValueError(f"at most {self.block} numbers per image at once, asked for {k}")
+        if self._row + k > self.block:
             rows = torch.stack([torch.rand(self.block, generator=g) for g in self.generators], 1)
             if self.device.type == "cuda":
                 rows = rows.pin_memory()
             self._buffer = rows.to(self.device, non_blocking=True)
             self._row = 0
-        self._row += 1
-        return self._buffer[self._row - 1]
+        self._row += k
+        return self._buffer[self._row - k:self._row]
 
 
 Random = torch.Generator | ImageStreams | None

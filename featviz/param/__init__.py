@@ -1,22 +1,48 @@
 """Image parameterizations: how the optimized image is described by learnable numbers.
 
-``image(size, batch, fft=True, decorrelate=True)`` returns an :class:`ImageParam`, a module
-whose ``forward()`` gives the current images, [B,3,H,W] in [0, 1]. Every parameterization has
-this interface, so ``render(..., param=...)`` takes any of them.
+Every factory returns a module whose ``forward()`` gives the current images, [B,3,H,W] in
+[0, 1] ([B,4,H,W] with an alpha channel), and whose ``parameters()`` the optimizer changes, so
+``render(..., param=...)`` takes any of them; a ``lr`` attribute is the learning rate the
+parameterization is meant for (render uses it when given no ``lr``).
+
+- ``image(size, batch, fft=True, decorrelate=True, alpha=False)``: lucid's pixel or Fourier
+  image with decorrelated colour, optionally with a transparency channel;
+- ``maco(size, batch, spectrum=None)``: fixed natural-image Fourier magnitude, phase optimized;
+- ``laplacian(size, batch, levels=4)``: a sum of upsampled resolution levels;
+- ``cppn(size, batch)``: a coordinate network's weights;
+- ``aligned(size, batch)``: private images plus shared low-resolution parts, for smooth
+  interpolations across a batch.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 from torch import nn
 
 from .color import COLOR_CORRELATION, decorrelated_to_rgb, from_valid_rgb, to_valid_rgb
+from .coordinate_net import CPPN
 from .fourier import FourierRaw, rfft2_frequencies
 from .noise import Generators
+from .phase_only import MacoRaw
 from .pixel import PixelRaw
+from .pyramid import LaplacianRaw
+from .shared_parts import AlignedRaw
+from .spectrum import (
+    check_spectrum,
+    fit_power_law,
+    image_spectrum,
+    load_spectrum,
+    mean_spectrum,
+    power_law_spectrum,
+)
 
-__all__ = ["ImageParam", "image", "COLOR_CORRELATION", "decorrelated_to_rgb", "to_valid_rgb",
-           "from_valid_rgb", "rfft2_frequencies", "FourierRaw", "PixelRaw"]
+__all__ = ["ImageParam", "image", "maco", "laplacian", "cppn", "aligned", "mean_spectrum",
+           "power_law_spectrum", "load_spectrum", "image_spectrum", "fit_power_law", "CPPN",
+           "COLOR_CORRELATION", "decorrelated_to_rgb", "to_valid_rgb", "from_valid_rgb",
+           "rfft2_frequencies", "FourierRaw", "PixelRaw", "MacoRaw", "LaplacianRaw",
+           "AlignedRaw"]
 
 
 def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -29,21 +55,28 @@ def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
 class ImageParam(nn.Module):
     """An image batch described by a raw parameterization plus colour handling.
 
-    ``forward()`` returns RGB images [B,3,H,W] in [0, 1]; ``parameters()`` are what the
-    optimizer changes. ``batch`` and ``size`` describe the output.
+    ``forward()`` returns RGB images [B,3,H,W] in [0, 1], or RGBA [B,4,H,W] when ``alpha``
+    (the fourth raw channel through a sigmoid); ``parameters()`` are what the optimizer
+    changes. ``batch`` and ``size`` describe the output; ``lr`` is the learning rate meant.
     """
 
     def __init__(self, raw: nn.Module, batch: int, size: tuple[int, int], decorrelate: bool,
-                 valid: str = "sigmoid"):
+                 valid: str = "sigmoid", alpha: bool = False, lr: float = 0.05):
         super().__init__()
         self.raw = raw
         self.batch = batch
         self.size = size
         self.decorrelate = decorrelate
         self.valid = valid
+        self.alpha = alpha
+        self.lr = lr
 
     def forward(self) -> torch.Tensor:
-        return to_valid_rgb(self.raw(), self.decorrelate, self.valid)
+        t = self.raw()
+        if not self.alpha:
+            return to_valid_rgb(t, self.decorrelate, self.valid)
+        rgb = to_valid_rgb(t[:, :3], self.decorrelate, self.valid)
+        return torch.cat([rgb, torch.sigmoid(t[:, 3:])], dim=1)
 
     @torch.no_grad()
     def set_image(self, img: torch.Tensor) -> ImageParam:
@@ -56,12 +89,15 @@ class ImageParam(nn.Module):
                              f"B = 1 or {self.batch}, got {list(img.shape)}")
         device = next(self.parameters()).device
         img = img.to(device=device, dtype=torch.float32).expand(self.batch, -1, -1, -1)
-        self.raw.set_raw(from_valid_rgb(img, self.decorrelate, self.valid))
+        raw = from_valid_rgb(img, self.decorrelate, self.valid)
+        if self.alpha:  # a given image starts fully opaque (sigmoid(4) = 0.98)
+            raw = torch.cat([raw, torch.full_like(raw[:, :1], 4.0)], dim=1)
+        self.raw.set_raw(raw)
         return self
 
     def extra_repr(self) -> str:
         return (f"batch={self.batch}, size={self.size}, decorrelate={self.decorrelate}, "
-                f"valid={self.valid!r}")
+                f"valid={self.valid!r}, alpha={self.alpha}, lr={self.lr:g}")
 
 
 def image(
@@ -74,18 +110,108 @@ def image(
     valid: str = "sigmoid",
     generator: Generators = None,
     device: str | torch.device | None = None,
+    alpha: bool = False,
 ) -> ImageParam:
     """Build lucid's image parameterization: Fourier (``fft``) or pixel, colour-decorrelated
     or not, squashed into [0, 1] by a sigmoid. ``init`` starts from a given image instead of
-    low-contrast noise; ``generator`` (one, or one per image) makes the noise repeatable."""
+    low-contrast noise; ``generator`` (one, or one per image) makes the noise repeatable.
+    ``alpha=True`` adds a transparency channel (RGBA output): render then blends the image over
+    a new random background each step and scales the objective by (1 - mean alpha), as in
+    Distill's "Differentiable Image Parameterizations" section 4."""
+    h, w = _check(size, batch)
+    shape = (batch, 4 if alpha else 3, h, w)
+    raw = FourierRaw(shape, sd, generator=generator) if fft else PixelRaw(shape, sd, generator)
+    return _finish(ImageParam(raw, batch, (h, w), decorrelate, valid, alpha), device, init)
+
+
+def _check(size: int | tuple[int, int], batch: int) -> tuple[int, int]:
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
-    h, w = _hw(size)
-    shape = (batch, 3, h, w)
-    raw = FourierRaw(shape, sd, generator=generator) if fft else PixelRaw(shape, sd, generator)
-    p = ImageParam(raw, batch, (h, w), decorrelate, valid)
+    return _hw(size)
+
+
+def _finish(p: nn.Module, device, init: torch.Tensor | None = None):
     if device is not None:
         p = p.to(device)
     if init is not None:
         p.set_image(init)
     return p
+
+
+def maco(
+    size: int | tuple[int, int],
+    batch: int = 1,
+    spectrum: torch.Tensor | str | os.PathLike | None = None,
+    init: torch.Tensor | None = None,
+    generator: Generators = None,
+    device: str | torch.device | None = None,
+    lr: float = 0.05,
+) -> ImageParam:
+    """MACO (Fel et al., NeurIPS 2023): the Fourier magnitude is fixed to a natural-image
+    spectrum, only the phase is optimized. ``spectrum``: a tensor [3, H, W//2+1] in
+    decorrelated colour (e.g. ``mean_spectrum(folder, size)``), a file holding one, or None for
+    the power law fitted on the sample photos. Render returns the accumulated gradient map
+    (``result.transparency``) for MACO images, the paper's way to show where the
+    visualization matters. The phase starts uniform, so images start as coloured noise."""
+    h, w = _check(size, batch)
+    if spectrum is None:
+        magnitude = power_law_spectrum((h, w))
+    else:
+        magnitude = load_spectrum(spectrum) if not torch.is_tensor(spectrum) else spectrum
+        magnitude = check_spectrum(magnitude.detach().cpu(), (h, w))
+    raw = MacoRaw(magnitude, (h, w), batch, generator)
+    p = ImageParam(raw, batch, (h, w), decorrelate=True, lr=lr)
+    p.transparency = True  # render accumulates |dL/dx| for it
+    return _finish(p, device, init)
+
+
+def laplacian(
+    size: int | tuple[int, int],
+    batch: int = 1,
+    levels: int = 4,
+    decorrelate: bool = True,
+    sd: float = 0.01,
+    init: torch.Tensor | None = None,
+    generator: Generators = None,
+    device: str | torch.device | None = None,
+) -> ImageParam:
+    """lucid's Laplacian-pyramid image: the sum of ``levels`` pixel tensors at full, half,
+    quarter, ... resolution, each upsampled bilinearly (one level is the pixel image)."""
+    h, w = _check(size, batch)
+    raw = LaplacianRaw((batch, 3, h, w), levels, sd, generator)
+    return _finish(ImageParam(raw, batch, (h, w), decorrelate), device, init)
+
+
+def cppn(
+    size: int | tuple[int, int],
+    batch: int = 1,
+    hidden: int = 24,
+    layers: int = 8,
+    generator: Generators = None,
+    device: str | torch.device | None = None,
+) -> CPPN:
+    """A CPPN image (Distill "Differentiable Image Parameterizations" section 3): ``layers``
+    1x1 convolutions of ``hidden`` channels with the article's atan activation map (x, y) to
+    RGB; one network per image. Meant for Adam with lr 0.005 (``.lr``) and no decorrelation;
+    ``.at(size)`` samples the same images at any resolution."""
+    h, w = _check(size, batch)
+    return _finish(CPPN((h, w), batch, hidden, layers, generator), device)
+
+
+def aligned(
+    size: int | tuple[int, int],
+    batch: int,
+    fft: bool = True,
+    decorrelate: bool = True,
+    sd: float = 0.01,
+    generator: Generators = None,
+    device: str | torch.device | None = None,
+) -> ImageParam:
+    """Images that share low-resolution parts across the batch (Distill "Differentiable Image
+    Parameterizations" section 1): each is a private Fourier (or pixel) image plus shared
+    tensors at 1/2 to 1/16 of the size, two of them interpolated along the batch. Use with
+    ``objectives.interpolate(a, b, batch)`` so frames move smoothly from ``a`` to ``b``; add
+    ``- w * objectives.neighbour_difference()`` to pull neighbours closer still."""
+    h, w = _check(size, batch)
+    raw = AlignedRaw((batch, 3, h, w), fft, sd, generator)
+    return _finish(ImageParam(raw, batch, (h, w), decorrelate), device)
