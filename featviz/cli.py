@@ -160,6 +160,30 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--labels", help="class names, one per line (e.g. imagenet_classes.txt)")
     mp.add_argument("--out", required=True, help="a self-contained .html page")
 
+    sw = sub.add_parser("sweep", help="render every channel of layers into a folder; resumable,"
+                                      " and split over ranks under torchrun",
+                        description="Render channels x layers into --out. Under `torchrun "
+                        "--nproc_per_node N -m featviz sweep ...` the jobs are split over the N "
+                        "ranks (gloo on the CPU, NCCL on GPUs). Run the same command again to "
+                        "resume: finished channels are skipped.")
+    _add_model_args(sw, "DEFAULT")
+    sw.add_argument("--layers", required=True, help="comma-separated layers")
+    sw.add_argument("--channels", default="all", help="all (default), a range 0-63 or a list 1,5,9")
+    sw.add_argument("--steps", type=int, default=512)
+    sw.add_argument("--size", type=int, help="image size in pixels (default: the model's)")
+    sw.add_argument("--batch-size", type=int, default=16, help="channels optimized together")
+    sw.add_argument("--transforms", default="standard", choices=["standard", "distill", "none"])
+    sw.add_argument("--lr", type=float, default=0.05)
+    sw.add_argument("--seed", type=int, default=0,
+                    help="channel C starts from seed+C on any rank; also seeds --weights random")
+    sw.add_argument("--images", help="folder of photos: also keep each channel's top-k patches")
+    sw.add_argument("--k", type=int, default=9, help="patches per channel with --images")
+    sw.add_argument("--out", required=True, help="sweep folder (created; reused to resume)")
+
+    g = sub.add_parser("gallery", help="write a browsable HTML gallery of a sweep folder")
+    g.add_argument("folder", help="a folder written by `featviz sweep --out`")
+    g.add_argument("--out", help="where to write index.html (default: FOLDER/index.html)")
+
     sub.add_parser("models", help="list the model names --model accepts")
     return parser
 
@@ -188,6 +212,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _erf(args)
         if args.command == "maps":
             return _maps(args)
+        if args.command == "sweep":
+            return _sweep(args)
+        if args.command == "gallery":
+            return _gallery(args)
         if args.command == "models":
             from .models import available
 
@@ -307,6 +335,44 @@ def _maps(args: argparse.Namespace) -> int:
     for index, name, p in featuremaps.top_classes(model, img, 5, args.labels):
         print(f"{p:.3f}  {index}  {name}")
     print(f"wrote {args.out}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from . import sweep
+
+    layers = _names(args.layers)
+    if not layers:
+        raise FeatvizError(f"--layers names no layer: {args.layers!r}")
+    sweep.parse_channel_spec(args.channels)  # a typo fails before the model loads
+    if args.batch_size < 1:
+        raise FeatvizError(f"--batch-size must be at least 1, got {args.batch_size}")
+    weights = args.weights
+    if weights and str(weights).lower() not in ("random", "none") and Path(weights).is_file():
+        weights = str(Path(weights).resolve())  # the same file from any working directory
+    with sweep.distributed(args.device) as (rank, world, device):
+        args.device = device
+        model = _load_model(args)
+        result = sweep.sweep(
+            model, args.out, layers, args.channels, steps=args.steps, size=args.size,
+            batch_size=args.batch_size, lr=args.lr, transforms=args.transforms, seed=args.seed,
+            images=args.images, k=args.k, rank=rank, world_size=world,
+            settings={"model": args.model, "weights": weights, "mean": args.mean,
+                      "std": args.std})
+        if result.interrupted:  # the other ranks may never reach the meeting point
+            return 128 + int(result.signal or 2)
+        results = sweep.gather_results(result)
+    if rank == 0:
+        print(sweep.summary(results, args.out, result.keys), flush=True)
+        print(f"browse it: featviz gallery {args.out}", flush=True)
+    return 0
+
+
+def _gallery(args: argparse.Namespace) -> int:
+    from . import gallery
+
+    index = gallery.write(args.folder, args.out)
+    print(f"wrote {index}")
     return 0
 
 

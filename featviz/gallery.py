@@ -1,0 +1,148 @@
+"""A static HTML gallery of a sweep folder: ``index.html`` with the layers and one page per
+layer with a grid of its channels (visualization, channel, objective reached and, where the
+sweep kept them, the top-k dataset patches). Every image is embedded as a base64 data URI, so
+the pages need nothing but each other; a partial sweep shows what is done.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .errors import FeatvizError
+from .sweep import folder_name, manifest_files, read_manifests, read_settings
+
+_STYLE = """body{font-family:sans-serif;margin:16px;color:#222}
+a{color:#225}
+table{border-collapse:collapse;font-size:14px} td,th{border:1px solid #ccc;padding:4px 8px}
+.grid{display:flex;flex-wrap:wrap;gap:10px}
+figure{margin:0;border:1px solid #ddd;padding:4px;font-size:12px;width:min-content}
+figure img{display:block;image-rendering:pixelated}
+figure img.vis{width:160px;height:160px}
+figure img.top{width:160px;margin-top:4px}
+td img{width:64px;height:64px;image-rendering:pixelated}
+.settings{font-size:13px;color:#555}"""
+
+# counts the images that decoded, so a headless browser test can see they were displayed
+_SCRIPT = """window.addEventListener('load',function(){var n=0;
+document.querySelectorAll('img').forEach(function(i){if(i.naturalWidth>0)n++;});
+document.body.setAttribute('data-images-loaded',n);});"""
+
+
+def page_name(layer: str) -> str:
+    """The file name of ``layer``'s gallery page."""
+    return f"layer_{folder_name(layer)}.html"
+
+
+def _data_uri(path: Path) -> str:
+    mime = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
+            ".webp": "image/webp"}.get(path.suffix.lower(), "image/png")
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def _img(path: Path, alt: str, cls: str) -> str:
+    text = html.escape(alt, quote=True)
+    return f"<img class='{cls}' alt='{text}' title='{text}' src='{_data_uri(path)}'>"
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>"
+            f"{body}</body></html>")
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def collect(folder: str | os.PathLike) -> dict[str, list[dict]]:
+    """The finished jobs of a sweep folder by layer (layers in sweep order, channels
+    ascending): records whose image file exists; of several records of one job, the last.
+    A folder without a manifest raises an error that says what was expected."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FeatvizError(f"sweep folder not found: {folder}")
+    if not manifest_files(folder):
+        raise FeatvizError(f"{folder} holds no sweep manifest (expected manifest.rank*.jsonl, "
+                           f"written by `featviz sweep --out {folder}`)")
+    latest: dict[tuple[str, int], dict] = {}
+    for rec in read_manifests(folder):
+        if (folder / rec["file"]).is_file():
+            latest[(rec["layer"], rec["channel"])] = rec
+        else:
+            warnings.warn(f"{folder / rec['file']} is missing; channel {rec['channel']} of "
+                          f"{rec['layer']} left out", stacklevel=2)
+    order = list(read_settings(folder).get("layers", {}))
+    by_layer: dict[str, list[dict]] = {layer: [] for layer in order}
+    for (layer, _), rec in sorted(latest.items(), key=lambda kv: kv[0][1]):
+        by_layer.setdefault(layer, []).append(rec)
+    return {layer: recs for layer, recs in by_layer.items() if recs}
+
+
+def _settings_line(settings: Mapping) -> str:
+    keys = ("model", "weights", "steps", "size", "lr", "transforms", "seed", "k")
+    parts = [f"{k} {settings[k]}" for k in keys if settings.get(k) is not None]
+    return html.escape(" · ".join(str(p) for p in parts))
+
+
+def _card(folder: Path, rec: Mapping) -> str:
+    c, layer = rec["channel"], rec["layer"]
+    value = rec.get("value")
+    shown = f"{value:.4g}" if isinstance(value, (int, float)) else "?"
+    parts = [f"<figure id='c{int(c)}'>", _img(folder / rec["file"], f"{layer} channel {c}", "vis"),
+             f"<figcaption>channel {int(c)}<br>objective {html.escape(shown)}"]
+    top = rec.get("topk")
+    if isinstance(top, dict) and top.get("file") and (folder / top["file"]).is_file():
+        sources = ", ".join(str(s) for s in top.get("sources", []))
+        parts.append(f"<br>top-{len(top.get('sources', []))} photos (patches above their "
+                     f"projections)</figcaption>"
+                     f"{_img(folder / top['file'], f'top photos: {sources}', 'top')}")
+    else:
+        parts.append("</figcaption>")
+    parts.append("</figure>")
+    return "".join(parts)
+
+
+def write(folder: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """Write the gallery of the sweep in ``folder``: ``index.html`` (default: in the folder,
+    else at ``out``) and one ``layer_NAME.html`` page per layer beside it. Returns the index
+    path."""
+    folder = Path(folder)
+    layers = collect(folder)
+    meta = read_settings(folder)
+    settings = meta.get("settings", {})
+    expected: Mapping[str, Sequence[int]] = meta.get("layers", {})
+    index = Path(out) if out else folder / "index.html"
+    index.parent.mkdir(parents=True, exist_ok=True)
+    title = f"featviz sweep: {settings.get('model', folder.name)}"
+    rows = []
+    for layer, recs in layers.items():
+        page = page_name(layer)
+        of = len(expected.get(layer, [])) or len(recs)
+        best = max(recs, key=lambda r: r.get("value") if isinstance(r.get("value"), (int, float))
+                   else float("-inf"))
+        link = f"<a href='{html.escape(page, quote=True)}'>{html.escape(layer)}</a>"
+        rows.append(f"<tr><td>{link}</td><td>{len(recs)} of {of}</td>"
+                    f"<td>{_img(folder / best['file'], f'{layer} strongest channel', 'thumb')}"
+                    f" channel {int(best['channel'])}</td></tr>")
+        cards = "\n".join(_card(folder, r) for r in recs)
+        body = (f"<p><a href='{html.escape(index.name, quote=True)}'>all layers</a></p>"
+                f"<h1>{html.escape(layer)}</h1><p class='settings'>{_settings_line(settings)}"
+                f" · {len(recs)} of {of} channels</p><div class='grid'>{cards}</div>")
+        _write(index.parent / page, _page(f"{layer} · {title}", body))
+    total = sum(len(r) for r in layers.values())
+    body = (f"<h1>{html.escape(title)}</h1><p class='settings'>{_settings_line(settings)}</p>"
+            f"<p>{total} channels in {len(layers)} layers</p>"
+            f"<table id='layers'><tr><th>layer</th><th>channels</th><th>strongest</th></tr>"
+            f"{''.join(rows)}</table>")
+    _write(index, _page(title, body))
+    return index
+
+
+__all__ = ["write", "collect", "page_name"]
