@@ -74,9 +74,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=16,
                    help="images optimized together when the objectives name several channels")
     r.add_argument("--transforms", default="standard", choices=["standard", "distill", "none"])
+    r.add_argument("--param", default="image", choices=list(PARAMS),
+                   help="parameterization: image (Fourier or --pixel), maco (fixed natural "
+                        "spectrum, phase optimized), laplacian (pyramid), cppn (a coordinate "
+                        "network)")
     r.add_argument("--pixel", action="store_true", help="pixel instead of Fourier parameters")
     r.add_argument("--no-decorrelate", action="store_true", help="plain RGB parameters")
-    r.add_argument("--lr", type=float, default=0.05)
+    r.add_argument("--alpha", action="store_true",
+                   help="with --param image: an RGBA image blended over random backgrounds "
+                        "(writes RGBA PNGs)")
+    r.add_argument("--spectrum", help="with --param maco: a spectrum file (.pt/.npy) or a "
+                                      "folder of photos to measure it from (default: a power "
+                                      "law fitted on photos)")
+    r.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default: the parameterization's: 0.05, maco 0.2, "
+                        "cppn 0.005)")
     r.add_argument("--seed", type=int, default=0,
                    help="image n of the list starts from seed+n (so batching changes nothing);"
                         " also seeds --weights random")
@@ -402,10 +414,38 @@ def _batches(specs: list[str], batch_size: int):
             yield chunk, Objective.sum(parse(s).on(i) for i, s in enumerate(chunk))
 
 
+PARAMS = ("image", "maco", "laplacian", "cppn")
+
+
+def _make_param(args: argparse.Namespace, size: int, gens: list, init):
+    """The parameterization ``--param`` names, one generator per image."""
+    from . import param
+
+    if args.alpha and args.param != "image":
+        raise FeatvizError(f"--alpha works with --param image, not --param {args.param}")
+    if args.spectrum and args.param != "maco":
+        raise FeatvizError("--spectrum is the magnitude of --param maco")
+    if init is not None and args.param == "cppn":
+        raise FeatvizError("--init cannot start a CPPN (its image comes from network weights)")
+    n = len(gens)
+    if args.param == "maco":
+        spectrum = args.spectrum
+        if spectrum and Path(spectrum).is_dir():
+            spectrum = param.mean_spectrum(spectrum, size)
+        return param.maco(size, n, spectrum=spectrum, generator=gens, init=init)
+    if args.param == "laplacian":
+        return param.laplacian(size, n, decorrelate=not args.no_decorrelate, generator=gens,
+                               init=init)
+    if args.param == "cppn":
+        return param.cppn(size, n, generator=gens)
+    return param.image(size, n, fft=not args.pixel, decorrelate=not args.no_decorrelate,
+                       generator=gens, init=init, alpha=args.alpha)
+
+
 def _render(args: argparse.Namespace) -> int:
     import torch
 
-    from . import images, param
+    from . import images
     from .objectives import expand, parse
     from .render import render
 
@@ -426,8 +466,7 @@ def _render(args: argparse.Namespace) -> int:
         # image n of the whole list uses seed + n, whatever batch it falls into
         seeds = [args.seed + done + i for i in range(len(chunk))]
         done += len(chunk)
-        p = param.image(size, len(chunk), fft=not args.pixel, decorrelate=not args.no_decorrelate,
-                        generator=[torch.Generator().manual_seed(s) for s in seeds], init=init)
+        p = _make_param(args, size, [torch.Generator().manual_seed(s) for s in seeds], init)
         if many:
             print(f"batch {k + 1}: {len(chunk)} image(s): {', '.join(chunk)}", flush=True)
         res = render(model, objective, p, steps=args.steps, transforms=args.transforms,

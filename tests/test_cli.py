@@ -171,3 +171,34 @@ def test_maps_command(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("not an image")
     assert main(["maps", str(tmp_path / "notes.txt"), *RANDOM, "--out", str(out)]) == 2
     assert "notes.txt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("choice", [["--param", "maco"], ["--param", "laplacian"],
+                                    ["--param", "cppn"], ["--alpha"]])
+def test_render_with_each_parameterization(tmp_path, choice):
+    out = tmp_path / "p.png"
+    code = main(["render", *RANDOM, "--objective", "channel:features.4:1", *choice, "--size",
+                 "32", "--steps", "3", "--no-progress", "--out", str(out)])
+    assert code == 0
+    with Image.open(out) as im:
+        assert im.size == (32, 32) and im.mode == ("RGBA" if "--alpha" in choice else "RGB")
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--param", "cppn", "--alpha"], "--alpha works with --param image"),
+    (["--spectrum", "x.pt"], "--spectrum is the magnitude of --param maco"),
+    (["--param", "maco", "--spectrum", "missing.pt"], "spectrum file not found: missing.pt"),
+])
+def test_parameterization_options_are_checked(tmp_path, capsys, args, expected):
+    code = main(["render", *RANDOM, "--objective", "channel:features.4:1", *args, "--size",
+                 "32", "--steps", "1", "--no-progress", "--out", str(tmp_path / "p.png")])
+    assert code == 2 and expected in capsys.readouterr().err
+
+
+def test_maco_spectrum_from_a_folder_needs_enough_photos(tmp_path, capsys):
+    for i in range(2):
+        Image.new("RGB", (20, 20), (50 * i, 0, 0)).save(tmp_path / f"{i}.png")
+    code = main(["render", *RANDOM, "--objective", "channel:features.4:1", "--param", "maco",
+                 "--spectrum", str(tmp_path), "--size", "32", "--steps", "1", "--no-progress",
+                 "--out", str(tmp_path / "p.png")])
+    assert code == 2 and "holds 2 image file(s)" in capsys.readouterr().err
