@@ -23,6 +23,7 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
 
 
 def load_model(args: argparse.Namespace):
-    """The model the options name, with all CPU cores in use."""
-    torch.set_num_threads(os.cpu_count() or 1)
+    """The model the options name, with all CPU cores in use (or ``OMP_NUM_THREADS`` of them
+    when set: on a machine shared with other jobs, fewer threads are often faster)."""
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
     return featviz.models.load(args.model, weights=args.weights, mean=args.mean, std=args.std)

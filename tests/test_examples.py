@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
 import pytest
 from conftest import MOBILENET, REPO
+from PIL import Image
 
 needs_weights = pytest.mark.skipif(not MOBILENET.is_file(),
                                    reason=f"real MobileNetV2 weights not found at {MOBILENET}")
@@ -56,3 +58,68 @@ def test_objectives_example_quick_on_a_tiny_model(tmp_path):
     out = _run("objectives.py", "--quick", "--model", "cifar_resnet20", "--weights", "random",
                "--out", str(tmp_path))
     assert "softmax" in out and (tmp_path / "objectives.png").exists()
+
+
+def test_diversity_example_quick_on_a_tiny_model(tmp_path):
+    # a strong weight, so that 8 steps suffice to pull the batch apart
+    out = _run("diversity.py", "--quick", "--model", "cifar_resnet20", "--weights", "random",
+               "--weight", "1000", "--out", str(tmp_path))
+    rows = [line for line in out.splitlines() if "Gram similarity" in line]
+    assert len(rows) == 2 and rows[1].startswith("+ ") and "diversity" in rows[1]
+    sims = [float(re.search(r"Gram similarity (-?\d+\.\d+)", r).group(1)) for r in rows]
+    assert all(-1 <= s <= 1 for s in sims)
+    assert sims[1] < sims[0] - 0.005  # the diversity term makes the batch less alike
+    per_image = [re.search(r"per image ([-\d. ]+) \|", r).group(1).split() for r in rows]
+    assert [len(p) for p in per_image] == [4, 4]
+    with Image.open(tmp_path / "diversity.png") as im:  # two rows of four 32 px tiles
+        assert im.size == (4 * 36 + 4, 2 * 50 + 4)
+
+
+def test_regularization_example_quick_on_a_tiny_model(tmp_path):
+    out = _run("regularization.py", "--quick", "--model", "cifar_resnet20", "--weights",
+               "random", "--out", str(tmp_path))
+    rows = [line for line in out.splitlines() if "high-freq. share" in line]
+    assert [r.split()[0] for r in rows] == ["none", "L1", "total", "blur", "robustness"]
+    for r in rows:
+        hf = float(re.search(r"high-freq. share (\d+\.\d+)", r).group(1))
+        cb = float(re.search(r"checkerboard +(\d+\.\d+)", r).group(1))
+        assert 0 < hf < 1 and cb > 0
+    assert (tmp_path / "regularization.png").exists()
+
+
+def test_preconditioning_example_quick_on_a_tiny_model(tmp_path):
+    out = _run("preconditioning.py", "--quick", "--model", "cifar_resnet20", "--weights",
+               "random", "--out", str(tmp_path))
+    rows = [line for line in out.splitlines() if " hf " in line]
+    assert len(rows) == 6 and rows[-1].startswith("Fourier + colour + robustness")
+    for r in rows:
+        assert [int(b) for b in re.findall(r"(\d+): ", r)] == [2, 4, 8]
+        assert all(0 <= float(h) < 1 for h in re.findall(r"hf (\d+\.\d+)", r))
+    with Image.open(tmp_path / "preconditioning.png") as im:  # 6 configs x 3 budgets
+        assert im.size == (3 * 36 + 4, 6 * 50 + 4)
+
+
+def test_interaction_example_quick_on_a_tiny_model(tmp_path):
+    out = _run("interaction.py", "--quick", "--model", "cifar_resnet20", "--weights", "random",
+               "--channels", "1,2", "--out", str(tmp_path))
+    ratios = {name: float(v) for name, v in re.findall(
+        r"^(independent|aligned) +frames: neighbour/end distance ratio (\d+\.\d+)", out, re.M)}
+    assert set(ratios) == {"independent", "aligned"} and all(r >= 1 for r in ratios.values())
+    with Image.open(tmp_path / "interaction.png") as im:  # 2 rows of 4 frames, 32 px
+        assert im.size == (4 * 36 + 4, 2 * 50 + 4)
+    assert (tmp_path / "interaction_pair.png").exists()
+
+
+def test_parameterizations_example_quick_on_a_tiny_model(tmp_path):
+    out = _run("parameterizations.py", "--quick", "--model", "cifar_resnet20", "--weights",
+               "random", "--out", str(tmp_path))
+    names = re.findall(r"^\| ([A-Za-z][^|]*?) \| -?\d", out, re.M)
+    assert [n.split()[0] for n in names] == ["pixel", "Fourier", "MACO", "Laplacian", "CPPN",
+                                             "RGBA"]
+    for stem in ("pixel", "fourier", "maco", "maco_transparency", "laplacian", "cppn",
+                 "cppn_large", "rgba", "parameterizations"):
+        assert (tmp_path / f"{stem}.png").exists(), stem
+    with Image.open(tmp_path / "rgba.png") as im:
+        assert im.mode == "RGBA"
+    with Image.open(tmp_path / "cppn_large.png") as im:
+        assert im.size == (128, 128)
