@@ -26,4 +26,12 @@ def load_model(args: argparse.Namespace):
     """The model the options name, with all CPU cores in use (or ``OMP_NUM_THREADS`` of them
     when set: on a machine shared with other jobs, fewer threads are often faster)."""
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
+    torch.manual_seed(0)  # the same weights on every run with --weights random
     return featviz.models.load(args.model, weights=args.weights, mean=args.mean, std=args.std)
+
+
+def late_layer(model, layer: str) -> str:
+    """``layer`` if the model has it, else a late layer of the model (so the defaults, chosen
+    for MobileNetV2, still run on any other model)."""
+    names = list(featviz.hooks.named_layers(model))
+    return layer if layer in names else names[-3]

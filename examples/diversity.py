@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import torch
-from _shared import add_model_args, load_model
+from _shared import add_model_args, late_layer, load_model
 
 import featviz
 from featviz import metrics
@@ -54,11 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.size, args.steps = 32, 8
-    torch.manual_seed(0)  # the same weights every run with --weights random
     model = load_model(args)
     layers = featviz.hooks.named_layers(model)
-    if args.layer not in layers:
-        args.layer = list(layers)[-3]  # a late layer of any model
+    args.layer = late_layer(model, args.layer)
     div_layer = args.diversity_layer or args.layer
     if div_layer not in layers:
         div_layer = args.layer

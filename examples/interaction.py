@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import torch
-from _shared import add_model_args, load_model
+from _shared import add_model_args, late_layer, load_model
 
 import featviz
 from featviz import objectives as obj
@@ -65,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.size, args.steps, args.frames = 32, 8, 4
     model = load_model(args)
-    if args.layer not in featviz.hooks.named_layers(model):
-        args.layer = list(featviz.hooks.named_layers(model))[-3]  # a late layer of any model
+    args.layer = late_layer(model, args.layer)
     ca, cb = (int(c) for c in args.channels.split(","))
     a, b = obj.channel(args.layer, ca), obj.channel(args.layer, cb)
 

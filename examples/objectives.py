@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import torch
-from _shared import add_model_args, load_model
+from _shared import add_model_args, late_layer, load_model
 
 import featviz
 from featviz import objectives as obj
@@ -38,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.size, args.steps = 32, 8
     model = load_model(args)
-    if args.layer not in featviz.hooks.named_layers(model):
-        args.layer = list(featviz.hooks.named_layers(model))[-3]  # a late layer of any model
+    args.layer = late_layer(model, args.layer)
     with torch.no_grad():
         classes = model(torch.zeros(1, 3, args.size, args.size)).shape[1]
     if not 0 <= args.target < classes:

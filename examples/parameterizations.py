@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from _shared import add_model_args, load_model
+from _shared import add_model_args, late_layer, load_model
 
 import featviz
 from featviz import metrics, param
@@ -71,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.size, args.steps, args.cppn_steps = 32, 8, 8
     model = load_model(args)
-    if args.layer not in featviz.hooks.named_layers(model):
-        args.layer = list(featviz.hooks.named_layers(model))[-3]  # a late layer of any model
+    args.layer = late_layer(model, args.layer)
     objective = obj.channel(args.layer, args.channel)
     out = Path(args.out)
     shown, labels = [], []

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 import torch
-from _shared import add_model_args, load_model
+from _shared import add_model_args, late_layer, load_model
 from PIL import Image
 
 import featviz
@@ -59,10 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     budgets = sorted({int(b) for b in args.budgets.split(",")})
     if args.quick:
         args.size, budgets = 32, [2, 4, 8]
-    torch.manual_seed(0)  # the same weights every run with --weights random
     model = load_model(args)
-    if args.layer not in featviz.hooks.named_layers(model):
-        args.layer = list(featviz.hooks.named_layers(model))[-3]  # a late layer of any model
+    args.layer = late_layer(model, args.layer)
     objective = obj.channel(args.layer, args.channel)
     images, labels = [], []
     for pname, (fft, decorrelate) in PARAMS.items():

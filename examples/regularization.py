@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 import torch
-from _shared import add_model_args, load_model
+from _shared import add_model_args, late_layer, load_model
 
 import featviz
 from featviz import metrics, param
@@ -56,10 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.size, args.steps = 32, 8
-    torch.manual_seed(0)  # the same weights every run with --weights random
     model = load_model(args)
-    if args.layer not in featviz.hooks.named_layers(model):
-        args.layer = list(featviz.hooks.named_layers(model))[-3]  # a late layer of any model
+    args.layer = late_layer(model, args.layer)
     channel = obj.channel(args.layer, args.channel)
     images, labels = [], []
     for name, (objective, transforms) in configs(channel, args.l1, args.tv, args.blur).items():

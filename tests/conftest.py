@@ -74,6 +74,15 @@ def make_tiny(seed: int = 0) -> nn.Module:
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread; two spin badly on a busy shared 2-core box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def tiny():
     return make_tiny()
 

@@ -26,13 +26,7 @@ SWEEP = [sys.executable, "-m", "featviz", "sweep", "--model", "cifar_resnet20", 
 TINY = {"steps": 2, "size": 16, "transforms": "none", "log": lambda msg: None}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; two spin badly on a busy shared 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _env() -> dict[str, str]:
