@@ -185,7 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--size", type=int, help="image size in pixels (default: the model's)")
     sw.add_argument("--batch-size", type=int, default=16, help="channels optimized together")
     sw.add_argument("--transforms", default="standard", choices=["standard", "distill", "none"])
-    sw.add_argument("--lr", type=float, default=0.05)
+    sw.add_argument("--param", default="fourier", choices=["fourier", "pixel", "maco",
+                                                             "laplacian", "cppn"],
+                    help="parameterization of every image (default: fourier)")
+    sw.add_argument("--lr", type=float, default=None,
+                    help="learning rate (default: the parameterization's)")
     sw.add_argument("--seed", type=int, default=0,
                     help="channel C starts from seed+C on any rank; also seeds --weights random")
     sw.add_argument("--images", help="folder of photos: also keep each channel's top-k patches")
@@ -368,6 +372,7 @@ def _sweep(args: argparse.Namespace) -> int:
         result = sweep.sweep(
             model, args.out, layers, args.channels, steps=args.steps, size=args.size,
             batch_size=args.batch_size, lr=args.lr, transforms=args.transforms, seed=args.seed,
+            parameterization=args.param,
             images=args.images, k=args.k, rank=rank, world_size=world,
             settings={"model": args.model, "weights": weights, "mean": args.mean,
                       "std": args.std})
@@ -418,28 +423,13 @@ PARAMS = ("image", "maco", "laplacian", "cppn")
 
 
 def _make_param(args: argparse.Namespace, size: int, gens: list, init):
-    """The parameterization ``--param`` names, one generator per image."""
+    """The parameterization ``--param`` names (``image`` is Fourier, or pixel with --pixel),
+    one generator per image."""
     from . import param
 
-    if args.alpha and args.param != "image":
-        raise FeatvizError(f"--alpha works with --param image, not --param {args.param}")
-    if args.spectrum and args.param != "maco":
-        raise FeatvizError("--spectrum is the magnitude of --param maco")
-    if init is not None and args.param == "cppn":
-        raise FeatvizError("--init cannot start a CPPN (its image comes from network weights)")
-    n = len(gens)
-    if args.param == "maco":
-        spectrum = args.spectrum
-        if spectrum and Path(spectrum).is_dir():
-            spectrum = param.mean_spectrum(spectrum, size)
-        return param.maco(size, n, spectrum=spectrum, generator=gens, init=init)
-    if args.param == "laplacian":
-        return param.laplacian(size, n, decorrelate=not args.no_decorrelate, generator=gens,
-                               init=init)
-    if args.param == "cppn":
-        return param.cppn(size, n, generator=gens)
-    return param.image(size, n, fft=not args.pixel, decorrelate=not args.no_decorrelate,
-                       generator=gens, init=init, alpha=args.alpha)
+    kind = ("pixel" if args.pixel else "fourier") if args.param == "image" else args.param
+    return param.make(kind, size, len(gens), decorrelate=not args.no_decorrelate,
+                      alpha=args.alpha, spectrum=args.spectrum, init=init, generator=gens)
 
 
 def _render(args: argparse.Namespace) -> int:

@@ -49,7 +49,7 @@ SETTINGS_FILE = "sweep.json"
 MANIFEST_GLOB = "manifest.rank*.jsonl"
 
 #: Settings that change what an image looks like: a resumed sweep must repeat them.
-IMAGE_SETTINGS = ("model", "weights", "mean", "std", "steps", "size", "lr", "transforms",
+IMAGE_SETTINGS = ("model", "weights", "mean", "std", "steps", "size", "lr", "param", "transforms",
                   "seed", "images", "k")
 
 
@@ -447,9 +447,10 @@ def sweep(
     steps: int = 512,
     size: int | None = None,
     batch_size: int = 16,
-    lr: float = 0.05,
+    lr: float | None = None,
     transforms: str = "standard",
     seed: int = 0,
+    parameterization: str = "fourier",
     images: str | os.PathLike | None = None,
     k: int = 9,
     rank: int = 0,
@@ -460,8 +461,9 @@ def sweep(
     """Render rank ``rank``'s share of every ``channels`` x ``layers`` job into ``out``.
 
     ``channels`` is ``"all"``, a string like ``"0-63"``/``"1,5,9"`` or a list; ``steps``,
-    ``size`` (default: the model's), ``lr``, ``transforms`` and ``seed`` are passed to
-    :func:`featviz.render` (job (layer, c) uses seed ``seed + c``); ``images`` (a folder) adds
+    ``size`` (default: the model's), ``lr`` (default: the parameterization's), ``transforms``
+    and ``seed`` are passed to :func:`featviz.render` (job (layer, c) uses seed ``seed + c``);
+    ``parameterization`` names one of :data:`featviz.param.KINDS`; ``images`` (a folder) adds
     each channel's top-``k`` dataset patches. ``settings`` adds what describes the model
     (``model``, ``weights``, ``mean``, ``std``) to the recorded settings. Under ``torchrun``
     pass the rank and world size (see :func:`distributed`); rank 0 then checks the folder's
@@ -492,6 +494,8 @@ def sweep(
         if not _images.list_images(images):
             raise FeatvizError(f"no image files in {images}")
     size = int(size or getattr(model, "input_size", 224))
+    if lr is None:  # record the rate used, not "default", so a resume compares real values
+        lr = float(getattr(_param.make(parameterization, size), "lr", 0.05))
     wanted = parse_channel_spec(channels)
     counts = channel_counts(model, layers, size)
     per_layer: dict[str, list[int]] = {}
@@ -506,6 +510,7 @@ def sweep(
     jobs = job_list(per_layer, seed)
     out = Path(out)
     meta = {**dict(settings or {}), "steps": steps, "size": size, "lr": lr,
+            "param": parameterization,
             "transforms": transforms, "seed": seed,
             "images": str(Path(images).resolve()) if images is not None else None,
             "k": k if images is not None else None}
@@ -543,8 +548,8 @@ def sweep(
                     top = _top_k(model, images, layer, [j.channel for j in pending
                                                         if j.layer == layer], k, size)
                     top_layer = layer
-                p = _param.image(size, len(batch),
-                                 generator=[torch.Generator().manual_seed(s) for s in seeds])
+                p = _param.make(parameterization, size, len(batch),
+                                generator=[torch.Generator().manual_seed(s) for s in seeds])
                 res = render(model, _objective(layer, chans), p, steps=steps,
                              transforms=transforms, lr=lr, seed=seeds, progress=False)
                 stop.interruptible = False

@@ -185,8 +185,8 @@ def test_render_with_each_parameterization(tmp_path, choice):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--param", "cppn", "--alpha"], "--alpha works with --param image"),
-    (["--spectrum", "x.pt"], "--spectrum is the magnitude of --param maco"),
+    (["--param", "cppn", "--alpha"], "alpha works with the fourier and pixel images, not cppn"),
+    (["--spectrum", "x.pt"], "a spectrum is the magnitude of maco, not of fourier"),
     (["--param", "maco", "--spectrum", "missing.pt"], "spectrum file not found: missing.pt"),
 ])
 def test_parameterization_options_are_checked(tmp_path, capsys, args, expected):

@@ -350,3 +350,18 @@ def test_the_default_spectrum_constants_are_the_fit_of_the_sample_photos():
     stored = P.spectrum.EXPONENT
     assert np.allclose(exponent, stored, atol=5e-3), (exponent, stored)
     assert np.allclose(amplitude, P.spectrum.AMPLITUDE, rtol=5e-3)
+
+
+def test_make_builds_each_kind_and_refuses_options_it_cannot_use():
+    for kind in P.KINDS:
+        img = P.make(kind, 12, 2, generator=[gen(1), gen(2)])()
+        assert img.shape == (2, 3, 12, 12), kind
+    assert P.make("pixel", 12, alpha=True)().shape == (1, 4, 12, 12)
+    with pytest.raises(FeatvizError, match="unknown parameterization 'mac0'; closest: 'maco'"):
+        P.make("mac0", 12)
+    with pytest.raises(FeatvizError, match="alpha works with the fourier and pixel images"):
+        P.make("laplacian", 12, alpha=True)
+    with pytest.raises(FeatvizError, match="spectrum is the magnitude of maco"):
+        P.make("fourier", 12, spectrum=torch.ones(3, 12, 7))
+    with pytest.raises(FeatvizError, match="CPPN cannot start from an image"):
+        P.make("cppn", 12, init=torch.rand(1, 3, 12, 12))

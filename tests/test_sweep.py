@@ -233,3 +233,12 @@ def test_without_a_launcher_no_process_group(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert sw.distributed_env() == (3, 4, 1)
+
+
+def test_a_sweep_with_another_parameterization_records_it(tmp_path):
+    model = make_tiny()
+    res = sw.sweep(model, tmp_path, ["conv3"], "0-1", parameterization="maco", **TINY)
+    assert {r["settings"]["param"] for r in res.records} == {"maco"}
+    assert {r["settings"]["lr"] for r in res.records} == {featviz.param.maco(8).lr}
+    with pytest.raises(FeatvizError, match=r"param: 'maco' then, 'laplacian' now"):
+        sw.sweep(model, tmp_path, ["conv3"], "0-1", parameterization="laplacian", **TINY)

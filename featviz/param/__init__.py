@@ -21,6 +21,7 @@ import os
 import torch
 from torch import nn
 
+from ..errors import FeatvizError, unknown
 from .color import COLOR_CORRELATION, decorrelated_to_rgb, from_valid_rgb, to_valid_rgb
 from .coordinate_net import CPPN
 from .fourier import FourierRaw, rfft2_frequencies
@@ -38,7 +39,8 @@ from .spectrum import (
     power_law_spectrum,
 )
 
-__all__ = ["ImageParam", "image", "maco", "laplacian", "cppn", "aligned", "mean_spectrum",
+__all__ = ["ImageParam", "image", "maco", "laplacian", "cppn", "aligned", "make", "KINDS",
+           "mean_spectrum",
            "power_law_spectrum", "load_spectrum", "image_spectrum", "fit_power_law", "CPPN",
            "COLOR_CORRELATION", "decorrelated_to_rgb", "to_valid_rgb", "from_valid_rgb",
            "rfft2_frequencies", "FourierRaw", "PixelRaw", "MacoRaw", "LaplacianRaw",
@@ -215,3 +217,36 @@ def aligned(
     h, w = _check(size, batch)
     raw = AlignedRaw((batch, 3, h, w), fft, sd, generator)
     return _finish(ImageParam(raw, batch, (h, w), decorrelate), device)
+
+
+KINDS = ("fourier", "pixel", "maco", "laplacian", "cppn")
+
+
+def make(kind: str, size: int | tuple[int, int], batch: int = 1, *, decorrelate: bool = True,
+         alpha: bool = False, spectrum=None, init: torch.Tensor | None = None,
+         generator: Generators = None, device: str | torch.device | None = None) -> nn.Module:
+    """The parameterization named ``kind`` (one of :data:`KINDS`), as the command line names
+    it: ``fourier`` and ``pixel`` are :func:`image` (``alpha`` adds transparency),
+    ``maco`` takes a ``spectrum`` (tensor, file, or a folder of photos to measure),
+    ``laplacian``, ``cppn``. Options a kind cannot use are an error, not silently dropped."""
+    if kind not in KINDS:
+        raise unknown("parameterization", kind, KINDS, hint="one of " + ", ".join(KINDS))
+    if alpha and kind not in ("fourier", "pixel"):
+        raise FeatvizError(f"alpha works with the fourier and pixel images, not {kind}")
+    if spectrum is not None and kind != "maco":
+        raise FeatvizError(f"a spectrum is the magnitude of maco, not of {kind}")
+    if init is not None and kind == "cppn":
+        raise FeatvizError("a CPPN cannot start from an image (its image comes from network "
+                           "weights)")
+    if kind == "maco":
+        if isinstance(spectrum, (str, os.PathLike)) and os.path.isdir(spectrum):
+            spectrum = mean_spectrum(spectrum, size)
+        return maco(size, batch, spectrum=spectrum, init=init, generator=generator,
+                    device=device)
+    if kind == "laplacian":
+        return laplacian(size, batch, decorrelate=decorrelate, init=init, generator=generator,
+                         device=device)
+    if kind == "cppn":
+        return cppn(size, batch, generator=generator, device=device)
+    return image(size, batch, fft=kind == "fourier", decorrelate=decorrelate, init=init,
+                 generator=generator, device=device, alpha=alpha)
