@@ -8,9 +8,8 @@ What to look for: pixel images are full of high-frequency noise; Fourier and the
 pyramid are smoother; MACO keeps a photo's energy per frequency, so its images look like
 photographs in texture even where the content is strange (the script also writes MACO's
 transparency map: the accumulated gradient, bright where the image mattered); the CPPN paints
-smooth, resolution-free shapes: it is optimized at half the size (at full size its smooth
-output cannot make the fine texture the channel wants, and the objective stalls near 2) and
-shown sampled at full size (``cppn_large.png``: the same network at 4x the size);
+smooth, resolution-free shapes (rendered without transforms, its default: with jitter it
+stalls; ``cppn_large.png`` samples the same network at 4x the size);
 the RGBA image keeps only what drives the channel opaque, shown over a checkerboard.
 
     python examples/parameterizations.py --out out/parameterizations
@@ -42,7 +41,7 @@ def parameterizations(size: int) -> dict:
         "Fourier + colour": lambda: param.image(size, generator=g()),
         "MACO": lambda: param.maco(size, generator=g()),
         "Laplacian pyramid": lambda: param.laplacian(size, generator=g()),
-        "CPPN": lambda: param.cppn(size // 2, generator=g()),
+        "CPPN": lambda: param.cppn(size, generator=g()),
         "RGBA": lambda: param.image(size, alpha=True, generator=g()),
     }
 
@@ -62,9 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--channel", type=int, default=12)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=512)
-    ap.add_argument("--cppn-steps", type=int, default=512,
-                    help="steps for the CPPN (its small learning rate; longer runs at lr "
-                         "0.005 can saturate its atan units into a flat image)")
+    ap.add_argument("--cppn-steps", type=int, default=512, help="steps for the CPPN")
     ap.add_argument("--quick", action="store_true", help="a few steps at a small size")
     ap.add_argument("--out", default="out/parameterizations")
     args = ap.parse_args(argv)
@@ -84,9 +81,6 @@ def main(argv: list[str] | None = None) -> int:
                              else args.steps, seed=0, progress=False)
         seconds = time.perf_counter() - t0
         rgb = res.images[:, :3] if name != "RGBA" else over_checkerboard(res.images)
-        if name == "CPPN":  # resolution-free: sample the optimized network at full size
-            with torch.no_grad():
-                rgb = p.at(args.size).cpu()
         stem = name.split()[0].lower()
         featviz.images.save(res.images, out / f"{stem}.png")
         if name == "MACO":
@@ -94,11 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             featviz.images.save(res.with_transparency(), out / "maco_rgba.png")
         if name == "CPPN":
             with torch.no_grad():
-                featviz.images.save(rgb, out / "cppn.png")
                 featviz.images.save(p.at(4 * args.size), out / "cppn_large.png")
         value = float(metrics.objective_value(model, objective, rgb)[0])
-        if name == "CPPN":
-            name = f"CPPN ({args.size // 2} px, shown at {args.size})"
         print(f"| {name} | {float(res.values[0]):.2f} | {value:.2f} | "
               f"{metrics.high_frequency_share(rgb[0]):.3f} | {seconds:.0f} |", flush=True)
         shown.append(rgb)

@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--steps", type=int, default=512)
     r.add_argument("--batch-size", type=int, default=16,
                    help="images optimized together when the objectives name several channels")
-    r.add_argument("--transforms", default="standard", choices=["standard", "distill", "none"])
+    r.add_argument("--transforms", default="auto", choices=["auto", "standard", "distill", "none"],
+                   help="auto (default): standard, or none for --param cppn")
     r.add_argument("--param", default="image", choices=list(PARAMS),
                    help="parameterization: image (Fourier or --pixel), maco (fixed natural "
                         "spectrum, phase optimized), laplacian (pyramid), cppn (a coordinate "
@@ -184,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--steps", type=int, default=512)
     sw.add_argument("--size", type=int, help="image size in pixels (default: the model's)")
     sw.add_argument("--batch-size", type=int, default=16, help="channels optimized together")
-    sw.add_argument("--transforms", default="standard", choices=["standard", "distill", "none"])
+    sw.add_argument("--transforms", default="auto", choices=["auto", "standard", "distill", "none"],
+                    help="auto (default): standard, or none for --param cppn")
     sw.add_argument("--param", default="fourier", choices=["fourier", "pixel", "maco",
                                                              "laplacian", "cppn"],
                     help="parameterization of every image (default: fourier)")

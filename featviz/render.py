@@ -127,7 +127,7 @@ def render(
     steps: int = 512,
     size: int | tuple[int, int] | None = None,
     batch: int | None = None,
-    transforms: str | Sequence | Callable | None = "standard",
+    transforms: str | Sequence | Callable | None = "auto",
     lr: float | None = None,
     optimizer: Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer] | None = None,
     thresholds: Iterable[int] = (),
@@ -144,8 +144,9 @@ def render(
 
     ``param`` defaults to ``param.image(size, batch)`` (Fourier, decorrelated colour) created on
     the model's device; ``size`` defaults to the model's ``input_size`` (else 224) and
-    ``batch`` to what the objective drives. ``transforms`` is a preset (``"standard"``,
-    ``"distill"``, ``"none"``), a list or a callable. Adam with ``lr`` (default: the
+    ``batch`` to what the objective drives. ``transforms`` is a preset (``"auto"``: ``"standard"``,
+    or the parameterization's own, ``"none"`` for a CPPN; ``"standard"``, ``"distill"``,
+    ``"none"``), a list or a callable. Adam with ``lr`` (default: the
     parameterization's ``lr`` attribute, else 0.05) unless ``optimizer`` builds another from
     the parameters. An RGBA parameterization (``param.image(..., alpha=True)``) is blended over
     a new random smooth background each step and its objective scaled by (1 - mean alpha).
@@ -188,6 +189,8 @@ def render(
     if objective.batch_size > n_images:
         raise FeatvizError(f"objective {objective.name} needs a batch of {objective.batch_size} "
                            f"images, but the parameterization makes {n_images}")
+    if isinstance(transforms, str) and transforms == "auto":
+        transforms = preferred_transforms(param)
     pipeline = _transforms.resolve(transforms, img_size)
     seeds = _image_seeds(seed, n_images)
     gen = _transforms.ImageStreams(seeds, device)
@@ -291,6 +294,13 @@ def render(
         saliency = (saliency / peak).cpu()
     return RenderResult(final, snapshots, hist, history_steps, labels, seconds, seeds, step,
                         interrupted, history_times, saliency)
+
+
+def preferred_transforms(param: nn.Module) -> str:
+    """The transforms preset ``transforms="auto"`` means for ``param``: its own ``transforms``
+    attribute (a CPPN's "none": its smooth images lose the fine detail a unit needs when they
+    must also survive jitter), else "standard"."""
+    return str(getattr(param, "transforms", "standard"))
 
 
 def _check_channels(probe: torch.Tensor, model: nn.Module) -> bool:

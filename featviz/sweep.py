@@ -448,7 +448,7 @@ def sweep(
     size: int | None = None,
     batch_size: int = 16,
     lr: float | None = None,
-    transforms: str = "standard",
+    transforms: str = "auto",
     seed: int = 0,
     parameterization: str = "fourier",
     images: str | os.PathLike | None = None,
@@ -471,7 +471,7 @@ def sweep(
     SIGINT/SIGTERM stops after the finished images are recorded (``interrupted``).
     """
     from . import param as _param
-    from .render import render
+    from .render import preferred_transforms, render
 
     log = log or (lambda msg: print(msg, flush=True))
     if batch_size < 1:
@@ -494,8 +494,11 @@ def sweep(
         if not _images.list_images(images):
             raise FeatvizError(f"no image files in {images}")
     size = int(size or getattr(model, "input_size", 224))
+    probe = _param.make(parameterization, size)
     if lr is None:  # record the rate used, not "default", so a resume compares real values
-        lr = float(getattr(_param.make(parameterization, size), "lr", 0.05))
+        lr = float(getattr(probe, "lr", 0.05))
+    if transforms == "auto":
+        transforms = preferred_transforms(probe)
     wanted = parse_channel_spec(channels)
     counts = channel_counts(model, layers, size)
     per_layer: dict[str, list[int]] = {}

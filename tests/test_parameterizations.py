@@ -365,3 +365,29 @@ def test_make_builds_each_kind_and_refuses_options_it_cannot_use():
         P.make("fourier", 12, spectrum=torch.ones(3, 12, 7))
     with pytest.raises(FeatvizError, match="CPPN cannot start from an image"):
         P.make("cppn", 12, init=torch.rand(1, 3, 12, 12))
+
+
+def test_auto_transforms_follow_the_parameterization():
+    from featviz.render import preferred_transforms
+
+    assert preferred_transforms(P.cppn(8)) == "none"
+    assert preferred_transforms(P.image(8)) == "standard"
+    model = make_tiny()
+    seen = []
+
+    objective = obj.channel("conv3", 1)
+
+    def model_saw_the_image(p, **kw) -> bool:
+        start = p().detach().clone()
+        seen.clear()
+        # the model's input as the transforms hand it over
+        spy = model.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
+        try:
+            featviz.render(model, objective, p, steps=1, progress=False, **kw)
+        finally:
+            spy.remove()
+        return seen[-1].shape == start.shape and torch.allclose(seen[-1], start, atol=1e-6)
+
+    assert model_saw_the_image(P.cppn(20, generator=gen()))
+    assert not model_saw_the_image(P.image(20, generator=gen()))
+    assert not model_saw_the_image(P.cppn(20, generator=gen()), transforms="standard")

@@ -30,6 +30,9 @@ class CPPN(nn.Module):
     """
 
     lr = 0.005  # the article's notebook: Adam with a small step, the weights are sensitive
+    # render's transforms="auto": no jitter. Measured on MobileNetV2 features.14:12 at 128 px,
+    # 512 steps: objective 17.2 without transforms, under 3 with the standard ones
+    transforms = "none"
 
     def __init__(self, size: tuple[int, int], batch: int = 1, hidden: int = 24, layers: int = 8,
                  generator: Generators = None):
