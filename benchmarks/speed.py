@@ -190,6 +190,26 @@ def host_memory_gib(model_name: str, layer: str, steps: int) -> float:
     return kib / 2**20  # Linux reports KiB
 
 
+def print_batched(per_image: dict[tuple[str, str, int], dict[int, tuple[float, float]]]) -> None:
+    """Per image: featviz rendering a layer's channels in one batch (the largest batch
+    measured) against lucent rendering them one by one (its batch-1 row)."""
+    rows = []
+    for (name, layer, size), by_batch in per_image.items():
+        big = max(by_batch)
+        if big == 1 or 1 not in by_batch or by_batch[1][1] != by_batch[1][1]:  # NaN: no lucent
+            continue
+        featviz_each = by_batch[big][0] / big
+        lucent_each = by_batch[1][1]
+        rows.append(f"| {name} | {layer} | {size} | {big} | {featviz_each:.1f} | "
+                    f"{lucent_each:.1f} | {lucent_each / featviz_each:.1f} |")
+    if rows:
+        print("\nper image, channels rendered together vs lucent one by one:\n")
+        print("| model | layer | px | featviz batch | featviz ms/step/image | lucent ms/step "
+              "(batch 1) | lucent/featviz per image |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        print("\n".join(rows))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="googlenet,mobilenet_v2,vgg16")
@@ -220,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     featviz_ms(warm_model, "features.4", 2, 64, 2)
     floor_ms(warm_model.net, "features.4", 2, 64, 2, device)
     t_start = time.perf_counter()
+    per_image: dict[tuple[str, str, int], dict[int, tuple[float, float]]] = {}
     for name in args.models.split(","):
         model = featviz.models.load(name, weights=None, device=device)
         net = model.net
@@ -257,12 +278,14 @@ def main(argv: list[str] | None = None) -> int:
                     # small images to 224 px; at 224 px it only adds its size-changing scale
                     ld = (lucent_ms(lucent, net, layer, batch, size, max(1, steps // 2), None)
                           if lucent and size < 224 else float("nan"))
+                    per_image.setdefault((name, layer, size), {})[batch] = (fv, lu)
                     mem = (" " + " / ".join(f"{peaks.get(k, float('nan')):.0f}"
                                             for k in runs) + " |") if peaks else ""
                     print(f"| {name} | {layer} | {size} | {batch} | {fv:.1f} | {fl:.1f} | "
                           f"{fv / fl:.2f} | {lu:.1f} | {lu / fv:.2f} | {lu / fl:.2f} | "
                           f"{ld:.1f} |{mem}", flush=True)
     print(f"\n{time.perf_counter() - t_start:.0f} s in all")
+    print_batched(per_image)
     if device.type == "cpu" and not args.no_memory:
         gib = host_memory_gib("mobilenet_v2", "features.7", 2)
         print(f"peak host memory, 64 channels of mobilenet_v2 features.7 at 224 px in batches of "

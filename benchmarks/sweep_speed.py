@@ -17,6 +17,7 @@ its own command into a fresh folder, and prints a markdown table:
 work competes, and torch's threads of a 2-thread process then spin-wait for each other.
 
     python benchmarks/sweep_speed.py
+    python benchmarks/sweep_speed.py --devices cuda --channels 64   # the GPU rows alone
 """
 
 from __future__ import annotations
@@ -72,9 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--channels", type=int, default=16)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=64)
+    ap.add_argument("--devices", default="cpu,cuda",
+                    help="which rows: cpu, cuda or both (cuda rows need a GPU)")
     args = ap.parse_args(argv)
-    rows = [("cpu", 1, 2), ("cpu", 2, 1), ("cpu", 1, 1)]
-    if torch.cuda.is_available():
+    devices = args.devices.split(",")
+    rows = [("cpu", 1, 2), ("cpu", 2, 1), ("cpu", 1, 1)] if "cpu" in devices else []
+    if "cuda" in devices and torch.cuda.is_available():
         rows += [("cuda", 1, 1)]
         if torch.cuda.device_count() > 1:
             rows += [("cuda", torch.cuda.device_count(), 1)]

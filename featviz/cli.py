@@ -97,9 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps at which to keep snapshots, e.g. 32,128,512 (for --gif)")
     r.add_argument("--gif", help="also write the snapshots as an animated GIF here")
     r.add_argument("--init", help="start from this image file instead of noise")
-    r.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
-    r.add_argument("--channels-last", action="store_true",
-                   help="run the model in channels-last memory order (often faster on GPUs)")
+    _add_speed_args(r)
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--out", required=True,
                    help="PNG path; with several images also a folder of the same name holding "
@@ -197,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--images", help="folder of photos: also keep each channel's top-k patches")
     sw.add_argument("--k", type=int, default=9, help="patches per channel with --images")
     sw.add_argument("--out", required=True, help="sweep folder (created; reused to resume)")
+    _add_speed_args(sw)
 
     g = sub.add_parser("gallery", help="write a browsable HTML gallery of a sweep folder")
     g.add_argument("folder", help="a folder written by `featviz sweep --out`")
@@ -356,6 +355,23 @@ def _maps(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_speed_args(p: argparse.ArgumentParser) -> None:
+    from .truncate import COMPILE_MODES
+
+    g = p.add_argument_group("speed (GPU)")
+    g.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA and CPU)")
+    g.add_argument("--channels-last", action="store_true",
+                   help="run the model in channels-last memory order (often faster on GPUs)")
+    g.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES,
+                   help="torch.compile the model cut after the target layer (compiled once per "
+                        "layer; pays on GPUs over many steps); reduce-overhead adds CUDA graphs")
+
+
+def _speed_options(args: argparse.Namespace) -> dict:
+    return {"amp": args.amp, "compile": args.compile or False,
+            "memory_format": "channels_last" if args.channels_last else "contiguous"}
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from . import sweep
 
@@ -376,6 +392,7 @@ def _sweep(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, lr=args.lr, transforms=args.transforms, seed=args.seed,
             parameterization=args.param,
             images=args.images, k=args.k, rank=rank, world_size=world,
+            render_options=_speed_options(args),
             settings={"model": args.model, "weights": weights, "mean": args.mean,
                       "std": args.std})
         if result.interrupted:  # the other ranks may never reach the meeting point
@@ -463,8 +480,7 @@ def _render(args: argparse.Namespace) -> int:
             print(f"batch {k + 1}: {len(chunk)} image(s): {', '.join(chunk)}", flush=True)
         res = render(model, objective, p, steps=args.steps, transforms=args.transforms,
                      lr=args.lr, seed=seeds, thresholds=args.thresholds,
-                     progress=not args.no_progress, amp=args.amp,
-                     memory_format="channels_last" if args.channels_last else "contiguous")
+                     progress=not args.no_progress, **_speed_options(args))
         if many:
             res.save_each(folder, [_safe(s) for s in chunk])
         finished.append(res.images)

@@ -75,11 +75,7 @@ class Preprocessed(nn.Module):
         self.name = name or type(net).__name__
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.mean.shape[1]:
-            raise ValueError(
-                f"{self.name} expects images of shape [B, {self.mean.shape[1]}, H, W] in [0, 1], "
-                f"got {list(x.shape)}"
-            )
+        x = _check_images(x, self.mean.shape[1], self.name)
         return self.net((x - self.mean) / self.std)
 
     def featviz_layers(self) -> dict[str, nn.Module]:
@@ -90,6 +86,14 @@ class Preprocessed(nn.Module):
         mean = tuple(round(v, 4) for v in self.mean.flatten().tolist())
         std = tuple(round(v, 4) for v in self.std.flatten().tolist())
         return f"name={self.name!r}, mean={mean}, std={std}, input_size={self.input_size}"
+
+
+@torch.fx.wrap  # a call in traced graphs (featviz.truncate), checked when the graph runs
+def _check_images(x: torch.Tensor, channels: int, name: str) -> torch.Tensor:
+    if x.dim() != 4 or x.shape[1] != channels:
+        raise ValueError(f"{name} expects images of shape [B, {channels}, H, W] in [0, 1], "
+                         f"got {list(x.shape)}")
+    return x
 
 
 def _stats(values: Sequence[float], what: str) -> torch.Tensor:

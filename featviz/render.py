@@ -22,6 +22,7 @@ from torch import nn
 from . import images as _images
 from . import param as _param
 from . import transforms as _transforms
+from . import truncate as _truncate
 from .backward_rules import ReluBackwardRule
 from .errors import FeatvizError, NonFiniteLossError
 from .hooks import INPUT, LayerTap, channels_last, frozen
@@ -139,6 +140,7 @@ def render(
     stop_early: bool = True,
     memory_format: str = "contiguous",
     transparency: bool | None = None,
+    compile: bool | str = False,
 ) -> RenderResult:
     """Optimize images so that ``objective`` on ``model``'s activations is as high as possible.
 
@@ -153,12 +155,18 @@ def render(
     ``transparency`` (default: what the parameterization asks for, True for MACO) accumulates
     |dL/dx| into ``result.transparency``. ``thresholds`` keep snapshots; ``seed`` repeats a run
     exactly on the CPU: image ``i`` draws its start and its transforms from seed ``seed + i``
-    alone (or from ``seed[i]`` given a list), so batching never changes an image; ``amp`` uses
-    bf16 autocast on CUDA; ``redirect_relu`` steps use
+    alone (or from ``seed[i]`` given a list), so batching never changes an image; ``amp`` runs the
+    model under bf16 autocast (CUDA, or CPUs with bf16 units); ``redirect_relu`` steps use
     lucid's redirected ReLU gradient so dead units still get a signal;
     ``memory_format="channels_last"`` runs the model in channels-last order (faster
-    convolutions on recent GPUs; the model's own tensors are put back afterwards). Ctrl-C
-    returns what was made so far, with ``interrupted=True``.
+    convolutions on recent GPUs; the model's own tensors are put back afterwards).
+    ``compile`` (True, or a ``torch.compile`` mode such as ``"reduce-overhead"``, which adds
+    CUDA graphs) runs the steps after the redirected ones through a compiled copy of the model
+    cut after the objective's deepest layer (traced with ``torch.fx``; a model that cannot be
+    traced renders eagerly, with a warning; the cut graph always stops early); it is compiled
+    once per model, layers and mode in a process, which pays on GPUs over many steps, and
+    costs more than it saves on most CPUs.
+    Ctrl-C returns what was made so far, with ``interrupted=True``.
     """
     from .objectives import parse
 
@@ -203,11 +211,14 @@ def render(
         raise ValueError(f"memory_format must be 'contiguous' or 'channels_last', "
                          f"got {memory_format!r}")
     nhwc = memory_format == "channels_last"
-    use_amp = amp and device.type == "cuda"
+    compile_mode = _compile_mode(compile)
+    fast = None
+    use_amp = amp and device.type in ("cuda", "cpu")
     if amp and not use_amp:
         import warnings
 
-        warnings.warn("amp=True needs a CUDA model; rendering in float32", stacklevel=2)
+        warnings.warn(f"amp=True needs a CUDA or CPU model, not {device.type}; rendering in "
+                      "float32", stacklevel=2)
     thresholds = sorted({int(t) for t in thresholds if 0 < int(t) <= steps})
     record = set(range(record_every, steps + 1, record_every)) | set(thresholds) | {steps}
     losses = torch.zeros(max(steps, 1), device=device)
@@ -236,6 +247,8 @@ def render(
     try:
         layout = channels_last(model) if nhwc else contextlib.nullcontext()
         with frozen(model), layout, LayerTap(model, objective.layers, stop_early=stop_early) as tap:
+            # traced in eval mode: a forward's `if self.training` branches are fixed by tracing
+            fast = _fast_forward(model, objective.layers, compile_mode)
             for step in range(1, steps + 1):
                 opt.zero_grad(set_to_none=True)
                 img = param()
@@ -249,7 +262,11 @@ def render(
                     x = x.contiguous(memory_format=torch.channels_last)
                 rule = ReluBackwardRule("redirect") if step <= redirect_relu else None
                 with rule or contextlib.nullcontext(), _autocast(use_amp, device):
-                    acts = tap(x)
+                    if fast is not None and rule is None:
+                        tap.remove()  # its hooks would fire inside the compiled graph
+                        acts = fast(x)
+                    else:
+                        acts = tap(x)
                 if use_amp:
                     acts = {k: v.float() for k, v in acts.items()}
                 acts[INPUT] = img
@@ -294,6 +311,61 @@ def render(
         saliency = (saliency / peak).cpu()
     return RenderResult(final, snapshots, hist, history_steps, labels, seconds, seeds, step,
                         interrupted, history_times, saliency)
+
+
+class _FastForward:
+    """The compiled truncated model. If its first call fails to compile (no C++ compiler, an
+    op the compiler lacks), a warning, and the same traced graph runs eagerly from then on."""
+
+    def __init__(self, truncated: _truncate.Truncated):
+        self.run: Callable[[torch.Tensor], dict[str, torch.Tensor]] = truncated
+        self.checked = False
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        # each step is a new iteration for CUDA graphs ("reduce-overhead"): the last step's
+        # outputs may be overwritten (no-op without CUDA graphs)
+        torch.compiler.cudagraph_mark_step_begin()
+        if self.checked:
+            return self.run(x)
+        try:
+            acts = self.run(x)
+        except (FeatvizError, KeyboardInterrupt):
+            raise
+        except Exception as err:  # an eager rerun raises again if the model itself is at fault
+            import warnings
+
+            warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); rendering "
+                          "without it", stacklevel=3)
+            self.run = _truncate.Truncated(self.run.graph_module, self.run.names)
+            acts = self.run(x)
+        self.checked = True
+        return acts
+
+
+def _compile_mode(compile: bool | str | None) -> str | None:
+    """The torch.compile mode ``compile`` asks for, or None; an error for an unknown mode."""
+    if compile is False or compile is None:
+        return None
+    mode = "default" if compile is True else compile
+    if mode not in _truncate.COMPILE_MODES:
+        raise ValueError(f"compile must be True, False or a torch.compile mode "
+                         f"({', '.join(_truncate.COMPILE_MODES)}), got {compile!r}")
+    return mode
+
+
+def _fast_forward(model: nn.Module, layers: Sequence[str], mode: str | None):
+    """What runs the model in the steps without a backward rule: None (the hook-based tap),
+    or, with a compile mode, the compiled truncated model."""
+    if mode is None:
+        return None
+    try:
+        return _FastForward(_truncate.compiled(model, layers, mode))
+    except _truncate.TruncationError as err:
+        import warnings
+
+        warnings.warn(f"compile=True needs a model torch.fx can trace; rendering without it "
+                      f"({err})", stacklevel=4)
+        return None
 
 
 def preferred_transforms(param: nn.Module) -> str:

@@ -457,6 +457,7 @@ def sweep(
     world_size: int = 1,
     settings: Mapping[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
+    render_options: Mapping[str, Any] | None = None,
 ) -> SweepResult:
     """Render rank ``rank``'s share of every ``channels`` x ``layers`` job into ``out``.
 
@@ -469,6 +470,8 @@ def sweep(
     pass the rank and world size (see :func:`distributed`); rank 0 then checks the folder's
     settings for every rank and the ranks meet once at the end. Jobs already done are skipped;
     SIGINT/SIGTERM stops after the finished images are recorded (``interrupted``).
+    ``render_options`` go to every render as they are: the speed options ``amp``,
+    ``memory_format`` and ``compile`` (not recorded as image settings).
     """
     from . import param as _param
     from .render import preferred_transforms, render
@@ -554,7 +557,8 @@ def sweep(
                 p = _param.make(parameterization, size, len(batch),
                                 generator=[torch.Generator().manual_seed(s) for s in seeds])
                 res = render(model, _objective(layer, chans), p, steps=steps,
-                             transforms=transforms, lr=lr, seed=seeds, progress=False)
+                             transforms=transforms, lr=lr, seed=seeds, progress=False,
+                             **(render_options or {}))
                 stop.interruptible = False
             except KeyboardInterrupt:
                 stop.signum = stop.signum or signal.SIGINT

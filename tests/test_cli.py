@@ -202,3 +202,34 @@ def test_maco_spectrum_from_a_folder_needs_enough_photos(tmp_path, capsys):
                  "--spectrum", str(tmp_path), "--size", "32", "--steps", "1", "--no-progress",
                  "--out", str(tmp_path / "p.png")])
     assert code == 2 and "holds 2 image file(s)" in capsys.readouterr().err
+
+
+def test_speed_options_reach_render_and_sweep(tmp_path, monkeypatch):
+    """--amp, --channels-last and --compile [MODE] are handed to every render, of `render`
+    and of `sweep` alike."""
+    import importlib
+
+    module = importlib.import_module("featviz.render")  # featviz.render is the function
+    seen = []
+    real = module.render
+
+    def spy(*args, **kwargs):
+        seen.append({k: kwargs.get(k) for k in ("amp", "memory_format", "compile")})
+        return real(*args, **{**kwargs, "compile": False, "steps": 1})
+
+    monkeypatch.setattr(module, "render", spy)
+    common = ["--size", "32", "--steps", "1"]
+    assert main(["render", *RANDOM, "--objective", "channel:features.2:0", *common, "--amp",
+                 "--compile", "--no-progress", "--out", str(tmp_path / "a.png")]) == 0
+    assert main(["render", *RANDOM, "--objective", "channel:features.2:0", *common,
+                 "--channels-last", "--compile", "reduce-overhead", "--no-progress",
+                 "--out", str(tmp_path / "b.png")]) == 0
+    assert main(["sweep", *RANDOM, "--layers", "features.2", "--channels", "0-1", *common,
+                 "--compile", "--out", str(tmp_path / "sweep")]) == 0
+    assert seen[0] == {"amp": True, "memory_format": "contiguous", "compile": "default"}
+    assert seen[1] == {"amp": False, "memory_format": "channels_last",
+                       "compile": "reduce-overhead"}
+    assert seen[2] == {"amp": False, "memory_format": "contiguous", "compile": "default"}
+    with pytest.raises(SystemExit):
+        main(["render", *RANDOM, "--objective", "channel:features.2:0", "--compile", "fastest",
+              "--out", str(tmp_path / "c.png")])

@@ -67,3 +67,22 @@ def test_projection_passes_the_occlusion_check(mobilenet):
             tried += 1
     assert wins >= 0.8 * tried, f"{wins}/{tried}"
     assert hook_free(mobilenet)
+
+
+def test_bf16_objective_within_a_few_percent_of_fp32(mobilenet):
+    """amp=True reaches the objective of float32 within a few percent (measured on this CPU:
+    per image 0.99-1.01 at features.10, 128 steps; `python benchmarks/fast_paths.py` prints
+    more). Runs on CUDA as well when a GPU is present."""
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    objective = obj.channel("features.10", [1, 2, 3, 4])
+    kw = dict(steps=128, size=96, progress=False, seed=[1, 2, 3, 4])
+    try:
+        for device in devices:
+            model = mobilenet.to(device)
+            fp32 = featviz.render(model, objective, **kw)
+            bf16 = featviz.render(model, objective, amp=True, **kw)
+            ratio = bf16.values / fp32.values
+            assert (ratio - 1).abs().max() < 0.06, (device, ratio)
+            assert abs(float(ratio.mean()) - 1) < 0.025, (device, ratio)
+    finally:
+        mobilenet.to("cpu")

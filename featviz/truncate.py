@@ -1,0 +1,141 @@
+"""A model cut after the layers an objective reads, as one traced graph that torch.compile takes.
+
+:class:`~featviz.hooks.LayerTap` stops a forward pass by raising from a hook, which works on any
+model but is opaque to ``torch.compile``. Here the model is traced with ``torch.fx`` (the named
+layers kept as single calls), every node after the deepest of them is dropped, and the graph
+returns their outputs: the same computation as the tap, as plain code a compiler can fuse and
+CUDA graphs can replay. Models whose ``forward`` branches on tensor values cannot be traced;
+:func:`truncate` then raises :class:`TruncationError` with the tracer's reason.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import fx, nn
+
+from .errors import FeatvizError
+from .hooks import OUTPUT, PSEUDO_LAYERS, resolve_layer
+
+#: ``torch.compile`` modes render's ``compile=`` accepts (True means "default").
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+class TruncationError(FeatvizError):
+    """The model could not be traced into a truncated graph (``forward`` is not traceable)."""
+
+
+class _KeepLayers(fx.Tracer):
+    """Trace through everything except the wanted layers (and torch's own leaf modules)."""
+
+    def __init__(self, keep: set[int]):
+        super().__init__()
+        self.keep = keep
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return id(m) in self.keep or super().is_leaf_module(m, module_qualified_name)
+
+
+class Truncated:
+    """``model`` up to its deepest wanted layer; calling it returns ``{name: activation}``.
+
+    Shares the model's parameters and buffers (no copy), so freezing, ``channels_last`` and
+    weight changes made to the model apply here too. ``graph_module`` is the traced graph, the
+    part to hand to ``torch.compile``; ``run`` is what a call executes (the graph, or its
+    compiled form).
+    """
+
+    def __init__(self, graph_module: fx.GraphModule, names: list[str]):
+        self.graph_module = graph_module
+        self.names = names
+        self.run: Callable[[torch.Tensor], tuple] = graph_module
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        outs = self.run(x)
+        acts = {}
+        for name, out in zip(self.names, outs, strict=True):
+            if not isinstance(out, torch.Tensor):
+                what = "the model" if name == OUTPUT else f"layer {name!r}"
+                raise FeatvizError(f"{what} returns {type(out).__name__}, not a tensor; pick a "
+                                   "layer whose output is a tensor (one of its submodules)")
+            acts[name] = out
+        return acts
+
+    def compiled(self, mode: str = "default") -> Truncated:
+        """A copy whose graph runs through ``torch.compile(mode=mode)`` (compiled on first use)."""
+        twin = Truncated(self.graph_module, self.names)
+        twin.run = torch.compile(self.graph_module, mode=mode, dynamic=False)
+        return twin
+
+
+def truncate(model: nn.Module, layers: Iterable[str]) -> Truncated:
+    """Trace ``model`` and cut it after the deepest of ``layers`` (names as
+    :func:`~featviz.hooks.resolve_layer` takes them; :data:`~featviz.hooks.OUTPUT` keeps the
+    whole model). Each layer's last call in the forward pass is the one returned, and outputs
+    that later in-place operations would overwrite are cloned, as :class:`LayerTap` does.
+    Raises :class:`TruncationError` when ``torch.fx`` cannot trace the model.
+    """
+    names = [n for n in dict.fromkeys(layers) if n not in PSEUDO_LAYERS or n == OUTPUT]
+    modules = {n: resolve_layer(model, n) for n in names if n != OUTPUT}
+    tracer = _KeepLayers({id(m) for m in modules.values()})
+    try:
+        graph = tracer.trace(model)
+    except Exception as err:  # the tracer raises many types; all mean "not traceable"
+        raise TruncationError(f"torch.fx cannot trace {type(model).__name__}: "
+                              f"{type(err).__name__}: {err}") from err
+    nodes = list(graph.nodes)
+    found: dict[str, fx.Node] = {}
+    for node in nodes:  # the last call of a layer wins, as in LayerTap
+        if node.op == "call_module":
+            sub = model.get_submodule(node.target)
+            for name, module in modules.items():
+                if sub is module:
+                    found[name] = node
+    missing = [n for n in modules if n not in found]
+    if missing:
+        raise TruncationError(f"layer {missing[0]!r} is not called as a module in the traced "
+                              "forward pass (unused, or inside a module the tracer keeps whole)")
+    output = next(n for n in nodes if n.op == "output")
+    if OUTPUT in names:
+        found[OUTPUT] = output.args[0]
+        last = len(nodes) - 1
+    else:
+        last = max(nodes.index(n) for n in found.values())
+    graph.erase_node(output)
+    for node in reversed(nodes[last + 1:-1]):  # everything past the deepest layer goes
+        graph.erase_node(node)
+    results = []
+    for name in names:
+        node = found[name]
+        # a later in-place op (ReLU(inplace=True)) would overwrite this output: keep a copy
+        if isinstance(node, fx.Node) and node.users:
+            with graph.inserting_after(node):
+                node = graph.call_method("clone", (node,))
+        results.append(node)
+    graph.output(tuple(results))
+    graph.lint()
+    return Truncated(fx.GraphModule(model, graph), names)
+
+
+# compiled truncations per model, so that renders of one layer (a sweep's batches) compile once
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
+_KEEP = 4  # compiled graphs kept per model
+
+
+def compiled(model: nn.Module, layers: Iterable[str], mode: str = "default") -> Truncated:
+    """:func:`truncate` then ``torch.compile``, cached per model, layers and mode: a second
+    render of the same layers reuses the compiled graph instead of compiling again."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+    names = tuple(dict.fromkeys(layers))
+    # a module swapped into the model since (a new head, a replaced block) means a new trace
+    structure = tuple(id(m) for m in model.modules())
+    per_model = _CACHE.setdefault(model, {})
+    key = (names, mode, structure)
+    if key not in per_model:
+        while len(per_model) >= _KEEP:  # the oldest goes: compiled graphs hold memory
+            del per_model[next(iter(per_model))]
+        per_model[key] = truncate(model, names).compiled(mode)
+    return per_model[key]
