@@ -1,30 +1,52 @@
 #!/usr/bin/env bash
-# Everything that needs a GPU, in one go: the CUDA tests, then the speed, fast-path and sweep
-# benchmarks; each writes its output to OUT_DIR (default ./gpu_results) as it goes.
+# Everything that needs a GPU, in one go, each part under its own time limit so that the whole
+# fits in about 9 minutes on an H100/H200: the CUDA tests, speed.py (against the floor and
+# lucent), fast_paths.py (bf16 and channels-last at three depths; torch.compile and CUDA
+# graphs at one), and the GPU rows of sweep_speed.py. Each part writes its table into OUT_DIR
+# (default ./gpu_results) as it goes, so a part cut short still leaves what it printed.
 #
-#   bash benchmarks/on_gpu.sh [OUT_DIR]
+#   bash benchmarks/gpu_prep.sh              # first, where pip works: fills .gpu/
+#   bash benchmarks/on_gpu.sh [OUT_DIR] [PARTS]   # PARTS: tests,speed,fast,compile,sweep
 #
-# Needs a Python with torch and torchvision that sees the GPU. kornia, lucent and their needs
-# may come as wheels in ./.whl (for a Python 3.12 machine without package access:
-#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#     --platform manylinux_2_17_x86_64 -d .whl kornia kornia_rs decorator
-#   pip download --no-deps -d .whl torch-lucent==0.1.8 ),
-# and the real MobileNetV2 weights beside the checkout (../shared/models) or in FEATVIZ_SHARED.
+# Needs a Python with torch and torchvision that sees the GPU; kornia and lucent come as wheels
+# from .gpu/whl if they are not installed, the real weights from .gpu/shared (or
+# FEATVIZ_SHARED, or ../shared).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-gpu_results}
+parts=${2:-tests,speed,fast,compile,sweep}
 mkdir -p "$out"
-if compgen -G ".whl/*.whl" >/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/featviz_site .whl/*.whl
+if ! python3 -c "import kornia, lucent" 2>/dev/null && compgen -G ".gpu/whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/featviz_site \
+        .gpu/whl/*.whl
     export PYTHONPATH=/tmp/featviz_site:${PYTHONPATH:-}
 fi
+[ -d .gpu/shared ] && export FEATVIZ_SHARED=${FEATVIZ_SHARED:-$PWD/.gpu/shared}
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
-python3 - <<'EOF' | tee "$out/device.txt"
-import torch
-print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")
-EOF
-python3 -m pytest -q -p no:cacheprovider tests/test_render.py tests/test_truncate.py \
-    tests/test_real_mobilenet.py -k "cuda or bf16 or compile or truncat" 2>&1 | tee "$out/tests.txt"
-python3 benchmarks/speed.py --no-memory 2>&1 | tee "$out/speed.txt"
-python3 benchmarks/fast_paths.py 2>&1 | tee "$out/fast_paths.txt"
-python3 benchmarks/sweep_speed.py --devices cuda --channels 64 2>&1 | tee "$out/sweep_speed.txt"
+has() { [[ ",$parts," == *",$1,"* ]]; }
+
+python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0)
+      if torch.cuda.is_available() else 'no GPU')" 2>&1 | tee "$out/device.txt"
+if has tests; then
+    timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_render.py \
+        tests/test_truncate.py tests/test_real_mobilenet.py -k "cuda or bf16" \
+        2>&1 | tee "$out/tests.txt"
+fi
+if has speed; then
+    timeout 200 python3 benchmarks/speed.py --no-memory 2>&1 | tee "$out/speed.txt"
+fi
+if has fast; then
+    timeout 30 python3 benchmarks/transforms_cost.py --device cuda 2>&1 \
+        | tee "$out/transforms_cost.txt"
+    timeout 90 python3 benchmarks/fast_paths.py \
+        --variants fp32,bf16,channels_last,bf16+channels_last 2>&1 | tee "$out/fast_paths.txt"
+fi
+if has compile; then  # each compiled variant compiles once: one layer keeps this short
+    timeout 120 python3 benchmarks/fast_paths.py --layers features.10 \
+        --variants fp32,compile,reduce-overhead,reduce-overhead+bf16 \
+        2>&1 | tee "$out/compile.txt"
+fi
+if has sweep; then
+    timeout 60 python3 benchmarks/sweep_speed.py --devices cuda --channels 64 \
+        2>&1 | tee "$out/sweep_speed.txt"
+fi

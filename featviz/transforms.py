@@ -47,46 +47,52 @@ class ImageStreams:
         return self.rows(n, 1)[0]
 
     def rows(self, n: int, k: int) -> torch.Tensor:
-        """``k`` numbers in [0, 1) per image, shape [k, n], on the device (one slice of the
-        block; each image's numbers come from its own stream)."""
+        """The next ``k`` numbers in [0, 1) of each image's stream, shape [k, n], on the device.
+
+        The streams do not depend on how they are read: ``k`` rows at once are the same
+        numbers as ``k`` reads of one row (a read may span two blocks)."""
         if n != len(self.generators):
             raise ValueError(f"these streams serve a batch of {len(self.generators)} images, "
                              f"not {n}")
         if k > self.block:
             raise ValueError(f"at most {self.block} numbers per image at once, asked for {k}")
-        if self._row + k > self.block:
-            rows = torch.stack([torch.rand(self.block, generator=g) for g in self.generators], 1)
-            if self.device.type == "cuda":
-                rows = rows.pin_memory()
-            self._buffer = rows.to(self.device, non_blocking=True)
-            self._row = 0
-        self._row += k
-        return self._buffer[self._row - k:self._row]
+        if k == 0:
+            return torch.empty(0, n, device=self.device)
+        if self._row + k <= self.block:
+            self._row += k
+            return self._buffer[self._row - k:self._row]
+        rest = self._buffer[self._row:] if self._buffer is not None else None
+        rows = torch.stack([torch.rand(self.block, generator=g) for g in self.generators], 1)
+        if self.device.type == "cuda":
+            rows = rows.pin_memory()
+        self._buffer = rows.to(self.device, non_blocking=True)
+        self._row = k - (len(rest) if rest is not None else 0)
+        head = self._buffer[:self._row]
+        return head if rest is None or not len(rest) else torch.cat([rest, head])
 
 
 Random = torch.Generator | ImageStreams | None
 
 
-def _uniform(n: int, generator: Random, device) -> torch.Tensor:
+def _numbers(k: int, n: int, generator: Random, device) -> torch.Tensor:
+    """``k`` numbers in [0, 1) per image, shape [k, n]."""
     if isinstance(generator, ImageStreams):
-        return generator.uniform(n)
-    return torch.rand(n, generator=generator, device=device)
+        return generator.rows(n, k)
+    return torch.rand(k, n, generator=generator, device=device)
 
 
-def _randint(high: int, n: int, generator: Random, device) -> torch.Tensor:
-    """Integers 0..high-1, one per image."""
-    if isinstance(generator, ImageStreams):
-        return (generator.uniform(n) * high).long().clamp_max(high - 1)
-    return torch.randint(high, (n,), generator=generator, device=device)
+def _integers(u: torch.Tensor, high: int) -> torch.Tensor:
+    """Integers 0..high-1 from numbers in [0, 1)."""
+    return (u * high).long().clamp_max(high - 1)
 
 
-def _draw(values, n: int, generator: Random, device) -> torch.Tensor:
-    """A list draws one of its values; a (low, high) tuple draws uniformly in between."""
+def _pick(values, u: torch.Tensor) -> torch.Tensor:
+    """A list picks one of its values; a (low, high) tuple draws uniformly in between."""
     if isinstance(values, tuple) and len(values) == 2:
         lo, hi = values
-        return lo + (hi - lo) * _uniform(n, generator, device)
-    table = torch.tensor([float(v) for v in values], device=device)
-    return table[_randint(len(values), n, generator, device)]
+        return lo + (hi - lo) * u
+    table = torch.tensor([float(v) for v in values], device=u.device)
+    return table[_integers(u, len(values))]
 
 
 def _eye(n: int, device) -> torch.Tensor:
@@ -102,12 +108,23 @@ class Transform:
 
 class Affine(Transform):
     """A geometric transform given, per image, by a 3x3 matrix that maps output pixel
-    coordinates (x right, y down, pixel centres at integers) to input pixel coordinates."""
+    coordinates (x right, y down, pixel centres at integers) to input pixel coordinates.
+
+    A subclass says how many random numbers per image it uses (``draws``) and builds its
+    matrices from them (``from_numbers``), so that :class:`Compose` can draw and build many
+    steps' matrices at once."""
+
+    draws = 0
 
     def out_size(self, size: Size) -> Size:
         return size
 
     def matrices(self, n: int, size: Size, generator, device) -> torch.Tensor:
+        """[n, 3, 3]: one random matrix per image, for an input of ``size``."""
+        return self.from_numbers(_numbers(self.draws, n, generator, device), n, size, device)
+
+    def from_numbers(self, u: torch.Tensor, n: int, size: Size, device) -> torch.Tensor:
+        """[n, 3, 3] from ``u`` [draws, n], numbers in [0, 1)."""
         raise NotImplementedError
 
     def __call__(self, x: torch.Tensor, generator: Random = None) -> torch.Tensor:
@@ -128,7 +145,7 @@ class pad(Affine):  # noqa: N801  (lowercase, like the lucid transforms users kn
     def out_size(self, size: Size) -> Size:
         return size[0] + 2 * self.width, size[1] + 2 * self.width
 
-    def matrices(self, n, size, generator, device):
+    def from_numbers(self, u, n, size, device):
         m = _eye(n, device)
         m[:, 0, 2] = m[:, 1, 2] = -self.width
         return m
@@ -151,10 +168,11 @@ class jitter(Affine):  # noqa: N801
             raise ValueError(f"jitter({self.d}) needs an image larger than {self.d} px, got {size}")
         return size[0] - self.d, size[1] - self.d
 
-    def matrices(self, n, size, generator, device):
+    draws = 2  # x, then y
+
+    def from_numbers(self, u, n, size, device):
         m = _eye(n, device)
-        m[:, 0, 2] = _randint(self.d + 1, n, generator, device)
-        m[:, 1, 2] = _randint(self.d + 1, n, generator, device)
+        m[:, :2, 2] = _integers(u.T, self.d + 1).to(m.dtype)
         return m
 
     def __repr__(self) -> str:
@@ -180,8 +198,10 @@ class scale(Affine):  # noqa: N801
             raise ValueError(f"scales must be positive numbers, got {scales!r}")
         self.scales = scales
 
-    def matrices(self, n, size, generator, device):
-        s = _draw(self.scales, n, generator, device)
+    draws = 1
+
+    def from_numbers(self, u, n, size, device):
+        s = _pick(self.scales, u[0])
         core = torch.diag_embed(torch.stack([1 / s, 1 / s], dim=1))
         return _about_centre(core, size)
 
@@ -198,8 +218,10 @@ class rotate(Affine):  # noqa: N801
             raise ValueError("rotate needs at least one angle")
         self.angles = angles
 
-    def matrices(self, n, size, generator, device):
-        a = _draw(self.angles, n, generator, device) * (math.pi / 180)
+    draws = 1
+
+    def from_numbers(self, u, n, size, device):
+        a = _pick(self.angles, u[0]) * (math.pi / 180)
         cos, sin = torch.cos(a), torch.sin(a)
         core = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1)
         return _about_centre(core, size)
@@ -219,7 +241,7 @@ class crop(Affine):  # noqa: N801
             raise ValueError(f"crop to {self.size} is larger than the image {size}")
         return self.size
 
-    def matrices(self, n, size, generator, device):
+    def from_numbers(self, u, n, size, device):
         m = _eye(n, device)
         m[:, 0, 2] = (size[1] - self.size[1]) // 2
         m[:, 1, 2] = (size[0] - self.size[0]) // 2
@@ -233,16 +255,28 @@ class crop(Affine):  # noqa: N801
 _PADDING = {"constant": "zeros", "mirror": "reflection", "edge": "border"}
 
 
-def _resample(x: torch.Tensor, m: torch.Tensor, out: Size, fill: float, mode: str) -> torch.Tensor:
-    """Sample ``x`` at ``m @ (u, v, 1)`` for every output pixel, bilinearly, in one pass."""
-    _, _, h, w = x.shape
+def _theta(m: torch.Tensor, size: Size, out: Size) -> torch.Tensor:
+    """grid_sample's [N, 2, 3] matrices for pixel-coordinate maps ``m`` [N, 3, 3] from an
+    output of ``out`` into an input of ``size``."""
+    h, w = size
     ho, wo = out
     # pixel coords -> grid_sample's normalized coords (align_corners=False), both sides
     to_norm = torch.tensor([[2 / w, 0, 1 / w - 1], [0, 2 / h, 1 / h - 1], [0, 0, 1]],
-                           device=x.device, dtype=m.dtype)
+                           device=m.device, dtype=m.dtype)
     from_norm = torch.tensor([[wo / 2, 0, (wo - 1) / 2], [0, ho / 2, (ho - 1) / 2], [0, 0, 1]],
-                             device=x.device, dtype=m.dtype)
-    theta = (to_norm @ m @ from_norm)[:, :2].to(x.dtype)
+                             device=m.device, dtype=m.dtype)
+    return (to_norm @ m @ from_norm)[:, :2]
+
+
+def _resample(x: torch.Tensor, m: torch.Tensor, out: Size, fill: float, mode: str) -> torch.Tensor:
+    """Sample ``x`` at ``m @ (u, v, 1)`` for every output pixel, bilinearly, in one pass."""
+    return _sample(x, _theta(m, (x.shape[2], x.shape[3]), out).to(x.dtype), out, fill, mode)
+
+
+def _sample(x: torch.Tensor, theta: torch.Tensor, out: Size, fill: float,
+            mode: str) -> torch.Tensor:
+    """Bilinear resampling of ``x`` through grid_sample matrices ``theta`` [B, 2, 3]."""
+    ho, wo = out
     grid = F.affine_grid(theta, [x.shape[0], x.shape[1], ho, wo], align_corners=False)
     if mode == "constant" and fill != 0:
         return F.grid_sample(x - fill, grid, "bilinear", "zeros", align_corners=False) + fill
@@ -253,13 +287,23 @@ class Compose(Transform):
     """Apply transforms in order; runs of :class:`Affine` ones are fused into one resampling.
 
     Any callable ``f(x)`` or ``f(x, generator)`` may stand in the list as well.
+
+    Given :class:`ImageStreams` (as a render does) and only affine transforms, it draws the
+    numbers of :attr:`plan_steps` calls at once and builds their matrices in a few batched
+    operations, so a call is one grid and one resampling rather than dozens of tiny
+    operations (kernel launches, on a GPU). Each image reads its stream in the same order
+    either way, so the results are those of drawing call by call.
     """
+
+    #: calls whose matrices are built at once when the images' streams are given
+    plan_steps = 32
 
     def __init__(self, transforms: Sequence[Transform | Callable]):
         self.transforms = list(transforms)
         for t in self.transforms:
             if not callable(t):
                 raise TypeError(f"transforms must be callables, got {t!r}")
+        self._plan: _Plan | None = None
 
     def out_size(self, size: Size) -> Size:
         """The size the model sees for an image of ``size`` (only affine transforms known)."""
@@ -269,6 +313,9 @@ class Compose(Transform):
         return size
 
     def __call__(self, x: torch.Tensor, generator: Random = None) -> torch.Tensor:
+        if (isinstance(generator, ImageStreams) and self.transforms
+                and all(isinstance(t, Affine) for t in self.transforms)):
+            return self._planned(x, generator)
         run: list[Affine] = []
         for t in self.transforms:
             if isinstance(t, Affine):
@@ -288,12 +335,51 @@ class Compose(Transform):
         for t in run:
             total = total @ t.matrices(n, size, generator, x.device)
             size = t.out_size(size)
-        pads = [t for t in run if isinstance(t, pad)]
-        fill, mode = (pads[0].fill, pads[0].mode) if pads else (0.5, "constant")
+        fill, mode = _padding(run)
         return _resample(x, total, size, fill, mode)
+
+    def _planned(self, x: torch.Tensor, streams: ImageStreams) -> torch.Tensor:
+        n, size = x.shape[0], (x.shape[2], x.shape[3])
+        plan = self._plan
+        if (plan is None or plan.streams is not streams or plan.next == len(plan.thetas)
+                or plan.shape != (n, size, x.device, x.dtype)):
+            plan = self._plan = self._make_plan(x, streams)
+        theta = plan.thetas[plan.next]
+        plan.next += 1
+        fill, mode = _padding(self.transforms)
+        return _sample(x, theta, plan.out, fill, mode)
+
+    def _make_plan(self, x: torch.Tensor, streams: ImageStreams) -> _Plan:
+        n, size, device = x.shape[0], (x.shape[2], x.shape[3]), x.device
+        draws = sum(t.draws for t in self.transforms)
+        k = max(1, min(self.plan_steps, streams.block // max(draws, 1)))
+        # call j of the plan reads rows j*draws .. (j+1)*draws-1 of each image's stream
+        u = streams.rows(n, k * draws).view(k, draws, n)
+        total = _eye(k * n, device)
+        first, out = 0, size
+        for t in self.transforms:
+            mine = u[:, first:first + t.draws].permute(1, 0, 2).reshape(t.draws, k * n)
+            total = total @ t.from_numbers(mine, k * n, out, device)
+            first, out = first + t.draws, t.out_size(out)
+        thetas = _theta(total, size, out).to(x.dtype).view(k, n, 2, 3)
+        return _Plan(streams, (n, size, device, x.dtype), out, thetas)
 
     def __repr__(self) -> str:
         return "Compose([" + ", ".join(map(repr, self.transforms)) + "])"
+
+
+class _Plan:
+    """Matrices built ahead for a :class:`Compose`, valid for one set of streams and shape."""
+
+    def __init__(self, streams: ImageStreams, shape: tuple, out: Size, thetas: torch.Tensor):
+        self.streams, self.shape, self.out, self.thetas = streams, shape, out, thetas
+        self.next = 0
+
+
+def _padding(run: Sequence) -> tuple[float, str]:
+    """The fill and mode of the first pad in ``run`` (grey constant padding without one)."""
+    pads = [t for t in run if isinstance(t, pad)]
+    return (pads[0].fill, pads[0].mode) if pads else (0.5, "constant")
 
 
 def standard() -> Compose:

@@ -123,3 +123,12 @@ def test_parameterizations_example_quick_on_a_tiny_model(tmp_path):
         assert im.mode == "RGBA"
     with Image.open(tmp_path / "cppn_large.png") as im:
         assert im.size == (128, 128)
+
+
+def test_transforms_cost_benchmark_prints_its_table():
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "transforms_cost.py"),
+                           "--cases", "24x2", "--calls", "3", "--rounds", "1"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    row = [ln for ln in proc.stdout.splitlines() if ln.startswith("| 24 | 2 |")]
+    assert len(row) == 1 and row[0].count("x |") == 2

@@ -392,7 +392,47 @@ def test_bad_arguments_raise_useful_errors():
 
 def test_tuple_is_a_range_list_is_a_choice():
     g = gen()
-    a = T._draw((-10, 10), 500, g, "cpu")
+    a = T._pick((-10, 10), torch.rand(500, generator=g))
     assert a.min() >= -10 and a.max() <= 10 and len(a.unique()) > 100
-    b = T._draw([-10, 10], 500, g, "cpu")
+    b = T._pick([-10, 10], torch.rand(500, generator=g))
     assert set(b.tolist()) == {-10.0, 10.0}
+
+
+# --------------------------------------------------------------------------- image streams
+
+
+def test_streams_read_the_same_numbers_however_they_are_read():
+    """k rows at once are k reads of one row, also across the streams' block boundary."""
+    one, many = T.ImageStreams([3, 9], block=5), T.ImageStreams([3, 9], block=5)
+    singles = torch.cat([one.rows(2, 1) for _ in range(12)])
+    chunks = torch.cat([many.rows(2, 4), many.rows(2, 3), many.rows(2, 5)])
+    assert torch.equal(singles, chunks)
+    # each image has its own stream: image 1 of a pair is image 0 of its own batch
+    alone = T.ImageStreams([9], block=5)
+    assert torch.equal(torch.cat([alone.rows(1, 3) for _ in range(4)])[:, 0], singles[:, 1])
+    with pytest.raises(ValueError, match="at most 5 numbers"):
+        one.rows(2, 6)
+    with pytest.raises(ValueError, match="batch of 2 images, not 3"):
+        one.rows(3, 1)
+
+
+@pytest.mark.parametrize("make", [T.standard, lambda: T.distill(40)])
+def test_planned_matrices_equal_drawing_call_by_call(make, monkeypatch):
+    """With image streams, Compose builds many calls' matrices at once; the images are those
+    of building them call by call (forced here by a non-affine step at the end), over more
+    calls than one plan holds and than one block of the streams."""
+    fast, slow = make(), make()
+    slow.transforms.append(lambda t: t)
+    resampled = []
+    sample = T._sample
+    monkeypatch.setattr(T, "_sample", lambda *a: resampled.append(1) or sample(*a))
+    x = torch.rand(3, 3, 40, 40, generator=gen())
+    a, b = T.ImageStreams([1, 2, 3]), T.ImageStreams([1, 2, 3])
+    calls = 3 * T.Compose.plan_steps
+    for _ in range(calls):
+        torch.testing.assert_close(fast(x, a), slow(x, b), atol=1e-5, rtol=0)
+    assert len(resampled) == 2 * calls  # one resampling per call on either path
+    # a new render (new streams) starts a new plan instead of reusing the old one
+    again = T.ImageStreams([1, 2, 3])
+    torch.testing.assert_close(fast(x, again), slow(x, T.ImageStreams([1, 2, 3])), atol=1e-5,
+                               rtol=0)

@@ -186,3 +186,22 @@ def test_a_model_in_training_mode_is_traced_as_rendered(monkeypatch, one_thread)
     traced = featviz.render(model, obj.channel("conv2", 1), compile=True, **FAST)
     assert torch.equal(eager.images, traced.images)
     assert model.training
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compiled_render_on_cuda_matches_eager(mode):
+    """On a GPU (Triton kernels; "reduce-overhead" replays CUDA graphs, whose outputs the next
+    step overwrites) the compiled render reaches the eager images and objective."""
+    model = make_tiny(seed=5).cuda()
+    objective = obj.channel("conv3", [0, 1, 2])
+    kw = {**FAST, "steps": 24}
+    eager = featviz.render(model, objective, **kw)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        compiled = featviz.render(model, objective, compile=mode, **kw)
+    assert not [w for w in seen if "rendering without it" in str(w.message)]
+    assert (compiled.images - eager.images).abs().max() < 1e-2
+    assert torch.allclose(compiled.history, eager.history, rtol=1e-2, atol=1e-3)
+    assert (compiled.history[-1] > compiled.history[0]).all()
+    assert hook_free(model)
