@@ -14,7 +14,9 @@ batch 1 and 16, it prints a markdown table of milliseconds per optimization step
   at 128 px only; at 224 px lucent does not upsample).
 
 Each method runs a few warm-up steps, then the timed ones; methods alternate per row so that
-load on a shared machine hits all of them alike. Weights are random (speed does not depend on
+load on a shared machine hits all of them alike. On the CPU each method's figure is its median
+step (load from elsewhere lands in single steps); on a GPU the mean step, timed without a
+synchronization in between. Weights are random (speed does not depend on
 them). On CUDA the peak memory per row is printed too; on the CPU a separate line gives the
 peak host memory of rendering 64 channels at 224 px in batches of 16.
 
@@ -62,7 +64,9 @@ class _Stop(Exception):
 def floor_ms(net: torch.nn.Module, layer: str, batch: int, size: int, steps: int,
              device: torch.device) -> float:
     """A bare truncated forward + backward to the input, per step, in ms (after one warm-up
-    step; ``steps=0`` times the warm-up step alone, as a probe)."""
+    step; ``steps=0`` times the warm-up step alone, as a probe). On the CPU the median step
+    (as for featviz: load from elsewhere lands in single steps); on a GPU the mean over the
+    timed steps, synchronized at their ends only (as featviz runs)."""
     module = dict(net.named_modules())[layer]
     store = {}
 
@@ -74,18 +78,23 @@ def floor_ms(net: torch.nn.Module, layer: str, batch: int, size: int, steps: int
     x = torch.rand(batch, 3, size, size, device=device, requires_grad=True)
     channels = torch.arange(batch, device=device)
     try:
+        per_step = device.type == "cpu" or steps == 0
         times = []
         for i in range(max(steps, 0) + 1):
-            sync(device)
-            t0 = time.perf_counter()
+            if per_step or i <= 1:
+                sync(device)
+                t0 = time.perf_counter()
             with contextlib.suppress(_Stop):
                 net(x)
             act = store.pop("a")
             act[torch.arange(batch), channels % act.shape[1]].mean().backward()
             x.grad = None
-            sync(device)
-            if i >= 1 or steps == 0:
+            if per_step and (i >= 1 or steps == 0):
+                sync(device)
                 times.append(time.perf_counter() - t0)
+        if not per_step:
+            sync(device)
+            return 1000 * (time.perf_counter() - t0) / steps
     finally:
         handle.remove()
     return 1000 * sorted(times)[len(times) // 2]
@@ -96,13 +105,21 @@ def featviz_ms(model, layer: str, batch: int, size: int, steps: int) -> float:
     channels = list(range(batch))
     objective = obj.channel(layer, channels) if batch > 1 else obj.channel(layer, 0)
     # step 1 also runs the whole model once on one image (to learn where to stop) and makes
-    # the first allocations; time the steps after two warm-up steps, with no device
-    # read-back in between (one threshold marks the start)
+    # the first allocations; time the steps after two warm-up steps. On a GPU with no device
+    # read-back in between (one threshold marks the start): the mean step. On the CPU, where
+    # a read-back costs nothing, every step is recorded and the median step taken, as for
+    # the floor
     warm = 2
+    cpu = next(model.parameters()).device.type == "cpu"
     res = featviz.render(model, objective, steps=warm + steps, size=size, batch=batch,
-                         progress=False, redirect_relu=0, record_every=10**9, thresholds=[warm],
-                         seed=0)
-    return res.ms_per_step(after=warm - 1)
+                         progress=False, redirect_relu=0, record_every=1 if cpu else 10**9,
+                         thresholds=[warm], seed=0)
+    if not cpu:
+        return res.ms_per_step(after=warm - 1)
+    times = [t for s, t in zip(res.history_steps, res.history_times, strict=True)
+             if s >= warm]
+    steps_ms = sorted(1000 * (b - a) for a, b in zip(times, times[1:], strict=False))
+    return steps_ms[len(steps_ms) // 2]
 
 
 # -- lucent ---------------------------------------------------------------------------------
@@ -163,6 +180,10 @@ def lucent_ms(lucent, net, layer: str, batch: int, size: int, steps: int,
         fixed_image_size=fixed,
     )
     stamps = opts[0].stamps
+    if next(net.parameters()).device.type == "cpu":  # the median step, as for the others
+        steps_ms = sorted(1000 * (b - a) for a, b in zip(stamps[warm - 1:], stamps[warm:],
+                                                         strict=False))
+        return steps_ms[len(steps_ms) // 2]
     return 1000 * (stamps[-1] - stamps[warm - 1]) / (len(stamps) - warm)
 
 
