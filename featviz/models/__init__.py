@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core.hooks import frozen, named_layers
+from ..errors import FeatvizError, WeightsError, unknown
 from . import cifar
-from .errors import FeatvizError, WeightsError, unknown
-from .hooks import frozen, named_layers
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import FeatvizError
+from ...errors import FeatvizError
 from .color import rgb_to_decorrelated
 from .fourier import rfft2_frequencies
 

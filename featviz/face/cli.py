@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import FeatvizError
+from ..errors import FeatvizError
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -47,7 +47,7 @@ def _add_model_args(p: argparse.ArgumentParser, weights_default: str | None) -> 
 def _load_model(args: argparse.Namespace):
     import torch
 
-    from . import models
+    from .. import models
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if str(args.weights).lower() in ("random", "none"):
@@ -58,7 +58,7 @@ def _load_model(args: argparse.Namespace):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``featviz`` command (``featviz --help``)."""
-    from .objectives import GRAMMAR
+    from ..core.objectives import GRAMMAR
 
     parser = argparse.ArgumentParser(prog="featviz", description="See what the units, channels, "
                                      "layers and classes of an image network respond to.")
@@ -234,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "gallery":
             return _gallery(args)
         if args.command == "models":
-            from .models import available
+            from ..models import available
 
             print("\n".join(available()))
             return 0
@@ -248,8 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _layers(args: argparse.Namespace) -> int:
-    from .hooks import layer_aliases
-    from .models import layer_table
+    from ..core.hooks import layer_aliases
+    from ..models import layer_table
 
     model = _load_model(args)
     rows = layer_table(model, args.size)
@@ -267,8 +267,9 @@ def _layers(args: argparse.Namespace) -> int:
 def _projection_commands(args: argparse.Namespace) -> int:
     import torch
 
-    from . import deconv, images
-    from .objectives import parse_channels
+    from ..core import images
+    from ..core.objectives import parse_channels
+    from ..methods import deconv
 
     model = _load_model(args)
     size = args.size or getattr(model, "input_size", 224)
@@ -307,7 +308,8 @@ def _projection_commands(args: argparse.Namespace) -> int:
 
 
 def _invert(args: argparse.Namespace) -> int:
-    from . import images, inversion
+    from ..core import images
+    from ..methods import inversion
 
     model = _load_model(args)
     size = args.size or getattr(model, "input_size", 224)
@@ -328,7 +330,7 @@ def _invert(args: argparse.Namespace) -> int:
 
 
 def _erf(args: argparse.Namespace) -> int:
-    from . import receptive_field
+    from ..methods import receptive_field
 
     model = _load_model(args)
     layers = _names(args.layers)
@@ -342,7 +344,8 @@ def _erf(args: argparse.Namespace) -> int:
 
 
 def _maps(args: argparse.Namespace) -> int:
-    from . import featuremaps, images
+    from ..core import images
+    from ..methods import featuremaps
 
     model = _load_model(args)
     size = args.size or getattr(model, "input_size", 224)
@@ -356,7 +359,7 @@ def _maps(args: argparse.Namespace) -> int:
 
 
 def _add_speed_args(p: argparse.ArgumentParser) -> None:
-    from .truncate import COMPILE_MODES
+    from ..core.truncate import COMPILE_MODES
 
     g = p.add_argument_group("speed (GPU)")
     g.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA and CPU)")
@@ -423,7 +426,7 @@ def _safe(text: str) -> str:
 
 def _batches(specs: list[str], batch_size: int):
     """Group single-image objective strings into batches of at most ``batch_size``."""
-    from .objectives import Objective, channel, parse
+    from ..core.objectives import Objective, channel, parse
 
     for start in range(0, len(specs), batch_size):
         chunk = specs[start:start + batch_size]
@@ -444,7 +447,7 @@ PARAMS = ("image", "maco", "laplacian", "cppn")
 def _make_param(args: argparse.Namespace, size: int, gens: list, init):
     """The parameterization ``--param`` names (``image`` is Fourier, or pixel with --pixel),
     one generator per image."""
-    from . import param
+    from ..core import param
 
     kind = ("pixel" if args.pixel else "fourier") if args.param == "image" else args.param
     return param.make(kind, size, len(gens), decorrelate=not args.no_decorrelate,
@@ -454,9 +457,9 @@ def _make_param(args: argparse.Namespace, size: int, gens: list, init):
 def _render(args: argparse.Namespace) -> int:
     import torch
 
-    from . import images
-    from .objectives import expand, parse
-    from .render import render
+    from ..core import images
+    from ..core.objectives import expand, parse
+    from ..core.render import render
 
     specs = [s for spec in args.objective for s in expand(spec)]
     for s in specs:

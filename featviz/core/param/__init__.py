@@ -21,7 +21,7 @@ import os
 import torch
 from torch import nn
 
-from ..errors import FeatvizError, unknown
+from ...errors import FeatvizError, unknown
 from .color import COLOR_CORRELATION, decorrelated_to_rgb, from_valid_rgb, to_valid_rgb
 from .coordinate_net import CPPN
 from .fourier import FourierRaw, rfft2_frequencies

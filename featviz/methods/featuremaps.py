@@ -22,10 +22,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from . import images as _images
-from . import markdown
-from .errors import FeatvizError
-from .hooks import frozen, named_layers, resolve_layer
+from ..core import images as _images
+from ..core import markdown
+from ..core.hooks import frozen, named_layers, resolve_layer
+from ..errors import FeatvizError
 
 NORMALIZATIONS = ("channel", "layer", "none")
 
@@ -58,7 +58,7 @@ class FeatureMaps:
 
     def _get(self, layer: str) -> torch.Tensor:
         if layer not in self.acts:
-            from .errors import unknown
+            from ..errors import unknown
 
             raise unknown("captured layer", layer, self.acts)
         return self.acts[layer]

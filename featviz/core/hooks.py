@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import nn
 
-from .errors import FeatvizError, unknown
+from ..errors import FeatvizError, unknown
 
 #: Pseudo-layer: the image handed to the objective before the transforms (for regularizers).
 INPUT = ":input"

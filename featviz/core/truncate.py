@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import fx, nn
 
-from .errors import FeatvizError
+from ..errors import FeatvizError
 from .hooks import OUTPUT, PSEUDO_LAYERS, resolve_layer
 
 #: ``torch.compile`` modes render's ``compile=`` accepts (True means "default").

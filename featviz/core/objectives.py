@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .errors import ChannelError, FeatvizError, ObjectiveSyntaxError
+from ..errors import ChannelError, FeatvizError, ObjectiveSyntaxError
 from .hooks import INPUT, OUTPUT
 
 Acts = Mapping[str, torch.Tensor]

@@ -24,14 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import images as _images
-from . import markdown
-from . import param as _param
-from . import transforms as _transforms
-from .errors import FeatvizError
-from .hooks import INPUT, LayerTap, frozen
-from .objectives import Objective
-from .render import model_device, render
+from ..core import images as _images
+from ..core import markdown
+from ..core import param as _param
+from ..core import transforms as _transforms
+from ..core.hooks import INPUT, LayerTap, frozen
+from ..core.objectives import Objective
+from ..core.render import model_device, render
+from ..errors import FeatvizError
 
 #: The paper's pixel-range and neighbour-difference scales, on a [0, 1] image.
 B = 80 / 255

@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from . import markdown
-from .errors import FeatvizError
-from .hooks import LayerTap, frozen, resolve_layer
+from ..core import markdown
+from ..core.hooks import LayerTap, frozen, resolve_layer
+from ..errors import FeatvizError
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .errors import FeatvizError
+from ..errors import FeatvizError
 from .sweep import folder_name, manifest_files, read_manifests, read_settings
 
 _STYLE = """body{font-family:sans-serif;margin:16px;color:#222}

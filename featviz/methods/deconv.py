@@ -26,11 +26,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from . import images as _images
-from .backward_rules import ReluBackwardRule
-from .dataset import RunningTopK, iter_batches, occlusion, spatial_activation
-from .errors import ChannelError, FeatvizError
-from .hooks import LayerTap, frozen
+from ..core import images as _images
+from ..core.backward_rules import ReluBackwardRule
+from ..core.hooks import LayerTap, frozen
+from ..errors import ChannelError, FeatvizError
+from .dataset import RunningTopK, iter_batches, spatial_activation
+from .occlusion import occlusion
 from .receptive_field import ReceptiveField, theoretical
 
 __all__ = ["MODES", "Projection", "project", "top_k", "TopK", "TopKEntry", "occlusion",

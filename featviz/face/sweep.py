@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import images as _images
-from .errors import ChannelError, FeatvizError, ObjectiveSyntaxError
+from ..core import images as _images
+from ..errors import ChannelError, FeatvizError, ObjectiveSyntaxError
 
 SETTINGS_FILE = "sweep.json"
 MANIFEST_GLOB = "manifest.rank*.jsonl"
@@ -108,7 +108,7 @@ def parse_channel_spec(text: str | Sequence[int]) -> list[int] | None:
     """Read ``--channels``: ``"all"`` gives None (every channel of each layer), ``"0-63"``,
     ``"1,5,9"`` or a mix ``"0-3,8"`` a sorted list without repeats; a list of ints is taken
     as it is. A malformed string raises a :class:`FeatvizError` saying what is accepted."""
-    from .objectives import parse_channels
+    from ..core.objectives import parse_channels
 
     if isinstance(text, str):
         if text.strip().lower() == "all":
@@ -129,9 +129,9 @@ def channel_counts(model: nn.Module, layers: Sequence[str], size: int) -> dict[s
     """Run one grey image through ``model`` and return the channel count of each layer
     (dimension 1 of conv maps and vectors, the last one of token sequences). An unknown layer
     raises an error listing the closest names."""
-    from .hooks import LayerTap, frozen
-    from .objectives import _channels_of
-    from .render import model_device
+    from ..core.hooks import LayerTap, frozen
+    from ..core.objectives import _channels_of
+    from ..core.render import model_device
 
     x = torch.full((1, 3, size, size), 0.5, device=model_device(model))
     with frozen(model), LayerTap(model, layers, stop_early=False) as tap, torch.no_grad():
@@ -473,8 +473,8 @@ def sweep(
     ``render_options`` go to every render as they are: the speed options ``amp``,
     ``memory_format`` and ``compile`` (not recorded as image settings).
     """
-    from . import param as _param
-    from .render import preferred_transforms, render
+    from ..core import param as _param
+    from ..core.render import preferred_transforms, render
 
     log = log or (lambda msg: print(msg, flush=True))
     if batch_size < 1:
@@ -586,7 +586,7 @@ def sweep(
 
 
 def _objective(layer: str, chans: list[int]):
-    from .objectives import channel
+    from ..core.objectives import channel
 
     return channel(layer, chans if len(chans) > 1 else chans[0])
 
@@ -618,7 +618,7 @@ def _durable(path: Path) -> None:
 
 
 def _top_k(model, folder, layer: str, chans: list[int], k: int, size: int) -> dict[int, list]:
-    from .deconv import top_k
+    from ..methods.deconv import top_k
 
     return dict(top_k(model, folder, layer, chans, k, size=size).entries)
 

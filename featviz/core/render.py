@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import FeatvizError, NonFiniteLossError
 from . import images as _images
 from . import param as _param
 from . import transforms as _transforms
 from . import truncate as _truncate
 from .backward_rules import ReluBackwardRule
-from .errors import FeatvizError, NonFiniteLossError
 from .hooks import INPUT, LayerTap, channels_last, frozen
 from .objectives import Objective
 from .param import alpha as _alpha

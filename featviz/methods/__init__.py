@@ -1,0 +1,3 @@
+"""Methods built on the core (lucid's "recipes"): projections (deconvnet, guided backprop,
+top-k dataset patches), occlusion, feature inversion, receptive fields and the feature-map
+viewer. They import from ``featviz.core`` and ``featviz.models``, never from ``featviz.face``."""
