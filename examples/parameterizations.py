@@ -35,14 +35,13 @@ CHECKER = 0.7  # grey of the light checkerboard squares behind transparent image
 
 def parameterizations(size: int) -> dict:
     """Name -> a builder of each parameterization, seeded alike."""
-    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     return {
-        "pixel": lambda: param.image(size, fft=False, decorrelate=False, generator=g()),
-        "Fourier + colour": lambda: param.image(size, generator=g()),
-        "MACO": lambda: param.maco(size, generator=g()),
-        "Laplacian pyramid": lambda: param.laplacian(size, generator=g()),
-        "CPPN": lambda: param.cppn(size, generator=g()),
-        "RGBA": lambda: param.image(size, alpha=True, generator=g()),
+        "pixel": lambda: param.image(size, fft=False, decorrelate=False, seed=0),
+        "Fourier + colour": lambda: param.image(size, seed=0),
+        "MACO": lambda: param.maco(size, seed=0),
+        "Laplacian pyramid": lambda: param.laplacian(size, seed=0),
+        "CPPN": lambda: param.cppn(size, seed=0),
+        "RGBA": lambda: param.image(size, alpha=True, seed=0),
     }
 
 
@@ -78,13 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         p = build()
         t0 = time.perf_counter()
         res = featviz.render(model, objective, p, steps=args.cppn_steps if name == "CPPN"
-                             else args.steps, seed=0, progress=False)
+                             else args.steps, progress=False)
         seconds = time.perf_counter() - t0
         rgb = res.images[:, :3] if name != "RGBA" else over_checkerboard(res.images)
         stem = name.split()[0].lower()
         featviz.images.save(res.images, out / f"{stem}.png")
         if name == "MACO":
-            featviz.images.save(res.transparency, out / "maco_transparency.png")
+            featviz.images.save(res.saliency, out / "maco_transparency.png")
             featviz.images.save(res.with_transparency(), out / "maco_rgba.png")
         if name == "CPPN":
             with torch.no_grad():
@@ -95,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         shown.append(rgb)
         labels.append(name)
         if name == "MACO":
-            shown.append(res.transparency.expand(-1, 3, -1, -1))
+            shown.append(res.saliency.expand(-1, 3, -1, -1))
             labels.append("MACO transparency")
     sheet = featviz.images.save(torch.cat(shown), out / "parameterizations.png", labels=labels,
                                 ncol=len(shown))

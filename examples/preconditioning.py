@@ -66,11 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     for pname, (fft, decorrelate) in PARAMS.items():
         for robust in (False, True):
             name = pname + (" + robustness" if robust else "")
-            gen = torch.Generator().manual_seed(0)
-            p = param.image(args.size, fft=fft, decorrelate=decorrelate, generator=gen)
+            p = param.image(args.size, fft=fft, decorrelate=decorrelate, seed=0)
             res = featviz.render(model, objective, p, steps=budgets[-1], thresholds=budgets,
-                                 transforms="standard" if robust else "none", seed=0,
-                                 progress=False)
+                                 transforms="standard" if robust else "none", progress=False)
             cells = []
             for b in budgets:
                 snap = res.snapshots[b]

@@ -61,10 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     channel = obj.channel(args.layer, args.channel)
     images, labels = [], []
     for name, (objective, transforms) in configs(channel, args.l1, args.tv, args.blur).items():
-        gen = torch.Generator().manual_seed(0)
-        p = param.image(args.size, fft=False, decorrelate=False, generator=gen)
+        p = param.image(args.size, fft=False, decorrelate=False, seed=0)
         res = featviz.render(model, objective, p, steps=args.steps, transforms=transforms,
-                             seed=0, progress=False)
+                             progress=False)
         img = res.images
         reached = float(metrics.objective_value(model, channel, img)[0])
         hf, cb = metrics.high_frequency_share(img), metrics.checkerboard_energy(img)

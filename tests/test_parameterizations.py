@@ -1,5 +1,5 @@
 """The parameterizations beyond pixel and Fourier: MACO, Laplacian pyramid, CPPN, alpha,
-aligned batches; and how render treats them (learning rate, blending, transparency map)."""
+aligned batches; and how render treats them (learning rate, blending, saliency map)."""
 
 from __future__ import annotations
 
@@ -324,12 +324,13 @@ def test_every_parameterization_raises_a_channel_in_render(factory):
     assert hook_free(model)
 
 
-def test_maco_render_returns_a_transparency_map_where_the_unit_looks():
+def test_maco_render_returns_a_saliency_map_where_the_unit_looks():
     model = make_tiny()
     unit = obj.neuron("conv1", 2, x=4, y=4)  # a 3x3 receptive field around pixel (4, 4)
     res = featviz.render(model, unit, P.maco(24, 1, generator=gen()), steps=4, seed=0,
                          progress=False, transforms="none")
-    t = res.transparency
+    t = res.saliency
+    assert res.transparency is t  # the earlier name
     assert t.shape == (1, 1, 24, 24) and float(t.max()) == pytest.approx(1.0)
     inside = t[0, 0, 3:6, 3:6]
     outside = t.clone()
@@ -338,8 +339,8 @@ def test_maco_render_returns_a_transparency_map_where_the_unit_looks():
     rgba = res.with_transparency()
     assert rgba.shape == (1, 4, 24, 24)
     plain = featviz.render(model, unit, P.image(24, 1), steps=1, progress=False)
-    assert plain.transparency is None
-    with pytest.raises(FeatvizError, match="transparency"):
+    assert plain.saliency is None
+    with pytest.raises(FeatvizError, match="no saliency map"):
         plain.with_transparency()
 
 

@@ -30,11 +30,3 @@ def random_background(streams, size: tuple[int, int]) -> torch.Tensor:
     n = len(streams)
     lattice = streams.rows(n, 3 * GRID * GRID).T.reshape(n, 3, GRID, GRID)
     return F.interpolate(lattice, size=size, mode="bilinear", align_corners=True)
-
-
-def input_channels(model: torch.nn.Module) -> int | None:
-    """The input channels of the model's first convolution (None when it has none)."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.conv._ConvNd):
-            return m.in_channels
-    return None

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import Parameterization
 from .noise import Generators
 
 
@@ -21,7 +22,7 @@ def _composite(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x / 0.67, x * x / 0.6], dim=1)
 
 
-class CPPN(nn.Module):
+class CPPN(Parameterization):
     """``batch`` independent CPPNs evaluated together as grouped 1x1 convolutions.
 
     ``forward()`` gives [B,3,H,W] in [0, 1] (a sigmoid output layer that starts at zero
@@ -35,12 +36,12 @@ class CPPN(nn.Module):
     transforms = "none"
 
     def __init__(self, size: tuple[int, int], batch: int = 1, hidden: int = 24, layers: int = 8,
-                 generator: Generators = None):
-        super().__init__()
+                 generator: Generators = None, seeds: list[int] | None = None):
+        super().__init__(batch, size, seeds)
         if layers < 1 or hidden < 1:
             raise ValueError(f"a CPPN needs at least one layer of at least one channel, got "
                              f"layers={layers}, hidden={hidden}")
-        self.batch, self.size, self.hidden = batch, size, hidden
+        self.hidden = hidden
         gens = (generator if isinstance(generator, (list, tuple))
                 else [generator] * batch)
         if len(gens) != batch:

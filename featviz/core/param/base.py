@@ -1,0 +1,59 @@
+"""What every parameterization is: an ``nn.Module`` whose ``forward()`` gives a batch of images
+and whose parameters the optimizer changes, declaring what render needs to know of it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..seeds import Seed, generators, image_seeds
+from .noise import Generators
+
+
+class Parameterization(nn.Module):
+    """Base class of every image parameterization.
+
+    ``forward()`` returns the current images [B, C, H, W] in [0, 1], where C is
+    :attr:`channels` (plus one for :attr:`alpha`). Subclasses declare, as class attributes or
+    in their constructor: :attr:`lr` (Adam's learning rate meant for them), :attr:`transforms`
+    (the preset ``render(transforms="auto")`` picks), :attr:`saliency` (whether render should
+    accumulate the saliency map |dL/dx|), :attr:`channels` and :attr:`alpha`. The per-image
+    seeds it was built from are :attr:`seeds` (None when it was given generators instead);
+    :attr:`seed_given` tells whether they were chosen by the caller or drawn at random.
+    """
+
+    lr: float = 0.05
+    transforms: str = "standard"
+    saliency: bool = False
+    channels: int = 3
+    alpha: bool = False
+
+    def __init__(self, batch: int, size: tuple[int, int], seeds: Sequence[int] | None = None):
+        super().__init__()
+        self.batch = batch
+        self.size = size
+        self.seeds = list(seeds) if seeds is not None else None
+        self.seed_given = seeds is not None  # factories say when they drew them
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of ``forward()``'s images: the colour channels plus one for alpha."""
+        return self.channels + int(self.alpha)
+
+    def forward(self) -> torch.Tensor:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+
+def seeded(seed: Seed, generator: Generators, batch: int
+           ) -> tuple[list[int] | None, Generators]:
+    """The seeds and noise generators of a new parameterization of ``batch`` images: from
+    ``seed`` (one number, one per image, or None for a fresh one), or, for callers that bring
+    their own, the ``generator`` given (its seeds are then unknown: None)."""
+    if generator is not None:
+        if seed is not None:
+            raise ValueError("give a parameterization a seed or generators, not both")
+        return None, generator
+    seeds = image_seeds(seed, batch)
+    return seeds, generators(seeds)

@@ -1,0 +1,35 @@
+"""The render loop, step by step as the data flows:
+
+    param() -> stages (alpha, saliency) -> transforms -> model (tap) -> objective
+            -> stages (weights) -> loss = -sum -> backward -> optimizer step -> recorder
+
+Everything stays on the model's device; the recorder reads values back only at recorded
+steps."""
+
+from __future__ import annotations
+
+from ..hooks import INPUT
+from .forward import Forward
+from .recorder import Recorder
+from .setup import Plan
+
+
+def optimize(plan: Plan, forward: Forward, recorder: Recorder) -> None:
+    """Run the plan's steps (``recorder.done`` counts those finished, also when the loop is
+    interrupted)."""
+    for step in range(1, plan.steps + 1):
+        plan.optimizer.zero_grad(set_to_none=True)
+        img = plan.param()
+        for stage in plan.stages:
+            img = stage.images(img)
+        acts = forward(plan.view(img), step)
+        acts[INPUT] = img
+        values = plan.evaluate(acts)
+        for stage in plan.stages:
+            values = stage.values(values)
+        loss = -values.sum()
+        loss.backward()
+        for stage in plan.stages:
+            stage.after_backward()
+        plan.optimizer.step()
+        recorder.step(step, loss, values, plan.param)

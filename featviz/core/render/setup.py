@@ -1,0 +1,193 @@
+"""Everything a render decides before its first step: the parameterization and its seeds, the
+transforms and their random streams, the loop's stages, the optimizer, and how the model runs
+(memory format, autocast, compilation). The result is a :class:`Plan` the loop only reads."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ...errors import FeatvizError
+from .. import param as _param
+from .. import transforms as _transforms
+from ..hooks import LayerTap, channels_last, frozen
+from ..model_info import input_channels, input_size, model_device
+from ..objectives import Objective, parse
+from ..param import Parameterization
+from ..seeds import Seed, image_seeds, stream_seeds
+from .forward import Forward, amp_allowed, compile_mode, fast_forward
+from .stages import AlphaBlend, SaliencyMap, Stage
+
+OptimizerFactory = Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer]
+_DECLARED = Parameterization  # what a module that declares nothing is taken to declare
+
+
+@dataclass
+class Plan:
+    """A render, decided: what the loop runs each step and with which settings."""
+
+    model: nn.Module
+    objective: Objective
+    param: nn.Module
+    steps: int
+    seeds: list[int]
+    size: tuple[int, int]
+    lr: float
+    device: torch.device
+    pipeline: Callable
+    streams: _transforms.ImageStreams
+    stages: list[Stage]
+    optimizer: torch.optim.Optimizer
+    channels_last: bool
+    amp: bool
+    redirect_steps: int
+    compile_mode: str | None
+    stop_early: bool
+
+    @property
+    def n_images(self) -> int:
+        return len(self.seeds)
+
+    def view(self, img: torch.Tensor) -> torch.Tensor:
+        """What the model sees of this step's images: randomly transformed, in its layout."""
+        x = self.pipeline(img, self.streams)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def evaluate(self, acts: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The objective's value per image, shape [B] (an error for another shape)."""
+        values = self.objective(acts)
+        if values.shape != (self.n_images,):
+            raise FeatvizError(f"objective {self.objective.name} returned shape "
+                               f"{list(values.shape)}, expected [{self.n_images}]")
+        return values
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Forward]:
+        """The model frozen, in the layout asked for, with hooks on the objective's layers
+        (all put back on exit, also on errors); yields what runs it each step."""
+        layout = channels_last(self.model) if self.channels_last else contextlib.nullcontext()
+        with frozen(self.model), layout, \
+                LayerTap(self.model, self.objective.layers, stop_early=self.stop_early) as tap:
+            # traced in eval mode: a forward's `if self.training` branches are fixed by tracing
+            fast = fast_forward(self.model, self.objective.layers, self.compile_mode)
+            yield Forward(tap, fast, self.redirect_steps, self.amp, self.device)
+
+
+def prepare(model: nn.Module, objective: Objective | str, param: nn.Module | None, *,
+            steps: int, size, batch: int | None, transforms, lr: float | None,
+            optimizer: OptimizerFactory | None, seed: Seed, amp: bool, redirect_relu: int,
+            memory_format: str, saliency: bool | None, compile: bool | str,
+            stop_early: bool) -> Plan:
+    """Decide a render (see :func:`featviz.render` for the arguments)."""
+    objective = _objective(objective)
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if memory_format not in ("contiguous", "channels_last"):
+        raise ValueError(f"memory_format must be 'contiguous' or 'channels_last', "
+                         f"got {memory_format!r}")
+    device = model_device(model)
+    param, seeds = _parameterization(model, objective, param, size, batch, seed)
+    param = param.to(device)
+    img_size, rgba = _probe(param, model, objective, len(seeds))
+    declared = param if isinstance(param, Parameterization) else _DECLARED
+    lr = float(declared.lr if lr is None else lr)
+    trainable = [p for p in param.parameters() if p.requires_grad]
+    return Plan(
+        model=model, objective=objective, param=param, steps=steps, seeds=seeds, size=img_size,
+        lr=lr, device=device,
+        pipeline=_transforms.resolve(_preset(transforms, param), img_size),
+        streams=_transforms.ImageStreams(stream_seeds(seeds, "transforms"), device),
+        stages=_stages(seeds, img_size, device, rgba,
+                       declared.saliency if saliency is None else saliency),
+        optimizer=optimizer(trainable) if optimizer else torch.optim.Adam(trainable, lr=lr),
+        channels_last=memory_format == "channels_last", amp=amp_allowed(amp, device),
+        redirect_steps=redirect_relu, compile_mode=compile_mode(compile),
+        stop_early=stop_early)
+
+
+def preferred_transforms(param: nn.Module) -> str:
+    """The transforms preset ``transforms="auto"`` means for ``param``: the preset it declares
+    (a CPPN's "none": its smooth images lose the fine detail a unit needs when they must also
+    survive jitter), "standard" for a module that declares none."""
+    return param.transforms if isinstance(param, Parameterization) else _DECLARED.transforms
+
+
+def _objective(objective: Objective | str) -> Objective:
+    if isinstance(objective, str):
+        objective = parse(objective)
+    if not isinstance(objective, Objective):
+        raise TypeError(f"objective must be an Objective or a string, got {type(objective)}")
+    return objective
+
+
+def _parameterization(model: nn.Module, objective: Objective, param: nn.Module | None, size,
+                      batch: int | None, seed: Seed) -> tuple[nn.Module, list[int]]:
+    """The parameterization and one seed per image. Without one, render makes lucid's Fourier
+    image from ``seed``; a parameterization built from seeds brings its own, and a different
+    ``seed`` for render is an error (a seed enters once)."""
+    if param is None:
+        given = len(seed) if isinstance(seed, Sequence) else 0
+        batch = batch or max(objective.batch_size, given, 1)
+        seeds = image_seeds(seed, batch)
+        return _param.image(input_size(model, size), batch, seed=seeds), seeds
+    declared = isinstance(param, Parameterization)
+    own = param.seeds if declared else None
+    n = param.batch if declared else _batch_of(param)
+    if seed is None:
+        return param, own if own is not None else image_seeds(None, n)
+    seeds = image_seeds(seed, n)
+    if declared and param.seed_given and own != seeds:
+        raise FeatvizError(f"the parameterization was made with seeds {own[:4]}..., and render "
+                           f"was given seed {seed!r}: give the seed once, to one of them")
+    return param, seeds
+
+
+def _batch_of(param: nn.Module) -> int:
+    with torch.no_grad():
+        return int(param().shape[0])
+
+
+def _probe(param: nn.Module, model: nn.Module, objective: Objective, n_seeds: int
+           ) -> tuple[tuple[int, int], bool]:
+    """The images' size and whether they are RGBA, checked against the model, the objective
+    and the number of seeds."""
+    with torch.no_grad():
+        probe = param()
+    channels = probe.shape[1] if probe.dim() == 4 else -1
+    if channels not in (3, 4):
+        raise FeatvizError(f"a parameterization must give [B,3,H,W] (RGB) or [B,4,H,W] (RGBA) "
+                           f"images, this one gives {list(probe.shape)}")
+    if channels == 4 and input_channels(model) not in (None, 3):
+        raise FeatvizError(f"alpha=True blends the image over RGB backgrounds for a 3-channel "
+                           f"model, but this model's first convolution takes "
+                           f"{input_channels(model)} channels; render it without alpha")
+    n_images = probe.shape[0]
+    if objective.batch_size > n_images:
+        raise FeatvizError(f"objective {objective.name} needs a batch of {objective.batch_size} "
+                           f"images, but the parameterization makes {n_images}")
+    if n_seeds != n_images:
+        raise ValueError(f"{n_seeds} seeds for a batch of {n_images} images")
+    return tuple(probe.shape[-2:]), channels == 4
+
+
+def _preset(transforms, param: nn.Module):
+    if isinstance(transforms, str) and transforms == "auto":
+        return preferred_transforms(param)
+    return transforms
+
+
+def _stages(seeds: list[int], size: tuple[int, int], device: torch.device, rgba: bool,
+            saliency: bool) -> list[Stage]:
+    """The loop's pluggable steps: alpha blending for RGBA images (backgrounds from their own
+    per-image streams), then the saliency map of the images the transforms receive."""
+    stages: list[Stage] = []
+    if rgba:
+        streams = _transforms.ImageStreams(stream_seeds(seeds, "background"), device)
+        stages.append(AlphaBlend(streams, size))
+    if saliency:
+        stages.append(SaliencyMap(len(seeds), size, device))
+    return stages
