@@ -392,3 +392,80 @@ def test_auto_transforms_follow_the_parameterization():
     assert model_saw_the_image(P.cppn(20, generator=gen()))
     assert not model_saw_the_image(P.image(20, generator=gen()))
     assert not model_saw_the_image(P.cppn(20, generator=gen()), transforms="standard")
+
+
+# -- what each parameterization declares -------------------------------------------------
+DECLARED = {  # factory -> (lr, transforms preset, saliency): the documented defaults
+    "fourier": (lambda: P.image(8), 0.05, "standard", False),
+    "pixel": (lambda: P.image(8, fft=False), 0.05, "standard", False),
+    "rgba": (lambda: P.image(8, alpha=True), 0.05, "standard", False),
+    "maco": (lambda: P.maco(8), 0.2, "standard", True),
+    "laplacian": (lambda: P.laplacian(8), 0.05, "standard", False),
+    "cppn": (lambda: P.cppn(8), 0.005, "none", False),
+    "aligned": (lambda: P.aligned(8, 2), 0.05, "standard", False),
+}
+
+
+@pytest.mark.parametrize("name", list(DECLARED))
+def test_every_factory_declares_its_defaults(name):
+    """Each factory gives a Parameterization whose learning rate, transforms preset and
+    saliency wish are the documented ones (README table, --lr help), and whose forward()
+    matches its declared channels."""
+    make, lr, transforms, saliency = DECLARED[name]
+    p = make()
+    assert isinstance(p, P.Parameterization)
+    assert (p.lr, p.transforms, p.saliency) == (pytest.approx(lr), transforms, saliency)
+    assert p().shape[1] == p.out_channels == (4 if name == "rgba" else 3)
+    kind = {"rgba": "fourier", "aligned": None}.get(name, name)
+    if kind is not None:
+        assert P.make(kind, 8).lr == pytest.approx(lr)
+
+
+def test_render_reads_what_a_parameterization_declares_and_nothing_else():
+    """A subclass's declarations steer render; a plain module's stray attributes do not."""
+
+    class Declared(P.Parameterization):
+        lr = 0.0
+        transforms = "none"
+        saliency = True
+
+        def __init__(self):
+            super().__init__(1, (16, 16), seeds=[5])
+            self.x = nn.Parameter(torch.zeros(1, 3, 16, 16))
+
+        def forward(self):
+            return torch.sigmoid(self.x)
+
+    model = make_tiny()
+    seen = []
+    probe = Objective(lambda a: seen.append(a[INPUT].shape) or a["conv3"][:, 1].mean((1, 2)),
+                      ["conv3"], "probe")
+    res = featviz.render(model, probe, Declared(), steps=2, progress=False)
+    assert torch.equal(res.images, torch.full((1, 3, 16, 16), 0.5))  # lr 0: nothing moved
+    assert res.saliency is not None and res.seeds == [5]
+    assert seen == [(1, 3, 16, 16)] * 2
+
+    class Plain(nn.Module):  # declares nothing: a stray `lr` or `transforms` is not read
+        lr, transforms, saliency = 0.0, "none", True
+
+        def __init__(self):
+            super().__init__()
+            self.x = nn.Parameter(torch.zeros(1, 3, 16, 16))
+
+        def forward(self):
+            return torch.sigmoid(self.x)
+
+    res = featviz.render(model, probe, Plain(), steps=2, progress=False, seed=0)
+    assert not torch.equal(res.images, torch.full((1, 3, 16, 16), 0.5))
+    assert res.saliency is None
+
+
+def test_seed_repeats_a_factory_and_drawn_seeds_are_recorded():
+    a, b = P.image(8, 2, seed=7), P.image(8, 2, seed=7)
+    assert torch.equal(a(), b()) and a.seeds == [7, 8] and a.seed_given
+    single = P.image(8, 1, seed=8)
+    assert torch.equal(a()[1:], single())  # image i depends on seed + i alone
+    drawn = P.cppn(8, 2)
+    assert len(drawn.seeds) == 2 and not drawn.seed_given
+    with pytest.raises(ValueError, match="seed or generators"):
+        P.image(8, seed=1, generator=gen())

@@ -222,3 +222,22 @@ def test_channels_last_same_images_and_model_restored():
         assert p.is_contiguous()
     with pytest.raises(ValueError, match="channels_last"):
         featviz.render(model, obj.channel("conv3", 1), memory_format="nhwc", **FAST)
+
+
+def test_huge_step_counts_allocate_nothing_up_front(tiny):
+    """The recording plan is sized by the recording interval, not by `steps`: a render of
+    10**11 steps starts at once (and is stopped here by Ctrl-C at its third step)."""
+    calls = {"n": 0}
+
+    def fn(acts):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return acts["conv2"][:, 0].mean(dim=(1, 2))
+
+    res = featviz.render(tiny, Objective(fn, ["conv2"], "huge"), **{**FAST, "steps": 10**11})
+    assert res.interrupted and res.steps_done == 2
+    from featviz.core.render.recorder import Recorder
+
+    rec = Recorder(10**11, 16, [8, 10**12], torch.device("cpu"), "x", 0.05, progress=False)
+    assert rec.losses.numel() == 16 and rec.thresholds == [8]
