@@ -1,0 +1,147 @@
+"""The job list of a sweep: which (layer, channel) images there are, where each one is written,
+which rank renders it and in which batches."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ...core import model_info
+from ...errors import ChannelError, FeatvizError, ObjectiveSyntaxError
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image of a sweep: channel ``channel`` of ``layer``; ``index`` is its place in the
+    full job list (it decides the rank), ``seed`` its starting noise and transforms."""
+
+    layer: str
+    channel: int
+    index: int
+    seed: int
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """(layer, channel): what names the job in manifests, whatever its index and seed."""
+        return (self.layer, self.channel)
+
+
+def folder_name(layer: str) -> str:
+    """The folder of ``layer``'s images: the name with anything but ``A-Za-z0-9._-`` replaced."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", layer).strip("_") or "layer"
+
+
+def image_file(layer: str, channel: int) -> str:
+    """Path of a job's visualization, relative to the sweep folder."""
+    return f"{folder_name(layer)}/c{channel:04d}.png"
+
+
+def topk_file(layer: str, channel: int, k: int) -> str:
+    """Path of a job's dataset patches (``--images``), relative to the sweep folder."""
+    return f"{folder_name(layer)}/c{channel:04d}_top{k}.png"
+
+
+def _unique_layers(layers: Sequence[str]) -> list[str]:
+    """``layers`` without repeats, in their order. Raises a :class:`FeatvizError` when there is
+    none, or when two layers would write into the same folder (their images would mix)."""
+    if not layers:
+        raise FeatvizError("--layers names no layer")
+    unique = list(dict.fromkeys(layers))
+    folders: dict[str, str] = {}
+    for layer in unique:
+        other = folders.setdefault(folder_name(layer), layer)
+        if other != layer:
+            raise FeatvizError(f"layers {other!r} and {layer!r} would share the folder "
+                               f"{folder_name(layer)!r}; sweep them into different --out folders")
+    return unique
+
+
+def parse_channel_spec(text: str | Sequence[int]) -> list[int] | None:
+    """Read ``--channels``: ``"all"`` gives None (every channel of each layer), ``"0-63"``,
+    ``"1,5,9"`` or a mix ``"0-3,8"`` a sorted list without repeats; a list of ints is taken
+    as it is. A malformed string raises a :class:`FeatvizError` saying what is accepted."""
+    from ...core.objectives import parse_channels
+
+    if isinstance(text, str):
+        if text.strip().lower() == "all":
+            return None
+        try:
+            chans = parse_channels(text)
+        except ObjectiveSyntaxError:
+            raise FeatvizError(f"--channels takes 'all', a range like 0-63, a list like 1,5,9 "
+                               f"or a mix like 0-3,8; got {text!r}") from None
+    else:
+        chans = [int(c) for c in text]
+    if not chans:
+        raise FeatvizError("--channels names no channel")
+    return sorted(set(chans))
+
+
+def channel_counts(model: nn.Module, layers: Sequence[str], size: int) -> dict[str, int]:
+    """Run one grey image through ``model`` and return the channel count of each layer
+    (dimension 1 of conv maps and vectors, the last one of token sequences). An unknown layer
+    raises an error listing the closest names."""
+    from ...core.hooks import LayerTap, frozen
+    from ...core.objectives import _channels_of
+
+    x = torch.full((1, 3, size, size), 0.5, device=model_info.model_device(model))
+    with frozen(model), LayerTap(model, layers, stop_early=False) as tap, torch.no_grad():
+        acts = tap(x)
+    missing = [name for name in layers if name not in acts]
+    if missing:
+        raise FeatvizError(f"layer {missing[0]!r} does not run in the model's forward pass")
+    return {name: _channels_of(name, acts[name]) for name in layers}
+
+
+def _layer_channels(model: nn.Module, layers: Sequence[str], channels: str | Sequence[int],
+                    size: int) -> dict[str, list[int]]:
+    """The channels to sweep of each layer: ``channels`` (as :func:`parse_channel_spec` reads
+    it) or, for ``"all"``, every channel the layer has. A channel past a layer's last raises a
+    :class:`ChannelError` before anything is rendered."""
+    wanted = parse_channel_spec(channels)
+    counts = channel_counts(model, layers, size)
+    per_layer: dict[str, list[int]] = {}
+    for layer in layers:
+        n = counts[layer]
+        chans = list(range(n)) if wanted is None else wanted
+        bad = [c for c in chans if c >= n]
+        if bad:
+            raise ChannelError(f"channel {bad[0]} is out of range for layer {layer!r}, which has "
+                               f"{n} channels (valid: 0-{n - 1})")
+        per_layer[layer] = chans
+    return per_layer
+
+
+def job_list(channels: Mapping[str, Sequence[int]], seed: int = 0) -> list[Job]:
+    """The full job list: layers in the given order, channels ascending; job (layer, c) gets
+    seed ``seed + c`` (see the package docstring for why)."""
+    jobs: list[Job] = []
+    for layer, chans in channels.items():
+        start = len(jobs)
+        jobs.extend(Job(layer, c, start + i, seed + c) for i, c in enumerate(chans))
+    return jobs
+
+
+def shard(jobs: Sequence[Job], rank: int, world_size: int) -> list[Job]:
+    """Rank ``rank``'s share: the jobs whose index is ``rank`` modulo ``world_size``. It
+    depends on the full list only, never on what is done, so ranks that read the manifests
+    at slightly different moments still never share a job."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside a world of {world_size}")
+    return [j for j in jobs if j.index % world_size == rank]
+
+
+def batches(jobs: Sequence[Job], batch_size: int) -> Iterator[list[Job]]:
+    """Consecutive runs of at most ``batch_size`` jobs of the same layer."""
+    chunk: list[Job] = []
+    for job in jobs:
+        if chunk and (len(chunk) == batch_size or job.layer != chunk[0].layer):
+            yield chunk
+            chunk = []
+        chunk.append(job)
+    if chunk:
+        yield chunk

@@ -1,0 +1,278 @@
+"""Running a sweep: :func:`sweep` checks the arguments, plans this rank's share, agrees on the
+settings with the other ranks and renders the pending jobs batch by batch, recording each
+finished batch before the next one starts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...core import images as _images
+from ...core import model_info
+from ...core import param as _param
+from ...core import render as _render
+from ...core.objectives import channel
+from ...errors import FeatvizError
+from ...methods.deconv import top_k
+from .jobs import Job, _layer_channels, _unique_layers, batches, job_list, shard
+from .manifest import Manifest, _jsonable, _write_job, done_jobs
+from .settings import _agree_settings
+
+
+@dataclass
+class SweepResult:
+    """What one rank did: ``rendered`` jobs this run, ``skipped`` (already done) of its
+    ``share``; ``total`` jobs in the whole list; ``interrupted`` by a signal (``signal`` is
+    its number); ``seconds`` of wall time; ``records`` the manifest lines it wrote."""
+
+    rank: int
+    world_size: int
+    total: int
+    share: int
+    rendered: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    signal: int | None = None
+    records: list[dict] = field(default_factory=list)
+    keys: list[tuple[str, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    """How every image of a sweep is made: :func:`sweep`'s arguments with the defaults
+    resolved by :func:`_recipe`, so that the recorded settings hold the values used."""
+
+    param: str
+    size: int
+    steps: int
+    lr: float
+    transforms: str
+    seed: int
+    images: str | os.PathLike | None
+    k: int
+    render_options: Mapping[str, Any]
+
+    def settings(self, extra: Mapping[str, Any] | None) -> dict:
+        """The settings recorded with the sweep and each image: ``extra`` (what describes the
+        model) and this recipe's image settings, as JSON gives them back."""
+        images = self.images
+        return _jsonable({**dict(extra or {}), "steps": self.steps, "size": self.size,
+                          "lr": self.lr, "param": self.param, "transforms": self.transforms,
+                          "seed": self.seed,
+                          "images": str(Path(images).resolve()) if images is not None else None,
+                          "k": self.k if images is not None else None})
+
+
+def sweep(
+    model: nn.Module,
+    out: str | os.PathLike,
+    layers: Sequence[str],
+    channels: str | Sequence[int] = "all",
+    *,
+    steps: int = 512,
+    size: int | None = None,
+    batch_size: int = 16,
+    lr: float | None = None,
+    transforms: str = "auto",
+    seed: int = 0,
+    parameterization: str = "fourier",
+    images: str | os.PathLike | None = None,
+    k: int = 9,
+    rank: int = 0,
+    world_size: int = 1,
+    settings: Mapping[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+    render_options: Mapping[str, Any] | None = None,
+) -> SweepResult:
+    """Render rank ``rank``'s share of every ``channels`` x ``layers`` job into ``out``.
+
+    ``channels`` is ``"all"``, a string like ``"0-63"``/``"1,5,9"`` or a list; ``steps``,
+    ``size`` (default: the model's), ``lr`` (default: the parameterization's), ``transforms``
+    and ``seed`` are passed to :func:`featviz.render` (job (layer, c) uses seed ``seed + c``);
+    ``parameterization`` names one of :data:`featviz.param.KINDS`; ``images`` (a folder) adds
+    each channel's top-``k`` dataset patches. ``settings`` adds what describes the model
+    (``model``, ``weights``, ``mean``, ``std``) to the recorded settings. Under ``torchrun``
+    pass the rank and world size (see :func:`distributed`); rank 0 then checks the folder's
+    settings for every rank and the ranks meet once at the end. Jobs already done are skipped;
+    SIGINT/SIGTERM stops after the finished images are recorded (``interrupted``).
+    ``render_options`` go to every render as they are: the speed options ``amp``,
+    ``memory_format`` and ``compile`` (not recorded as image settings).
+    """
+    log = log or (lambda msg: print(msg, flush=True))
+    layers = _check_arguments(batch_size, steps, k, layers, images)
+    recipe = _recipe(model, parameterization, size=size, steps=steps, lr=lr,
+                     transforms=transforms, seed=seed, images=images, k=k,
+                     render_options=render_options)
+    per_layer = _layer_channels(model, layers, channels, recipe.size)
+    out, meta = Path(out), recipe.settings(settings)
+    _agree_settings(out, meta, per_layer, rank)
+    result, pending = _share(out, job_list(per_layer, seed), meta, rank, world_size)
+    log(f"{_who(result)} {result.total} jobs in all; {result.share} are this rank's, "
+        f"{result.skipped} already done, {len(pending)} to render")
+    start = time.perf_counter()
+    with Manifest(out, rank) as manifest, _Stop() as stop:
+        _run_batches(model, out, pending, batch_size, recipe, meta, manifest, stop, result, log)
+    _finish(result, stop.signum, time.perf_counter() - start, log)
+    return result
+
+
+def _check_arguments(batch_size: int, steps: int, k: int, layers: Sequence[str],
+                     images: str | os.PathLike | None) -> list[str]:
+    """Raise a :class:`FeatvizError` for an argument no sweep can run with, before the model
+    runs once; return ``layers`` without repeats (see :func:`_unique_layers`)."""
+    if batch_size < 1:
+        raise FeatvizError(f"--batch-size must be at least 1, got {batch_size}")
+    if steps < 1:
+        raise FeatvizError(f"--steps must be at least 1, got {steps}")
+    if k < 1:
+        raise FeatvizError(f"--k must be at least 1, got {k}")
+    layers = _unique_layers(layers)
+    # a missing or empty image folder fails now, not after the first layer is rendered
+    if images is not None and not _images.list_images(images):
+        raise FeatvizError(f"no image files in {images}")
+    return layers
+
+
+def _recipe(model: nn.Module, parameterization: str, *, size: int | None, steps: int,
+            lr: float | None, transforms: str, seed: int, images: str | os.PathLike | None,
+            k: int, render_options: Mapping[str, Any] | None) -> _Recipe:
+    """The recipe of a sweep, with ``size`` defaulting to the model's input size, ``lr`` to the
+    parameterization's own rate and ``transforms="auto"`` to its preferred preset. An unknown
+    parameterization raises here, before the model runs."""
+    size = model_info.input_size(model, size)
+    probe = _param.make(parameterization, size)
+    if lr is None:  # record the rate used, not "default", so a resume compares real values
+        lr = float(getattr(probe, "lr", 0.05))
+    if transforms == "auto":
+        transforms = _render.preferred_transforms(probe)
+    return _Recipe(parameterization, size, steps, lr, transforms, seed, images, k,
+                   dict(render_options or {}))
+
+
+def _share(out: Path, jobs: Sequence[Job], meta: Mapping, rank: int,
+           world_size: int) -> tuple[SweepResult, list[Job]]:
+    """This rank's result so far (its share counted, the jobs done in ``out`` with ``meta``'s
+    image settings skipped) and its pending jobs, in job-list order."""
+    done = done_jobs(out, meta, warn=rank == 0)  # one warning per bad line, not one per rank
+    mine = shard(jobs, rank, world_size)
+    pending = [j for j in mine if j.key not in done]
+    result = SweepResult(rank, world_size, len(jobs), len(mine), skipped=len(mine) - len(pending),
+                         keys=[j.key for j in jobs])
+    return result, pending
+
+
+def _who(result: SweepResult) -> str:
+    """The prefix of this rank's log lines, ``[rank R/W]``."""
+    return f"[rank {result.rank}/{result.world_size}]"
+
+
+def _run_batches(model: nn.Module, out: Path, pending: Sequence[Job], batch_size: int,
+                 recipe: _Recipe, meta: Mapping, manifest: Manifest, stop: _Stop,
+                 result: SweepResult, log: Callable[[str], None]) -> None:
+    """Render ``pending`` batch by batch (with each layer's top-k patches first when the
+    recipe has images), recording and logging each finished batch. Stops before the next
+    batch once ``stop`` has seen a signal, and at once when a render is interrupted."""
+    top: dict[int, Any] = {}
+    top_layer = None
+    for batch in batches(pending, batch_size):
+        if stop.signum is not None:
+            break
+        layer = batch[0].layer
+        try:
+            stop.interruptible = True
+            if recipe.images is not None and top_layer != layer:
+                top = _top_k(model, recipe, layer, [j.channel for j in pending if j.layer == layer])
+                top_layer = layer
+            res = _render_batch(model, batch, recipe)
+            stop.interruptible = False
+        except KeyboardInterrupt:
+            res = None
+        if res is None or res.interrupted:
+            stop.signum = stop.signum or signal.SIGINT
+            break  # a partial render is never recorded: this batch is redone next time
+        values = _record_batch(out, batch, res, meta, manifest, result, top, recipe.k)
+        shown = ", ".join(f"{j.channel}: {v:.3g}" for j, v in zip(batch, values, strict=True))
+        log(f"{_who(result)} {layer} [{shown}] in {res.seconds:.1f} s "
+            f"({result.rendered}/{len(pending)})")
+
+
+def _render_batch(model: nn.Module, batch: Sequence[Job], recipe: _Recipe) -> _render.RenderResult:
+    """Render one batch of jobs of one layer together, each image starting from its job's
+    seed; the parameterization is built here, one noise generator per job."""
+    layer, chans, seeds = batch[0].layer, [j.channel for j in batch], [j.seed for j in batch]
+    p = _param.make(recipe.param, recipe.size, len(batch),
+                    generator=[torch.Generator().manual_seed(s) for s in seeds])
+    # _render.render, not an imported name: looked up at each call, so a wrapped render counts
+    return _render.render(model, channel(layer, chans if len(chans) > 1 else chans[0]), p,
+                          steps=recipe.steps, transforms=recipe.transforms, lr=recipe.lr,
+                          seed=seeds, progress=False, **recipe.render_options)
+
+
+def _record_batch(out: Path, batch: Sequence[Job], res: _render.RenderResult, meta: Mapping,
+                  manifest: Manifest, result: SweepResult, top: Mapping[int, Any],
+                  k: int) -> list[float]:
+    """Write each job's files, then its manifest line, and count the batch in ``result``;
+    return the objective value of each image."""
+    values = res.values.tolist()
+    for i, job in enumerate(batch):
+        rec = _write_job(out, job, res.images[i], values[i], res, meta, result.rank,
+                         result.world_size, top.get(job.channel), k)
+        manifest.append(rec)
+        result.records.append(rec)
+    result.rendered += len(batch)
+    return values
+
+
+def _top_k(model: nn.Module, recipe: _Recipe, layer: str, chans: list[int]) -> dict[int, list]:
+    """Channel -> the top-``k`` dataset entries (patch, projection, source) of ``chans`` of
+    ``layer`` over the recipe's image folder: one pass over the images for the whole layer."""
+    return dict(top_k(model, recipe.images, layer, chans, recipe.k, size=recipe.size).entries)
+
+
+def _finish(result: SweepResult, signum: int | None, seconds: float,
+            log: Callable[[str], None]) -> None:
+    """Fill in ``result``'s wall time and interruption, and tell how to go on after one."""
+    result.seconds = seconds
+    result.interrupted = signum is not None
+    result.signal = signum
+    if result.interrupted:
+        log(f"{_who(result)} interrupted by signal {signum}: {result.rendered} finished images "
+            "are recorded; run the same command again to go on")
+
+
+class _Stop:
+    """SIGINT/SIGTERM handler: always remembers the signal; raises KeyboardInterrupt only
+    while rendering (render() turns that into ``interrupted``), so a signal can never cut a
+    file or a manifest line in half — the writes finish and the loop stops after them."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.interruptible = False
+        self._old: dict[int, Any] = {}
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        if self.interruptible:
+            self.interruptible = False
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> _Stop:
+        # signal handlers can only be set from the main thread; elsewhere signals are not ours
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
