@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from ...core import images as _images
@@ -207,15 +206,14 @@ def _run_batches(model: nn.Module, out: Path, pending: Sequence[Job], batch_size
 
 
 def _render_batch(model: nn.Module, batch: Sequence[Job], recipe: _Recipe) -> _render.RenderResult:
-    """Render one batch of jobs of one layer together, each image starting from its job's
-    seed; the parameterization is built here, one noise generator per job."""
+    """Render one batch of jobs of one layer together, each image drawn from its job's seed
+    alone (given once, to the parameterization)."""
     layer, chans, seeds = batch[0].layer, [j.channel for j in batch], [j.seed for j in batch]
-    p = _param.make(recipe.param, recipe.size, len(batch),
-                    generator=[torch.Generator().manual_seed(s) for s in seeds])
+    p = _param.make(recipe.param, recipe.size, len(batch), seed=seeds)
     # _render.render, not an imported name: looked up at each call, so a wrapped render counts
     return _render.render(model, channel(layer, chans if len(chans) > 1 else chans[0]), p,
                           steps=recipe.steps, transforms=recipe.transforms, lr=recipe.lr,
-                          seed=seeds, progress=False, **recipe.render_options)
+                          progress=False, **recipe.render_options)
 
 
 def _record_batch(out: Path, batch: Sequence[Job], res: _render.RenderResult, meta: Mapping,
