@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import warnings
+
 import pytest
 import torch
 from conftest import hook_free, make_tiny
@@ -97,7 +101,8 @@ def test_ctrl_c_keeps_what_was_made(tiny):
             raise KeyboardInterrupt
         return acts["conv2"][:, 0].mean(dim=(1, 2))
 
-    res = featviz.render(tiny, Objective(fn, ["conv2"], "interrupted"), **FAST)
+    res = featviz.render(tiny, Objective(fn, ["conv2"], "interrupted"), **FAST,
+                         interrupt="return")
     assert res.interrupted and res.steps_done == 9
     assert res.images.shape == (1, 3, 32, 32)
     assert hook_free(tiny)
@@ -157,9 +162,10 @@ class DeadNet(nn.Module):
 
 def test_redirected_relu_revives_dead_units():
     model = DeadNet()
-    plain = featviz.render(model, obj.channel("relu", 0), redirect_relu=0, **FAST)
-    revived = featviz.render(model, obj.channel("relu", 0), redirect_relu=24, **FAST)
-    start = param.image(32, generator=torch.Generator().manual_seed(1))().detach()
+    with pytest.warns(UserWarning, match="stayed at about zero"):  # dead, and said so
+        plain = featviz.render(model, obj.channel("relu", 0), redirect_relu=0, **FAST)
+        revived = featviz.render(model, obj.channel("relu", 0), redirect_relu=24, **FAST)
+    start = param.image(32, seed=1)().detach()
     assert torch.equal(plain.images, start), "without redirection a dead unit gets no gradient"
     assert revived.images.mean() > plain.images.mean() + 0.05  # brighter: pushed towards life
     assert hook_free(model)
@@ -235,9 +241,67 @@ def test_huge_step_counts_allocate_nothing_up_front(tiny):
             raise KeyboardInterrupt
         return acts["conv2"][:, 0].mean(dim=(1, 2))
 
-    res = featviz.render(tiny, Objective(fn, ["conv2"], "huge"), **{**FAST, "steps": 10**11})
+    res = featviz.render(tiny, Objective(fn, ["conv2"], "huge"), **{**FAST, "steps": 10**11},
+                         interrupt="return")
     assert res.interrupted and res.steps_done == 2
     from featviz.core.render.recorder import Recorder
 
     rec = Recorder(10**11, 16, [8, 10**12], torch.device("cpu"), "x", 0.05, progress=False)
     assert rec.losses.numel() == 16 and rec.thresholds == [8]
+
+
+def _interrupting(at: int, times: int = 1):
+    """An objective that sends this process SIGINT (a real Ctrl-C) ``times`` times at its
+    ``at``-th call."""
+    calls = {"n": 0}
+
+    def fn(acts):
+        calls["n"] += 1
+        for _ in range(times if calls["n"] == at else 0):
+            os.kill(os.getpid(), signal.SIGINT)
+        return acts["conv2"][:, 0].mean(dim=(1, 2))
+
+    return Objective(fn, ["conv2"], "ctrl-c")
+
+
+def test_first_ctrl_c_ends_the_render_after_its_step(tiny):
+    res = featviz.render(tiny, _interrupting(3), **FAST, interrupt="return")
+    assert res.interrupted and res.steps_done == 3  # the step in flight finished
+    assert hook_free(tiny) and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_second_ctrl_c_interrupts_at_once(tiny):
+    with pytest.raises(KeyboardInterrupt):
+        featviz.render(tiny, _interrupting(3, times=2), **FAST, interrupt="return")
+    assert hook_free(tiny) and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_ctrl_c_stops_a_script_or_test_run(tiny):
+    """Outside an interactive session, "auto" swallows nothing: Ctrl-C reaches pytest."""
+    before = {k: v.clone() for k, v in tiny.state_dict().items()}
+    with pytest.raises(KeyboardInterrupt):
+        featviz.render(tiny, _interrupting(3), **FAST)
+    assert hook_free(tiny) and tiny.training
+    assert all(torch.equal(v, before[k]) for k, v in tiny.state_dict().items())
+    with pytest.raises(ValueError, match="interrupt must be one of auto, return, raise"):
+        featviz.render(tiny, "channel:conv2:0", **FAST, interrupt="ignore")
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_render_under_no_grad_and_inference_mode(tiny, mode):
+    """Notebooks often run cells under no_grad or inference_mode: render turns gradients on
+    inside and the objective still rises; the caller's mode is back afterwards."""
+    with mode():
+        res = featviz.render(tiny, obj.channel("conv3", 1), **FAST)
+        assert not torch.is_grad_enabled()
+    assert res.history[-1, 0] > res.history[0, 0]
+
+
+def test_a_dead_unit_gets_a_warning(tiny):
+    dead = Objective(lambda a: a["conv3"][:, 0].mean(dim=(1, 2)) * 0, ["conv3"], "dead:0")
+    with pytest.warns(UserWarning, match=r"stayed at about zero .* dead:0.*redirect_relu") as w:
+        featviz.render(tiny, dead, **FAST)
+    assert w[0].filename == __file__  # points at the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        featviz.render(tiny, obj.channel("conv3", 1), **FAST)  # a live unit: no word

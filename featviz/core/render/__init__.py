@@ -10,6 +10,7 @@ transforms -> model (stopped after the deepest needed layer) -> objective -> -su
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -18,6 +19,7 @@ from torch import nn
 from ..model_info import model_device
 from ..objectives import Objective
 from ..seeds import Seed
+from .interrupt import Interrupt
 from .loop import optimize
 from .recorder import Recorder
 from .result import RenderResult
@@ -49,6 +51,7 @@ def render(
     memory_format: str = "contiguous",
     saliency: bool | None = None,
     compile: bool | str = False,
+    interrupt: str = "auto",
 ) -> RenderResult:
     """Optimize images so that ``objective`` on ``model``'s activations is as high as possible.
 
@@ -70,23 +73,35 @@ def render(
     mode such as ``"reduce-overhead"``) runs the steps after the redirected ones through a
     compiled copy of the model cut after the objective's deepest layer, compiled once per
     model, layers and mode in a process (pays on GPUs over many steps, costs on most CPUs).
-    Ctrl-C returns what was made so far, with ``interrupted=True``.
+    Gradients are on inside, also when called under ``torch.no_grad()`` or
+    ``torch.inference_mode()``. ``interrupt``: ``"auto"`` returns what was made so far at the
+    first Ctrl-C (``interrupted=True``) in an interactive session and lets Ctrl-C stop a script
+    or a test run; ``"return"`` always keeps it, ``"raise"`` never; a second Ctrl-C always
+    interrupts.
     """
-    plan = prepare(model, objective, param, steps=steps, size=size, batch=batch,
-                   transforms=transforms, lr=lr, optimizer=optimizer, seed=seed, amp=amp,
-                   redirect_relu=redirect_relu, memory_format=memory_format,
-                   saliency=saliency, compile=compile, stop_early=stop_early)
-    recorder = Recorder(steps, record_every, thresholds, plan.device, plan.objective.name,
-                        plan.lr, progress)
-    interrupted = False
+    with torch.inference_mode(False), torch.enable_grad():
+        plan = prepare(model, objective, param, steps=steps, size=size, batch=batch,
+                       transforms=transforms, lr=lr, optimizer=optimizer, seed=seed, amp=amp,
+                       redirect_relu=redirect_relu, memory_format=memory_format,
+                       saliency=saliency, compile=compile, stop_early=stop_early)
+        recorder = Recorder(steps, record_every, thresholds, plan.device, plan.objective.name,
+                            plan.lr, progress)
+        return _run(plan, recorder, Interrupt(interrupt))
+
+
+def _run(plan: Plan, recorder: Recorder, stop: Interrupt) -> RenderResult:
+    """The loop inside the model's session, then its result; a Ctrl-C the policy keeps ends
+    the loop with what was made."""
     try:
-        with plan.session() as forward:
-            optimize(plan, forward, recorder)
+        with stop, plan.session() as forward:
+            optimize(plan, forward, recorder, stop)
     except KeyboardInterrupt:
-        interrupted = True
+        if not stop.keep or stop.requested:  # a second Ctrl-C interrupts for real
+            raise
+        stop.requested = True
     finally:
         recorder.close()
-    return _result(plan, recorder, interrupted)
+    return _result(plan, recorder, stop.requested)
 
 
 def _result(plan: Plan, recorder: Recorder, interrupted: bool) -> RenderResult:
@@ -97,9 +112,31 @@ def _result(plan: Plan, recorder: Recorder, interrupted: bool) -> RenderResult:
     with torch.no_grad():
         final = plan.param().detach().float().cpu()
     saliency = next((s.result() for s in plan.stages if isinstance(s, SaliencyMap)), None)
+    history = recorder.history_tensor(plan.n_images)
+    _warn_if_flat(history, plan)
     return RenderResult(
         images=final, snapshots=recorder.snapshots,
-        history=recorder.history_tensor(plan.n_images), history_steps=recorder.steps_recorded,
+        history=history, history_steps=recorder.steps_recorded,
         labels=[plan.objective.label(i) for i in range(plan.n_images)], seconds=seconds,
         seeds=plan.seeds, steps_done=recorder.done, interrupted=interrupted,
         history_times=recorder.times, saliency=saliency)
+
+
+# an objective whose magnitude never passed this did not respond to the image at all
+FLAT = 1e-4
+
+
+def _warn_if_flat(history: torch.Tensor, plan: Plan) -> None:
+    """Warn when an image's objective stayed at about zero for the whole render: a unit dead
+    for every image tried (random weights, or a unit that never fires)."""
+    if len(history) < 2:
+        return
+    peak = history.abs().amax(dim=0)
+    flat = [i for i in range(plan.n_images) if float(peak[i]) < FLAT]
+    if flat:
+        names = ", ".join(plan.objective.label(i) for i in flat[:4])
+        warnings.warn(
+            f"the objective stayed at about zero (|value| < {FLAT:g}) for {names}: the unit "
+            f"does not respond to these images. Try more redirect_relu steps (now "
+            f"{plan.redirect_steps}), another seed or a higher lr, or check that the model "
+            "has trained weights", stacklevel=5)  # the caller of render

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from ..hooks import INPUT
 from .forward import Forward
+from .interrupt import Interrupt
 from .recorder import Recorder
 from .setup import Plan
 
 
-def optimize(plan: Plan, forward: Forward, recorder: Recorder) -> None:
-    """Run the plan's steps (``recorder.done`` counts those finished, also when the loop is
-    interrupted)."""
+def optimize(plan: Plan, forward: Forward, recorder: Recorder, interrupt: Interrupt) -> None:
+    """Run the plan's steps until done or until a Ctrl-C asks to stop (``recorder.done``
+    counts the steps finished)."""
     for step in range(1, plan.steps + 1):
+        if interrupt.requested:
+            return
         plan.optimizer.zero_grad(set_to_none=True)
         img = plan.param()
         for stage in plan.stages:

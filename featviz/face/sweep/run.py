@@ -213,7 +213,7 @@ def _render_batch(model: nn.Module, batch: Sequence[Job], recipe: _Recipe) -> _r
     # _render.render, not an imported name: looked up at each call, so a wrapped render counts
     return _render.render(model, channel(layer, chans if len(chans) > 1 else chans[0]), p,
                           steps=recipe.steps, transforms=recipe.transforms, lr=recipe.lr,
-                          progress=False, **recipe.render_options)
+                          progress=False, interrupt="raise", **recipe.render_options)
 
 
 def _record_batch(out: Path, batch: Sequence[Job], res: _render.RenderResult, meta: Mapping,
