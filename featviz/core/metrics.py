@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .hooks import INPUT, LayerTap, frozen
+from .model_info import model_device
 from .objectives import Objective
 
 
@@ -70,8 +71,7 @@ def checkerboard_energy(img: torch.Tensor, strides: Sequence[int] = (2, 4, 8)) -
 def objective_value(model: torch.nn.Module, objective: Objective, images: torch.Tensor,
                     transform: Callable | None = None, generator=None) -> torch.Tensor:
     """The objective of ``images`` [B,3,H,W] (through ``transform`` if given), per image."""
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    x = images.to(device)
+    x = images.to(model_device(model))
     with frozen(model), LayerTap(model, objective.layers) as tap, torch.no_grad():
         seen = transform(x, generator) if transform is not None else x
         acts = tap(seen)

@@ -25,13 +25,10 @@ from torch import nn
 from ..core import images as _images
 from ..core import markdown
 from ..core.hooks import frozen, named_layers, resolve_layer
+from ..core.model_info import model_device
 from ..errors import FeatvizError
 
 NORMALIZATIONS = ("channel", "layer", "none")
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def _one_image(img: torch.Tensor) -> torch.Tensor:
@@ -209,7 +206,7 @@ def capture(model: nn.Module, img: torch.Tensor, layers: str | Sequence[str] = "
         for name in names:
             handles.append(resolve_layer(model, name).register_forward_hook(keep(name)))
         with frozen(model), torch.no_grad():
-            out = model(img.to(_device(model)))
+            out = model(img.to(model_device(model)))
     finally:
         for h in handles:
             h.remove()
@@ -239,7 +236,7 @@ def top_classes(model: nn.Module, img: torch.Tensor, k: int = 5,
     """The ``k`` most probable classes: (index, name, softmax probability)."""
     img = _one_image(img)
     with frozen(model), torch.no_grad():
-        out = model(img.to(_device(model)))
+        out = model(img.to(model_device(model)))
     if not torch.is_tensor(out) or out.dim() != 2:
         raise FeatvizError("top_classes needs a model that returns [B, classes] logits")
     probs = out[0].float().softmax(0).cpu()

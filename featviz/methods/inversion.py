@@ -29,8 +29,9 @@ from ..core import markdown
 from ..core import param as _param
 from ..core import transforms as _transforms
 from ..core.hooks import INPUT, LayerTap, frozen
+from ..core.model_info import model_device
 from ..core.objectives import Objective
-from ..core.render import model_device, render
+from ..core.render import render
 from ..errors import FeatvizError
 
 #: The paper's pixel-range and neighbour-difference scales, on a [0, 1] image.

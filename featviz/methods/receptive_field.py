@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..core import markdown
+from ..core import markdown, model_info
 from ..core.hooks import LayerTap, frozen, resolve_layer
 from ..errors import FeatvizError
 
@@ -107,7 +107,7 @@ def _supports(twin: nn.Module, layer: str, size: int):
     """Run the linearized copy once on a ``size`` x ``size`` input; return the layer's map size
     and a function giving the input box (top, left, bottom, right) a unit depends on."""
     x = torch.ones(1, 3, size, size, dtype=torch.float64,
-                   device=next(twin.parameters()).device, requires_grad=True)
+                   device=model_info.model_device(twin), requires_grad=True)
     with _Linearized(), LayerTap(twin, [layer]) as tap:
         act = tap(x)[layer]
     if act.dim() != 4:
@@ -134,7 +134,7 @@ def theoretical(model: nn.Module, layer: str, input_size: int | None = None,
     """
     resolve_layer(model, layer)  # a clear error for a wrong name before any copying
     twin = _linearize(model)
-    size = input_size or getattr(model, "input_size", 224)
+    size = model_info.input_size(model, input_size)
     while True:
         (h, w), unit_box = _supports(twin, layer, size)
         y, x = h // 2, w // 2
@@ -362,7 +362,7 @@ def effective(
     if weights not in ERF_WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(ERF_WEIGHTS)}, got {weights!r}")
     resolve_layer(model, layer)
-    size = input_size or getattr(model, "input_size", 224)
+    size = model_info.input_size(model, input_size)
     trf = theoretical(model, layer, input_size=size)
     if trf.size[0] > size or trf.size[1] > size:
         import warnings
@@ -375,7 +375,7 @@ def effective(
     else:
         net = _reinitialized(model, seed) if weights == "random" else model
         mode, dtype = contextlib.nullcontext(), torch.float32
-    device = next((p.device for p in net.parameters()), torch.device("cpu"))
+    device = model_info.model_device(net)
     total = torch.zeros(size, size, dtype=torch.float64)
     count = 0
     unit = (0, 0)

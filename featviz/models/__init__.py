@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core import model_info
 from ..core.hooks import frozen, named_layers
 from ..errors import FeatvizError, WeightsError, unknown
 from . import cifar
@@ -273,7 +274,7 @@ def layer_table(model: nn.Module, input_size: int | None = None) -> list[tuple[s
     Every addressable layer is listed in definition order; a module that does not run in the
     forward pass shows ``"not run"``. Hooks are removed and the model's state restored after.
     """
-    size = input_size or getattr(model, "input_size", 224)
+    size = model_info.input_size(model, input_size)
     layers = named_layers(model)
     shapes: dict[str, str] = {}
     handles = []
@@ -286,7 +287,7 @@ def layer_table(model: nn.Module, input_size: int | None = None) -> list[tuple[s
                 shapes[name] = type(output).__name__
         return hook
 
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_info.model_device(model)
     try:
         for name, m in layers.items():
             handles.append(m.register_forward_hook(record(name)))
