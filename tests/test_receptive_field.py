@@ -9,6 +9,7 @@ from torch import nn
 
 import featviz
 from featviz import receptive_field as rf
+from featviz.backward_rules import RELU_LIKE
 from featviz.errors import FeatvizError
 
 
@@ -140,3 +141,14 @@ def test_erf_from_an_image_folder_one_channel_squared(tmp_path):
     assert not torch.allclose(a.map, b.map) and abs(a.map.sum() - 1) < 1e-5
     with pytest.raises(FeatvizError, match="valid: 0-3"):
         rf.effective(net, "5", input_size=24, samples=1, channel=4)
+
+
+@pytest.mark.parametrize("fn", list(RELU_LIKE), ids=lambda f: getattr(f, "__qualname__", str(f)))
+def test_every_relu_spelling_is_an_identity_when_linearized(fn):
+    """The linearized copy lets the gradient through every ReLU spelling the backward rules
+    know (one list for both), also for negative inputs a ReLU would cut."""
+    x = torch.full((1, 2, 3, 3), -2.0, requires_grad=True)
+    with rf._Linearized():
+        y = fn(x * 1.0)
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    assert torch.equal(y, torch.full_like(y, -2.0)) and torch.equal(grad, torch.ones_like(x))

@@ -28,6 +28,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..core import markdown, model_info
+from ..core.backward_rules import RELU_LIKE
 from ..core.hooks import LayerTap, frozen, resolve_layer
 from ..errors import FeatvizError
 
@@ -61,8 +62,7 @@ class ReceptiveField:
 class _Linearized(TorchFunctionMode):
     """ReLU-like calls become identities and max-pooling becomes average pooling."""
 
-    _IDENTITY = {F.relu, torch.relu, torch.Tensor.relu, F.relu_, torch.relu_,
-                 torch.Tensor.relu_, F.relu6, F.hardtanh, F.hardtanh_, F.leaky_relu}
+    _IDENTITY = frozenset(RELU_LIKE) | {F.leaky_relu}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
