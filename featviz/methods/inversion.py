@@ -14,7 +14,6 @@ caricature instead maximizes the alignment with Φ(x0), exaggerating what the la
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from ..core import markdown
 from ..core import param as _param
 from ..core import transforms as _transforms
 from ..core.hooks import INPUT, LayerTap, frozen
+from ..core.metrics import psnr, ssim  # also reached as featviz.inversion.psnr/ssim
 from ..core.model_info import model_device
 from ..core.objectives import Objective
 from ..core.render import render
@@ -112,22 +112,6 @@ def tv_beta(beta: float = 2.0, scale: float = V) -> Objective:
         return (((dx ** 2 + dy ** 2) / scale ** 2 + 1e-8) ** (beta / 2)).sum(1).flatten(1).mean(1)
 
     return Objective(fn, [INPUT], f"tv_beta({beta:g})")
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio in dB of two images in [0, 1]."""
-    mse = float(((a.float() - b.float()) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Structural similarity (Wang et al. 2004; 11-px Gaussian window, σ 1.5) of two images in
-    [0, 1], averaged over pixels and channels."""
-    import kornia
-
-    a, b = a.float().cpu(), b.float().cpu()
-    a, b = (a[None] if a.dim() == 3 else a), (b[None] if b.dim() == 3 else b)
-    return float(kornia.metrics.ssim(a, b, 11).mean())
 
 
 @dataclass
