@@ -194,9 +194,7 @@ def _run(model, img, layer, objective_for, *, steps, fft, init, lr, lambda_alpha
     if lambda_tv:
         objective = objective - lambda_tv * tv_beta(beta)
     gen = torch.Generator().manual_seed(seed)
-    start = init if init is not None else None
-    if start is not None:
-        start = _prepare(model, start, original.shape[-1])
+    start = _prepare(model, init, original.shape[-1]) if init is not None else None
     p = _param.image(tuple(original.shape[-2:]), 1, fft=fft, init=start, generator=gen)
     t0 = time.perf_counter()
     start_error = _feature_error(model, p().detach(), layer, target)

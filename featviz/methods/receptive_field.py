@@ -306,10 +306,21 @@ class EffectiveFields:
 
 
 def _reinitialized(model: nn.Module, seed: int) -> nn.Module:
-    """A copy of ``model`` with every layer's parameters reset to their random initial state."""
+    """A copy of ``model`` with every layer's parameters reset to their random initial state,
+    drawn from ``seed``; the caller's random state is left as it was.
+
+    ``reset_parameters`` draws from torch's default generators and takes no generator of its
+    own, so the generators it uses (the CPU's, and the model's GPU's) are seeded for the reset
+    and put back after it: the same weights for the same seed, and nothing changed for the
+    caller's later draws.
+    """
     twin = copy.deepcopy(model)
-    torch.manual_seed(seed)
-    with torch.no_grad():
+    device = model_info.model_device(twin)
+    gpus = [device.index] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=gpus, device_type="cuda"), torch.no_grad():
+        torch.random.default_generator.manual_seed(seed)
+        for index in gpus:
+            torch.cuda.default_generators[index].manual_seed(seed)
         for m in twin.modules():
             if hasattr(m, "reset_parameters") and m is not twin:
                 m.reset_parameters()
