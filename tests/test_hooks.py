@@ -8,7 +8,7 @@ from conftest import ReusedReluNet, hook_free, make_tiny
 
 import featviz
 from featviz.errors import FeatvizError, UnknownNameError
-from featviz.hooks import OUTPUT, LayerTap, frozen, resolve_layer
+from featviz.hooks import OUTPUT, LayerTap, frozen, hook_count, on_output, resolve_layer
 
 
 def test_tap_stops_after_deepest_layer(tiny):
@@ -114,3 +114,36 @@ def test_aliases_and_wrapped_paths():
     assert resolve_layer(model, "first") is model.net.conv1
     assert resolve_layer(model, "conv2") is model.net.conv2
     assert resolve_layer(model, "net.conv2") is model.net.conv2
+
+
+def test_on_output_groups_an_alias_with_its_path_and_removes_its_hooks():
+    model = featviz.models.wrap(ReusedReluNet(), aliases={"first": "conv1"})
+    seen = []
+    with on_output(model, ["first", "conv1", "relu"], lambda names, out: seen.append(
+            (names, tuple(out.shape)))):
+        model(torch.rand(1, 3, 8, 8))
+    # one hook for conv1 under both its names; relu runs twice in one pass
+    assert seen == [(["first", "conv1"], (1, 4, 8, 8)), (["relu"], (1, 4, 8, 8)),
+                    (["relu"], (1, 4, 8, 8))]
+    assert hook_free(model)
+
+
+def test_on_output_removes_its_hooks_when_the_callback_raises(tiny):
+    def stop(names, out):
+        raise RuntimeError(f"stop at {names[0]}")
+
+    with pytest.raises(RuntimeError, match="stop at conv2"), on_output(tiny, ["conv2"], stop):
+        tiny(torch.rand(1, 3, 32, 32))
+    assert hook_free(tiny)
+    with pytest.raises(UnknownNameError), on_output(tiny, ["conv1", "conv_9"], stop):
+        pass
+    assert hook_free(tiny)
+
+
+def test_tap_of_an_alias_and_its_path_hooks_once():
+    model = featviz.models.wrap(ReusedReluNet(), aliases={"first": "conv1"})
+    with LayerTap(model, ["first", "conv1"]) as tap:
+        assert hook_count(model) == 1
+        acts = tap(torch.rand(2, 3, 8, 8))
+    assert acts["first"] is acts["conv1"] and acts["first"].shape == (2, 4, 8, 8)
+    assert hook_free(model)

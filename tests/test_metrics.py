@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from conftest import make_tiny
 
@@ -65,3 +67,19 @@ def test_objective_value_and_robustness():
 def test_steps_to_fraction():
     hist = torch.tensor([[0.0, 5.0], [5.0, 5.0], [9.0, 5.0], [10.0, 5.0]])
     assert metrics.steps_to_fraction(hist, [1, 2, 3, 4]) == [3, 1]
+
+
+def test_psnr():
+    a = torch.rand(1, 3, 16, 16) * 0.5
+    assert metrics.psnr(a, a) == float("inf")
+    # a uniform error of 0.1 is a mean squared error of 0.01: 20 dB
+    assert math.isclose(metrics.psnr(a, a + 0.1), 20.0, abs_tol=1e-4)
+    assert metrics.psnr(a, a + 0.01) > metrics.psnr(a, a + 0.1)
+
+
+def test_ssim():
+    a = torch.rand(1, 3, 16, 16)
+    assert math.isclose(metrics.ssim(a, a), 1.0, abs_tol=1e-4)
+    assert math.isclose(metrics.ssim(a[0], a[0]), 1.0, abs_tol=1e-4)  # [3,H,W] works too
+    assert metrics.ssim(a, torch.rand(1, 3, 16, 16)) < 0.5
+    assert metrics.ssim(a, (a + 0.05).clamp(0, 1)) > metrics.ssim(a, torch.rand(1, 3, 16, 16))

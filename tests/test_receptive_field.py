@@ -9,6 +9,7 @@ from torch import nn
 
 import featviz
 from featviz import receptive_field as rf
+from featviz.backward_rules import RELU_LIKE
 from featviz.errors import FeatvizError
 
 
@@ -133,6 +134,9 @@ def test_erf_from_an_image_folder_one_channel_squared(tmp_path):
     for i in range(3):
         Image.fromarray((rng.random((30, 30, 3)) * 255).astype(np.uint8)).save(
             tmp_path / f"{i}.png")
+    # a network whose channel 1 is alive at the centre (dead for half of the seeds), not
+    # whatever the tests before left in the global random state
+    torch.manual_seed(2)
     net = _stack(3, relu=True)
     a = rf.effective(net, "5", input_size=24, samples=5, inputs=tmp_path, channel=1)
     b = rf.effective(net, "5", input_size=24, samples=5, inputs=tmp_path, channel=1, squared=True)
@@ -140,3 +144,34 @@ def test_erf_from_an_image_folder_one_channel_squared(tmp_path):
     assert not torch.allclose(a.map, b.map) and abs(a.map.sum() - 1) < 1e-5
     with pytest.raises(FeatvizError, match="valid: 0-3"):
         rf.effective(net, "5", input_size=24, samples=1, channel=4)
+
+
+@pytest.mark.parametrize("fn", list(RELU_LIKE), ids=lambda f: getattr(f, "__qualname__", str(f)))
+def test_every_relu_spelling_is_an_identity_when_linearized(fn):
+    """The linearized copy lets the gradient through every ReLU spelling the backward rules
+    know (one list for both), also for negative inputs a ReLU would cut."""
+    x = torch.full((1, 2, 3, 3), -2.0, requires_grad=True)
+    with rf._Linearized():
+        y = fn(x * 1.0)
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    assert torch.equal(y, torch.full_like(y, -2.0)) and torch.equal(grad, torch.ones_like(x))
+
+
+def test_random_weights_leave_the_callers_random_state_alone():
+    net = _stack(3, relu=True)
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    a = rf.effective(net, "4", input_size=21, samples=2, weights="random", seed=5)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    b = rf.effective(net, "4", input_size=21, samples=2, weights="random", seed=5)
+    torch.testing.assert_close(a.map, b.map, rtol=0, atol=0)  # the seed alone decides
+
+
+def test_random_copy_is_torchs_own_initialization_from_the_seed():
+    net = _stack(3, relu=True)
+    twin = rf._reinitialized(net, 5)
+    torch.manual_seed(5)
+    fresh = _stack(3, relu=True)  # building a layer draws its initial weights in this order
+    for mine, theirs, old in zip(twin.parameters(), fresh.parameters(), net.parameters(),
+                                 strict=True):
+        assert torch.equal(mine, theirs) and not torch.equal(mine, old)

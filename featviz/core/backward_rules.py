@@ -78,8 +78,10 @@ def _hardtanh_args(args, kwargs, inplace_default=False):
     return float(hi), bool(inplace)
 
 
-# Every public spelling of a ReLU a model's forward may use, mapped to (hi, inplace) parsing.
-_RELU_LIKE = {
+#: Every public spelling of a ReLU a model's forward may use, mapped to the parser of its
+#: arguments into (hi, inplace) (None for a hardtanh that is no ReLU). The one list of them:
+#: :mod:`featviz.receptive_field` linearizes the same calls.
+RELU_LIKE = {
     F.relu: _relu_args,
     torch.relu: _relu_args,
     torch.Tensor.relu: _relu_args,
@@ -108,7 +110,7 @@ class ReluBackwardRule(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        parse = _RELU_LIKE.get(func)
+        parse = RELU_LIKE.get(func)
         if parse is None or not torch.is_grad_enabled():
             return func(*args, **kwargs)
         parsed = parse(args, kwargs)

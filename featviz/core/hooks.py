@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -58,6 +58,38 @@ def resolve_layer(model: nn.Module, name: str) -> nn.Module:
                   hint="`featviz layers --model NAME` lists every layer")
 
 
+def _by_module(model: nn.Module, layers: Iterable[str]) -> list[tuple[nn.Module, list[str]]]:
+    """Group ``layers`` by the module each denotes: an alias and its path are one module,
+    hooked once. Raises :class:`~featviz.errors.UnknownNameError` for a name that is none."""
+    groups: dict[int, tuple[nn.Module, list[str]]] = {}
+    for name in dict.fromkeys(layers):
+        module = resolve_layer(model, name)
+        groups.setdefault(id(module), (module, []))[1].append(name)
+    return list(groups.values())
+
+
+@contextlib.contextmanager
+def on_output(model: nn.Module, layers: Iterable[str],
+              fn: Callable[[list[str], object], None]) -> Iterator[None]:
+    """For the body of the ``with``, call ``fn(names, output)`` each time a module named in
+    ``layers`` (paths or aliases) returns ``output``; ``names`` are all of ``layers`` that
+    denote that module. ``fn`` may raise to stop the forward pass. Every hook is removed on
+    exit, also when the body raises.
+
+    The one place featviz hooks a user's layers: :class:`LayerTap`, the feature-map viewer's
+    ``capture`` and :func:`featviz.models.layer_table` are built on it.
+    """
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    try:
+        for module, names in _by_module(model, layers):
+            handles.append(module.register_forward_hook(
+                lambda _module, _inputs, output, names=names: fn(names, output)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 class _StopForward(Exception):
     """Raised inside a hook once every needed layer has run, to skip the rest of the model."""
 
@@ -79,25 +111,20 @@ class LayerTap:
         self.needs_output = OUTPUT in names
         self.names = [n for n in names if n not in PSEUDO_LAYERS]
         self.stop_early = stop_early and not self.needs_output
-        # Several names (an alias and its path) may point at one module: hook it once.
-        self._by_module: dict[int, tuple[nn.Module, list[str]]] = {}
-        for name in self.names:
-            module = resolve_layer(model, name)
-            self._by_module.setdefault(id(module), (module, []))[1].append(name)
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        # Several names (an alias and its path) may point at one module: it is hooked once,
+        # and counted under the first of its names.
+        self._groups = [names for _, names in _by_module(model, self.names)]
+        self._hooks: contextlib.ExitStack | None = None
         self._acts: dict[str, torch.Tensor] = {}
-        self._counts: dict[int, int] = {}
-        self._expected: dict[int, int] | None = None
+        self._counts: dict[str, int] = {}
+        self._expected: dict[str, int] | None = None
         self._remaining = 0
         self._stopping = False
 
     def __enter__(self) -> LayerTap:
-        try:
-            for key, (module, names) in self._by_module.items():
-                self._handles.append(module.register_forward_hook(self._hook(key, names)))
-        except BaseException:
-            self.remove()
-            raise
+        hooks = contextlib.ExitStack()
+        hooks.enter_context(on_output(self.model, self.names, self._keep))
+        self._hooks = hooks
         return self
 
     def __exit__(self, *exc) -> None:
@@ -105,48 +132,41 @@ class LayerTap:
 
     def remove(self) -> None:
         """Remove every hook this tap registered (safe to call twice)."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        hooks, self._hooks = self._hooks, None
+        if hooks is not None:
+            hooks.close()
         self._acts = {}
 
-    def _hook(self, key: int, names: list[str]):
-        def hook(module: nn.Module, inputs, output):
-            if not isinstance(output, torch.Tensor):
-                raise FeatvizError(
-                    f"layer {names[0]!r} returns {type(output).__name__}, not a tensor; "
-                    "pick a layer whose output is a tensor (one of its submodules)"
-                )
-            count = self._counts.get(key, 0) + 1
-            self._counts[key] = count
-            last = False
-            if self._stopping and count == self._expected[key]:
-                self._remaining -= 1
-                last = self._remaining == 0
-            # A later in-place op (ReLU(inplace=True)) would overwrite the output we keep;
-            # a clone costs one copy, skipped for the output after which the pass stops.
-            kept = output if last else output.clone()
-            for name in names:
-                self._acts[name] = kept
-            if last:
-                raise _StopForward
-
-        return hook
-
-    @property
-    def learned(self) -> bool:
-        """True once the first (full) pass has counted how often each layer fires."""
-        return self._expected is not None
+    def _keep(self, names: list[str], output) -> None:
+        if not isinstance(output, torch.Tensor):
+            raise FeatvizError(
+                f"layer {names[0]!r} returns {type(output).__name__}, not a tensor; "
+                "pick a layer whose output is a tensor (one of its submodules)"
+            )
+        key = names[0]
+        count = self._counts.get(key, 0) + 1
+        self._counts[key] = count
+        last = False
+        if self._stopping and count == self._expected[key]:
+            self._remaining -= 1
+            last = self._remaining == 0
+        # A later in-place op (ReLU(inplace=True)) would overwrite the output we keep;
+        # a clone costs one copy, skipped for the output after which the pass stops.
+        kept = output if last else output.clone()
+        for name in names:
+            self._acts[name] = kept
+        if last:
+            raise _StopForward
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if not self._handles and self._by_module:
+        if self._hooks is None and self._groups:
             raise FeatvizError("LayerTap must be used inside a `with` block")
         if self._expected is None and self.stop_early and self.names:
             self._count_firings(x)
         self._acts = {}
         self._counts = {}
         self._stopping = self.stop_early and self._expected is not None and bool(self.names)
-        self._remaining = len(self._by_module)
+        self._remaining = len(self._groups)
         output = None
         with contextlib.suppress(_StopForward):
             output = self.model(x)
@@ -172,8 +192,8 @@ class LayerTap:
         self._acts = {}
 
     def _learn_counts(self) -> None:
-        for key, (_, names) in self._by_module.items():
-            count = self._counts.get(key, 0)
+        for names in self._groups:
+            count = self._counts.get(names[0], 0)
             if count == 0:
                 raise FeatvizError(
                     f"layer {names[0]!r} did not run in the model's forward pass; "
@@ -186,7 +206,7 @@ class LayerTap:
                     "not be the one you mean",
                     stacklevel=3,
                 )
-        self._expected = {key: self._counts[key] for key in self._by_module}
+        self._expected = {names[0]: self._counts[names[0]] for names in self._groups}
 
 
 @contextlib.contextmanager

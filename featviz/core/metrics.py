@@ -1,18 +1,38 @@
-"""Image-quality measures for visualizations: high frequencies, checkerboards, robustness.
+"""Image-quality measures for visualizations: high frequencies, checkerboards, robustness,
+and the distance of a reconstruction from its original (PSNR, SSIM).
 
 Used to compare parameterizations and transformation robustness (Olah et al., Distill 2017,
 "Feature Visualization": decorrelated Fourier parameters and transformations both fight the
-high-frequency "mosaic" patterns; these functions put numbers on that).
+high-frequency "mosaic" patterns; these functions put numbers on that), and to score feature
+inversions (:mod:`featviz.inversion`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
 
 from .hooks import INPUT, LayerTap, frozen
+from .model_info import model_device
 from .objectives import Objective
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of two images in [0, 1]."""
+    mse = float(((a.float() - b.float()) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Structural similarity (Wang et al. 2004; 11-px Gaussian window, σ 1.5) of two images in
+    [0, 1], averaged over pixels and channels."""
+    import kornia
+
+    a, b = a.float().cpu(), b.float().cpu()
+    a, b = (a[None] if a.dim() == 3 else a), (b[None] if b.dim() == 3 else b)
+    return float(kornia.metrics.ssim(a, b, 11).mean())
 
 
 def power_spectrum(img: torch.Tensor) -> torch.Tensor:
@@ -70,8 +90,7 @@ def checkerboard_energy(img: torch.Tensor, strides: Sequence[int] = (2, 4, 8)) -
 def objective_value(model: torch.nn.Module, objective: Objective, images: torch.Tensor,
                     transform: Callable | None = None, generator=None) -> torch.Tensor:
     """The objective of ``images`` [B,3,H,W] (through ``transform`` if given), per image."""
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    x = images.to(device)
+    x = images.to(model_device(model))
     with frozen(model), LayerTap(model, objective.layers) as tap, torch.no_grad():
         seen = transform(x, generator) if transform is not None else x
         acts = tap(seen)

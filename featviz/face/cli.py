@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..core.model_info import input_size
 from ..errors import FeatvizError
 
 
@@ -272,7 +273,7 @@ def _projection_commands(args: argparse.Namespace) -> int:
     from ..methods import deconv
 
     model = _load_model(args)
-    size = args.size or getattr(model, "input_size", 224)
+    size = input_size(model, args.size)
     if args.command == "topk":
         top = deconv.top_k(model, args.images, args.layer, parse_channels(args.channels),
                            args.k, size=size, batch_size=args.batch_size, mode=args.mode)
@@ -312,7 +313,7 @@ def _invert(args: argparse.Namespace) -> int:
     from ..methods import inversion
 
     model = _load_model(args)
-    size = args.size or getattr(model, "input_size", 224)
+    size = input_size(model, args.size)
     img = images.load(args.image, size=size)
     layers = _names(args.layers)
     common = dict(steps=args.steps, seed=args.seed, progress=not args.no_progress, size=size,
@@ -348,7 +349,7 @@ def _maps(args: argparse.Namespace) -> int:
     from ..methods import featuremaps
 
     model = _load_model(args)
-    size = args.size or getattr(model, "input_size", 224)
+    size = input_size(model, args.size)
     img = images.load(args.image, size=size)
     layers = "all" if args.layers == "all" else _names(args.layers)
     featuremaps.report(model, img, args.out, layers=layers, labels=args.labels)
@@ -467,7 +468,7 @@ def _render(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise FeatvizError(f"--batch-size must be at least 1, got {args.batch_size}")
     model = _load_model(args)
-    size = args.size or getattr(model, "input_size", 224)
+    size = input_size(model, args.size)
     init = images.load(args.init, size=size) if args.init else None
     out = Path(args.out)
     many = len(specs) > 1

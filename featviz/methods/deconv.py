@@ -29,6 +29,7 @@ from torch import nn
 from ..core import images as _images
 from ..core.backward_rules import ReluBackwardRule
 from ..core.hooks import LayerTap, frozen
+from ..core.model_info import input_size, model_device
 from ..errors import ChannelError, FeatvizError
 from .dataset import RunningTopK, iter_batches, spatial_activation
 from .occlusion import occlusion
@@ -38,12 +39,6 @@ __all__ = ["MODES", "Projection", "project", "top_k", "TopK", "TopKEntry", "occl
            "occlusion_check", "signed_to_image", "crop_box"]
 
 MODES = ("deconvnet", "guided", "gradient")
-
-
-def _device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    return torch.device("cpu")
 
 
 def check_mode(mode: str) -> str:
@@ -112,7 +107,7 @@ def project(
     of ``mode``. The model comes back unchanged, with no hook or rule left on it.
     """
     check_mode(mode)
-    x = as_batch(img).to(_device(model)).requires_grad_(True)
+    x = as_batch(img).to(model_device(model)).requires_grad_(True)
     rule = ReluBackwardRule(mode) if mode != "gradient" else contextlib.nullcontext()
     with frozen(model), LayerTap(model, [layer]) as tap, torch.enable_grad():
         with rule:
@@ -240,8 +235,8 @@ def top_k(
     channels = [int(c) for c in channels]
     if not channels:
         raise ValueError("top_k needs at least one channel")
-    size = size or getattr(model, "input_size", 224)
-    device = _device(model)
+    size = input_size(model, size)
+    device = model_device(model)
     tracker = RunningTopK(len(channels), k)
     names: list[str] = []
     kept: dict[int, torch.Tensor] = {}
@@ -311,6 +306,6 @@ def occlusion_check(
     for b, (top, left) in enumerate(corners, start=1):
         batch[b, :, top:top + patch, left:left + patch] = 0.5
     with frozen(model), LayerTap(model, [layer]) as tap, torch.no_grad():
-        values = tap(batch.to(_device(model)))[layer][:, channel, y, x].cpu()
+        values = tap(batch.to(model_device(model)))[layer][:, channel, y, x].cpu()
     drops = values[0] - values[1:]
     return float(drops[0]), float(drops[1:].mean())

@@ -24,14 +24,11 @@ from torch import nn
 
 from ..core import images as _images
 from ..core import markdown
-from ..core.hooks import frozen, named_layers, resolve_layer
+from ..core.hooks import frozen, named_layers, on_output
+from ..core.model_info import model_device
 from ..errors import FeatvizError
 
 NORMALIZATIONS = ("channel", "layer", "none")
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def _one_image(img: torch.Tensor) -> torch.Tensor:
@@ -164,11 +161,7 @@ def _figure_image(fig) -> Image.Image:
 def _layer_list(model: nn.Module, layers: str | Sequence[str]) -> list[str]:
     if isinstance(layers, str) and layers == "all":
         return list(named_layers(model))
-    if isinstance(layers, str):
-        layers = [layers]
-    for layer in layers:
-        resolve_layer(model, layer)
-    return list(layers)
+    return [layers] if isinstance(layers, str) else list(layers)
 
 
 def capture(model: nn.Module, img: torch.Tensor, layers: str | Sequence[str] = "all",
@@ -184,35 +177,26 @@ def capture(model: nn.Module, img: torch.Tensor, layers: str | Sequence[str] = "
     acts: dict[str, torch.Tensor] = {}
     copies: dict[tuple, torch.Tensor] = {}
     used = [0]
-    handles = []
 
-    def keep(name: str):
-        def hook(module, inputs, output):
-            if not torch.is_tensor(output):
-                return
-            # the same tensor at the same version (no in-place change since): the same values
-            key = (output.data_ptr(), output._version, tuple(output.shape))
-            if key in copies:
-                acts[name] = copies[key]
-                return
+    def keep(layer_names: list[str], output) -> None:
+        if not torch.is_tensor(output):
+            return
+        # the same tensor at the same version (no in-place change since): the same values
+        key = (output.data_ptr(), output._version, tuple(output.shape))
+        if key not in copies:
             nbytes = output[0].numel() * 4
             if used[0] + nbytes > max_bytes:
                 raise FeatvizError(
-                    f"capturing {name!r} would take the activations past the memory cap of "
-                    f"{max_bytes / 2**20:.0f} MiB ({len(acts)} layers kept so far); pass a "
-                    "list of layers, or a larger max_bytes")
+                    f"capturing {layer_names[0]!r} would take the activations past the memory "
+                    f"cap of {max_bytes / 2**20:.0f} MiB ({len(acts)} layers kept so far); "
+                    "pass a list of layers, or a larger max_bytes")
             used[0] += nbytes
-            acts[name] = copies[key] = output[0].detach().float().cpu().clone()
-        return hook
+            copies[key] = output[0].detach().float().cpu().clone()
+        for name in layer_names:
+            acts[name] = copies[key]
 
-    try:
-        for name in names:
-            handles.append(resolve_layer(model, name).register_forward_hook(keep(name)))
-        with frozen(model), torch.no_grad():
-            out = model(img.to(_device(model)))
-    finally:
-        for h in handles:
-            h.remove()
+    with on_output(model, names, keep), frozen(model), torch.no_grad():
+        out = model(img.to(model_device(model)))
     logits = out[0].detach().float().cpu() if torch.is_tensor(out) and out.dim() == 2 else None
     ordered = {n: acts[n] for n in names if n in acts}
     return FeatureMaps(ordered, img.cpu(), logits)
@@ -239,7 +223,7 @@ def top_classes(model: nn.Module, img: torch.Tensor, k: int = 5,
     """The ``k`` most probable classes: (index, name, softmax probability)."""
     img = _one_image(img)
     with frozen(model), torch.no_grad():
-        out = model(img.to(_device(model)))
+        out = model(img.to(model_device(model)))
     if not torch.is_tensor(out) or out.dim() != 2:
         raise FeatvizError("top_classes needs a model that returns [B, classes] logits")
     probs = out[0].float().softmax(0).cpu()

@@ -14,7 +14,6 @@ caricature instead maximizes the alignment with Φ(x0), exaggerating what the la
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,8 +28,10 @@ from ..core import markdown
 from ..core import param as _param
 from ..core import transforms as _transforms
 from ..core.hooks import INPUT, LayerTap, frozen
+from ..core.metrics import psnr, ssim  # also reached as featviz.inversion.psnr/ssim
+from ..core.model_info import model_device
 from ..core.objectives import Objective
-from ..core.render import model_device, render
+from ..core.render import render
 from ..errors import FeatvizError
 
 #: The paper's pixel-range and neighbour-difference scales, on a [0, 1] image.
@@ -113,22 +114,6 @@ def tv_beta(beta: float = 2.0, scale: float = V) -> Objective:
     return Objective(fn, [INPUT], f"tv_beta({beta:g})")
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio in dB of two images in [0, 1]."""
-    mse = float(((a.float() - b.float()) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Structural similarity (Wang et al. 2004; 11-px Gaussian window, σ 1.5) of two images in
-    [0, 1], averaged over pixels and channels."""
-    import kornia
-
-    a, b = a.float().cpu(), b.float().cpu()
-    a, b = (a[None] if a.dim() == 3 else a), (b[None] if b.dim() == 3 else b)
-    return float(kornia.metrics.ssim(a, b, 11).mean())
-
-
 @dataclass
 class Inversion:
     """A reconstruction: ``image`` [1,3,H,W] in [0, 1] and how close it came.
@@ -209,9 +194,7 @@ def _run(model, img, layer, objective_for, *, steps, fft, init, lr, lambda_alpha
     if lambda_tv:
         objective = objective - lambda_tv * tv_beta(beta)
     gen = torch.Generator().manual_seed(seed)
-    start = init if init is not None else None
-    if start is not None:
-        start = _prepare(model, start, original.shape[-1])
+    start = _prepare(model, init, original.shape[-1]) if init is not None else None
     p = _param.image(tuple(original.shape[-2:]), 1, fft=fft, init=start, generator=gen)
     t0 = time.perf_counter()
     start_error = _feature_error(model, p().detach(), layer, target)

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..core import images as _images
 from ..core.hooks import OUTPUT, LayerTap, frozen
+from ..core.model_info import model_device
 from ..errors import FeatvizError
 from .dataset import spatial_activation
 
@@ -82,8 +83,7 @@ def occlusion(
     img = img[None] if img.dim() == 3 else img
     if img.dim() != 4 or img.shape[:2] != (1, 3):
         raise ValueError(f"occlusion takes one RGB image [1,3,H,W], got {list(img.shape)}")
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    img = img.float().to(device)
+    img = img.float().to(model_device(model))
     h, w = img.shape[-2:]
     if patch > min(h, w):
         raise ValueError(f"patch {patch} is larger than the image {h}x{w}")

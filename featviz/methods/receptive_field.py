@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..core import markdown
+from ..core import markdown, model_info
+from ..core.backward_rules import RELU_LIKE
 from ..core.hooks import LayerTap, frozen, resolve_layer
 from ..errors import FeatvizError
 
@@ -61,8 +62,7 @@ class ReceptiveField:
 class _Linearized(TorchFunctionMode):
     """ReLU-like calls become identities and max-pooling becomes average pooling."""
 
-    _IDENTITY = {F.relu, torch.relu, torch.Tensor.relu, F.relu_, torch.relu_,
-                 torch.Tensor.relu_, F.relu6, F.hardtanh, F.hardtanh_, F.leaky_relu}
+    _IDENTITY = frozenset(RELU_LIKE) | {F.leaky_relu}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -107,7 +107,7 @@ def _supports(twin: nn.Module, layer: str, size: int):
     """Run the linearized copy once on a ``size`` x ``size`` input; return the layer's map size
     and a function giving the input box (top, left, bottom, right) a unit depends on."""
     x = torch.ones(1, 3, size, size, dtype=torch.float64,
-                   device=next(twin.parameters()).device, requires_grad=True)
+                   device=model_info.model_device(twin), requires_grad=True)
     with _Linearized(), LayerTap(twin, [layer]) as tap:
         act = tap(x)[layer]
     if act.dim() != 4:
@@ -134,7 +134,7 @@ def theoretical(model: nn.Module, layer: str, input_size: int | None = None,
     """
     resolve_layer(model, layer)  # a clear error for a wrong name before any copying
     twin = _linearize(model)
-    size = input_size or getattr(model, "input_size", 224)
+    size = model_info.input_size(model, input_size)
     while True:
         (h, w), unit_box = _supports(twin, layer, size)
         y, x = h // 2, w // 2
@@ -306,10 +306,21 @@ class EffectiveFields:
 
 
 def _reinitialized(model: nn.Module, seed: int) -> nn.Module:
-    """A copy of ``model`` with every layer's parameters reset to their random initial state."""
+    """A copy of ``model`` with every layer's parameters reset to their random initial state,
+    drawn from ``seed``; the caller's random state is left as it was.
+
+    ``reset_parameters`` draws from torch's default generators and takes no generator of its
+    own, so the generators it uses (the CPU's, and the model's GPU's) are seeded for the reset
+    and put back after it: the same weights for the same seed, and nothing changed for the
+    caller's later draws.
+    """
     twin = copy.deepcopy(model)
-    torch.manual_seed(seed)
-    with torch.no_grad():
+    device = model_info.model_device(twin)
+    gpus = [device.index] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=gpus, device_type="cuda"), torch.no_grad():
+        torch.random.default_generator.manual_seed(seed)
+        for index in gpus:
+            torch.cuda.default_generators[index].manual_seed(seed)
         for m in twin.modules():
             if hasattr(m, "reset_parameters") and m is not twin:
                 m.reset_parameters()
@@ -362,7 +373,7 @@ def effective(
     if weights not in ERF_WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(ERF_WEIGHTS)}, got {weights!r}")
     resolve_layer(model, layer)
-    size = input_size or getattr(model, "input_size", 224)
+    size = model_info.input_size(model, input_size)
     trf = theoretical(model, layer, input_size=size)
     if trf.size[0] > size or trf.size[1] > size:
         import warnings
@@ -375,7 +386,7 @@ def effective(
     else:
         net = _reinitialized(model, seed) if weights == "random" else model
         mode, dtype = contextlib.nullcontext(), torch.float32
-    device = next((p.device for p in net.parameters()), torch.device("cpu"))
+    device = model_info.model_device(net)
     total = torch.zeros(size, size, dtype=torch.float64)
     count = 0
     unit = (0, 0)

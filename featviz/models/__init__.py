@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.hooks import frozen, named_layers
+from ..core import model_info
+from ..core.hooks import frozen, named_layers, on_output
 from ..errors import FeatvizError, WeightsError, unknown
 from . import cifar
 
@@ -273,28 +274,19 @@ def layer_table(model: nn.Module, input_size: int | None = None) -> list[tuple[s
     Every addressable layer is listed in definition order; a module that does not run in the
     forward pass shows ``"not run"``. Hooks are removed and the model's state restored after.
     """
-    size = input_size or getattr(model, "input_size", 224)
+    size = model_info.input_size(model, input_size)
     layers = named_layers(model)
     shapes: dict[str, str] = {}
-    handles = []
 
-    def record(name: str):
-        def hook(module, inputs, output):
-            if isinstance(output, torch.Tensor):
-                shapes[name] = "x".join(str(s) for s in output.shape[1:])
-            else:
-                shapes[name] = type(output).__name__
-        return hook
+    def record(names: list[str], output) -> None:
+        shape = ("x".join(str(s) for s in output.shape[1:]) if isinstance(output, torch.Tensor)
+                 else type(output).__name__)
+        shapes.update(dict.fromkeys(names, shape))
 
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_info.model_device(model)
     try:
-        for name, m in layers.items():
-            handles.append(m.register_forward_hook(record(name)))
-        with frozen(model), torch.no_grad():
+        with on_output(model, layers, record), frozen(model), torch.no_grad():
             model(torch.full((1, 3, size, size), 0.5, device=device))
     except Exception as err:
         raise FeatvizError(f"a {size}x{size} image does not run through the model: {err}") from err
-    finally:
-        for h in handles:
-            h.remove()
     return [(name, type(m).__name__, shapes.get(name, "not run")) for name, m in layers.items()]
