@@ -147,3 +147,46 @@ def test_tap_of_an_alias_and_its_path_hooks_once():
         acts = tap(torch.rand(2, 3, 8, 8))
     assert acts["first"] is acts["conv1"] and acts["first"].shape == (2, 4, 8, 8)
     assert hook_free(model)
+
+
+def test_two_threads_on_one_model_leave_it_exactly_as_it_was():
+    """Renders of one model from two threads run one after the other (the model's lock):
+    both succeed, no private exception escapes, and the model's modes, flags and parameters
+    are exactly as before."""
+    import threading
+
+    model = make_tiny()
+    model.train()
+    model.net.conv1.weight.requires_grad_(False)
+    modes = [m.training for m in model.modules()]
+    flags = [p.requires_grad for p in model.parameters()]
+    params = [p.detach().clone() for p in model.parameters()]
+    results, errors = [], []
+
+    def work(channel):
+        try:
+            results.append(featviz.render(model, f"channel:conv3:{channel}", steps=12,
+                                          size=24, seed=channel, progress=False))
+        except BaseException as err:  # noqa: BLE001 - any escape is the failure looked for
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(results) == 4
+    assert [m.training for m in model.modules()] == modes
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert all(torch.equal(a, b) for a, b in zip(params, model.parameters(), strict=True))
+    assert hook_free(model)
+    alone = featviz.render(model, "channel:conv3:2", steps=12, size=24, seed=2, progress=False)
+    assert torch.equal(alone.images, next(r for r in results if r.seeds[0] == 2).images)
+
+
+def test_torchscript_layers_are_refused_with_the_reason():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3))
+    for model in (torch.jit.script(net), featviz.models.wrap(torch.jit.script(net))):
+        with pytest.raises(FeatvizError, match="hooks do not fire inside TorchScript"):
+            featviz.render(model, "channel:2:0", steps=1, size=16, progress=False)
+        assert hook_free(model)

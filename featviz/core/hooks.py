@@ -7,7 +7,9 @@ exception flies: forward hooks are removed, training flags and ``requires_grad``
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
@@ -81,13 +83,24 @@ def on_output(model: nn.Module, layers: Iterable[str],
     """
     handles: list[torch.utils.hooks.RemovableHandle] = []
     try:
+        model_lock(model).acquire()
         for module, names in _by_module(model, layers):
+            _check_not_scripted(module, names[0])
             handles.append(module.register_forward_hook(
                 lambda _module, _inputs, output, names=names: fn(names, output)))
         yield
     finally:
         for handle in handles:
             handle.remove()
+        model_lock(model).release()
+
+
+def _check_not_scripted(module: nn.Module, name: str) -> None:
+    if isinstance(module, torch.jit.ScriptModule):
+        raise FeatvizError(
+            f"layer {name!r} is TorchScript (the model went through torch.jit.script or "
+            "trace): forward hooks do not fire inside TorchScript, so featviz cannot see its "
+            "layers; pass the Python model it was made from")
 
 
 class _StopForward(Exception):
@@ -209,13 +222,35 @@ class LayerTap:
         self._expected = {names[0]: self._counts[names[0]] for names in self._groups}
 
 
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The lock featviz holds on ``model`` while it changes the model's state (modes, flags,
+    hooks). Uses of one model from several threads therefore run one after the other, never
+    interleaved; the lock is reentrant, so nested uses in one thread do not wait."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
+
+
 @contextlib.contextmanager
 def frozen(model: nn.Module) -> Iterator[nn.Module]:
     """Put ``model`` in eval mode with ``requires_grad`` off, and restore both on exit.
 
     Every submodule's ``training`` flag and every parameter's ``requires_grad`` are recorded and
-    put back exactly, also when the body raises.
+    put back exactly, also when the body raises. The model's lock (:func:`model_lock`) is held
+    throughout: another thread's use of the same model waits until this one is done, so no
+    thread ever records the state another has changed.
     """
+    with model_lock(model):
+        yield from _frozen(model)
+
+
+def _frozen(model: nn.Module) -> Iterator[nn.Module]:
     modes = [(m, m.training) for m in model.modules()]
     grads = [(p, p.requires_grad) for p in model.parameters()]
     try:
