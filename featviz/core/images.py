@@ -12,6 +12,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from ..errors import FeatvizError
+from .files import write_atomic
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -145,28 +146,29 @@ def save(images: torch.Tensor, path: str | os.PathLike, labels: Sequence[str] | 
          ncol: int | None = None) -> Path:
     """Write one image, or a labelled grid of a batch, as a PNG (or any format PIL knows)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = image_format(path)
     single = images.dim() == 3 or (images.dim() == 4 and images.shape[0] == 1)
     pic = to_pil(images) if single and not labels else grid(images if images.dim() == 4
                                                             else images[None], labels, ncol)
-    _atomic(path, lambda tmp: pic.save(tmp, format=_format(path)))
+    write_atomic(path, lambda tmp: pic.save(tmp, format=fmt))
     return path
 
 
-def _format(path: Path) -> str:
-    ext = path.suffix.lower().lstrip(".") or "png"
-    return {"jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF"}.get(ext, ext.upper())
+def image_format(path: str | os.PathLike) -> str:
+    """The PIL format ``path``'s suffix names (no suffix: PNG); an error naming the suffix and
+    the ones that work when PIL cannot write it."""
+    suffix = Path(path).suffix.lower()
+    if not suffix:
+        return "PNG"
+    Image.init()
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE:
+        raise FeatvizError(f"cannot write {path}: {suffix!r} is not an image format; use one "
+                           f"of {', '.join(IMAGE_SUFFIXES)}")
+    return fmt
 
 
-def _atomic(path: Path, write) -> None:
-    """Write through a temporary file and rename, so a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
 def save_gif(frames: Sequence[torch.Tensor], path: str | os.PathLike,
@@ -177,12 +179,11 @@ def save_gif(frames: Sequence[torch.Tensor], path: str | os.PathLike,
     if not frames:
         raise ValueError("save_gif needs at least one frame")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     pics = []
     for f in frames:
         batch = f if f.dim() == 4 else f[None]
         pic = to_pil(batch) if batch.shape[0] == 1 and not labels else grid(batch, labels)
         pics.append(np.asarray(_opaque(pic)))
-    _atomic(path, lambda tmp: imageio.mimsave(tmp, pics, format="GIF",
-                                              duration=seconds_per_frame * 1000, loop=0))
+    write_atomic(path, lambda tmp: imageio.mimsave(tmp, pics, format="GIF",
+                                                   duration=seconds_per_frame * 1000, loop=0))
     return path

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..core.files import write_text
 from ..errors import FeatvizError
 from .sweep import folder_name, manifest_files, read_manifests, read_settings
 
@@ -53,12 +54,6 @@ def _page(title: str, body: str) -> str:
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>"
             f"{body}</body></html>")
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def collect(folder: str | os.PathLike) -> dict[str, list[dict]]:
@@ -135,13 +130,13 @@ def write(folder: str | os.PathLike, out: str | os.PathLike | None = None) -> Pa
         body = (f"<p><a href='{html.escape(index.name, quote=True)}'>all layers</a></p>"
                 f"<h1>{html.escape(layer)}</h1><p class='settings'>{_settings_line(settings)}"
                 f" · {len(recs)} of {of} channels</p><div class='grid'>{cards}</div>")
-        _write(index.parent / page, _page(f"{layer} · {title}", body))
+        write_text(index.parent / page, _page(f"{layer} · {title}", body))
     total = sum(len(r) for r in layers.values())
     body = (f"<h1>{html.escape(title)}</h1><p class='settings'>{_settings_line(settings)}</p>"
             f"<p>{total} channels in {len(layers)} layers</p>"
             f"<table id='layers'><tr><th>layer</th><th>channels</th><th>strongest</th></tr>"
             f"{''.join(rows)}</table>")
-    _write(index, _page(title, body))
+    write_text(index, _page(title, body))
     return index
 
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from ..core import images as _images
 from ..core import markdown
+from ..core.files import write_text
 from ..core.hooks import frozen, named_layers, on_output
 from ..core.model_info import model_device
 from ..errors import FeatvizError
@@ -349,10 +350,7 @@ def _write_page(path, title: str, nav: list[str], body: str) -> Path:
             f"</title><style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>"
             f"<nav id='layers'><b>layers</b>{links}</nav><main><h1>{html.escape(title)}</h1>"
             f"{body}</main></body></html>")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
-    return path
+    return write_text(path, page)
 
 
 def report(model: nn.Module, img: torch.Tensor, out: str | os.PathLike,

@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ...core.files import write_text
 from ...errors import FeatvizError
 from .manifest import IMAGE_SETTINGS, _image_settings, _jsonable, _now, read_manifests
 from .ranks import _from_rank0, _group_active
@@ -89,7 +90,4 @@ def _write_settings(path: Path, old: Mapping, settings: Mapping,
     now_s = _now()
     doc = {"format": 1, "settings": _jsonable(dict(settings)), "layers": merged,
            "created": old.get("created", now_s), "updated": now_s}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(doc, indent=1, sort_keys=True))

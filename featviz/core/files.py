@@ -1,0 +1,85 @@
+"""Writing output files safely: every featviz writer goes through :func:`write_atomic`.
+
+A file is written to a temporary file beside its target and renamed onto it, so a crash or a
+kill never leaves half a file. Only regular files are replaced: a symlink is followed (its
+target is replaced, the link stays), and a device node, FIFO, socket or folder at the path is
+refused with a message, never turned into a regular file.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import FeatvizError
+
+_KINDS = [(stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISSOCK, "a socket")]
+
+
+def output_path(path: str | os.PathLike) -> Path:
+    """Where writing ``path`` really lands (a symlink's final target), after checking that it
+    can: an error naming ``path`` when it is not a regular file, or when its folder cannot be
+    made (a file in the way, no permission)."""
+    path = Path(path)
+    target = Path(os.path.realpath(path))
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    except NotADirectoryError:
+        raise FeatvizError(f"cannot write {path}: a file stands where its folder should be "
+                           f"({_first_file(target.parent)})") from None
+    except OSError as err:
+        raise FeatvizError(f"cannot write {path}: {err.strerror}") from None
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        raise FeatvizError(f"cannot write {path}: it is {kind}; featviz writes only regular "
+                           "files, give a file path")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise FeatvizError(f"cannot write {path}: a file stands where its folder should be "
+                           f"({_first_file(target.parent)})") from None
+    except OSError as err:
+        raise FeatvizError(f"cannot write {path}: cannot make its folder {target.parent} "
+                           f"({err.strerror})") from None
+    return target
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` to fill a temporary file beside ``path``'s real target, then rename
+    it onto the target (see :func:`output_path`); returns ``path``. OS errors become a
+    :class:`~featviz.errors.FeatvizError` naming ``path``."""
+    target = output_path(path)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as err:
+        raise FeatvizError(f"cannot write {path}: {err.strerror} in {target.parent}") from None
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except OSError as err:
+        raise FeatvizError(f"cannot write {path}: {err.strerror or err}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _first_file(folder: Path) -> Path:
+    """The first part of ``folder`` that exists and is not a folder."""
+    for part in [*reversed(folder.parents), folder]:
+        if part.exists() and not part.is_dir():
+            return part
+    return folder

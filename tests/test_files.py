@@ -1,0 +1,77 @@
+"""Output files land safely: written atomically onto regular files only; symlinks followed
+(the link survives), special files and folders refused with a message and left alone. All in
+temporary folders: no real device is ever a target."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+import torch
+
+import featviz
+from featviz.core.files import write_atomic, write_text
+from featviz.errors import FeatvizError
+
+IMG = torch.rand(3, 8, 8)
+
+
+def test_a_symlink_keeps_its_link_and_its_target_gets_the_file(tmp_path):
+    target = tmp_path / "real" / "target.png"
+    target.parent.mkdir()
+    link = tmp_path / "link.png"
+    link.symlink_to(target)
+    featviz.images.save(IMG, link)
+    assert link.is_symlink() and target.is_file()
+    assert featviz.images.load(target).shape == (1, 3, 8, 8)
+
+
+def test_a_fifo_is_refused_and_stays_a_fifo(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(FeatvizError, match=r"pipe\.png: it is a FIFO"):
+        featviz.images.save(IMG, fifo)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_a_device_node_is_refused_and_left_alone(tmp_path):
+    node = tmp_path / "null.png"
+    try:  # a character device of our own, in the temporary folder (root only)
+        os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except (PermissionError, OSError) as err:
+        pytest.skip(f"cannot make a device node here: {err}")
+    with pytest.raises(FeatvizError, match="it is a character device"):
+        write_text(node, "x")
+    assert stat.S_ISCHR(os.stat(node).st_mode)
+
+
+def test_a_folder_or_a_file_in_the_way_is_named(tmp_path):
+    (tmp_path / "dir.png").mkdir()
+    with pytest.raises(FeatvizError, match="it is a folder"):
+        featviz.images.save(IMG, tmp_path / "dir.png")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(FeatvizError, match="a file stands where its folder should be .*afile"):
+        featviz.images.save(IMG, tmp_path / "afile" / "x.png")
+
+
+def test_an_unknown_image_suffix_names_the_ones_that_work(tmp_path):
+    with pytest.raises(FeatvizError, match=r"'\.txt' is not an image format; use one of \.png"):
+        featviz.images.save(IMG, tmp_path / "out.txt")
+    assert not (tmp_path / "out.txt").exists()
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "keep.txt"
+    path.write_text("old")
+
+    def broken(tmp):
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        write_atomic(path, broken)
+    assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "keep.txt"]
+    write_text(path, "new")
+    assert path.read_text() == "new"
