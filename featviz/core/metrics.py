@@ -21,7 +21,7 @@ from .objectives import Objective
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """Peak signal-to-noise ratio in dB of two images in [0, 1]."""
-    mse = float(((a.float() - b.float()) ** 2).mean())
+    mse = float(((a.detach().float() - b.detach().float()) ** 2).mean())
     return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
@@ -30,7 +30,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
     [0, 1], averaged over pixels and channels."""
     import kornia
 
-    a, b = a.float().cpu(), b.float().cpu()
+    a, b = a.detach().float().cpu(), b.detach().float().cpu()
     a, b = (a[None] if a.dim() == 3 else a), (b[None] if b.dim() == 3 else b)
     return float(kornia.metrics.ssim(a, b, 11).mean())
 

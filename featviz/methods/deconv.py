@@ -107,7 +107,7 @@ def project(
     of ``mode``. The model comes back unchanged, with no hook or rule left on it.
     """
     check_mode(mode)
-    x = as_batch(img).to(model_device(model)).requires_grad_(True)
+    x = as_batch(img).to(model_device(model)).detach().requires_grad_(True)  # not the caller's
     rule = ReluBackwardRule(mode) if mode != "gradient" else contextlib.nullcontext()
     with frozen(model), LayerTap(model, [layer]) as tap, torch.enable_grad():
         with rule:

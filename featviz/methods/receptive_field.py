@@ -392,7 +392,7 @@ def effective(
     unit = (0, 0)
     with frozen(net), LayerTap(net, [layer]) as tap:
         for batch in _inputs(inputs, size, samples, seed):
-            x = batch.to(device=device, dtype=dtype).requires_grad_(True)
+            x = batch.to(device=device, dtype=dtype).detach().requires_grad_(True)
             with mode:
                 act = tap(x)[layer]
             if act.dim() != 4:
