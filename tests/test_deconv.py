@@ -191,7 +191,9 @@ def test_occlusion_drops_only_inside_the_field():
     # conv1 is 3x3: the unit at (16, 16) sees pixels 15..17, covered by squares 3 and 4
     far = occ.drops.clone()
     far[3:5, 3:5] = 0
-    assert far.abs().max() == 0 and occ.drops[3:5, 3:5].abs().max() > 0
+    # outside: zero up to float rounding (the base value comes from a batch of one, the
+    # occluded ones from larger batches, which may take other kernels)
+    assert far.abs().max() < 1e-5 and occ.drops[3:5, 3:5].abs().max() > 1e-3
     assert occ.heatmap().shape == (32, 32)
 
 
