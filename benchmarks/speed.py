@@ -43,6 +43,7 @@ import torch
 import featviz
 from featviz import objectives as obj
 from featviz import transforms as T
+from featviz.core.model_info import model_device
 
 LAYERS = {
     "googlenet": ["inception3a", "inception4a", "inception5b"],
@@ -110,7 +111,7 @@ def featviz_ms(model, layer: str, batch: int, size: int, steps: int) -> float:
     # a read-back costs nothing, every step is recorded and the median step taken, as for
     # the floor
     warm = 2
-    cpu = next(model.parameters()).device.type == "cpu"
+    cpu = model_device(model).type == "cpu"
     res = featviz.render(model, objective, steps=warm + steps, size=size, batch=batch,
                          progress=False, redirect_relu=0, record_every=1 if cpu else 10**9,
                          thresholds=[warm], seed=0)
@@ -180,7 +181,7 @@ def lucent_ms(lucent, net, layer: str, batch: int, size: int, steps: int,
         fixed_image_size=fixed,
     )
     stamps = opts[0].stamps
-    if next(net.parameters()).device.type == "cpu":  # the median step, as for the others
+    if model_device(net).type == "cpu":  # the median step, as for the others
         steps_ms = sorted(1000 * (b - a) for a, b in zip(stamps[warm - 1:], stamps[warm:],
                                                          strict=False))
         return steps_ms[len(steps_ms) // 2]
