@@ -43,6 +43,7 @@ import torch
 import featviz
 from featviz import objectives as obj
 from featviz import transforms as T
+from featviz.core.model_info import model_device
 
 LAYERS = {
     "googlenet": ["inception3a", "inception4a", "inception5b"],
@@ -110,7 +111,7 @@ def featviz_ms(model, layer: str, batch: int, size: int, steps: int) -> float:
     # a read-back costs nothing, every step is recorded and the median step taken, as for
     # the floor
     warm = 2
-    cpu = next(model.parameters()).device.type == "cpu"
+    cpu = model_device(model).type == "cpu"
     res = featviz.render(model, objective, steps=warm + steps, size=size, batch=batch,
                          progress=False, redirect_relu=0, record_every=1 if cpu else 10**9,
                          thresholds=[warm], seed=0)
@@ -180,7 +181,7 @@ def lucent_ms(lucent, net, layer: str, batch: int, size: int, steps: int,
         fixed_image_size=fixed,
     )
     stamps = opts[0].stamps
-    if next(net.parameters()).device.type == "cpu":  # the median step, as for the others
+    if model_device(net).type == "cpu":  # the median step, as for the others
         steps_ms = sorted(1000 * (b - a) for a, b in zip(stamps[warm - 1:], stamps[warm:],
                                                          strict=False))
         return steps_ms[len(steps_ms) // 2]
@@ -231,6 +232,60 @@ def print_batched(per_image: dict[tuple[str, str, int], dict[int, tuple[float, f
         print("\n".join(rows))
 
 
+def print_header(device: torch.device, lucent) -> None:
+    """The device line and the head of the table."""
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {where}; torch {torch.__version__}; lucent "
+          f"{'0.1.8' if lucent else 'not installed'}\n")
+    print("| model | layer | px | batch | featviz ms | floor ms | featviz/floor | lucent ms "
+          "| lucent/featviz | lucent/floor | lucent default ms |" +
+          (" peak MiB featviz / floor / lucent |" if device.type == "cuda" else ""))
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" +
+          ("---|" if device.type == "cuda" else ""))
+
+
+def row(name: str, model, layer: str, size: int, batch: int, device: torch.device, lucent,
+        budget: float) -> tuple[float, float]:
+    """Time one row of the table and print it; returns (featviz ms, lucent ms) per step."""
+    net = model.net
+    seen = T.standard().out_size((size, size))[0]
+    for p in net.parameters():
+        p.requires_grad_(False)
+    probe = floor_ms(net, layer, batch, seen, 0, device)
+    # at least 2 timed steps, but 1 for steps of several seconds (VGG16 at batch 16) so that
+    # the CPU run stays within about 10 minutes
+    least = 1 if probe > 3000 else 2
+    steps = max(least, min(30, round(1000 * budget / max(probe, 1e-3))))
+    # cheap rows alternate the methods over several rounds and keep each one's best round:
+    # load from elsewhere then hits all methods alike
+    rounds = 3 if probe < 100 else 1
+    runs: dict[str, list[float]] = {"featviz": [], "floor": [], "lucent": []}
+    peaks: dict[str, float] = {}
+    for _ in range(rounds):
+        jobs = [("featviz", featviz_ms, (model, layer, batch, size, steps)),
+                ("floor", floor_ms, (net, layer, batch, seen, steps, device))]
+        if lucent:
+            jobs.append(("lucent", lucent_ms, (lucent, net, layer, batch, size, steps, seen)))
+        for key, fn, fargs in jobs:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            runs[key].append(fn(*fargs))
+            if device.type == "cuda":
+                peaks[key] = torch.cuda.max_memory_allocated(device) / 2**20
+    fv, fl = min(runs["featviz"]), min(runs["floor"])
+    lu = min(runs["lucent"]) if runs["lucent"] else float("nan")
+    # lucent's own default differs from the counted row by its upsampling of small images to
+    # 224 px; at 224 px it only adds its size-changing scale
+    ld = (lucent_ms(lucent, net, layer, batch, size, max(1, steps // 2), None)
+          if lucent and size < 224 else float("nan"))
+    mem = (" " + " / ".join(f"{peaks.get(k, float('nan')):.0f}" for k in runs) + " |"
+           ) if peaks else ""
+    print(f"| {name} | {layer} | {size} | {batch} | {fv:.1f} | {fl:.1f} | {fv / fl:.2f} | "
+          f"{lu:.1f} | {lu / fv:.2f} | {lu / fl:.2f} | {ld:.1f} |{mem}", flush=True)
+    return fv, lu
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="googlenet,mobilenet_v2,vgg16")
@@ -246,15 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
     lucent = None if args.no_lucent else import_lucent()
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {where}; torch {torch.__version__}; lucent "
-          f"{'0.1.8' if lucent else 'not installed'}\n")
-    print("| model | layer | px | batch | featviz ms | floor ms | featviz/floor | lucent ms "
-          "| lucent/featviz | lucent/floor | lucent default ms |" +
-          (" peak MiB featviz / floor / lucent |" if device.type == "cuda" else ""))
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" +
-          ("---|" if device.type == "cuda" else ""))
+    print_header(device, lucent)
     # one throwaway round first: thread pools, allocator and kernel caches warm up here, not in
     # the first row
     warm_model = featviz.models.load("mobilenet_v2", weights=None, device=device)
@@ -264,47 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     per_image: dict[tuple[str, str, int], dict[int, tuple[float, float]]] = {}
     for name in args.models.split(","):
         model = featviz.models.load(name, weights=None, device=device)
-        net = model.net
         for layer in LAYERS[name]:
             for size in (int(s) for s in args.sizes.split(",")):
-                seen = T.standard().out_size((size, size))[0]
                 for batch in (int(b) for b in args.batches.split(",")):
-                    for p in net.parameters():
-                        p.requires_grad_(False)
-                    probe = floor_ms(net, layer, batch, seen, 0, device)
-                    # at least 2 timed steps, but 1 for steps of several seconds (VGG16 at
-                    # batch 16) so that the CPU run stays within about 10 minutes
-                    least = 1 if probe > 3000 else 2
-                    steps = max(least, min(30, round(1000 * args.budget / max(probe, 1e-3))))
-                    # cheap rows alternate the methods over several rounds and keep each
-                    # one's best round: load from elsewhere then hits all methods alike
-                    rounds = 3 if probe < 100 else 1
-                    runs: dict[str, list[float]] = {"featviz": [], "floor": [], "lucent": []}
-                    peaks: dict[str, float] = {}
-                    for _ in range(rounds):
-                        jobs = [("featviz", featviz_ms, (model, layer, batch, size, steps)),
-                                ("floor", floor_ms, (net, layer, batch, seen, steps, device))]
-                        if lucent:
-                            jobs.append(("lucent", lucent_ms,
-                                         (lucent, net, layer, batch, size, steps, seen)))
-                        for key, fn, fargs in jobs:
-                            if device.type == "cuda":
-                                torch.cuda.reset_peak_memory_stats(device)
-                            runs[key].append(fn(*fargs))
-                            if device.type == "cuda":
-                                peaks[key] = torch.cuda.max_memory_allocated(device) / 2**20
-                    fv, fl = min(runs["featviz"]), min(runs["floor"])
-                    lu = min(runs["lucent"]) if runs["lucent"] else float("nan")
-                    # lucent's own default differs from the counted row by its upsampling of
-                    # small images to 224 px; at 224 px it only adds its size-changing scale
-                    ld = (lucent_ms(lucent, net, layer, batch, size, max(1, steps // 2), None)
-                          if lucent and size < 224 else float("nan"))
-                    per_image.setdefault((name, layer, size), {})[batch] = (fv, lu)
-                    mem = (" " + " / ".join(f"{peaks.get(k, float('nan')):.0f}"
-                                            for k in runs) + " |") if peaks else ""
-                    print(f"| {name} | {layer} | {size} | {batch} | {fv:.1f} | {fl:.1f} | "
-                          f"{fv / fl:.2f} | {lu:.1f} | {lu / fv:.2f} | {lu / fl:.2f} | "
-                          f"{ld:.1f} |{mem}", flush=True)
+                    per_image.setdefault((name, layer, size), {})[batch] = row(
+                        name, model, layer, size, batch, device, lucent, args.budget)
     print(f"\n{time.perf_counter() - t_start:.0f} s in all")
     print_batched(per_image)
     if device.type == "cpu" and not args.no_memory:

@@ -174,7 +174,8 @@ def test_maps_command(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("choice", [["--param", "maco"], ["--param", "laplacian"],
-                                    ["--param", "cppn"], ["--alpha"]])
+                                    ["--param", "cppn"], ["--alpha"],
+                                    ["--param", "pixel", "--alpha"]])
 def test_render_with_each_parameterization(tmp_path, choice):
     out = tmp_path / "p.png"
     code = main(["render", *RANDOM, "--objective", "channel:features.4:1", *choice, "--size",
@@ -185,14 +186,83 @@ def test_render_with_each_parameterization(tmp_path, choice):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--param", "cppn", "--alpha"], "alpha works with the fourier and pixel images, not cppn"),
-    (["--spectrum", "x.pt"], "a spectrum is the magnitude of maco, not of fourier"),
+    (["--param", "cppn", "--alpha"],
+     "--alpha goes with --param fourier or pixel, not --param cppn"),
+    (["--spectrum", "x.pt"], "--spectrum goes with --param maco, not --param fourier"),
     (["--param", "maco", "--spectrum", "missing.pt"], "spectrum file not found: missing.pt"),
 ])
 def test_parameterization_options_are_checked(tmp_path, capsys, args, expected):
     code = main(["render", *RANDOM, "--objective", "channel:features.4:1", *args, "--size",
                  "32", "--steps", "1", "--no-progress", "--out", str(tmp_path / "p.png")])
     assert code == 2 and expected in capsys.readouterr().err
+
+
+def _render_png(tmp_path, name: str, *args: str) -> bytes:
+    out = tmp_path / f"{name}.png"
+    code = main(["render", *RANDOM, "--objective", "channel:features.4:1", *args, "--size",
+                 "32", "--steps", "2", "--no-progress", "--out", str(out)])
+    assert code == 0
+    with Image.open(out) as im:
+        return im.tobytes()
+
+
+def test_render_spells_parameterizations_as_sweep_does(tmp_path):
+    """--param takes the library's kinds with fourier as the default; --pixel is the old
+    spelling of --param pixel and renders the same image."""
+    fourier = _render_png(tmp_path, "default")
+    assert _render_png(tmp_path, "fourier", "--param", "fourier") == fourier
+    pixel = _render_png(tmp_path, "pixel", "--param", "pixel")
+    assert pixel != fourier
+    assert _render_png(tmp_path, "old", "--pixel") == pixel
+    assert _render_png(tmp_path, "both", "--pixel", "--param", "pixel") == pixel
+
+
+@pytest.mark.parametrize("args, flags", [
+    (["--pixel", "--param", "maco"], ["--pixel", "--param maco"]),
+    (["--pixel", "--param", "fourier"], ["--pixel", "--param fourier"]),
+    (["--alpha", "--param", "laplacian"], ["--alpha", "--param laplacian"]),
+    (["--alpha", "--pixel", "--param", "maco"], ["--pixel", "--param maco"]),
+    (["--spectrum", "s.pt", "--param", "cppn"], ["--spectrum", "--param cppn"]),
+    (["--spectrum", "s.pt", "--pixel"], ["--spectrum", "--param pixel"]),
+])
+def test_flags_that_do_not_fit_the_parameterization(tmp_path, capsys, args, flags):
+    """One line naming both flags, exit status 2, before the model loads (the weights file
+    does not even exist)."""
+    code = main(["render", "--model", "mobilenet_v2", "--weights", str(tmp_path / "none.pth"),
+                 "--objective", "channel:features.4:1", *args, "--out", str(tmp_path / "p.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("featviz render: error: ") and "none.pth" not in err
+    assert all(flag in err for flag in flags)
+
+
+def test_param_image_is_no_longer_a_spelling(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["render", *RANDOM, "--objective", "channel:features.4:1", "--param", "image",
+              "--out", "x.png"])
+    assert exit_.value.code == 2 and "invalid choice: 'image'" in capsys.readouterr().err
+
+
+def _choices(command: str, dest: str) -> tuple:
+    import argparse
+
+    from featviz.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    action = next(a for a in sub.choices[command]._actions if a.dest == dest)
+    return tuple(action.choices)
+
+
+def test_choices_are_the_librarys_registries():
+    from featviz import deconv, param, receptive_field, transforms, truncate
+
+    for command in ("render", "sweep"):
+        assert _choices(command, "param") == param.KINDS
+        assert _choices(command, "transforms") == ("auto", *transforms.PRESETS)
+        assert _choices(command, "compile") == truncate.COMPILE_MODES
+    for command in ("deconv", "topk"):
+        assert _choices(command, "mode") == deconv.MODES
+    assert _choices("erf", "init") == receptive_field.ERF_WEIGHTS
 
 
 def test_maco_spectrum_from_a_folder_needs_enough_photos(tmp_path, capsys):

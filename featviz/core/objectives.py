@@ -451,40 +451,64 @@ def _int(spec: str, text: str, what: str) -> int:
         raise _syntax(spec, f"{what} must be a whole number, got {text!r}") from None
 
 
+def _channel_term(spec: str, args: list[str]) -> Objective:
+    if len(args) != 2 or not args[0]:
+        raise _syntax(spec, "channel takes LAYER:C")
+    chans = parse_channels(args[1], spec)
+    return channel(args[0], chans[0]) if len(chans) == 1 else channel(args[0], chans)
+
+
+def _neuron_term(spec: str, args: list[str]) -> Objective:
+    if len(args) not in (2, 4) or not args[0]:
+        raise _syntax(spec, "neuron takes LAYER:C or LAYER:C:X:Y")
+    xy = [_int(spec, a, "X and Y") for a in args[2:]] or [None, None]
+    return neuron(args[0], _int(spec, args[1], "C"), *xy)
+
+
+def _layer_term(spec: str, args: list[str]) -> Objective:
+    if len(args) != 1 or not args[0]:
+        raise _syntax(spec, "layer takes LAYER")
+    return layer(args[0])
+
+
+def _class_term(kind: str, make: Callable[[int], Objective]):
+    def term(spec: str, args: list[str]) -> Objective:
+        if len(args) != 1:
+            raise _syntax(spec, f"{kind} takes C (a class index)")
+        return make(_int(spec, args[0], "C"))
+
+    return term
+
+
+def _direction_term(spec: str, args: list[str]) -> Objective:
+    if len(args) != 2:
+        raise _syntax(spec, "direction takes LAYER:FILE.pt")
+    path = Path(args[1])
+    if not path.is_file():
+        raise FeatvizError(f"direction vector file not found: {path}")
+    return direction(args[0], torch.load(path, map_location="cpu", weights_only=True))
+
+
+# objective kind of the string grammar -> the function reading its LAYER/C/... arguments
+_TERMS: dict[str, Callable[[str, list[str]], Objective]] = {
+    "channel": _channel_term,
+    "neuron": _neuron_term,
+    "layer": _layer_term,
+    "logit": _class_term("logit", logit),
+    "softmax": _class_term("softmax", softmax),
+    "direction": _direction_term,
+}
+
+
 def _parse_term(spec: str, term: str) -> Objective:
     weight = 1.0
     m = re.fullmatch(r"\s*([-+]?[\d.]+(?:e[-+]?\d+)?)\s*\*\s*(.+)", term)
     if m:
         weight, term = float(m.group(1)), m.group(2)
-    parts = term.strip().split(":")
-    kind, args = parts[0], parts[1:]
-    if kind == "channel":
-        if len(args) != 2 or not args[0]:
-            raise _syntax(spec, "channel takes LAYER:C")
-        chans = parse_channels(args[1], spec)
-        obj = channel(args[0], chans[0]) if len(chans) == 1 else channel(args[0], chans)
-    elif kind == "neuron":
-        if len(args) not in (2, 4) or not args[0]:
-            raise _syntax(spec, "neuron takes LAYER:C or LAYER:C:X:Y")
-        xy = [_int(spec, a, "X and Y") for a in args[2:]] or [None, None]
-        obj = neuron(args[0], _int(spec, args[1], "C"), *xy)
-    elif kind == "layer":
-        if len(args) != 1 or not args[0]:
-            raise _syntax(spec, "layer takes LAYER")
-        obj = layer(args[0])
-    elif kind in ("logit", "softmax"):
-        if len(args) != 1:
-            raise _syntax(spec, f"{kind} takes C (a class index)")
-        obj = (logit if kind == "logit" else softmax)(_int(spec, args[0], "C"))
-    elif kind == "direction":
-        if len(args) != 2:
-            raise _syntax(spec, "direction takes LAYER:FILE.pt")
-        path = Path(args[1])
-        if not path.is_file():
-            raise FeatvizError(f"direction vector file not found: {path}")
-        obj = direction(args[0], torch.load(path, map_location="cpu", weights_only=True))
-    else:
+    kind, *args = term.strip().split(":")
+    if kind not in _TERMS:
         raise _syntax(spec, f"unknown objective kind {kind!r}")
+    obj = _TERMS[kind](spec, args)
     return obj if weight == 1.0 else weight * obj
 
 

@@ -8,8 +8,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..core import param
 from ..core.model_info import input_size
+from ..core.transforms import PRESETS as TRANSFORM_PRESETS
+from ..core.truncate import COMPILE_MODES
 from ..errors import FeatvizError
+from ..methods.deconv import MODES as PROJECTION_MODES
+from ..methods.receptive_field import ERF_WEIGHTS
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -58,12 +63,24 @@ def _load_model(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``featviz`` command (``featviz --help``)."""
-    from ..core.objectives import GRAMMAR
-
+    """The argument parser of the ``featviz`` command (``featviz --help``): one function adds
+    each subcommand, and sets the function that runs it as ``args.run``."""
     parser = argparse.ArgumentParser(prog="featviz", description="See what the units, channels, "
                                      "layers and classes of an image network respond to.")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_render, _add_layers, _add_deconv, _add_topk, _add_occlude, _add_invert,
+                _add_erf, _add_maps, _add_sweep, _add_gallery, _add_models):
+        add(sub)
+    return parser
+
+
+def _add_transforms_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--transforms", default="auto", choices=["auto", *TRANSFORM_PRESETS],
+                   help="auto (default): standard, or none for --param cppn")
+
+
+def _add_render(sub) -> None:
+    from ..core.objectives import GRAMMAR
 
     r = sub.add_parser("render", help="optimize images for an objective",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=GRAMMAR)
@@ -74,17 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--steps", type=int, default=512)
     r.add_argument("--batch-size", type=int, default=16,
                    help="images optimized together when the objectives name several channels")
-    r.add_argument("--transforms", default="auto", choices=["auto", "standard", "distill", "none"],
-                   help="auto (default): standard, or none for --param cppn")
-    r.add_argument("--param", default="image", choices=list(PARAMS),
-                   help="parameterization: image (Fourier or --pixel), maco (fixed natural "
-                        "spectrum, phase optimized), laplacian (pyramid), cppn (a coordinate "
-                        "network)")
-    r.add_argument("--pixel", action="store_true", help="pixel instead of Fourier parameters")
+    _add_transforms_arg(r)
+    # default None, read as fourier: so that --pixel can tell a --param given beside it
+    r.add_argument("--param", choices=param.KINDS,
+                   help="parameterization (default: fourier): fourier or pixel images, maco "
+                        "(fixed natural spectrum, phase optimized), laplacian (pyramid), cppn "
+                        "(a coordinate network)")
+    r.add_argument("--pixel", action="store_true", help="the old spelling of --param pixel")
     r.add_argument("--no-decorrelate", action="store_true", help="plain RGB parameters")
     r.add_argument("--alpha", action="store_true",
-                   help="with --param image: an RGBA image blended over random backgrounds "
-                        "(writes RGBA PNGs)")
+                   help="with --param fourier or pixel: an RGBA image blended over random "
+                        "backgrounds (writes RGBA PNGs)")
     r.add_argument("--spectrum", help="with --param maco: a spectrum file (.pt/.npy) or a "
                                       "folder of photos to measure it from (default: a power "
                                       "law fitted on photos)")
@@ -103,18 +120,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True,
                    help="PNG path; with several images also a folder of the same name holding "
                         "one PNG per image, and the PNG is a labelled contact sheet")
+    r.set_defaults(run=_render)
 
+
+def _add_layers(sub) -> None:
     ls = sub.add_parser("layers", help="list every addressable layer with its output shape")
     _add_model_args(ls, "random")
     ls.add_argument("--size", type=int, help="input size for the shapes (default: the model's)")
+    ls.set_defaults(run=_layers)
 
+
+def _add_deconv(sub) -> None:
     d = sub.add_parser("deconv", help="project one activation back to pixels")
     d.add_argument("image", help="image file")
     _add_model_args(d, "DEFAULT")
     _add_unit_args(d)
-    d.add_argument("--mode", default="deconvnet", choices=["deconvnet", "guided", "gradient"])
+    d.add_argument("--mode", default="deconvnet", choices=PROJECTION_MODES)
     d.add_argument("--out", required=True, help="PNG: the image beside its projection")
+    d.set_defaults(run=_projection_commands)
 
+
+def _add_topk(sub) -> None:
     t = sub.add_parser("topk", help="top-k dataset patches of channels, with projections")
     _add_model_args(t, "DEFAULT")
     t.add_argument("--images", required=True, help="folder of image files")
@@ -123,9 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--k", type=int, default=9)
     t.add_argument("--size", type=int, help="image size (default: the model's)")
     t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--mode", default="deconvnet", choices=["deconvnet", "guided", "gradient"])
+    t.add_argument("--mode", default="deconvnet", choices=PROJECTION_MODES)
     t.add_argument("--out", required=True, help="PNG in the Zeiler & Fergus layout")
+    t.set_defaults(run=_projection_commands)
 
+
+def _add_occlude(sub) -> None:
     o = sub.add_parser("occlude", help="map how much an activation or a class drops when a "
                                        "grey square covers each part of the image")
     o.add_argument("image", help="image file")
@@ -137,7 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--patch", type=int, default=32)
     o.add_argument("--stride", type=int, default=8)
     o.add_argument("--out", required=True, help="PNG: the image beside the drop map")
+    o.set_defaults(run=_projection_commands)
 
+
+def _add_invert(sub) -> None:
     v = sub.add_parser("invert", help="reconstruct an image from a layer's activations "
                                       "(Mahendran & Vedaldi)")
     v.add_argument("image", help="image file")
@@ -152,18 +184,24 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--no-progress", action="store_true")
     v.add_argument("--out", required=True, help="PNG: the original, then one image per layer")
+    v.set_defaults(run=_invert)
 
+
+def _add_erf(sub) -> None:
     e = sub.add_parser("erf", help="effective (and theoretical) receptive fields of layers")
     _add_model_args(e, "DEFAULT")
     e.add_argument("--layers", required=True, help="comma-separated layers")
     e.add_argument("--size", type=int, help="input size (default: the model's)")
     e.add_argument("--samples", type=int, default=32)
     e.add_argument("--inputs", default="noise", help="'noise' or a folder of images")
-    e.add_argument("--init", default="trained", choices=["trained", "random", "uniform"],
+    e.add_argument("--init", default="trained", choices=ERF_WEIGHTS,
                    help="the model's weights, re-initialized ones, or Luo's uniform case")
     e.add_argument("--channel", type=int, help="one channel (default: the sum over channels)")
     e.add_argument("--out", required=True, help="PNG: heat maps and radial profiles")
+    e.set_defaults(run=_erf)
 
+
+def _add_maps(sub) -> None:
     mp = sub.add_parser("maps", help="browse what every layer holds for an image (HTML report)")
     mp.add_argument("image", help="image file")
     _add_model_args(mp, "DEFAULT")
@@ -171,7 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--size", type=int, help="image size (default: the model's)")
     mp.add_argument("--labels", help="class names, one per line (e.g. imagenet_classes.txt)")
     mp.add_argument("--out", required=True, help="a self-contained .html page")
+    mp.set_defaults(run=_maps)
 
+
+def _add_sweep(sub) -> None:
     sw = sub.add_parser("sweep", help="render every channel of layers into a folder; resumable,"
                                       " and split over ranks under torchrun",
                         description="Render channels x layers into --out. Under `torchrun "
@@ -184,10 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--steps", type=int, default=512)
     sw.add_argument("--size", type=int, help="image size in pixels (default: the model's)")
     sw.add_argument("--batch-size", type=int, default=16, help="channels optimized together")
-    sw.add_argument("--transforms", default="auto", choices=["auto", "standard", "distill", "none"],
-                    help="auto (default): standard, or none for --param cppn")
-    sw.add_argument("--param", default="fourier", choices=["fourier", "pixel", "maco",
-                                                             "laplacian", "cppn"],
+    _add_transforms_arg(sw)
+    sw.add_argument("--param", default="fourier", choices=param.KINDS,
                     help="parameterization of every image (default: fourier)")
     sw.add_argument("--lr", type=float, default=None,
                     help="learning rate (default: the parameterization's)")
@@ -197,13 +236,19 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--k", type=int, default=9, help="patches per channel with --images")
     sw.add_argument("--out", required=True, help="sweep folder (created; reused to resume)")
     _add_speed_args(sw)
+    sw.set_defaults(run=_sweep)
 
+
+def _add_gallery(sub) -> None:
     g = sub.add_parser("gallery", help="write a browsable HTML gallery of a sweep folder")
     g.add_argument("folder", help="a folder written by `featviz sweep --out`")
     g.add_argument("--out", help="where to write index.html (default: FOLDER/index.html)")
+    g.set_defaults(run=_gallery)
 
-    sub.add_parser("models", help="list the model names --model accepts")
-    return parser
+
+def _add_models(sub) -> None:
+    sub.add_parser("models", help="list the model names --model accepts").set_defaults(
+        run=_models)
 
 
 def _add_unit_args(p: argparse.ArgumentParser) -> None:
@@ -218,34 +263,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "render":
-            return _render(args)
-        if args.command == "layers":
-            return _layers(args)
-        if args.command in ("deconv", "topk", "occlude"):
-            return _projection_commands(args)
-        if args.command == "invert":
-            return _invert(args)
-        if args.command == "erf":
-            return _erf(args)
-        if args.command == "maps":
-            return _maps(args)
-        if args.command == "sweep":
-            return _sweep(args)
-        if args.command == "gallery":
-            return _gallery(args)
-        if args.command == "models":
-            from ..models import available
-
-            print("\n".join(available()))
-            return 0
+        return args.run(args)
     except FeatvizError as err:
         print(f"featviz {args.command}: error: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `featviz layers ... | head`
         sys.stderr.close()
         return 0
-    return 1
+
+
+def _models(args: argparse.Namespace) -> int:
+    from ..models import available
+
+    print("\n".join(available()))
+    return 0
 
 
 def _layers(args: argparse.Namespace) -> int:
@@ -360,8 +391,6 @@ def _maps(args: argparse.Namespace) -> int:
 
 
 def _add_speed_args(p: argparse.ArgumentParser) -> None:
-    from ..core.truncate import COMPILE_MODES
-
     g = p.add_argument_group("speed (GPU)")
     g.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA and CPU)")
     g.add_argument("--channels-last", action="store_true",
@@ -442,15 +471,23 @@ def _batches(specs: list[str], batch_size: int):
             yield chunk, Objective.sum(parse(s).on(i) for i, s in enumerate(chunk))
 
 
-PARAMS = ("image", "maco", "laplacian", "cppn")
+def _param_kind(args: argparse.Namespace) -> str:
+    """The parameterization ``render``'s flags name: ``--param`` (default fourier), of which
+    ``--pixel`` is the old spelling for pixel. A flag that does not fit the kind is an error
+    naming both, before the model loads."""
+    kind = args.param or ("pixel" if args.pixel else "fourier")
+    if args.pixel and kind != "pixel":
+        raise FeatvizError(f"--pixel is the old spelling of --param pixel; it cannot go with "
+                           f"--param {kind}")
+    if args.alpha and kind not in ("fourier", "pixel"):
+        raise FeatvizError(f"--alpha goes with --param fourier or pixel, not --param {kind}")
+    if args.spectrum is not None and kind != "maco":
+        raise FeatvizError(f"--spectrum goes with --param maco, not --param {kind}")
+    return kind
 
 
-def _make_param(args: argparse.Namespace, size: int, gens: list, init):
-    """The parameterization ``--param`` names (``image`` is Fourier, or pixel with --pixel),
-    one generator per image."""
-    from ..core import param
-
-    kind = ("pixel" if args.pixel else "fourier") if args.param == "image" else args.param
+def _make_param(args: argparse.Namespace, kind: str, size: int, gens: list, init):
+    """The parameterization ``kind``, one generator per image."""
     return param.make(kind, size, len(gens), decorrelate=not args.no_decorrelate,
                       alpha=args.alpha, spectrum=args.spectrum, init=init, generator=gens)
 
@@ -462,6 +499,7 @@ def _render(args: argparse.Namespace) -> int:
     from ..core.objectives import expand, parse
     from ..core.render import render
 
+    kind = _param_kind(args)
     specs = [s for spec in args.objective for s in expand(spec)]
     for s in specs:
         parse(s)  # fail on a bad string before the model loads
@@ -479,7 +517,8 @@ def _render(args: argparse.Namespace) -> int:
         # image n of the whole list uses seed + n, whatever batch it falls into
         seeds = [args.seed + done + i for i in range(len(chunk))]
         done += len(chunk)
-        p = _make_param(args, size, [torch.Generator().manual_seed(s) for s in seeds], init)
+        p = _make_param(args, kind, size,
+                        [torch.Generator().manual_seed(s) for s in seeds], init)
         if many:
             print(f"batch {k + 1}: {len(chunk)} image(s): {', '.join(chunk)}", flush=True)
         res = render(model, objective, p, steps=args.steps, transforms=args.transforms,

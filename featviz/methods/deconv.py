@@ -212,6 +212,36 @@ def crop_box(img: torch.Tensor, box: tuple[int, int, int, int], fill: float = 0.
     return out
 
 
+def _scan(model: nn.Module, images, layer: str, channels: list[int], k: int, size: int,
+          batch_size: int) -> tuple[RunningTopK, list[str], dict[int, torch.Tensor]]:
+    """Stream ``images`` through ``model`` once, keeping each channel's ``k`` strongest units:
+    the tracker, the name of every image seen, and the images still among the hits (uint8)."""
+    device = model_device(model)
+    tracker = RunningTopK(len(channels), k)
+    names: list[str] = []
+    kept: dict[int, torch.Tensor] = {}
+    index = torch.tensor(channels)
+    with frozen(model), LayerTap(model, [layer]) as tap, torch.no_grad():
+        for batch_names, batch in iter_batches(images, size, batch_size):
+            act = tap(batch.to(device))[layer]
+            for c in (min(channels), max(channels)):
+                spatial_activation(layer, act, c)
+            maps = act[:, index.to(act.device)].flatten(2)
+            values, flat = maps.max(dim=2)
+            w = act.shape[3]
+            positions = torch.stack([flat // w, flat % w], dim=2)
+            ids = torch.arange(len(names), len(names) + len(batch_names))
+            names.extend(batch_names)
+            tracker.update(values, ids, positions)
+            in_use = tracker.ids_in_use()
+            for i, image_id in enumerate(ids.tolist()):
+                if image_id in in_use:  # uint8: a quarter of the memory, exact for files
+                    kept[image_id] = (batch[i] * 255).round().to(torch.uint8)
+            for image_id in [i for i in kept if i not in in_use]:
+                del kept[image_id]
+    return tracker, names, kept
+
+
 def top_k(
     model: nn.Module,
     images: str | os.PathLike | Iterable,
@@ -236,29 +266,7 @@ def top_k(
     if not channels:
         raise ValueError("top_k needs at least one channel")
     size = input_size(model, size)
-    device = model_device(model)
-    tracker = RunningTopK(len(channels), k)
-    names: list[str] = []
-    kept: dict[int, torch.Tensor] = {}
-    index = torch.tensor(channels)
-    with frozen(model), LayerTap(model, [layer]) as tap, torch.no_grad():
-        for batch_names, batch in iter_batches(images, size, batch_size):
-            act = tap(batch.to(device))[layer]
-            for c in (min(channels), max(channels)):
-                spatial_activation(layer, act, c)
-            maps = act[:, index.to(act.device)].flatten(2)
-            values, flat = maps.max(dim=2)
-            w = act.shape[3]
-            positions = torch.stack([flat // w, flat % w], dim=2)
-            ids = torch.arange(len(names), len(names) + len(batch_names))
-            names.extend(batch_names)
-            tracker.update(values, ids, positions)
-            in_use = tracker.ids_in_use()
-            for i, image_id in enumerate(ids.tolist()):
-                if image_id in in_use:  # uint8: a quarter of the memory, exact for files
-                    kept[image_id] = (batch[i] * 255).round().to(torch.uint8)
-            for image_id in [i for i in kept if i not in in_use]:
-                del kept[image_id]
+    tracker, names, kept = _scan(model, images, layer, channels, k, size, batch_size)
     field = theoretical(model, layer, input_size=size)
     entries: dict[int, list[TopKEntry]] = {}
     for j, c in enumerate(channels):

@@ -348,6 +348,26 @@ def _inputs(inputs, size: int, samples: int, seed: int):
             return
 
 
+def _centre_gradient(tap: LayerTap, x: torch.Tensor, mode, layer: str, channel: int | None
+                     ) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The gradient with respect to ``x`` of the centre unit of ``layer`` (``channel``, or the
+    sum over channels), with the unit's (y, x) in the layer's map."""
+    with mode:
+        act = tap(x)[layer]
+    if act.dim() != 4:
+        raise FeatvizError(f"layer {layer!r} has no spatial maps (output {list(act.shape)}); "
+                           "effective fields need a convolutional layer")
+    unit = (act.shape[2] // 2, act.shape[3] // 2)
+    centre = act[:, :, unit[0], unit[1]]
+    if channel is not None:
+        if not 0 <= channel < act.shape[1]:
+            raise FeatvizError(f"channel {channel} is out of range for layer {layer!r} "
+                               f"(valid: 0-{act.shape[1] - 1})")
+        centre = centre[:, channel]
+    (grad,) = torch.autograd.grad(centre.sum(), x)
+    return grad, unit
+
+
 def effective(
     model: nn.Module,
     layer: str,
@@ -393,20 +413,7 @@ def effective(
     with frozen(net), LayerTap(net, [layer]) as tap:
         for batch in _inputs(inputs, size, samples, seed):
             x = batch.to(device=device, dtype=dtype).detach().requires_grad_(True)
-            with mode:
-                act = tap(x)[layer]
-            if act.dim() != 4:
-                raise FeatvizError(f"layer {layer!r} has no spatial maps (output "
-                                   f"{list(act.shape)}); effective fields need a convolutional "
-                                   "layer")
-            unit = (act.shape[2] // 2, act.shape[3] // 2)
-            centre = act[:, :, unit[0], unit[1]]
-            if channel is not None:
-                if not 0 <= channel < act.shape[1]:
-                    raise FeatvizError(f"channel {channel} is out of range for layer {layer!r} "
-                                       f"(valid: 0-{act.shape[1] - 1})")
-                centre = centre[:, channel]
-            (grad,) = torch.autograd.grad(centre.sum(), x)
+            grad, unit = _centre_gradient(tap, x, mode, layer, channel)
             g = grad.double().abs() if not squared else grad.double() ** 2
             total += g.sum(dim=1).sum(dim=0).cpu()
             count += len(batch)
