@@ -486,10 +486,10 @@ def _param_kind(args: argparse.Namespace) -> str:
     return kind
 
 
-def _make_param(args: argparse.Namespace, kind: str, size: int, gens: list, init):
-    """The parameterization ``kind``, one generator per image."""
-    return param.make(kind, size, len(gens), decorrelate=not args.no_decorrelate,
-                      alpha=args.alpha, spectrum=args.spectrum, init=init, generator=gens)
+def _make_param(args: argparse.Namespace, kind: str, size: int, seeds: list[int], init):
+    """The parameterization ``kind``, image ``i`` drawn from ``seeds[i]``."""
+    return param.make(kind, size, len(seeds), decorrelate=not args.no_decorrelate,
+                      alpha=args.alpha, spectrum=args.spectrum, init=init, seed=seeds)
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -517,12 +517,11 @@ def _render(args: argparse.Namespace) -> int:
         # image n of the whole list uses seed + n, whatever batch it falls into
         seeds = [args.seed + done + i for i in range(len(chunk))]
         done += len(chunk)
-        p = _make_param(args, kind, size,
-                        [torch.Generator().manual_seed(s) for s in seeds], init)
+        p = _make_param(args, kind, size, seeds, init)
         if many:
             print(f"batch {k + 1}: {len(chunk)} image(s): {', '.join(chunk)}", flush=True)
         res = render(model, objective, p, steps=args.steps, transforms=args.transforms,
-                     lr=args.lr, seed=seeds, thresholds=args.thresholds,
+                     lr=args.lr, thresholds=args.thresholds,
                      progress=not args.no_progress, **_speed_options(args))
         if many:
             res.save_each(folder, [_safe(s) for s in chunk])

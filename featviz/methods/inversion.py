@@ -193,12 +193,11 @@ def _run(model, img, layer, objective_for, *, steps, fft, init, lr, lambda_alpha
         objective = objective - lambda_alpha * alpha_norm(alpha)
     if lambda_tv:
         objective = objective - lambda_tv * tv_beta(beta)
-    gen = torch.Generator().manual_seed(seed)
     start = _prepare(model, init, original.shape[-1]) if init is not None else None
-    p = _param.image(tuple(original.shape[-2:]), 1, fft=fft, init=start, generator=gen)
+    p = _param.image(tuple(original.shape[-2:]), 1, fft=fft, init=start, seed=seed)
     t0 = time.perf_counter()
     start_error = _feature_error(model, p().detach(), layer, target)
-    res = render(model, objective, p, steps=steps, transforms=transforms, lr=lr, seed=seed,
+    res = render(model, objective, p, steps=steps, transforms=transforms, lr=lr,
                  progress=progress, redirect_relu=0)
     recon = res.images
     return Inversion(recon, original, layer, _feature_error(model, recon, layer, target),
