@@ -197,10 +197,18 @@ class LayerTap:
         return acts
 
     def _count_firings(self, x: torch.Tensor) -> None:
-        """One full, gradient-free pass on the first image, to learn where to stop."""
+        """One full, gradient-free pass on the first image, to learn where to stop. A failure
+        after every needed layer has run (a head that takes only the model's own input size,
+        say) is no failure here: the taps stop before that part ever runs."""
         self._acts, self._counts, self._stopping = {}, {}, False
-        with torch.no_grad():
-            self.model(x[:1])
+        try:
+            with torch.no_grad():
+                self.model(x[:1])
+        except FeatvizError:
+            raise
+        except Exception:
+            if any(self._counts.get(names[0], 0) == 0 for names in self._groups):
+                raise
         self._learn_counts()
         self._acts = {}
 

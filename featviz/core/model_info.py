@@ -30,3 +30,22 @@ def input_channels(model: nn.Module) -> int | None:
         if isinstance(m, nn.modules.conv._ConvNd):
             return m.in_channels
     return None
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype of the model's first floating parameter or buffer (float32 for a
+    model with none): what its input must be cast to."""
+    for t in [*model.parameters(), *model.buffers()]:
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
+def fixed_input_size(model: nn.Module) -> tuple[int, int] | None:
+    """The one input size the model takes, when it declares one (``featviz_fixed_size``, set by
+    :func:`featviz.models.wrap` with ``fixed_size=True`` and for model families known to need
+    it, such as vision transformers); None for a model that takes any size."""
+    size = getattr(model, "featviz_fixed_size", None)
+    if size is None:
+        return None
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))

@@ -251,6 +251,40 @@ class crop(Affine):  # noqa: N801
         return f"crop({self.size})"
 
 
+class fit(Affine):  # noqa: N801
+    """Bring the image to exactly ``size`` (an int or (h, w)), for a model that takes no
+    other: the central part when the image is larger (lucid's pad-then-crop: what padding
+    added is cut off again), the whole image resampled up when it is smaller."""
+
+    def __init__(self, size: int | Size):
+        self.size = (size, size) if isinstance(size, int) else tuple(size)
+
+    def out_size(self, size: Size) -> Size:
+        return self.size
+
+    def from_numbers(self, u, n, size, device):
+        m = _eye(n, device)
+        for axis, (have, want) in enumerate(zip((size[1], size[0]), (self.size[1], self.size[0]),
+                                                strict=True)):
+            if have >= want:  # crop: shift by the margin
+                m[:, axis, 2] = (have - want) // 2
+            else:  # stretch: pixel centres of the output spread over the whole input
+                m[:, axis, axis] = have / want
+                m[:, axis, 2] = (have / want - 1) / 2
+        return m
+
+    def __repr__(self) -> str:
+        return f"fit({self.size})"
+
+
+def fitted(pipeline: Callable, size: Size) -> Callable:
+    """``pipeline`` followed by :class:`fit` to ``size``: fused into its affine run when it is
+    a :class:`Compose`, so the step still resamples once."""
+    if isinstance(pipeline, Compose):
+        return Compose([*pipeline.transforms, fit(size)])
+    return Compose([pipeline, fit(size)])
+
+
 # grid_sample's "reflection" with align_corners=False mirrors about the pixel border
 _PADDING = {"constant": "zeros", "mirror": "reflection", "edge": "border"}
 

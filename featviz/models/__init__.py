@@ -46,13 +46,17 @@ LUCID_INCEPTION_V1 = {
 _ALIASES = {"googlenet": LUCID_INCEPTION_V1, "inception_v1": LUCID_INCEPTION_V1}
 _RENAMES = {"inception_v1": "googlenet"}
 _CIFAR = {f"cifar_resnet{d}": d for d in cifar.DEPTHS}
+# torchvision families that check their input size (position embeddings, window grids)
+FIXED_SIZE_FAMILIES = ("vit_", "maxvit_")
 
 
 class Preprocessed(nn.Module):
     """A network that takes RGB in [0, 1] and normalizes it itself: ``net((x - mean) / std)``.
 
     Its layers are addressed by the inner network's own module paths (``featviz_layers``) and by
-    the aliases in ``aliases``; ``input_size`` is the image size the network was trained on.
+    the aliases in ``aliases``; ``input_size`` is the image size the network was trained on;
+    ``fixed_size`` says that it takes no other (vision transformers, flatten + Linear heads):
+    renders then fit their transformed images back to that size.
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class Preprocessed(nn.Module):
         aliases: Mapping[str, str] | None = None,
         input_size: int = 224,
         name: str = "",
+        fixed_size: bool = False,
     ):
         super().__init__()
         mean_t, std_t = _stats(mean, "mean"), _stats(std, "std")
@@ -73,6 +78,7 @@ class Preprocessed(nn.Module):
         self.register_buffer("std", std_t.view(1, -1, 1, 1), persistent=False)
         self.featviz_aliases = dict(aliases or {})
         self.input_size = int(input_size)
+        self.featviz_fixed_size = self.input_size if fixed_size else None
         self.name = name or type(net).__name__
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,7 +92,9 @@ class Preprocessed(nn.Module):
     def extra_repr(self) -> str:
         mean = tuple(round(v, 4) for v in self.mean.flatten().tolist())
         std = tuple(round(v, 4) for v in self.std.flatten().tolist())
-        return f"name={self.name!r}, mean={mean}, std={std}, input_size={self.input_size}"
+        fixed = ", fixed_size=True" if self.featviz_fixed_size else ""
+        return (f"name={self.name!r}, mean={mean}, std={std}, "
+                f"input_size={self.input_size}{fixed}")
 
 
 @torch.fx.wrap  # a call in traced graphs (featviz.truncate), checked when the graph runs
@@ -113,14 +121,18 @@ def wrap(
     aliases: Mapping[str, str] | None = None,
     input_size: int = 224,
     name: str = "",
+    fixed_size: bool = False,
 ) -> Preprocessed:
     """Wrap any image network so that it takes [0, 1] RGB and normalizes with ``mean``/``std``.
 
     ``mean``/``std`` default to no normalization at all (0 and 1), for networks that already
     expect [0, 1] input; pass the statistics your network was trained with otherwise.
+    ``fixed_size=True`` declares that the network takes only ``input_size`` (renders fit their
+    transformed images back to it); without it a render finds that out by a dry run.
     """
     return Preprocessed(net, mean if mean is not None else (0.0,) * 3,
-                        std if std is not None else (1.0,) * 3, aliases, input_size, name)
+                        std if std is not None else (1.0,) * 3, aliases, input_size, name,
+                        fixed_size)
 
 
 def available() -> list[str]:
@@ -159,7 +171,8 @@ def load(
         )
     d_mean, d_std = default_stats or (IMAGENET_MEAN, IMAGENET_STD)
     model = Preprocessed(net, d_mean if mean is None else mean, d_std if std is None else std,
-                         _ALIASES.get(name, _ALIASES.get(key)), input_size, name)
+                         _ALIASES.get(name, _ALIASES.get(key)), input_size, name,
+                         fixed_size=key.startswith(FIXED_SIZE_FAMILIES))
     model.eval()
     return model.to(device) if device is not None else model
 

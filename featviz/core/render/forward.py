@@ -23,19 +23,24 @@ class Forward:
     tap; later steps use ``fast`` (the compiled truncated model) when there is one."""
 
     def __init__(self, tap: LayerTap, fast: Callable | None, redirect_steps: int, amp: bool,
-                 device: torch.device):
+                 device: torch.device, dtype: torch.dtype = torch.float32):
         self.tap, self.fast = tap, fast
         self.redirect_steps, self.amp, self.device = redirect_steps, amp, device
+        self.dtype = dtype  # the model's: a half-precision model gets its input cast to it
 
     def __call__(self, x: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         rule = ReluBackwardRule("redirect") if step <= self.redirect_steps else None
         with rule or contextlib.nullcontext(), self._autocast():
+            x = x.to(self.dtype)
             if self.fast is not None and rule is None:
                 self.tap.remove()  # its hooks would fire inside the compiled graph
                 acts = self.fast(x)
             else:
                 acts = self.tap(x)
-        return {k: v.float() for k, v in acts.items()} if self.amp else acts
+        # objectives are computed in float32, whatever the model ran in
+        if self.amp or self.dtype != torch.float32:
+            return {k: v.float() if v.is_floating_point() else v for k, v in acts.items()}
+        return acts
 
     def _autocast(self):
         if not self.amp:

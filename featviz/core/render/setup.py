@@ -15,7 +15,13 @@ from ...errors import FeatvizError
 from .. import param as _param
 from .. import transforms as _transforms
 from ..hooks import LayerTap, channels_last, frozen
-from ..model_info import input_channels, input_size, model_device
+from ..model_info import (
+    fixed_input_size,
+    input_channels,
+    input_size,
+    model_device,
+    model_dtype,
+)
 from ..objectives import Objective, parse
 from ..param import Parameterization
 from ..seeds import Seed, image_seeds, stream_seeds
@@ -74,7 +80,8 @@ class Plan:
                 LayerTap(self.model, self.objective.layers, stop_early=self.stop_early) as tap:
             # traced in eval mode: a forward's `if self.training` branches are fixed by tracing
             fast = fast_forward(self.model, self.objective.layers, self.compile_mode)
-            yield Forward(tap, fast, self.redirect_steps, self.amp, self.device)
+            yield Forward(tap, fast, self.redirect_steps, self.amp, self.device,
+                          model_dtype(self.model))
 
 
 def prepare(model: nn.Module, objective: Objective | str, param: nn.Module | None, *,
@@ -96,17 +103,68 @@ def prepare(model: nn.Module, objective: Objective | str, param: nn.Module | Non
     declared = param if isinstance(param, Parameterization) else _DECLARED
     lr = float(declared.lr if lr is None else lr)
     trainable = [p for p in param.parameters() if p.requires_grad]
+    pipeline = _transforms.resolve(_preset(transforms, param), img_size)
+    amp = amp_allowed(amp, device)
     return Plan(
         model=model, objective=objective, param=param, steps=steps, seeds=seeds, size=img_size,
-        lr=lr, device=device,
-        pipeline=_transforms.resolve(_preset(transforms, param), img_size),
+        lr=lr, device=device, pipeline=fit_to_model(model, objective, pipeline, img_size, amp),
         streams=_transforms.ImageStreams(stream_seeds(seeds, "transforms"), device),
         stages=_stages(seeds, img_size, device, rgba,
                        declared.saliency if saliency is None else saliency),
         optimizer=optimizer(trainable) if optimizer else torch.optim.Adam(trainable, lr=lr),
-        channels_last=memory_format == "channels_last", amp=amp_allowed(amp, device),
+        channels_last=memory_format == "channels_last", amp=amp,
         redirect_steps=redirect_relu, compile_mode=compile_mode(compile),
         stop_early=stop_early)
+
+
+def fit_to_model(model: nn.Module, objective: Objective, pipeline: Callable,
+                 size: tuple[int, int], amp: bool = False) -> Callable:
+    """``pipeline``, ending in a fit to the size the model takes when it takes only one: the
+    size it declares, else — found by a dry run of one grey image, which also turns a dtype
+    the device cannot run into a clear error early — the image's own size or the model's
+    ``input_size`` when the transformed size is refused and one of those is taken. ``amp``:
+    the dry run under bf16 autocast, as the render runs."""
+    fixed = fixed_input_size(model)
+    if fixed is not None:
+        return _transforms.fitted(pipeline, fixed)
+    out = pipeline.out_size(size) if isinstance(pipeline, _transforms.Compose) else size
+    error = _dry_run(model, objective, out, amp)
+    if error is None:
+        return pipeline
+    own = input_size(model)
+    for candidate in dict.fromkeys([size, (own, own)]):
+        if candidate != out and _dry_run(model, objective, candidate, amp) is None:
+            return _transforms.fitted(pipeline, candidate)
+    raise FeatvizError(f"the model rejected a {out[0]}x{out[1]} input ({error}); if it takes "
+                       "only one size, declare it: featviz.models.wrap(net, input_size=S, "
+                       "fixed_size=True)") from None
+
+
+def _dry_run(model: nn.Module, objective: Objective, size: tuple[int, int],
+             amp: bool) -> str | None:
+    """Run the model (stopped after the objective's layers) on one grey image of ``size``:
+    None when it runs, else the reason it did not."""
+    x = torch.full((1, input_channels(model) or 3, *size), 0.5, device=model_device(model),
+                   dtype=model_dtype(model))
+    autocast = torch.autocast(x.device.type, torch.bfloat16, enabled=amp)
+    try:
+        with frozen(model), LayerTap(model, objective.layers) as tap, torch.no_grad(), autocast:
+            tap(x)
+    except FeatvizError:
+        raise
+    except (RuntimeError, ValueError, AssertionError, IndexError, TypeError) as err:
+        _check_dtype(err, model)
+        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    return None
+
+
+def _check_dtype(err: Exception, model: nn.Module) -> None:
+    """A clear error when the failure is the device not running the model's dtype."""
+    dtype = model_dtype(model)
+    if dtype != torch.float32 and "not implemented for" in str(err):
+        raise FeatvizError(f"this {str(dtype).replace('torch.', '')} model cannot run on "
+                           f"{model_device(model)} here ({str(err).splitlines()[0]}); convert "
+                           "it with model.float() (or model.bfloat16() on a CPU)") from None
 
 
 def preferred_transforms(param: nn.Module) -> str:
