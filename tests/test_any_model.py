@@ -100,3 +100,106 @@ def test_a_bfloat16_model_on_the_cpu():
     assert res.images.dtype == torch.float32 and res.history.dtype == torch.float32
     assert (res.history[-1] > res.history[0]).all()
     assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+
+
+# -- layouts: token sequences and channels-last maps ---------------------------------------
+def small_vit() -> nn.Module:
+    torch.manual_seed(0)
+    vit = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2,
+                                               num_heads=2, hidden_dim=32, mlp_dim=64,
+                                               num_classes=10)
+    return featviz.models.wrap(vit, input_size=32)
+
+
+VIT_LAYER = "encoder.layers.encoder_layer_1"
+
+
+def test_a_vit_block_is_a_patch_grid_with_its_class_token_apart():
+    from featviz.hooks import LayerTap
+
+    model = small_vit()
+    raw = {}
+    handle = featviz.hooks.resolve_layer(model, VIT_LAYER).register_forward_hook(
+        lambda m, i, o: raw.__setitem__("out", o))  # the last call: the tap's real pass
+    x = torch.rand(2, 3, 32, 32)
+    with featviz.hooks.frozen(model), LayerTap(model, [VIT_LAYER]) as tap, torch.no_grad():
+        acts = tap(x)
+    handle.remove()
+    grid, cls = acts[VIT_LAYER], acts[featviz.core.layouts.cls_key(VIT_LAYER)]
+    assert grid.shape == (2, 32, 4, 4) and cls.shape == (2, 32)
+    tokens = raw["out"]  # [B, 1 + 16, C]: token 1 + 4*y + x is grid cell (x, y)
+    assert torch.equal(cls, tokens[:, 0])
+    assert torch.equal(grid[:, :, 2, 3], tokens[:, 1 + 4 * 2 + 3])
+
+
+@pytest.mark.parametrize("objective", [
+    obj.channel(VIT_LAYER, 5),
+    obj.neuron(VIT_LAYER, 5, x=1, y=2),
+    obj.class_token(VIT_LAYER, 5),
+], ids=["channel", "neuron", "class_token"])
+def test_vit_objectives_rise(objective):
+    res = featviz.render(small_vit(), objective, steps=48, seed=0, record_every=8,
+                         progress=False)
+    assert res.history[3:, 0].mean() > res.history[0, 0] + 0.05
+
+
+class ChannelsLast(nn.Module):
+    """A conv stem, then a block that works in [B, H, W, C] as Swin and ConvNeXt blocks do."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, stride=2, padding=1)
+        self.mix = nn.Linear(16, 12)
+
+    def forward(self, x):
+        return self.mix(torch.relu(self.stem(x)).permute(0, 2, 3, 1)).mean((1, 2))
+
+
+def test_a_channels_last_layer_renders_the_channel_asked_for():
+    """featviz once read [B, H, W, C] as [B, C, H, W] and maximized a row of the grid: now a
+    channel is the mean over the grid of the last axis, and rendering it raises it."""
+    torch.manual_seed(0)
+    model = featviz.models.wrap(ChannelsLast(), input_size=32)
+    out = []
+    handle = model.net.mix.register_forward_hook(lambda m, i, o: out.append(o))
+    x = torch.rand(2, 3, 32, 32)
+    value = featviz.metrics.objective_value(model, obj.channel("mix", 7), x)
+    handle.remove()
+    raw = out[-1]  # [B, 16, 16, 12]
+    assert raw.shape == (2, 16, 16, 12)
+    assert torch.allclose(value, raw[..., 7].mean(dim=(1, 2)), atol=1e-6)
+    assert not torch.allclose(value, raw[:, 7].mean(dim=(1, 2)), atol=1e-3)  # not row 7
+    res = featviz.render(model, obj.channel("mix", 7), steps=64, seed=0, record_every=8,
+                         lr=0.2, progress=False)
+    assert res.history[-1, 0] > 1.2 * res.history[0, 0] > 0
+
+
+def test_layouts_that_do_not_fit_are_errors_that_say_how_to_declare():
+    model = featviz.models.wrap(ChannelsLast(), input_size=32, layouts={"mix": "tokens+cls"})
+    with pytest.raises(FeatvizError, match=r"'mix' is declared 'tokens\+cls' but gives a 4-D"):
+        featviz.render(model, obj.channel("mix", 1), steps=1, progress=False)
+
+    class Odd(nn.Module):  # 7 tokens: no grid, not a grid plus a class token
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Linear(3, 8)
+
+        def forward(self, x):
+            return self.embed(x.mean((2, 3))[:, None].expand(-1, 7, -1))
+
+    with pytest.raises(FeatvizError, match=r"cannot tell .* 'embed'.*layouts=\{'embed': LAYOUT"):
+        featviz.render(featviz.models.wrap(Odd(), input_size=16), obj.channel("embed", 1),
+                       steps=1, progress=False)
+    declared = featviz.models.wrap(Odd(), input_size=16, layouts={"embed": "tokens"})
+    with pytest.raises(FeatvizError, match="7 patch tokens, which fill no grid"):
+        featviz.render(declared, obj.channel("embed", 1), steps=1, progress=False)
+
+
+def test_torchvision_families_declare_their_layouts():
+    from featviz.core.hooks import LayerTap
+
+    swin = featviz.models.load("swin_t", weights=None)
+    assert swin.featviz_layouts["features.*"] == "nhwc" and swin.featviz_fixed_size is None
+    assert featviz.models.load("vit_b_32", weights=None).featviz_fixed_size == 224
+    with LayerTap(swin, ["features.5.1"]) as tap, torch.no_grad():
+        assert tap(torch.rand(1, 3, 64, 64))["features.5.1"].shape == (1, 384, 4, 4)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import FeatvizError, unknown
+from . import layouts as _layouts
 
 #: Pseudo-layer: the image handed to the objective before the transforms (for regularizers).
 INPUT = ":input"
@@ -111,8 +112,11 @@ class LayerTap:
     """Capture the outputs of exactly the named layers, and stop the forward pass after them.
 
     Use as a context manager; calling the tap runs the model and returns ``{name: activation}``
-    (plus :data:`OUTPUT` when asked for). Before the first call it runs the whole model once on
-    one image without gradients, counting how often each captured module fires; every call
+    (plus :data:`OUTPUT` when asked for), every spatial activation as ``[B, C, H, W]`` whatever
+    the layer's layout (NHWC maps and token grids are viewed so; a class token comes apart
+    under :func:`~featviz.core.layouts.cls_key`; see :mod:`featviz.core.layouts`). Before the
+    first call it runs the whole model once on one image without gradients, counting how often
+    each captured module fires; every call
     then stops as soon as all of them have fired that many times, so nothing past the deepest
     needed layer runs (nor is held for a backward pass). A module that fires more than once in
     one pass (a reused module object) triggers a warning: its last output is kept.
@@ -127,6 +131,7 @@ class LayerTap:
         # Several names (an alias and its path) may point at one module: it is hooked once,
         # and counted under the first of its names.
         self._groups = [names for _, names in _by_module(model, self.names)]
+        self.layouts = _layouts.declared(model)
         self._hooks: contextlib.ExitStack | None = None
         self._acts: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
@@ -185,7 +190,7 @@ class LayerTap:
             output = self.model(x)
         if self._expected is None:
             self._learn_counts()
-        acts = self._acts
+        acts = _layouts.normalize(self._acts, self.layouts, tuple(x.shape[-2:]))
         self._acts = {}
         if self.needs_output:
             if not isinstance(output, torch.Tensor):

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ..errors import ChannelError, FeatvizError, ObjectiveSyntaxError
 from .hooks import INPUT, OUTPUT
+from .layouts import cls_key
 
 Acts = Mapping[str, torch.Tensor]
 
@@ -244,6 +245,22 @@ def neuron(layer: str, n: int, x: int | None = None, y: int | None = None,
 
     where = "" if x is None and y is None else f", x={x}, y={y}"
     return _make(fn, [layer], f"neuron({layer}, {n}{where})", batch)
+
+
+def class_token(layer: str, n: int, batch: int | None = None) -> Objective:
+    """Channel ``n`` of the class token of a vision-transformer ``layer`` (its output's first
+    token, which :func:`channel` and :func:`neuron` leave out: they read the patch grid)."""
+    n, key = int(n), cls_key(layer)
+
+    def fn(acts: Acts) -> torch.Tensor:
+        if key not in acts:
+            raise FeatvizError(f"layer {layer!r} has no class token (its output is "
+                               f"{list(acts[layer].shape)} after layout); class_token needs a "
+                               "token sequence with a class token first (layout tokens+cls)")
+        _check_channel(layer, acts[key], n)
+        return acts[key][:, n]
+
+    return _make(fn, [layer], f"class_token({layer}, {n})", batch)
 
 
 def layer(layer: str, batch: int | None = None) -> Objective:

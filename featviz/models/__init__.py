@@ -48,6 +48,13 @@ _RENAMES = {"inception_v1": "googlenet"}
 _CIFAR = {f"cifar_resnet{d}": d for d in cifar.DEPTHS}
 # torchvision families that check their input size (position embeddings, window grids)
 FIXED_SIZE_FAMILIES = ("vit_", "maxvit_")
+# where torchvision families keep channels and grid (see featviz.core.layouts); exact paths
+# first, then fnmatch patterns in order. Undeclared layers are recognized by their shape.
+FAMILY_LAYOUTS = {
+    "vit_": {"conv_proj": "nchw", "encoder*": "tokens+cls"},
+    "swin_": {"features.0.0": "nchw", "features.*": "nhwc", "norm": "nhwc"},
+    "convnext_": {"features.*.block.[1-5]": "nhwc"},
+}
 
 
 class Preprocessed(nn.Module):
@@ -56,7 +63,9 @@ class Preprocessed(nn.Module):
     Its layers are addressed by the inner network's own module paths (``featviz_layers``) and by
     the aliases in ``aliases``; ``input_size`` is the image size the network was trained on;
     ``fixed_size`` says that it takes no other (vision transformers, flatten + Linear heads):
-    renders then fit their transformed images back to that size.
+    renders then fit their transformed images back to that size. ``layouts`` declares where
+    channels and grid are in layers that are not ``[B, C, H, W]`` (``{path or pattern:
+    "nhwc" | "tokens" | "tokens+cls" | ...}``, see :mod:`featviz.core.layouts`).
     """
 
     def __init__(
@@ -68,6 +77,7 @@ class Preprocessed(nn.Module):
         input_size: int = 224,
         name: str = "",
         fixed_size: bool = False,
+        layouts: Mapping[str, str] | None = None,
     ):
         super().__init__()
         mean_t, std_t = _stats(mean, "mean"), _stats(std, "std")
@@ -79,6 +89,7 @@ class Preprocessed(nn.Module):
         self.featviz_aliases = dict(aliases or {})
         self.input_size = int(input_size)
         self.featviz_fixed_size = self.input_size if fixed_size else None
+        self.featviz_layouts = dict(layouts or {})
         self.name = name or type(net).__name__
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -122,6 +133,7 @@ def wrap(
     input_size: int = 224,
     name: str = "",
     fixed_size: bool = False,
+    layouts: Mapping[str, str] | None = None,
 ) -> Preprocessed:
     """Wrap any image network so that it takes [0, 1] RGB and normalizes with ``mean``/``std``.
 
@@ -129,10 +141,12 @@ def wrap(
     expect [0, 1] input; pass the statistics your network was trained with otherwise.
     ``fixed_size=True`` declares that the network takes only ``input_size`` (renders fit their
     transformed images back to it); without it a render finds that out by a dry run.
+    ``layouts`` declares the layouts of layers that are not ``[B, C, H, W]`` and whose shape
+    does not tell (``{"blocks.*": "nhwc"}``; see :mod:`featviz.core.layouts`).
     """
     return Preprocessed(net, mean if mean is not None else (0.0,) * 3,
                         std if std is not None else (1.0,) * 3, aliases, input_size, name,
-                        fixed_size)
+                        fixed_size, layouts)
 
 
 def available() -> list[str]:
@@ -172,7 +186,9 @@ def load(
     d_mean, d_std = default_stats or (IMAGENET_MEAN, IMAGENET_STD)
     model = Preprocessed(net, d_mean if mean is None else mean, d_std if std is None else std,
                          _ALIASES.get(name, _ALIASES.get(key)), input_size, name,
-                         fixed_size=key.startswith(FIXED_SIZE_FAMILIES))
+                         fixed_size=key.startswith(FIXED_SIZE_FAMILIES),
+                         layouts=next((v for k, v in FAMILY_LAYOUTS.items()
+                                       if key.startswith(k)), None))
     model.eval()
     return model.to(device) if device is not None else model
 

@@ -15,6 +15,7 @@ from ...errors import FeatvizError
 from .. import truncate as _truncate
 from ..backward_rules import ReluBackwardRule
 from ..hooks import LayerTap
+from ..layouts import normalize
 
 
 class Forward:
@@ -34,7 +35,7 @@ class Forward:
             x = x.to(self.dtype)
             if self.fast is not None and rule is None:
                 self.tap.remove()  # its hooks would fire inside the compiled graph
-                acts = self.fast(x)
+                acts = normalize(self.fast(x), self.tap.layouts, tuple(x.shape[-2:]))
             else:
                 acts = self.tap(x)
         # objectives are computed in float32, whatever the model ran in

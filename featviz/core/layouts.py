@@ -1,0 +1,132 @@
+"""Where the channels and the spatial grid are in a layer's output.
+
+Convolutional layers give ``[B, C, H, W]`` ("nchw"). Swin and ConvNeXt blocks give
+``[B, H, W, C]`` ("nhwc"); vision-transformer blocks give token sequences ``[B, 1+N, C]``
+with a class token first ("tokens+cls") or ``[B, N, C]`` without one ("tokens"), the N patch
+tokens being an ``h x w`` grid; a pooled or linear layer gives ``[B, C]`` ("vector").
+
+Taps hand objectives every spatial layer as ``[B, C, H, W]`` (a view: gradients flow), so a
+channel is always the mean over the patch grid and a neuron a position on it; a class token is
+kept apart under :func:`cls_key`. A model declares the layouts of its layers in
+``featviz_layouts`` (``{layer path or pattern: layout}``, see :func:`featviz.models.wrap`);
+undeclared ones are recognized by their shape, and a shape that fits no layout, or not the
+declared one, is an error that says how to declare it, never a silent mean over the wrong axis.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from ..errors import FeatvizError
+
+LAYOUTS = ("nchw", "nhwc", "tokens", "tokens+cls", "vector")
+_DIMS = {"nchw": 4, "nhwc": 4, "tokens": 3, "tokens+cls": 3, "vector": 2}
+CLS_SUFFIX = "#cls"
+
+
+def cls_key(layer: str) -> str:
+    """The key under which a tap hands out ``layer``'s class token, [B, C]."""
+    return layer + CLS_SUFFIX
+
+
+def declared(model: nn.Module) -> dict[str, str]:
+    """The model's declared layouts, ``{layer path or fnmatch pattern: layout}``."""
+    table = dict(getattr(model, "featviz_layouts", {}) or {})
+    for name, layout in table.items():
+        if layout not in LAYOUTS:
+            raise FeatvizError(f"layout {layout!r} declared for {name!r} is not one of "
+                               f"{', '.join(LAYOUTS)}")
+    return table
+
+
+def layout_of(name: str, act: torch.Tensor, table: Mapping[str, str],
+              image: tuple[int, int]) -> str:
+    """The layout of layer ``name``'s output ``act`` for an input image of ``image`` (h, w):
+    declared (an exact path first, then the first matching pattern), else recognized from its
+    shape."""
+    want = table.get(name) or next((v for k, v in table.items() if fnmatch.fnmatchcase(name, k)),
+                                    None)
+    if want is not None:
+        if act.dim() != _DIMS[want]:
+            raise FeatvizError(f"layer {name!r} is declared {want!r} but gives a "
+                               f"{act.dim()}-D output {list(act.shape)}; declare its layout as "
+                               f"one of {', '.join(LAYOUTS)}")
+        return want
+    return guess(name, act, image)
+
+
+def guess(name: str, act: torch.Tensor, image: tuple[int, int]) -> str:
+    """Recognize a layout from a shape, for an input image of ``image`` (h, w): 2-D vectors;
+    3-D token sequences that fill a grid of the image's aspect (no class token) or do so after
+    a first class token; 4-D maps whose last two sides have the image's aspect (NCHW), else
+    whose middle two do (NHWC)."""
+    shape = list(act.shape)
+    if act.dim() == 2:
+        return "vector"
+    if act.dim() == 3:
+        if _grid(shape[1], image):
+            return "tokens"
+        if _grid(shape[1] - 1, image):
+            return "tokens+cls"
+    if act.dim() == 4:
+        if _aspect(shape[2], shape[3], image):
+            return "nchw"
+        if _aspect(shape[1], shape[2], image):
+            return "nhwc"
+    raise FeatvizError(f"cannot tell where the channels and the grid are in layer {name!r}'s "
+                       f"output {shape}; declare it: featviz.models.wrap(net, layouts="
+                       f"{{{name!r}: LAYOUT}}) with LAYOUT one of {', '.join(LAYOUTS)}")
+
+
+def to_grid(name: str, act: torch.Tensor, layout: str, image: tuple[int, int]
+            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``act`` as ``[B, C, H, W]`` (a view where possible) and its class token ``[B, C]`` (None
+    when it has none); a vector stays ``[B, C]``. Tokens are laid on a grid of the image's
+    aspect (row-major, as patch embeddings flatten them)."""
+    if layout in ("nchw", "vector"):
+        return act, None
+    if layout == "nhwc":
+        return act.permute(0, 3, 1, 2), None
+    cls, tokens = (act[:, 0], act[:, 1:]) if layout == "tokens+cls" else (None, act)
+    hw = _grid(tokens.shape[1], image)
+    if hw is None:
+        raise FeatvizError(f"layer {name!r} has {tokens.shape[1]} patch tokens, which fill no "
+                           f"grid of the image's aspect {image[0]}x{image[1]}; declare its "
+                           "layout (tokens or tokens+cls) to match")
+    grid = tokens.transpose(1, 2).reshape(act.shape[0], act.shape[2], *hw)
+    return grid, cls
+
+
+def normalize(acts: dict[str, torch.Tensor], table: Mapping[str, str],
+              image: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Every activation in the ``[B, C, H, W]`` / ``[B, C]`` form objectives read (for an input
+    of ``image`` (h, w)), plus the class tokens under :func:`cls_key`; non-tensor values and
+    pseudo-layers pass through."""
+    out: dict[str, torch.Tensor] = {}
+    for name, act in acts.items():
+        if name.startswith(":") or not isinstance(act, torch.Tensor):
+            out[name] = act
+            continue
+        grid, cls = to_grid(name, act, layout_of(name, act, table, image), image)
+        out[name] = grid
+        if cls is not None:
+            out[cls_key(name)] = cls
+    return out
+
+
+def _aspect(h: int, w: int, image: tuple[int, int]) -> bool:
+    """Whether an ``h x w`` map has the image's aspect, up to the rounding of strides."""
+    return h > 0 and w > 0 and abs(h * image[1] - w * image[0]) < max(image) * 1.0
+
+
+def _grid(n: int, image: tuple[int, int]) -> tuple[int, int] | None:
+    """The (h, w) grid of ``n`` cells with the image's aspect, if there is one."""
+    if n <= 0:
+        return None
+    h = max(1, round(math.sqrt(n * image[0] / image[1])))
+    return (h, n // h) if h * (n // h) == n and _aspect(h, n // h, image) else None
