@@ -257,7 +257,7 @@ def test_choices_are_the_librarys_registries():
     from featviz import deconv, param, receptive_field, transforms, truncate
 
     for command in ("render", "sweep"):
-        assert _choices(command, "param") == param.KINDS
+        assert _choices(command, "param") == tuple(param.KINDS)
         assert _choices(command, "transforms") == ("auto", *transforms.PRESETS)
         assert _choices(command, "compile") == truncate.COMPILE_MODES
     for command in ("deconv", "topk"):
