@@ -72,7 +72,7 @@ def test_diversity_example_quick_on_a_tiny_model(tmp_path):
     per_image = [re.search(r"per image ([-\d. ]+) \|", r).group(1).split() for r in rows]
     assert [len(p) for p in per_image] == [4, 4]
     with Image.open(tmp_path / "diversity.png") as im:  # two rows of four 32 px tiles
-        assert im.size == (4 * 36 + 4, 2 * 50 + 4)
+        assert im.size == (4 * 36 + 4, 2 * 62 + 4)  # labels on two lines, the value kept
 
 
 def test_regularization_example_quick_on_a_tiny_model(tmp_path):
@@ -96,7 +96,7 @@ def test_preconditioning_example_quick_on_a_tiny_model(tmp_path):
         assert [int(b) for b in re.findall(r"(\d+): ", r)] == [2, 4, 8]
         assert all(0 <= float(h) < 1 for h in re.findall(r"hf (\d+\.\d+)", r))
     with Image.open(tmp_path / "preconditioning.png") as im:  # 6 configs x 3 budgets
-        assert im.size == (3 * 36 + 4, 6 * 50 + 4)
+        assert im.size == (3 * 36 + 4, 6 * 62 + 4)  # labels on two lines
 
 
 def test_interaction_example_quick_on_a_tiny_model(tmp_path):
@@ -106,7 +106,7 @@ def test_interaction_example_quick_on_a_tiny_model(tmp_path):
         r"^(independent|aligned) +frames: neighbour/end distance ratio (\d+\.\d+)", out, re.M)}
     assert set(ratios) == {"independent", "aligned"} and all(r >= 1 for r in ratios.values())
     with Image.open(tmp_path / "interaction.png") as im:  # 2 rows of 4 frames, 32 px
-        assert im.size == (4 * 36 + 4, 2 * 50 + 4)
+        assert im.size == (4 * 36 + 4, 2 * 62 + 4)  # labels on two lines, t kept
     assert (tmp_path / "interaction_pair.png").exists()
 
 
