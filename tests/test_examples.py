@@ -1,4 +1,5 @@
-"""The example scripts run end to end (tiny settings; they need the real weights)."""
+"""The example scripts run end to end (tiny settings; some need the real weights). Each runs in
+a subprocess of its own, a few minutes in all on 2 cores: marker ``slow``."""
 
 from __future__ import annotations
 
@@ -7,16 +8,15 @@ import subprocess
 import sys
 
 import pytest
-from conftest import MOBILENET, REPO
+from conftest import HANG_GUARD_S, REPO, needs_weights
 from PIL import Image
 
-needs_weights = pytest.mark.skipif(not MOBILENET.is_file(),
-                                   reason=f"real MobileNetV2 weights not found at {MOBILENET}")
+pytestmark = pytest.mark.slow
 
 
 def _run(script: str, *args: str) -> str:
     proc = subprocess.run([sys.executable, str(REPO / "examples" / script), *args],
-                          capture_output=True, text=True, timeout=600, cwd=REPO)
+                          capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -47,7 +47,7 @@ def test_centering_example(tmp_path):
 def test_decorrelation_benchmark_quick(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "decorrelation_vs_jitter.py"),
                            "--quick", "--out", str(tmp_path)], capture_output=True, text=True,
-                          timeout=600, cwd=REPO)
+                          timeout=HANG_GUARD_S, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     for config in ("pixel", "Fourier + colour + robustness"):
         assert f"| {config} |" in proc.stdout
@@ -128,7 +128,7 @@ def test_parameterizations_example_quick_on_a_tiny_model(tmp_path):
 def test_transforms_cost_benchmark_prints_its_table():
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "transforms_cost.py"),
                            "--cases", "24x2", "--calls", "3", "--rounds", "1"],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
+                          capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     row = [ln for ln in proc.stdout.splitlines() if ln.startswith("| 24 | 2 |")]
     assert len(row) == 1 and row[0].count("x |") == 2
