@@ -17,9 +17,9 @@ import re
 import pytest
 from conftest import REPO, SHARED, needs_weights
 
-README = REPO / "README.md"
-BLOCKS = [(README.read_text()[:m.start()].count("\n") + 1, m.group(1))
-          for m in re.finditer(r"^```python\n(.*?)^```", README.read_text(), re.M | re.S)]
+TEXT = (REPO / "README.md").read_text()
+BLOCKS = [(TEXT[:m.start()].count("\n") + 1, m.group(1))  # (line in README.md, code)
+          for m in re.finditer(r"^```python\n(.*?)^```", TEXT, re.M | re.S)]
 
 # the README's own figures -> small ones; each (pattern, replacement) must still match, so a
 # README edit that escapes them fails here instead of making this test slow
@@ -37,7 +37,7 @@ SMALL = [
     (r"\beffective_layers\(model, ", "effective_layers(model, samples=2, input_size=64, "),
     # the theoretical field of features.14 takes a float64 MobileNetV2 on a 512-px input
     (r'"features.7", "features.14"\]\)\.plot', '"features.7"]).plot'),
-    (r"\.\./shared/", f"{SHARED}/"),
+    (r"\.\./shared/", lambda _: f"{SHARED}/"),  # a function: the path is no regex template
 ]
 
 
