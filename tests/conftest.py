@@ -91,11 +91,27 @@ def hook_free(model: nn.Module) -> bool:
     return featviz.hooks.hook_count(model) == 0
 
 
-needs_weights = pytest.mark.skipif(
-    not MOBILENET.is_file(),
-    reason=f"real MobileNetV2 weights not found at {MOBILENET} (set FEATVIZ_SHARED to the folder "
-           "holding models/ and images/)",
-)
+# A guard against a hung subprocess, not a speed limit: no test may fail because a busy machine
+# is slow (the whole suite took 30 minutes on a loaded 2-core one), so an hour.
+HANG_GUARD_S = 3600
+
+
+def needs_weights(test):
+    """Mark ``test`` as needing the real MobileNetV2 weights: marker ``real`` (``-m "not
+    real"`` leaves it out), and a skip with the reason where the weights are absent."""
+    skip = pytest.mark.skipif(
+        not MOBILENET.is_file(),
+        reason=f"real MobileNetV2 weights not found at {MOBILENET} (set FEATVIZ_SHARED to the "
+               "folder holding models/ and images/)")
+    return pytest.mark.real(skip(test))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that takes the real model as a fixture needs the weights as much as one marked
+    ``real``: mark it so that ``-m "not real"`` leaves it out too."""
+    for item in items:
+        if "mobilenet" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import HANG_GUARD_S
 from PIL import Image
 
 from featviz.cli import main
@@ -75,7 +76,7 @@ def test_unknown_model(capsys):
 
 def test_python_dash_m_is_the_same_command():
     proc = subprocess.run([sys.executable, "-m", "featviz", "render", "--help"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 0 and "--objective" in proc.stdout and "neuron:LAYER" in proc.stdout
 
 

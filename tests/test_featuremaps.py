@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
 
 import pytest
 import torch
-from conftest import hook_free, make_tiny
+from conftest import HANG_GUARD_S, hook_free, make_tiny
 from PIL import Image
 
 from featviz import featuremaps as fm
@@ -103,6 +104,17 @@ def test_compare_centering_numbers():
     assert shifted.rows[0][2] > 0.9
 
 
+def test_compare_all_layers_includes_the_vector_ones(tmp_path):
+    """The README's call, compare(model, a, b) over every layer, the classifier's [C] vector
+    included: its map correlation is NaN (no maps), its variance ratio a number."""
+    model = make_tiny()
+    img = _img()
+    cmp = fm.compare(model, img, img + 0.1)
+    rows = {layer: (ratio, corr) for layer, ratio, corr in cmp.rows}
+    assert rows["conv1"][1] > 0.9 and rows["fc"][0] > 0 and math.isnan(rows["fc"][1])
+    assert cmp.report(tmp_path / "c.html").is_file()
+
+
 def test_report_is_self_contained(tmp_path):
     out = fm.report(make_tiny(), _img(), tmp_path / "r.html", labels=[f"c{i}" for i in range(10)])
     page = out.read_text()
@@ -116,13 +128,15 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.mark.skipif(CHROMIUM is None, reason="headless browser test needs Debian's chromium "
                     "package (apt-get install chromium); .ci/run installs it when it can")
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(tmp_path):
     out = fm.report(make_tiny(), _img(), tmp_path / "r.html")
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--no-first-run",
              f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run([CHROMIUM, *flags, "--virtual-time-budget=5000", "--dump-dom",
-                          out.as_uri()], capture_output=True, text=True, timeout=120).stdout
+                          out.as_uri()], capture_output=True, text=True,
+                         timeout=HANG_GUARD_S).stdout
     match = re.search(r'data-images-loaded="(\d+)"', dom)
     assert match, "the page's load script did not run"
     shown = dom.count("<img")
@@ -130,5 +144,5 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert "<nav id=\"layers\">" in dom and "conv3" in dom
     shot = tmp_path / "shot.png"
     subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1000,800",
-                    out.as_uri()], capture_output=True, timeout=120)
+                    out.as_uri()], capture_output=True, timeout=HANG_GUARD_S)
     assert Image.open(shot).size == (1000, 800)

@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import make_tiny
+from conftest import HANG_GUARD_S, make_tiny
 from PIL import Image
 
 from featviz import gallery
@@ -108,6 +108,7 @@ def test_gallery_command(swept, tmp_path, capsys):
 
 @pytest.mark.skipif(CHROMIUM is None, reason="headless browser test needs Debian's chromium "
                     "package (apt-get install chromium); .ci/run installs it when it can")
+@pytest.mark.slow
 def test_gallery_renders_in_headless_chromium(swept, tmp_path):
     index = gallery.write(swept)
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -116,7 +117,7 @@ def test_gallery_renders_in_headless_chromium(swept, tmp_path):
              "--dump-dom"]
     for page, least in ((index, 2), (swept / gallery.page_name("conv2"), 8)):
         dom = subprocess.run([CHROMIUM, *flags, page.as_uri()], capture_output=True, text=True,
-                             timeout=120).stdout
+                             timeout=HANG_GUARD_S).stdout
         match = re.search(r'data-images-loaded="(\d+)"', dom)
         assert match, f"the load script of {page.name} did not run"
         assert int(match.group(1)) == dom.count("<img") >= least  # every image decoded

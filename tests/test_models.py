@@ -108,6 +108,7 @@ def test_required_architectures_build(name):
 CIFAR = SHARED / "models" / "resnet20_cifar10.pth"
 
 
+@pytest.mark.real
 @pytest.mark.skipif(not CIFAR.is_file(), reason=f"CIFAR weights not found at {CIFAR}")
 def test_real_cifar_resnet_classifies_photos():
     m = models.load("cifar_resnet20", weights=CIFAR)

@@ -161,3 +161,115 @@ def test_expand_ranges():
                                              "channel:l:5"]
     assert obj.expand("logit:3") == ["logit:3"]
     assert obj.parse_channels("1,5,9") == [1, 5, 9]
+
+
+def _same(a: obj.Objective, b: obj.Objective, acts) -> None:
+    assert a.layers == b.layers
+    torch.testing.assert_close(a(acts), b(acts))
+
+
+@pytest.mark.parametrize("spec", ["channel:conv:1-0.5*channel:conv:2",
+                                  "channel:conv:1+-0.5*channel:conv:2",
+                                  "channel:conv:1 - 0.5 * channel:conv:2",
+                                  "channel:conv:1 + - .5*channel:conv:2",
+                                  "-0.5*channel:conv:2 + channel:conv:1",
+                                  "channel:conv:1-5e-1*channel:conv:2"])
+def test_parse_minus_between_terms(spec, acts):
+    a, b = obj.channel("conv", 1), obj.channel("conv", 2)
+    _same(obj.parse(spec), a - 0.5 * b, acts)
+
+
+def test_parse_minus_keeps_ranges_and_reads_back(acts):
+    assert obj.parse("channel:conv:0-3").name == "channel(conv, [0..3])"
+    o = obj.parse("channel:conv:0-3 - 2*channel:conv:1-2")  # a range on both sides of the '-'
+    assert o.batch_size == 4 and o.name == "(channel(conv, [0..3]) - (2 * channel(conv, [1, 2])))"
+    _same(obj.parse("logit:3-softmax:4-channel:vec:1"),
+          obj.logit(3) - obj.softmax(4) - obj.channel("vec", 1), acts)
+    _same(obj.parse("-layer:conv"), -obj.layer("conv"), acts)
+
+
+def test_parse_kinds_in_any_case_and_spaces_ignored(acts):
+    spaced = obj.parse("  Channel : conv : 1 - 0.5 * NEURON:conv : 2 : 3 : 4 +LOGIT: 7 ")
+    _same(spaced, obj.channel("conv", 1) - 0.5 * obj.neuron("conv", 2, 3, 4) + obj.logit(7),
+          acts)
+    assert spaced.layers == {"conv", OUTPUT}  # no space left inside the layer name
+
+
+def test_layer_names_may_hold_a_minus(acts):
+    dashed = {"block-1": acts["conv"], "block-2": acts["vec"]}
+    o = obj.parse("channel:block-1:3-channel:block-2:4")
+    assert o.layers == {"block-1", "block-2"}
+    _same(o, obj.channel("block-1", 3) - obj.channel("block-2", 4), dashed)
+    assert obj.parse("layer:block-1").layers == {"block-1"}
+
+
+@pytest.mark.parametrize("spec, term, right", [
+    ("channel:L:12-0.5*chanel:L:20", "0.5*chanel:L:20", "did you mean 'channel'?"),
+    ("channel:a:1 + Neuron:b", "Neuron:b", "neuron takes LAYER:C or LAYER:C:X:Y, e.g. "
+                                           "'neuron:b:12:3:3'"),
+    ("channel:a:1 - channel:b", "channel:b", "channel takes LAYER:C, e.g. 'channel:b:12'"),
+    ("logit:3 + neuron:c:x", "neuron:c:x", "C must be a whole number, got 'x'"),
+    ("layer:a - channel:b:5-2", "channel:b:5-2", "range '5-2' runs backwards (write 2-5)"),
+    ("layer:a + channel:b:1;2", "channel:b:1;2", "a range (0-63) or a list (1,5,9)"),
+    ("logit:1 - 0.5channel:a:1", "0.5channel:a:1", "a weight is written WEIGHT*KIND:"),
+    ("channel:L:12 -0.5 channel:L:20", "0.5 channel:L:20", "a weight is written WEIGHT*KIND:"),
+    ("channel:L:12 0.5*channel:L:20", "channel:L:12 0.5*channel:L:20",
+     "join them with '+' or '-'"),
+    ("channel:a:1 +", "channel:a:1 +", "ends with '+', which needs a term after it"),
+])
+def test_parse_errors_name_the_term_and_the_right_form(spec, term, right):
+    with pytest.raises(ObjectiveSyntaxError) as err:
+        obj.parse(spec)
+    first = str(err.value).splitlines()[0]
+    assert repr(spec) in first and repr(term) in first or term == spec
+    assert right in first
+    assert "channel:LAYER:C" in str(err.value)  # and the grammar below
+
+
+def test_expand_reads_like_parse():
+    assert obj.expand(" Channel : l : 0-2 ") == ["channel:l:0", "channel:l:1", "channel:l:2"]
+    assert obj.expand("channel:l:0-2 - logit:1") == ["channel:l:0-2 - logit:1"]
+    assert obj.expand("-channel:l:0-2") == ["-channel:l:0-2"]
+
+
+def test_direction_reads_npy_and_pt_by_content(tmp_path, acts):
+    import numpy as np
+
+    v = torch.randn(6)
+    np.save(tmp_path / "v.npy", v.numpy())
+    torch.save(v[None], tmp_path / "row.pt")  # a [1, C] row is one vector too
+    (tmp_path / "v.npy").rename(tmp_path / "v-npy.pt")  # the content decides, not the suffix
+    for name in ("v-npy.pt", "row.pt"):
+        _same(obj.parse(f"direction:conv:{tmp_path / name}"), obj.direction("conv", v), acts)
+
+
+@pytest.mark.parametrize("content, said", [
+    ("0.1 0.2 0.3\n", "it is a text file (it starts '0.1 0.2 0.3')"),
+    (b"", "it is empty"),
+    (b"\x80\x02\xff\x00garbage", "neither a torch.save nor a numpy.save file"),
+    ({"w": torch.ones(6)}, "holds a dict, not a tensor"),
+    (torch.ones(2, 3), "holds a torch.float32 tensor of shape [2, 3]"),
+    (torch.tensor([1.0, float("nan")]), "NaN or infinite"),
+])
+def test_direction_file_errors_name_the_file_and_the_content_expected(tmp_path, content, said):
+    path = tmp_path / "vec.pt"
+    if isinstance(content, str):
+        path.write_text(content)
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    with pytest.raises(FeatvizError) as err:
+        obj.parse(f"direction:conv:{path}")
+    msg = str(err.value)
+    assert str(path) in msg and said in msg
+    if "NaN" not in said:
+        assert "1-D tensor of one weight per channel, saved with torch.save" in msg
+    assert "pickl" not in msg.lower() and "Unsupported operand" not in msg
+
+
+def test_direction_file_missing_names_its_path(tmp_path):
+    with pytest.raises(FeatvizError, match=r"direction vector file not found: .*nope\.pt"):
+        obj.parse(f"direction:conv:{tmp_path / 'nope.pt'}")
+    with pytest.raises(FeatvizError, match="is a folder"):
+        obj.parse(f"direction:conv:{tmp_path}")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, make_tiny
+from conftest import HANG_GUARD_S, REPO, make_tiny
 
 import featviz
 from featviz import objectives as obj
@@ -57,12 +57,13 @@ def test_job_list_split_and_batches():
         sw.shard(jobs, 2, 2)
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_render_the_job_list_exactly_once(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            "2", *SWEEP[1:], "--layers", "layer1,layer2.0.conv1", "--channels", "0-4",
            "--steps", "2", "--batch-size", "2", "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=_env(),
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=HANG_GUARD_S, env=_env(),
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     records = _lines(out)
@@ -80,6 +81,7 @@ def test_torchrun_two_ranks_render_the_job_list_exactly_once(tmp_path):
     assert "10 of 10 jobs done" in proc.stdout and "on 2 rank(s)" in proc.stdout
 
 
+@pytest.mark.slow
 def test_sigterm_midway_loses_nothing_and_renders_nothing_twice(tmp_path):
     out = tmp_path / "run"
     cmd = [*SWEEP, "--layers", "layer1", "--channels", "0-7", "--steps", "24",
@@ -87,13 +89,13 @@ def test_sigterm_midway_loses_nothing_and_renders_nothing_twice(tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=_env(), cwd=tmp_path)
     manifest = out / "manifest.rank0.jsonl"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + HANG_GUARD_S  # waits for the first image, however slow
     while time.monotonic() < deadline and proc.poll() is None:
         if manifest.is_file() and manifest.read_text().count("\n") >= 1:
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=60)
+    stdout, stderr = proc.communicate(timeout=HANG_GUARD_S)
     assert proc.returncode == 128 + signal.SIGTERM, stdout + stderr
     assert "interrupted by signal" in stdout
     first = _lines(out)
@@ -101,7 +103,7 @@ def test_sigterm_midway_loses_nothing_and_renders_nothing_twice(tmp_path):
     stamps = {r["file"]: ((out / r["file"]).stat().st_ino, (out / r["file"]).stat().st_mtime_ns)
               for r in first}
 
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=_env(),
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=HANG_GUARD_S, env=_env(),
                            cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"{len(first)} already done, {8 - len(first)} to render" in again.stdout

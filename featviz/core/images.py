@@ -100,7 +100,8 @@ def from_pil(im: Image.Image) -> torch.Tensor:
 def grid(images: torch.Tensor | Sequence[torch.Tensor], labels: Sequence[str] | None = None,
          ncol: int | None = None, pad: int = 4, background: int = 255) -> Image.Image:
     """Lay out a batch [B,3,H,W] (or a list of images) in a grid, each with an optional label
-    written underneath; ``ncol`` defaults to a near-square layout."""
+    written underneath; ``ncol`` defaults to a near-square layout. A label wider than its tile
+    goes onto two lines, and the end of it (the unit number) always stays visible."""
     tiles = [to_pil(t) for t in (images if not torch.is_tensor(images) else images.unbind(0))]
     if not tiles:
         raise ValueError("grid needs at least one image")
@@ -110,7 +111,8 @@ def grid(images: torch.Tensor | Sequence[torch.Tensor], labels: Sequence[str] | 
     nrow = math.ceil(len(tiles) / ncol)
     tw, th = max(t.width for t in tiles), max(t.height for t in tiles)
     font = ImageFont.load_default()
-    label_h = 14 if labels else 0
+    lines = [label_lines(str(label), tw, font) for label in labels] if labels else []
+    label_h = 2 + _LINE * max(map(len, lines)) if lines else 0
     sheet = Image.new("RGB", (ncol * (tw + pad) + pad, nrow * (th + label_h + pad) + pad),
                       (background,) * 3)
     draw = ImageDraw.Draw(sheet)
@@ -118,10 +120,37 @@ def grid(images: torch.Tensor | Sequence[torch.Tensor], labels: Sequence[str] | 
         x = pad + (i % ncol) * (tw + pad)
         y = pad + (i // ncol) * (th + label_h + pad)
         sheet.paste(_opaque(tile), (x, y))
-        if labels:
-            draw.text((x, y + th + 1), _fit_text(draw, font, labels[i], tw), fill=(0, 0, 0),
-                      font=font)
+        for k, line in enumerate(lines[i] if lines else []):
+            draw.text((x, y + th + 1 + k * _LINE), line, fill=(0, 0, 0), font=font)
     return sheet
+
+
+_LINE = 12  # pixels per label line in PIL's default font
+_BREAKS = ":., _(/=-"  # a label may go onto its second line after one of these
+
+
+def label_lines(text: str, width: int,
+                font: ImageFont.ImageFont | ImageFont.FreeTypeFont | None = None) -> list[str]:
+    """``text`` as the lines of a grid label at most ``width`` pixels wide: one line when it
+    fits; else two, the second holding the longest end of it that starts after a separator
+    (``:``, ``.``, a space...) and fits, the first the rest, cut with "…" when too long. So
+    ``channel:features.14:12`` under a 64-pixel tile reads ``channel:fea…`` / ``14:12``: the
+    unit number survives any tile on which it fits at all."""
+    font = font or ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
+
+    def fits(s: str) -> bool:
+        return measure(s, font=font) <= width
+
+    if fits(text):
+        return [text]
+    # ends that start after a separator keep whole numbers; any end will do when none fits
+    starts = [i + 1 for i, ch in enumerate(text[:-1]) if ch in _BREAKS] + list(range(len(text)))
+    end = next((text[i:] for i in starts if fits(text[i:].strip())), "")
+    rest = text[:len(text) - len(end)].rstrip()
+    while rest and not fits(rest):  # keep the start of the first line, mark the cut
+        rest = rest[:-2] + "…" if len(rest) > 2 else ""
+    return [line for line in (rest, end.strip()) if line]
 
 
 def _opaque(tile: Image.Image) -> Image.Image:
@@ -134,12 +163,6 @@ def _opaque(tile: Image.Image) -> Image.Image:
     back = Image.fromarray(np.stack([board] * 3, -1), "RGB")
     back.paste(tile, (0, 0), tile)
     return back
-
-
-def _fit_text(draw: ImageDraw.ImageDraw, font, text: str, width: int) -> str:
-    while text and draw.textlength(text, font=font) > width:
-        text = text[:-2] + "…" if len(text) > 2 else ""
-    return text
 
 
 def save(images: torch.Tensor, path: str | os.PathLike, labels: Sequence[str] | None = None,

@@ -10,15 +10,19 @@ and are subtracted: ``channel("features.14", 12) - 0.05 * total_variation()``.
 
 from __future__ import annotations
 
+import codecs
 import numbers
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ChannelError, FeatvizError, ObjectiveSyntaxError
+from ..errors import ChannelError, FeatvizError, ObjectiveSyntaxError, closest
 from .hooks import INPUT, OUTPUT
 from .layouts import cls_key
 
@@ -433,114 +437,289 @@ def blur(sigma: float | None = None) -> Objective:
 
 
 # -- strings from the command line ----------------------------------------------------
-GRAMMAR = """objective strings (terms may be joined with '+', each with an optional 'WEIGHT*'):
+GRAMMAR = """objective strings: terms joined with '+' or '-', each with an optional 'WEIGHT*'
+(kinds in any case; spaces around ':', '+', '-' and '*' do not matter):
   channel:LAYER:C           mean activation of channel C; C may be a range 0-63 or a list 1,5,9
   neuron:LAYER:C[:X:Y]      channel C at the centre of the map, or at column X, row Y
   layer:LAYER               DeepDream: mean squared activation of the layer
   logit:C                   pre-softmax output for class C
   softmax:C                 softmax probability of class C
-  direction:LAYER:FILE.pt   dot product with a channel vector saved by torch.save
-  e.g. channel:features.14:12   or   channel:mixed4a:97+0.5*neuron:mixed4a:3"""
+  direction:LAYER:FILE      dot product with a vector of one weight per channel: a 1-D tensor
+                            saved with torch.save (.pt) or numpy.save (.npy)
+  e.g. channel:features.14:12   or   channel:mixed4a:97 - 0.5*neuron:mixed4a:3
+A '+' or '-' starts a new term only where one follows it ([WEIGHT*]KIND:); anywhere else it
+belongs to the term: a range 0-63, a weight -0.5* or 1e-3*, a '-' inside a layer name."""
+
+_NUMBER = r"(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?"
+# a '+' or '-' (or a run of them, '+-') followed by the head of a term, [WEIGHT*]NAME: (or
+# a weight that lacks its '*', 0.5channel:, so that the error can say so)
+_JOIN = re.compile(rf"[-+](?:\s*[-+])*(?=\s*(?P<weight>{_NUMBER}\s*\*)?\s*"
+                   rf"(?P<kind>(?:{_NUMBER}\s*)?[a-z_]\w*)\s*:)", re.IGNORECASE)
+_HEAD = re.compile(rf"\s*(?:(?P<weight>{_NUMBER})\s*\*)?(?P<body>.*)", re.IGNORECASE | re.DOTALL)
+# kind -> its arguments and an example, which errors fill in with the user's own layer
+_USAGE = {
+    "channel": ("LAYER:C", "channel:{layer}:12"),
+    "neuron": ("LAYER:C or LAYER:C:X:Y", "neuron:{layer}:12:3:3"),
+    "layer": ("LAYER", "layer:{layer}"),
+    "logit": ("C, a class index", "logit:207"),
+    "softmax": ("C, a class index", "softmax:207"),
+    "direction": ("LAYER:FILE", "direction:{layer}:vector.pt"),
+}
+_VECTOR_FILE = ("a 1-D tensor of one weight per channel, saved with torch.save(v, 'v.pt') or "
+                "numpy.save('v.npy', v)")
 
 
-def _syntax(spec: str, why: str) -> ObjectiveSyntaxError:
-    return ObjectiveSyntaxError(f"cannot read objective {spec!r}: {why}\n{GRAMMAR}")
+class _Term(NamedTuple):
+    """One term of an objective string: the whole string and the term as written (for
+    errors), its kind in lower case and its ':'-separated arguments, stripped."""
+
+    spec: str
+    text: str
+    kind: str
+    args: list[str]
+
+    def error(self, why: str) -> ObjectiveSyntaxError:
+        return _syntax(self.spec, why, self.text)
+
+    def usage(self) -> str:
+        """What this kind takes, with an example that uses the user's layer where given."""
+        takes, example = _USAGE[self.kind]
+        named = self.args and self.args[0] and not self.args[0].isdigit()
+        return f"{self.kind} takes {takes}, e.g. " + repr(
+            example.format(layer=self.args[0] if named else "features.14"))
 
 
-def parse_channels(text: str, spec: str = "") -> list[int]:
-    """Read ``"12"``, ``"0-63"`` or ``"1,5,9"`` (or a mix, ``"0-3,8"``) as a list of ints."""
+def _syntax(spec: str, why: str, term: str = "") -> ObjectiveSyntaxError:
+    where = f", term {term!r}" if term and term != spec.strip() else ""
+    return ObjectiveSyntaxError(f"cannot read objective {spec!r}{where}: {why}\n{GRAMMAR}")
+
+
+def parse_channels(text: str, spec: str = "", term: str = "") -> list[int]:
+    """Read ``"12"``, ``"0-63"`` or ``"1,5,9"`` (or a mix, ``"0-3,8"``) as a list of ints; a
+    malformed one raises an :class:`ObjectiveSyntaxError` naming ``spec`` and ``term``."""
     out: list[int] = []
     for part in text.split(","):
         m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
         if not m:
-            raise _syntax(spec or text, f"{part!r} is not a number, a range A-B or a list A,B,C")
+            raise _syntax(spec or text, f"channel {part.strip()!r} is not a number (12), a range "
+                                        "(0-63) or a list (1,5,9)", term)
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
         if hi < lo:
-            raise _syntax(spec or text, f"range {part!r} runs backwards")
+            raise _syntax(spec or text, f"range {part.strip()!r} runs backwards (write "
+                                        f"{hi}-{lo})", term)
         out.extend(range(lo, hi + 1))
     return out
 
 
-def _int(spec: str, text: str, what: str) -> int:
+def _pieces(text: str) -> tuple[str | None, str, list[str]]:
+    """A term's weight as written (or None), its kind as written and its arguments."""
+    head = _HEAD.fullmatch(text)
+    kind, *args = [part.strip() for part in head["body"].split(":")]
+    return head["weight"], kind, args
+
+
+def _int(t: _Term, text: str, what: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise _syntax(spec, f"{what} must be a whole number, got {text!r}") from None
+        raise t.error(f"{what} must be a whole number, got {text!r}; {t.usage()}") from None
 
 
-def _channel_term(spec: str, args: list[str]) -> Objective:
-    if len(args) != 2 or not args[0]:
-        raise _syntax(spec, "channel takes LAYER:C")
-    chans = parse_channels(args[1], spec)
-    return channel(args[0], chans[0]) if len(chans) == 1 else channel(args[0], chans)
+def _arity(t: _Term, counts: tuple[int, ...]) -> None:
+    """Raise an error showing the right form when ``t`` has a wrong number of arguments or an
+    empty one."""
+    if len(t.args) in counts and all(t.args):
+        return
+    why = t.usage()
+    if len(t.args) > max(counts):  # most often two terms that the string failed to join
+        why += ("; if this is two terms, join them with '+' or '-' and write a weight as "
+                "WEIGHT*KIND:..., e.g. 'channel:L:12 - 0.5*channel:L:20'")
+    raise t.error(why)
 
 
-def _neuron_term(spec: str, args: list[str]) -> Objective:
-    if len(args) not in (2, 4) or not args[0]:
-        raise _syntax(spec, "neuron takes LAYER:C or LAYER:C:X:Y")
-    xy = [_int(spec, a, "X and Y") for a in args[2:]] or [None, None]
-    return neuron(args[0], _int(spec, args[1], "C"), *xy)
+def _channel_term(t: _Term) -> Objective:
+    _arity(t, (2,))
+    chans = parse_channels(t.args[1], t.spec, t.text)
+    return channel(t.args[0], chans[0]) if len(chans) == 1 else channel(t.args[0], chans)
 
 
-def _layer_term(spec: str, args: list[str]) -> Objective:
-    if len(args) != 1 or not args[0]:
-        raise _syntax(spec, "layer takes LAYER")
-    return layer(args[0])
+def _neuron_term(t: _Term) -> Objective:
+    _arity(t, (2, 4))
+    xy = [_int(t, a, "X and Y") for a in t.args[2:]] or [None, None]
+    return neuron(t.args[0], _int(t, t.args[1], "C"), *xy)
 
 
-def _class_term(kind: str, make: Callable[[int], Objective]):
-    def term(spec: str, args: list[str]) -> Objective:
-        if len(args) != 1:
-            raise _syntax(spec, f"{kind} takes C (a class index)")
-        return make(_int(spec, args[0], "C"))
+def _layer_term(t: _Term) -> Objective:
+    _arity(t, (1,))
+    return layer(t.args[0])
+
+
+def _class_term(make: Callable[[int], Objective]) -> Callable[[_Term], Objective]:
+    def term(t: _Term) -> Objective:
+        _arity(t, (1,))
+        return make(_int(t, t.args[0], "C"))
 
     return term
 
 
-def _direction_term(spec: str, args: list[str]) -> Objective:
-    if len(args) != 2:
-        raise _syntax(spec, "direction takes LAYER:FILE.pt")
-    path = Path(args[1])
+def _direction_term(t: _Term) -> Objective:
+    if len(t.args) < 2 or not t.args[0] or not t.args[1]:
+        raise t.error(t.usage())
+    # a path may itself hold ':' (C:\...), so FILE is everything after LAYER
+    return direction(t.args[0], load_vector(":".join(t.args[1:])))
+
+
+def load_vector(path: str | os.PathLike) -> torch.Tensor:
+    """Read a direction vector: a 1-D tensor saved with ``torch.save`` or an array saved with
+    ``numpy.save`` (told apart by content, not by suffix), as float32. Anything else — a
+    missing file, a text file, a dict, a 2-D tensor — raises a :class:`FeatvizError` naming
+    the path and what the file should hold."""
+    path = Path(path)
     if not path.is_file():
-        raise FeatvizError(f"direction vector file not found: {path}")
-    return direction(args[0], torch.load(path, map_location="cpu", weights_only=True))
+        state = "is a folder" if path.is_dir() else "not found"
+        raise FeatvizError(f"direction vector file {state}: {path} (it should hold "
+                           f"{_VECTOR_FILE})")
+    try:
+        value = _read_array(path)
+    except Exception:  # noqa: BLE001 - any reader failure means the same to the user
+        raise FeatvizError(f"cannot read direction vector file {path}: {_not_an_array(path)}"
+                           f"; it should hold {_VECTOR_FILE}") from None
+    return _as_vector(path, value)
+
+
+def _read_array(path: Path):
+    with path.open("rb") as f:
+        numpy_file = f.read(6) == b"\x93NUMPY"  # numpy.save's magic string
+    if numpy_file:
+        return np.load(path, allow_pickle=False)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _not_an_array(path: Path) -> str:
+    """Why ``path`` could not be read, in the user's terms rather than the unpickler's."""
+    with path.open("rb") as f:
+        head = f.read(200)
+    if not head:
+        return "it is empty"
+    try:  # an incremental decoder does not fail on a character cut at byte 200
+        text = codecs.getincrementaldecoder("utf-8")().decode(head)
+    except UnicodeDecodeError:
+        text = "\0"
+    if "\0" in text or not text.strip():
+        return "it is neither a torch.save nor a numpy.save file"
+    first = text.strip().splitlines()[0]
+    return (f"it is a text file (it starts {first[:40]!r}); write the numbers with "
+            "torch.save(torch.tensor([...]), 'v.pt') instead")
+
+
+def _as_vector(path: Path, value) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value)
+    if not torch.is_tensor(value):
+        raise FeatvizError(f"direction vector file {path} holds a {type(value).__name__}, not a "
+                           f"tensor; it should hold {_VECTOR_FILE}")
+    numeric = value.is_floating_point() or value.dtype in _INTEGER_DTYPES
+    if value.squeeze().dim() > 1 or value.numel() == 0 or not numeric:
+        raise FeatvizError(f"direction vector file {path} holds a {value.dtype} tensor of shape "
+                           f"{list(value.shape)}; it should hold {_VECTOR_FILE}")
+    value = value.float().flatten()
+    if not torch.isfinite(value).all():
+        raise FeatvizError(f"direction vector file {path} holds NaN or infinite weights")
+    return value
+
+
+_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 # objective kind of the string grammar -> the function reading its LAYER/C/... arguments
-_TERMS: dict[str, Callable[[str, list[str]], Objective]] = {
+_TERMS: dict[str, Callable[[_Term], Objective]] = {
     "channel": _channel_term,
     "neuron": _neuron_term,
     "layer": _layer_term,
-    "logit": _class_term("logit", logit),
-    "softmax": _class_term("softmax", softmax),
+    "logit": _class_term(logit),
+    "softmax": _class_term(softmax),
     "direction": _direction_term,
 }
+_LAYER_KINDS = ("channel", "neuron", "layer", "direction")  # those whose first argument is LAYER
 
 
-def _parse_term(spec: str, term: str) -> Objective:
-    weight = 1.0
-    m = re.fullmatch(r"\s*([-+]?[\d.]+(?:e[-+]?\d+)?)\s*\*\s*(.+)", term)
-    if m:
-        weight, term = float(m.group(1)), m.group(2)
-    kind, *args = term.strip().split(":")
-    if kind not in _TERMS:
-        raise _syntax(spec, f"unknown objective kind {kind!r}")
-    obj = _TERMS[kind](spec, args)
-    return obj if weight == 1.0 else weight * obj
+def _joins(before: str, m: re.Match) -> bool:
+    """Whether the '+'/'-' found by ``m`` ends the term written so far, ``before``: not the '-'
+    of an exponent (``1e-3*...``), nor a '-' inside a layer name (``channel:block-1:3``: a '-'
+    in the LAYER place followed by a name that is no objective kind)."""
+    if m["weight"] and re.search(r"[\d.]e$", before, re.IGNORECASE):
+        return False
+    if m.group() != "-" or m["weight"] or m["kind"].lower() in _TERMS:
+        return True
+    _, kind, args = _pieces(before)
+    return not (kind.lower() in _LAYER_KINDS and len(args) == 1)
+
+
+def _split_terms(spec: str) -> list[tuple[float, str]]:
+    """The terms of ``spec`` as (sign, text as written): the sign from the '+'/'-' run before
+    each (a leading one included), the text with its weight still in front."""
+    terms: list[tuple[float, str]] = []
+    start, sign = 0, 1.0
+    for m in _JOIN.finditer(spec):
+        before = spec[start:m.start()]
+        if not _joins(before, m):
+            continue
+        if before.strip():
+            terms.append((sign, before))
+        sign = -1.0 if m.group().count("-") % 2 else 1.0
+        start = m.end()
+    terms.append((sign, spec[start:]))
+    return terms
+
+
+def _unknown_kind(kind: str) -> str:
+    kinds = ", ".join(_TERMS)
+    if not kind:
+        return f"a term needs a kind before its first ':' ({kinds})"
+    if re.match(_NUMBER, kind):
+        return (f"{kind!r} is no objective kind; a weight is written WEIGHT*KIND:..., "
+                "e.g. '0.5*channel:features.14:12'")
+    near = closest(kind.lower(), _TERMS, n=1)
+    return f"unknown objective kind {kind!r}; did you mean {near[0]!r}? (kinds: {kinds})"
+
+
+def _parse_term(spec: str, sign: float, text: str) -> tuple[float, Objective]:
+    weight, kind, args = _pieces(text)
+    t = _Term(spec, text.strip(), kind.lower(), args)
+    if t.kind not in _TERMS:
+        raise t.error(_unknown_kind(kind))
+    return sign * float(weight or 1), _TERMS[t.kind](t)
+
+
+def _weighted(weight: float, o: Objective) -> Objective:
+    return o if weight == 1 else -o if weight == -1 else weight * o
 
 
 def parse(spec: str) -> Objective:
     """Turn a command-line objective string into an :class:`Objective` (grammar in
-    :data:`GRAMMAR`): ``"channel:features.14:12"``, ``"neuron:mixed4a:3:5:5"``, ..."""
+    :data:`GRAMMAR`): ``"channel:features.14:12"``, ``"neuron:mixed4a:3:5:5"``,
+    ``"Channel : mixed4a : 97 - 0.5 * neuron:mixed4a:3"``, ... A malformed string raises an
+    :class:`ObjectiveSyntaxError` naming the offending term and the form it should take."""
     if not isinstance(spec, str) or not spec.strip():
         raise _syntax(str(spec), "it is empty")
-    return Objective.sum(_parse_term(spec, term) for term in spec.split("+") if term.strip())
+    dangling = re.search(r"[+*]\s*$", spec)
+    if dangling:
+        raise _syntax(spec, f"it ends with {dangling.group().strip()!r}, which needs a term "
+                            "after it")
+    (first_weight, total), *rest = [_parse_term(spec, sign, text)
+                                    for sign, text in _split_terms(spec)]
+    total = _weighted(first_weight, total)
+    for weight, o in rest:  # 'a - 0.5*b' reads back as such, not as 'a + -0.5*b'
+        total = total - _weighted(-weight, o) if weight < 0 else total + _weighted(weight, o)
+    return total
 
 
 def expand(spec: str) -> list[str]:
     """Split a ``channel:LAYER:RANGE`` string into one string per channel, for rendering a
     layer in several batches; any other string comes back as it is."""
-    parts = spec.split(":")
-    if len(parts) == 3 and parts[0] == "channel" and "+" not in spec:
-        return [f"channel:{parts[1]}:{c}" for c in parse_channels(parts[2], spec)]
+    terms = _split_terms(spec)
+    if len(terms) == 1 and terms[0][0] == 1:
+        weight, kind, args = _pieces(terms[0][1])
+        if weight is None and kind.lower() == "channel" and len(args) == 2:
+            return [f"channel:{args[0]}:{c}" for c in parse_channels(args[1], spec)]
     return [spec]

@@ -287,7 +287,10 @@ def compare(model: nn.Module, a: torch.Tensor, b: torch.Tensor,
 
 def _mean_channel_correlation(x: torch.Tensor, y: torch.Tensor) -> float:
     """Mean over channels of the Pearson correlation of the two inputs' maps; channels that
-    are constant in either input (no shape to compare) are left out."""
+    are constant in either input (no shape to compare) are left out. A vector layer ([C], the
+    classifier's) has no maps: NaN, as for 1x1 maps."""
+    if x.dim() < 2:
+        return float("nan")
     xs, ys = x.flatten(1).double(), y.flatten(1).double()
     if xs.shape[1] < 2:
         return float("nan")
