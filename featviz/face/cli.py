@@ -1,12 +1,24 @@
-"""The ``featviz`` command: render objectives, list a model's layers, list the known models."""
+"""The ``featviz`` command: render objectives, list a model's layers, list the known models.
+
+Exit statuses (also in the README, "Errors"): 0 done; 2 bad input, one line on stderr that
+names the bad value and what would be right; 130 interrupted by Ctrl-C (``render`` writes
+what was made first); 1 a bug in featviz: a traceback, and a line asking to report it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
+import shlex
 import sys
-from collections.abc import Sequence
+import traceback
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NoReturn
+
+import torch
 
 from ..core import param
 from ..core.model_info import input_size
@@ -15,44 +27,43 @@ from ..core.truncate import COMPILE_MODES
 from ..errors import FeatvizError
 from ..methods.deconv import MODES as PROJECTION_MODES
 from ..methods.receptive_field import ERF_WEIGHTS
+from . import arguments as types
+
+#: The exit status of an interrupted command: 128 + SIGINT, what shells report for Ctrl-C.
+INTERRUPTED = 130
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected numbers separated by commas, got {text!r}") from None
-    if len(values) not in (1, 3):
-        raise argparse.ArgumentTypeError(f"expected 1 or 3 numbers (one per RGB channel), "
-                                         f"got {text!r}")
-    return values
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose mistakes are one line, ``featviz render: error: ...``, with
+    exit status 2 (argparse's usage block above it would hide the message in a long list)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``message`` as the one line and exit with status 2."""
+        # "argument --steps: must be ..." reads "--steps must be ...": the messages of
+        # featviz's own argument types are written to follow the option's name
+        message = re.sub(r"^argument (\S+): (?=must |names |cannot )", r"\1 ", message)
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the "
+                     "options)\n")
 
 
-def _steps_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected step numbers like 32,128,512, got {text!r}") from None
-
-
-def _add_model_args(p: argparse.ArgumentParser, weights_default: str | None) -> None:
+def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True,
                    help="torchvision classifier name (googlenet, vgg16, resnet50, mobilenet_v2, "
                         "alexnet, ...) or cifar_resnet20/32/44/56; `featviz models` lists them")
-    p.add_argument("--weights", default=weights_default,
-                   help="a local state_dict file, a torchvision weight name (DEFAULT, "
-                        "IMAGENET1K_V1, downloaded when online) or 'random' "
-                        f"(default: {weights_default})")
-    p.add_argument("--mean", type=_floats, help="input normalization mean, e.g. 0.5,0.5,0.5")
-    p.add_argument("--std", type=_floats, help="input normalization std, e.g. 0.5,0.5,0.5")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
+    p.add_argument("--weights", default="DEFAULT",
+                   help="a local state_dict file, a torchvision weight name (DEFAULT: "
+                        "torchvision's best weights, IMAGENET1K_V1, ...; downloaded once into "
+                        "the torch hub cache) or 'random' (default: DEFAULT)")
+    p.add_argument("--mean", type=types.mean,
+                   help="input normalization mean, e.g. 0.5,0.5,0.5 (default: the weights')")
+    p.add_argument("--std", type=types.std,
+                   help="input normalization std, above 0, e.g. 0.5,0.5,0.5 (default: the "
+                        "weights')")
+    p.add_argument("--device", type=types.device,
+                   help="cpu, cuda, cuda:1, mps (default: cuda if present, else cpu)")
 
 
 def _load_model(args: argparse.Namespace):
-    import torch
-
     from .. import models
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -64,9 +75,12 @@ def _load_model(args: argparse.Namespace):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``featviz`` command (``featviz --help``): one function adds
-    each subcommand, and sets the function that runs it as ``args.run``."""
-    parser = argparse.ArgumentParser(prog="featviz", description="See what the units, channels, "
-                                     "layers and classes of an image network respond to.")
+    each subcommand, and sets the function that runs it as ``args.run``. Every option's value
+    is checked as it is parsed (:mod:`featviz.face.arguments`)."""
+    parser = _Parser(prog="featviz", description="See what the units, channels, layers and "
+                     "classes of an image network respond to.",
+                     epilog="Exit status: 0 done, 2 bad input (one line says what is wrong), "
+                     "130 interrupted (Ctrl-C), 1 a bug in featviz.")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_render, _add_layers, _add_deconv, _add_topk, _add_occlude, _add_invert,
                 _add_erf, _add_maps, _add_sweep, _add_gallery, _add_models):
@@ -79,18 +93,27 @@ def _add_transforms_arg(p: argparse.ArgumentParser) -> None:
                    help="auto (default): standard, or none for --param cppn")
 
 
+def _add_size_arg(p: argparse.ArgumentParser, what: str = "image size") -> None:
+    p.add_argument("--size", type=types.size,
+                   help=f"{what} in pixels, {types.MIN_SIZE}-{types.MAX_SIZE} (default: the "
+                        "model's)")
+
+
 def _add_render(sub) -> None:
     from ..core.objectives import GRAMMAR
 
     r = sub.add_parser("render", help="optimize images for an objective",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=GRAMMAR)
-    _add_model_args(r, "DEFAULT")
+    _add_model_args(r)
     r.add_argument("--objective", required=True, action="append",
                    help="objective string (repeatable); see below")
-    r.add_argument("--size", type=int, help="image size in pixels (default: the model's)")
-    r.add_argument("--steps", type=int, default=512)
-    r.add_argument("--batch-size", type=int, default=16,
-                   help="images optimized together when the objectives name several channels")
+    _add_size_arg(r)
+    r.add_argument("--steps", type=types.steps, default=512,
+                   help=f"optimization steps, 0-{types.MAX_STEPS} (default: 512; 0 writes the "
+                        "starting image)")
+    r.add_argument("--batch-size", type=types.positive, default=16,
+                   help="images optimized together when the objectives name several channels "
+                        "(default: 16)")
     _add_transforms_arg(r)
     # default None, read as fourier: so that --pixel can tell a --param given beside it
     r.add_argument("--param", choices=param.KINDS,
@@ -105,110 +128,138 @@ def _add_render(sub) -> None:
     r.add_argument("--spectrum", help="with --param maco: a spectrum file (.pt/.npy) or a "
                                       "folder of photos to measure it from (default: a power "
                                       "law fitted on photos)")
-    r.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default: the parameterization's: 0.05, maco 0.2, "
-                        "cppn 0.005)")
-    r.add_argument("--seed", type=int, default=0,
+    r.add_argument("--lr", type=types.positive_float, default=None,
+                   help="learning rate, above 0 (default: the parameterization's: 0.05, maco "
+                        "0.2, cppn 0.005)")
+    r.add_argument("--seed", type=types.seed, default=0,
                    help="image n of the list starts from seed+n (so batching changes nothing);"
-                        " also seeds --weights random")
-    r.add_argument("--thresholds", type=_steps_list, default=[],
+                        " also seeds --weights random (default: 0)")
+    r.add_argument("--thresholds", type=types.step_list, default=[],
                    help="steps at which to keep snapshots, e.g. 32,128,512 (for --gif)")
-    r.add_argument("--gif", help="also write the snapshots as an animated GIF here")
-    r.add_argument("--init", help="start from this image file instead of noise")
+    r.add_argument("--gif", type=types.gif_out,
+                   help="also write the snapshots as an animated GIF here")
+    r.add_argument("--init", type=types.existing_file,
+                   help="start from this image file instead of noise")
     _add_speed_args(r)
-    r.add_argument("--no-progress", action="store_true")
-    r.add_argument("--out", required=True,
-                   help="PNG path; with several images also a folder of the same name holding "
-                        "one PNG per image, and the PNG is a labelled contact sheet")
+    r.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    r.add_argument("--out", required=True, type=types.image_out,
+                   help="image file (.png, .jpg, ...); with several images also a folder of "
+                        "the same name without the suffix, holding one PNG per image, and the "
+                        "file is a labelled contact sheet")
     r.set_defaults(run=_render)
 
 
 def _add_layers(sub) -> None:
     ls = sub.add_parser("layers", help="list every addressable layer with its output shape")
-    _add_model_args(ls, "random")
-    ls.add_argument("--size", type=int, help="input size for the shapes (default: the model's)")
+    _add_model_args(ls)
+    _add_size_arg(ls, "input size for the shapes")
     ls.set_defaults(run=_layers)
 
 
 def _add_deconv(sub) -> None:
     d = sub.add_parser("deconv", help="project one activation back to pixels")
-    d.add_argument("image", help="image file")
-    _add_model_args(d, "DEFAULT")
+    d.add_argument("image", type=types.existing_file, help="image file")
+    _add_model_args(d)
     _add_unit_args(d)
-    d.add_argument("--mode", default="deconvnet", choices=PROJECTION_MODES)
-    d.add_argument("--out", required=True, help="PNG: the image beside its projection")
-    d.set_defaults(run=_projection_commands)
+    d.add_argument("--mode", default="deconvnet", choices=PROJECTION_MODES,
+                   help="how gradients pass ReLUs on the way back (default: deconvnet)")
+    d.add_argument("--out", required=True, type=types.image_out,
+                   help="image file: the image beside its projection")
+    d.set_defaults(run=_deconv)
 
 
 def _add_topk(sub) -> None:
     t = sub.add_parser("topk", help="top-k dataset patches of channels, with projections")
-    _add_model_args(t, "DEFAULT")
+    _add_model_args(t)
     t.add_argument("--images", required=True, help="folder of image files")
-    t.add_argument("--layer", required=True)
-    t.add_argument("--channels", required=True, help="e.g. 0-7 or 1,5,9")
-    t.add_argument("--k", type=int, default=9)
-    t.add_argument("--size", type=int, help="image size (default: the model's)")
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--mode", default="deconvnet", choices=PROJECTION_MODES)
-    t.add_argument("--out", required=True, help="PNG in the Zeiler & Fergus layout")
-    t.set_defaults(run=_projection_commands)
+    t.add_argument("--layer", required=True, help="the layer whose channels are ranked")
+    t.add_argument("--channels", required=True, type=types.channel_list,
+                   help="channels to rank, e.g. 0-7 or 1,5,9")
+    t.add_argument("--k", type=types.positive, default=9,
+                   help="patches kept per channel (default: 9)")
+    _add_size_arg(t)
+    t.add_argument("--batch-size", type=types.positive, default=32,
+                   help="images per forward pass (default: 32)")
+    t.add_argument("--mode", default="deconvnet", choices=PROJECTION_MODES,
+                   help="how the patches are projected (default: deconvnet)")
+    t.add_argument("--out", required=True, type=types.image_out,
+                   help="image file in the Zeiler & Fergus layout")
+    t.set_defaults(run=_topk)
 
 
 def _add_occlude(sub) -> None:
     o = sub.add_parser("occlude", help="map how much an activation or a class drops when a "
                                        "grey square covers each part of the image")
-    o.add_argument("image", help="image file")
-    _add_model_args(o, "DEFAULT")
+    o.add_argument("image", type=types.existing_file, help="image file")
+    _add_model_args(o)
     o.add_argument("--layer", help="with --channel: the activation to watch")
-    o.add_argument("--channel", type=int)
-    o.add_argument("--class", dest="target_class", type=int, help="watch this class instead")
-    o.add_argument("--size", type=int, help="image size (default: the model's)")
-    o.add_argument("--patch", type=int, default=32)
-    o.add_argument("--stride", type=int, default=8)
-    o.add_argument("--out", required=True, help="PNG: the image beside the drop map")
-    o.set_defaults(run=_projection_commands)
+    o.add_argument("--channel", type=types.index, help="with --layer: the channel to watch")
+    o.add_argument("--class", dest="target_class", type=types.index,
+                   help="watch the probability of this class instead")
+    _add_size_arg(o)
+    o.add_argument("--patch", type=types.positive, default=32,
+                   help="side of the grey square in pixels, at most the image size "
+                        "(default: 32)")
+    o.add_argument("--stride", type=types.positive, default=8,
+                   help="pixels between two positions of the square (default: 8)")
+    o.add_argument("--out", required=True, type=types.image_out,
+                   help="image file: the image beside the drop map")
+    o.set_defaults(run=_occlude)
 
 
 def _add_invert(sub) -> None:
     v = sub.add_parser("invert", help="reconstruct an image from a layer's activations "
                                       "(Mahendran & Vedaldi)")
-    v.add_argument("image", help="image file")
-    _add_model_args(v, "DEFAULT")
-    v.add_argument("--layers", required=True, help="comma-separated layers, one image each")
-    v.add_argument("--steps", type=int, default=1000)
-    v.add_argument("--size", type=int, help="image size (default: the model's)")
+    v.add_argument("image", type=types.existing_file, help="image file")
+    _add_model_args(v)
+    v.add_argument("--layers", required=True, type=types.layer_list,
+                   help="comma-separated layers, one image each")
+    v.add_argument("--steps", type=types.steps, default=1000,
+                   help=f"optimization steps, 0-{types.MAX_STEPS} (default: 1000)")
+    _add_size_arg(v)
     v.add_argument("--pixel", action="store_true", help="pixel instead of Fourier parameters")
     v.add_argument("--cosine", action="store_true", help="match directions, not values")
     v.add_argument("--caricature", action="store_true",
-                   help="exaggerate what the layer sees instead of matching it")
-    v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--no-progress", action="store_true")
-    v.add_argument("--out", required=True, help="PNG: the original, then one image per layer")
+                   help="exaggerate what the layer sees instead of matching it (not with "
+                        "--cosine)")
+    v.add_argument("--seed", type=types.seed, default=0,
+                   help="seed of the starting noise and of --weights random (default: 0)")
+    v.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    v.add_argument("--out", required=True, type=types.image_out,
+                   help="image file: the original, then one image per layer")
     v.set_defaults(run=_invert)
 
 
 def _add_erf(sub) -> None:
     e = sub.add_parser("erf", help="effective (and theoretical) receptive fields of layers")
-    _add_model_args(e, "DEFAULT")
-    e.add_argument("--layers", required=True, help="comma-separated layers")
-    e.add_argument("--size", type=int, help="input size (default: the model's)")
-    e.add_argument("--samples", type=int, default=32)
-    e.add_argument("--inputs", default="noise", help="'noise' or a folder of images")
+    _add_model_args(e)
+    e.add_argument("--layers", required=True, type=types.layer_list,
+                   help="comma-separated layers")
+    _add_size_arg(e, "input size")
+    e.add_argument("--samples", type=types.samples, default=32,
+                   help=f"inputs the gradients are averaged over, 1-{types.MAX_STEPS} "
+                        "(default: 32)")
+    e.add_argument("--inputs", default="noise", help="'noise' (default) or a folder of images")
     e.add_argument("--init", default="trained", choices=ERF_WEIGHTS,
                    help="the model's weights, re-initialized ones, or Luo's uniform case")
-    e.add_argument("--channel", type=int, help="one channel (default: the sum over channels)")
-    e.add_argument("--out", required=True, help="PNG: heat maps and radial profiles")
+    e.add_argument("--channel", type=types.index,
+                   help="one channel (default: the sum over channels)")
+    e.add_argument("--out", required=True, type=types.plot_out,
+                   help="figure file (.png, .pdf, .svg, ...): heat maps and radial profiles")
     e.set_defaults(run=_erf)
 
 
 def _add_maps(sub) -> None:
     mp = sub.add_parser("maps", help="browse what every layer holds for an image (HTML report)")
-    mp.add_argument("image", help="image file")
-    _add_model_args(mp, "DEFAULT")
-    mp.add_argument("--layers", default="all", help="'all' or comma-separated layers")
-    mp.add_argument("--size", type=int, help="image size (default: the model's)")
-    mp.add_argument("--labels", help="class names, one per line (e.g. imagenet_classes.txt)")
-    mp.add_argument("--out", required=True, help="a self-contained .html page")
+    mp.add_argument("image", type=types.existing_file, help="image file")
+    _add_model_args(mp)
+    mp.add_argument("--layers", default="all", type=types.layer_list,
+                    help="'all' (default) or comma-separated layers")
+    _add_size_arg(mp)
+    mp.add_argument("--labels", type=types.existing_file,
+                    help="class names, one per line, UTF-8 (e.g. imagenet_classes.txt)")
+    mp.add_argument("--out", required=True, type=types.file_out,
+                    help="a self-contained .html page")
     mp.set_defaults(run=_maps)
 
 
@@ -219,22 +270,27 @@ def _add_sweep(sub) -> None:
                         "--nproc_per_node N -m featviz sweep ...` the jobs are split over the N "
                         "ranks (gloo on the CPU, NCCL on GPUs). Run the same command again to "
                         "resume: finished channels are skipped.")
-    _add_model_args(sw, "DEFAULT")
-    sw.add_argument("--layers", required=True, help="comma-separated layers")
+    _add_model_args(sw)
+    sw.add_argument("--layers", required=True, type=types.layer_list,
+                    help="comma-separated layers")
     sw.add_argument("--channels", default="all", help="all (default), a range 0-63 or a list 1,5,9")
-    sw.add_argument("--steps", type=int, default=512)
-    sw.add_argument("--size", type=int, help="image size in pixels (default: the model's)")
-    sw.add_argument("--batch-size", type=int, default=16, help="channels optimized together")
+    sw.add_argument("--steps", type=types.whole_number(1, types.MAX_STEPS), default=512,
+                    help=f"optimization steps, 1-{types.MAX_STEPS} (default: 512)")
+    _add_size_arg(sw)
+    sw.add_argument("--batch-size", type=types.positive, default=16,
+                    help="channels optimized together (default: 16)")
     _add_transforms_arg(sw)
     sw.add_argument("--param", default="fourier", choices=param.KINDS,
                     help="parameterization of every image (default: fourier)")
-    sw.add_argument("--lr", type=float, default=None,
-                    help="learning rate (default: the parameterization's)")
-    sw.add_argument("--seed", type=int, default=0,
+    sw.add_argument("--lr", type=types.positive_float, default=None,
+                    help="learning rate, above 0 (default: the parameterization's)")
+    sw.add_argument("--seed", type=types.seed, default=0,
                     help="channel C starts from seed+C on any rank; also seeds --weights random")
     sw.add_argument("--images", help="folder of photos: also keep each channel's top-k patches")
-    sw.add_argument("--k", type=int, default=9, help="patches per channel with --images")
-    sw.add_argument("--out", required=True, help="sweep folder (created; reused to resume)")
+    sw.add_argument("--k", type=types.positive, default=9,
+                    help="patches per channel with --images (default: 9)")
+    sw.add_argument("--out", required=True, type=types.folder_out,
+                    help="sweep folder (created; reused to resume)")
     _add_speed_args(sw)
     sw.set_defaults(run=_sweep)
 
@@ -242,7 +298,8 @@ def _add_sweep(sub) -> None:
 def _add_gallery(sub) -> None:
     g = sub.add_parser("gallery", help="write a browsable HTML gallery of a sweep folder")
     g.add_argument("folder", help="a folder written by `featviz sweep --out`")
-    g.add_argument("--out", help="where to write index.html (default: FOLDER/index.html)")
+    g.add_argument("--out", type=types.file_out,
+                   help="where to write index.html (default: FOLDER/index.html)")
     g.set_defaults(run=_gallery)
 
 
@@ -252,24 +309,87 @@ def _add_models(sub) -> None:
 
 
 def _add_unit_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--layer", required=True)
-    p.add_argument("--channel", type=int, required=True)
-    p.add_argument("--position", help="Y,X of the unit in the layer's map (default: strongest)")
-    p.add_argument("--size", type=int, help="image size (default: the model's)")
+    p.add_argument("--layer", required=True, help="the layer of the unit")
+    p.add_argument("--channel", type=types.index, required=True, help="the unit's channel")
+    p.add_argument("--position", type=types.position,
+                   help="Y,X of the unit in the layer's map (default: strongest)")
+    _add_size_arg(p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``featviz`` command; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Entry point of the ``featviz`` command; returns the exit status: 0 done, 2 bad input
+    (one line on stderr names the bad value and what would be right), 130 interrupted by
+    Ctrl-C, 1 a bug in featviz (a traceback and a request to report it). Warnings print as
+    one line each, ``featviz: warning: ...``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        with _tidy_warnings():
+            try:
+                args = build_parser().parse_args(argv)
+            except SystemExit as exit_:  # --help, or a mistake the parser has reported
+                return exit_.code if isinstance(exit_.code, int) else int(bool(exit_.code))
+            return _run(args, argv)
+    except KeyboardInterrupt:  # while parsing, or a second Ctrl-C while reporting
+        print("featviz: interrupted", file=sys.stderr)
+        return INTERRUPTED
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run the parsed command; every way it can end becomes an exit status (see
+    :func:`main`), with one line on stderr for all but a bug."""
+    name = f"featviz {args.command}"
     try:
         return args.run(args)
     except FeatvizError as err:
-        print(f"featviz {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return _fail(name, str(err))
     except BrokenPipeError:  # `featviz layers ... | head`
         sys.stderr.close()
         return 0
+    except OSError as err:  # a file the library opened: missing, unreadable, disk full
+        where = f"{err.filename}: " if err.filename else ""
+        return _fail(name, f"{where}{err.strerror or err}")
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted (Ctrl-C); nothing more was written", file=sys.stderr)
+        return INTERRUPTED
+    except Exception as err:
+        if _out_of_memory(err):
+            return _fail(name, "not enough memory for this run; try a smaller --size or "
+                               "--batch-size")
+        traceback.print_exc()
+        print(f"{name}: this is a bug in featviz, please report it with the command: "
+              f"featviz {shlex.join(argv)}", file=sys.stderr)
+        return 1
+
+
+def _fail(name: str, message: str) -> int:
+    """Print the one-line message of bad input; its exit status, 2."""
+    print(f"{name}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _out_of_memory(err: Exception) -> bool:
+    """Whether ``err`` says the machine ran out of memory: torch's CUDA error, or the CPU
+    allocator's RuntimeError, which has no type of its own (hence the message)."""
+    if isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    return isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
+
+
+@contextlib.contextmanager
+def _tidy_warnings() -> Iterator[None]:
+    """Print warnings as one line, ``featviz: warning: ...``, instead of Python's
+    ``file:line: Category: ...`` with the source line (what a user of the command does not
+    need); the previous way comes back afterwards."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        yield
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    """:func:`warnings.showwarning` for the command: the message alone, on one line."""
+    text = " ".join(str(message).split())
+    print(f"featviz: warning: {text}", file=sys.stderr, flush=True)
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -296,41 +416,48 @@ def _layers(args: argparse.Namespace) -> int:
     return 0
 
 
-def _projection_commands(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..core import images
-    from ..core.objectives import parse_channels
+def _topk(args: argparse.Namespace) -> int:
     from ..methods import deconv
 
     model = _load_model(args)
+    top = deconv.top_k(model, args.images, args.layer, args.channels, args.k,
+                       size=input_size(model, args.size), batch_size=args.batch_size,
+                       mode=args.mode)
+    top.save(args.out)
+    for c, entries in top.entries.items():
+        best = ", ".join(f"{Path(e.source).name} {e.value:.2f}" for e in entries[:3])
+        print(f"{args.layer}:{c}: {best}{', ...' if len(entries) > 3 else ''}")
+    print(f"receptive field {top.field.size[0]}x{top.field.size[1]} px, jump "
+          f"{top.field.jump[0]}; wrote {args.out}")
+    return 0
+
+
+def _deconv(args: argparse.Namespace) -> int:
+    from ..core import images
+    from ..methods import deconv
+
+    model = _load_model(args)
+    img = images.load(args.image, size=input_size(model, args.size))
+    proj = deconv.project(model, img, args.layer, args.channel, args.position, args.mode)
+    images.save(torch.cat([img, proj.image()]), args.out,
+                labels=["image", f"{args.mode} {args.layer}:{args.channel}"], ncol=2)
+    y, x = proj.positions[0]
+    print(f"{args.layer}:{args.channel} at y={y}, x={x} = {float(proj.activations[0]):.3f};"
+          f" wrote {args.out}")
+    return 0
+
+
+def _occlude(args: argparse.Namespace) -> int:
+    from ..core import images
+    from ..methods import deconv
+
+    _check_occlusion_target(args)
+    if args.size:  # the image size is known before the model loads
+        _check_patch(args.patch, args.size)
+    model = _load_model(args)
     size = input_size(model, args.size)
-    if args.command == "topk":
-        top = deconv.top_k(model, args.images, args.layer, parse_channels(args.channels),
-                           args.k, size=size, batch_size=args.batch_size, mode=args.mode)
-        top.save(args.out)
-        for c, entries in top.entries.items():
-            best = ", ".join(f"{Path(e.source).name} {e.value:.2f}" for e in entries[:3])
-            print(f"{args.layer}:{c}: {best}{', ...' if len(entries) > 3 else ''}")
-        print(f"receptive field {top.field.size[0]}x{top.field.size[1]} px, jump "
-              f"{top.field.jump[0]}; wrote {args.out}")
-        return 0
+    _check_patch(args.patch, size)
     img = images.load(args.image, size=size)
-    if args.command == "deconv":
-        position = None
-        if args.position:
-            try:
-                y, x = (int(v) for v in args.position.split(","))
-            except ValueError:
-                raise FeatvizError(f"--position takes Y,X, got {args.position!r}") from None
-            position = (y, x)
-        proj = deconv.project(model, img, args.layer, args.channel, position, args.mode)
-        images.save(torch.cat([img, proj.image()]), args.out,
-                    labels=["image", f"{args.mode} {args.layer}:{args.channel}"], ncol=2)
-        y, x = proj.positions[0]
-        print(f"{args.layer}:{args.channel} at y={y}, x={x} = {float(proj.activations[0]):.3f};"
-              f" wrote {args.out}")
-        return 0
     occ = deconv.occlusion(model, img, args.layer, args.channel, target_class=args.target_class,
                            patch=args.patch, stride=args.stride)
     occ.save(args.out)
@@ -339,21 +466,51 @@ def _projection_commands(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_occlusion_target(args: argparse.Namespace) -> None:
+    """``occlude`` watches one thing: ``--layer`` with ``--channel``, or ``--class``; an
+    error naming the flags otherwise."""
+    unit = args.layer is not None or args.channel is not None
+    if unit and args.target_class is not None:
+        raise FeatvizError(f"--class {args.target_class} cannot go with --layer/--channel: "
+                           "watch either a class or one channel of a layer")
+    if args.layer is not None and args.channel is None:
+        raise FeatvizError(f"--layer {args.layer} needs --channel C, the channel to watch")
+    if args.channel is not None and args.layer is None:
+        raise FeatvizError(f"--channel {args.channel} needs --layer LAYER, its layer")
+    if not unit and args.target_class is None:
+        raise FeatvizError("say what to watch: --layer LAYER with --channel C, or --class K")
+
+
+def _check_patch(patch: int, size: int) -> None:
+    if patch > size:
+        raise FeatvizError(f"--patch {patch} is larger than the {size}x{size} image; use at "
+                           f"most {size} (or a larger --size)")
+
+
+def _warn_if_no_steps(steps: int) -> None:
+    if steps == 0:
+        warnings.warn("--steps 0: nothing is optimized, the starting image is written as it is",
+                      stacklevel=2)
+
+
 def _invert(args: argparse.Namespace) -> int:
     from ..core import images
     from ..methods import inversion
 
+    if args.caricature and args.cosine:
+        raise FeatvizError("--caricature cannot go with --cosine: a caricature exaggerates "
+                           "what the layer sees, --cosine matches its direction; give one")
+    _warn_if_no_steps(args.steps)
     model = _load_model(args)
     size = input_size(model, args.size)
     img = images.load(args.image, size=size)
-    layers = _names(args.layers)
     common = dict(steps=args.steps, seed=args.seed, progress=not args.no_progress, size=size,
                   fft=not args.pixel)
     if args.caricature:
-        results = [inversion.caricature(model, img, layer, **common) for layer in layers]
+        results = [inversion.caricature(model, img, layer, **common) for layer in args.layers]
         sweep = inversion.InversionSweep(results[0].original, results)
     else:
-        sweep = inversion.invert_layers(model, img, layers, kind="cosine" if args.cosine
+        sweep = inversion.invert_layers(model, img, args.layers, kind="cosine" if args.cosine
                                         else "l2", **common)
     sweep.save(args.out)
     print(sweep.table())
@@ -365,9 +522,8 @@ def _erf(args: argparse.Namespace) -> int:
     from ..methods import receptive_field
 
     model = _load_model(args)
-    layers = _names(args.layers)
     fields = receptive_field.effective_layers(
-        model, layers, input_size=args.size, samples=args.samples, inputs=args.inputs,
+        model, args.layers, input_size=args.size, samples=args.samples, inputs=args.inputs,
         weights=args.init, channel=args.channel)
     fields.plot(args.out)
     print(fields.table())
@@ -379,10 +535,12 @@ def _maps(args: argparse.Namespace) -> int:
     from ..core import images
     from ..methods import featuremaps
 
+    if args.labels:
+        featuremaps.read_labels(args.labels, 0)  # an unreadable file fails before the model
     model = _load_model(args)
     size = input_size(model, args.size)
     img = images.load(args.image, size=size)
-    layers = "all" if args.layers == "all" else _names(args.layers)
+    layers = "all" if args.layers == ["all"] else args.layers
     featuremaps.report(model, img, args.out, layers=layers, labels=args.labels)
     for index, name, p in featuremaps.top_classes(model, img, 5, args.labels):
         print(f"{p:.3f}  {index}  {name}")
@@ -391,7 +549,8 @@ def _maps(args: argparse.Namespace) -> int:
 
 
 def _add_speed_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("speed (GPU)")
+    # not "speed (GPU)": bf16 autocast and channels-last pay on many CPUs as well
+    g = p.add_argument_group("speed")
     g.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA and CPU)")
     g.add_argument("--channels-last", action="store_true",
                    help="run the model in channels-last memory order (often faster on GPUs)")
@@ -408,12 +567,7 @@ def _speed_options(args: argparse.Namespace) -> dict:
 def _sweep(args: argparse.Namespace) -> int:
     from . import sweep
 
-    layers = _names(args.layers)
-    if not layers:
-        raise FeatvizError(f"--layers names no layer: {args.layers!r}")
     sweep.parse_channel_spec(args.channels)  # a typo fails before the model loads
-    if args.batch_size < 1:
-        raise FeatvizError(f"--batch-size must be at least 1, got {args.batch_size}")
     weights = args.weights
     if weights and str(weights).lower() not in ("random", "none") and Path(weights).is_file():
         weights = str(Path(weights).resolve())  # the same file from any working directory
@@ -421,7 +575,7 @@ def _sweep(args: argparse.Namespace) -> int:
         args.device = device
         model = _load_model(args)
         result = sweep.sweep(
-            model, args.out, layers, args.channels, steps=args.steps, size=args.size,
+            model, args.out, args.layers, args.channels, steps=args.steps, size=args.size,
             batch_size=args.batch_size, lr=args.lr, transforms=args.transforms, seed=args.seed,
             parameterization=args.param,
             images=args.images, k=args.k, rank=rank, world_size=world,
@@ -443,11 +597,6 @@ def _gallery(args: argparse.Namespace) -> int:
     index = gallery.write(args.folder, args.out)
     print(f"wrote {index}")
     return 0
-
-
-def _names(text: str) -> list[str]:
-    """A comma-separated list of layer names, blanks dropped."""
-    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def _safe(text: str) -> str:
@@ -492,55 +641,101 @@ def _make_param(args: argparse.Namespace, kind: str, size: int, seeds: list[int]
                       alpha=args.alpha, spectrum=args.spectrum, init=init, seed=seeds)
 
 
-def _render(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..core import images
+def _render_specs(args: argparse.Namespace) -> list[str]:
+    """The single-image objective strings ``render`` makes, after checking everything that
+    can be checked before the model loads."""
     from ..core.objectives import expand, parse
-    from ..core.render import render
 
-    kind = _param_kind(args)
     specs = [s for spec in args.objective for s in expand(spec)]
     for s in specs:
         parse(s)  # fail on a bad string before the model loads
-    if args.batch_size < 1:
-        raise FeatvizError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if len(specs) > 1 and not Path(args.out).suffix:
+        raise FeatvizError(f"--out {args.out} needs a suffix such as .png when rendering "
+                           f"{len(specs)} images: the contact sheet goes there, the images "
+                           f"into the folder {args.out}/")
+    _warn_if_no_steps(args.steps)
+    return specs
+
+
+def _render(args: argparse.Namespace) -> int:
+    from ..core import images
+
+    kind = _param_kind(args)
+    specs = _render_specs(args)
     model = _load_model(args)
     size = input_size(model, args.size)
     init = images.load(args.init, size=size) if args.init else None
-    out = Path(args.out)
+    finished, labels, stopped = _render_batches(args, model, kind, specs, size, init)
+    return _write_render(args, finished, labels, stopped, many=len(specs) > 1)
+
+
+def _render_batches(args: argparse.Namespace, model, kind: str, specs: list[str], size: int,
+                    init) -> tuple[list[torch.Tensor], list[str], str | None]:
+    """Render ``specs`` batch by batch: the images made, their labels, and None, or where a
+    first Ctrl-C stopped (the batch in flight keeps what it made so far). A second Ctrl-C
+    raises KeyboardInterrupt at once."""
+    from ..core.render import render
+
     many = len(specs) > 1
-    folder = out.with_suffix("")
-    finished, labels = [], []
-    done = 0
-    for k, (chunk, objective) in enumerate(_batches(specs, args.batch_size)):
-        # image n of the whole list uses seed + n, whatever batch it falls into
-        seeds = [args.seed + done + i for i in range(len(chunk))]
-        done += len(chunk)
-        p = _make_param(args, kind, size, seeds, init)
-        if many:
-            print(f"batch {k + 1}: {len(chunk)} image(s): {', '.join(chunk)}", flush=True)
-        res = render(model, objective, p, steps=args.steps, transforms=args.transforms,
-                     lr=args.lr, thresholds=args.thresholds,
-                     progress=not args.no_progress, **_speed_options(args))
-        if many:
-            res.save_each(folder, [_safe(s) for s in chunk])
-        finished.append(res.images)
-        labels.extend(chunk)
-        values = ", ".join(f"{v:.3g}" for v in res.values.tolist())
-        print(f"  objective {values} after {res.steps_done} steps in {res.seconds:.1f} s "
-              f"(seeds {seeds[0]}-{seeds[-1]})", flush=True)
-        if args.gif:
-            gif = Path(args.gif)
-            res.save_gif(gif if not many else gif.with_name(f"{gif.stem}_{k:03d}{gif.suffix}"))
-        if res.interrupted:
-            print("interrupted: keeping what was made so far", file=sys.stderr)
-            break
-    batch = torch.cat(finished)
-    images.save(batch, out, labels if many else None)
-    where = f"{out} (contact sheet) and {folder}/" if many else str(out)
+    finished: list[torch.Tensor] = []
+    labels: list[str] = []
+    stopped = None
+    try:
+        for k, (chunk, objective) in enumerate(_batches(specs, args.batch_size)):
+            # image n of the whole list uses seed + n, whatever batch it falls into
+            seeds = [args.seed + len(labels) + i for i in range(len(chunk))]
+            p = _make_param(args, kind, size, seeds, init)
+            if many:
+                print(f"batch {k + 1}: {len(chunk)} image(s): {', '.join(chunk)}", flush=True)
+            res = render(model, objective, p, steps=args.steps, transforms=args.transforms,
+                         lr=args.lr, thresholds=args.thresholds, progress=not args.no_progress,
+                         interrupt="return", **_speed_options(args))
+            if res.interrupted:
+                stopped = f"after {res.steps_done} of {args.steps} steps of batch {k + 1}"
+            _keep_batch(args, res, chunk, seeds, k, many)
+            finished.append(res.images)
+            labels.extend(chunk)
+            if stopped:
+                break
+    except KeyboardInterrupt:
+        if stopped:  # the second Ctrl-C
+            raise
+        stopped = f"after {len(finished)} finished batch(es)"  # a first one between renders
+    return finished, labels, stopped
+
+
+def _keep_batch(args: argparse.Namespace, res, chunk: list[str], seeds: list[int], k: int,
+                many: bool) -> None:
+    """Write one batch's own files (its images in the folder, its GIF) and report it."""
+    if many:
+        res.save_each(Path(args.out).with_suffix(""), [_safe(s) for s in chunk])
+    values = ", ".join(f"{v:.3g}" for v in res.values.tolist())
+    print(f"  objective {values} after {res.steps_done} steps in {res.seconds:.1f} s "
+          f"(seeds {seeds[0]}-{seeds[-1]})", flush=True)
+    if args.gif:
+        gif = Path(args.gif)
+        res.save_gif(gif if not many else gif.with_name(f"{gif.stem}_{k:03d}{gif.suffix}"))
+
+
+def _write_render(args: argparse.Namespace, finished: list[torch.Tensor], labels: list[str],
+                  stopped: str | None, many: bool) -> int:
+    """Write the image (or contact sheet) of what was made; the exit status: 0, or 130 when
+    a Ctrl-C stopped the render (what was made so far is written first, and said so)."""
+    from ..core import images
+
+    out = Path(args.out)
+    if not finished:
+        print(f"featviz render: interrupted (Ctrl-C) {stopped}, before any image was made; "
+              "nothing written", file=sys.stderr)
+        return INTERRUPTED
+    images.save(torch.cat(finished), out, labels if many else None)
+    where = f"{out} (contact sheet) and {out.with_suffix('')}/" if many else str(out)
     print(f"wrote {where}")
-    return 130 if res.interrupted else 0
+    if stopped is None:
+        return 0
+    print(f"featviz render: interrupted (Ctrl-C) {stopped}: wrote what was made so far to "
+          f"{where}", file=sys.stderr)
+    return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -211,11 +211,24 @@ def read_labels(labels: str | os.PathLike | Sequence[str] | None, n: int) -> lis
         path = Path(labels)
         if not path.is_file():
             raise FeatvizError(f"class name file not found: {path}")
-        labels = [line.split(",")[0].strip() for line in path.read_text().splitlines()]
+        labels = [line.split(",")[0].strip() for line in _label_lines(path)]
     labels = list(labels)
     if len(labels) < n:
         raise FeatvizError(f"{len(labels)} class names for a model with {n} outputs")
     return labels
+
+
+def _label_lines(path: Path) -> list[str]:
+    """The lines of a class-name file; an error naming the file when it is not UTF-8 text
+    (a binary file given by mistake) or cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise FeatvizError(f"cannot read class names from {path}: not UTF-8 text (byte "
+                           f"0x{err.object[err.start]:02x} at offset {err.start}); give a text "
+                           "file with one class name per line") from None
+    except OSError as err:
+        raise FeatvizError(f"cannot read class names from {path}: {err.strerror}") from None
 
 
 def top_classes(model: nn.Module, img: torch.Tensor, k: int = 5,

@@ -227,7 +227,8 @@ def _torchvision(name: str, key: str, weights: Any) -> tuple[nn.Module, int, tup
         raise WeightsError(
             f"could not download {enum} for {name}: {err}. Offline? Fetch the file on a machine "
             f"with internet and pass --weights PATH (weights='file.pth' in Python), or put it "
-            f"into the torch hub cache {os.path.join(get_dir(), 'checkpoints')}"
+            f"into the torch hub cache {os.path.join(get_dir(), 'checkpoints')}; or use random "
+            f"weights with --weights random (weights=None), enough to try featviz out"
         ) from err
     preset = enum.transforms()
     stats = (tuple(preset.mean), tuple(preset.std)) if hasattr(preset, "mean") else None

@@ -1,0 +1,259 @@
+"""Argument types of the ``featviz`` command, for argparse's ``type=``.
+
+Each turns one option's text into its value, or raises :class:`argparse.ArgumentTypeError`
+with a message that names the bad value and what would be right. They run while the command
+line is parsed, so a mistake is reported (one line, exit status 2) before a model loads or a
+render starts. Outputs are checked there too: the suffix names a format that can be written,
+the path is a regular file or can become one, and its folder takes a new file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from ..core.files import output_path
+from ..core.images import image_format
+from ..errors import FeatvizError
+
+#: The largest ``--steps`` (and ``--samples``): far past any useful render, and small enough
+#: that a typo such as ``--steps 100000000000`` is caught instead of running for years.
+MAX_STEPS = 1_000_000
+#: Image sizes in pixels: below 16 most networks' deeper layers have no spatial extent left;
+#: above 8192 one Fourier image alone takes gigabytes.
+MIN_SIZE, MAX_SIZE = 16, 8192
+#: Seeds are signed 64-bit numbers (what torch's generators take), with room left above for
+#: ``seed + image`` and the per-use stream offsets.
+MAX_SEED = 2**63 - 1
+
+
+def whole_number(low: int, high: int | None = None, unit: str = "") -> Callable[[str], int]:
+    """An argument type for a whole number from ``low`` to ``high`` (no upper limit when None);
+    ``unit`` (e.g. ``"pixels"``) is named in the message."""
+    span = f"from {low} to {high}" if high is not None else f"at least {low}"
+    span += f" {unit}" if unit else ""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number {span}, "
+                                             f"got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {span}, got {value}")
+        return value
+
+    convert.__name__ = "whole number"  # argparse names the type by it in its own messages
+    return convert
+
+
+steps = whole_number(0, MAX_STEPS)
+positive = whole_number(1)
+index = whole_number(0)
+size = whole_number(MIN_SIZE, MAX_SIZE, "pixels")
+samples = whole_number(1, MAX_STEPS)
+seed = whole_number(0, MAX_SEED)
+
+
+def positive_float(text: str) -> float:
+    """A finite number above zero, such as a learning rate."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0 (e.g. 0.05), "
+                                         f"got {text!r}")
+    return value
+
+
+def _rgb(text: str, positive_only: bool) -> tuple[float, ...]:
+    """1 or 3 finite numbers separated by commas (one per RGB channel), above zero when
+    ``positive_only``."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) not in (1, 3):
+        raise argparse.ArgumentTypeError(f"must be 1 or 3 numbers separated by commas (one per "
+                                         f"RGB channel, e.g. 0.5,0.5,0.5), got {text!r}")
+    if not all(math.isfinite(v) and (v > 0 or not positive_only) for v in values):
+        kind = "finite numbers above 0" if positive_only else "finite numbers"
+        raise argparse.ArgumentTypeError(f"must be {kind}, got {text!r}")
+    return values
+
+
+def mean(text: str) -> tuple[float, ...]:
+    """The input normalization mean: 1 or 3 finite numbers, e.g. ``0.5,0.5,0.5``."""
+    return _rgb(text, positive_only=False)
+
+
+def std(text: str) -> tuple[float, ...]:
+    """The input normalization std: 1 or 3 finite numbers above zero (the input is divided
+    by them)."""
+    return _rgb(text, positive_only=True)
+
+
+def step_list(text: str) -> list[int]:
+    """Step numbers separated by commas, e.g. ``32,128,512``, each from 0 to MAX_STEPS."""
+    convert = whole_number(0, MAX_STEPS)
+    try:
+        return [convert(v) for v in text.split(",") if v]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be step numbers from 0 to {MAX_STEPS} "
+                                         f"separated by commas, e.g. 32,128,512; "
+                                         f"got {text!r}") from None
+
+
+def position(text: str) -> tuple[int, int]:
+    """A position ``Y,X`` in a layer's map: two whole numbers from 0."""
+    parts = text.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"must be Y,X: two whole numbers from 0, e.g. 3,4; "
+                                         f"got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def channel_list(text: str) -> list[int]:
+    """Channels as ``12``, ``0-63``, ``1,5,9`` or a mix such as ``0-3,8``."""
+    from ..core.objectives import parse_channels
+
+    try:
+        return parse_channels(text)
+    except FeatvizError:  # its message is about objective strings, of which this is none
+        raise argparse.ArgumentTypeError(f"must be channels such as 12, 0-7, 1,5,9 or 0-3,8; "
+                                         f"got {text!r}") from None
+
+
+def layer_list(text: str) -> list[str]:
+    """Comma-separated layer names, blanks dropped; at least one."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"names no layer: {text!r} (give layer names "
+                                         "separated by commas, e.g. features.2,features.7; "
+                                         "`featviz layers --model NAME` lists them)")
+    return names
+
+
+def device(text: str) -> str:
+    """A torch device this machine has: ``cpu``, ``cuda``, ``cuda:1``, ``mps``..."""
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"names an unknown device {text!r}; this machine "
+                                         f"has: {', '.join(available_devices())}") from None
+    if dev.type != "cpu" and not _present(dev):
+        raise argparse.ArgumentTypeError(f"names {text!r}, a device this machine does not "
+                                         f"have; it has: {', '.join(available_devices())}")
+    return text
+
+
+def available_devices() -> list[str]:
+    """The devices of this machine that ``--device`` accepts."""
+    import torch
+
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+def _present(dev) -> bool:
+    """Whether this machine has ``dev`` (a torch.device that is not the CPU)."""
+    import torch
+
+    backend = torch.backends.mps if dev.type == "mps" else getattr(torch, dev.type, None)
+    is_available = getattr(backend, "is_available", None)
+    if is_available is None or not is_available():
+        return False
+    count = getattr(backend, "device_count", lambda: 1)()
+    return dev.index is None or dev.index < count
+
+
+def existing_file(text: str) -> str:
+    """A path to an existing file (an input such as an image)."""
+    if not Path(text).is_file():
+        what = "a folder" if Path(text).is_dir() else "not found"
+        raise argparse.ArgumentTypeError(f"must be an existing file, got {text!r} ({what})")
+    return text
+
+
+def _checked(text: str, *checks: Callable[[str], object]) -> str:
+    """``text`` after ``checks``, whose FeatvizError becomes an argument error."""
+    try:
+        for check in checks:
+            check(text)
+    except FeatvizError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def writable(path: str | os.PathLike) -> Path:
+    """Check that ``path`` can be written: a regular file or none yet (a symlink counts as
+    its target), in a folder that exists or can be made and takes a new file (tried with a
+    temporary file, the only check that holds for read-only mounts, ``/proc`` and the like).
+    Returns where the file will land; a FeatvizError naming ``path`` otherwise."""
+    target = output_path(path)
+    try:
+        with tempfile.TemporaryFile(dir=target.parent):
+            pass
+    except OSError as err:
+        raise FeatvizError(f"cannot write {path}: {err.strerror} in {target.parent}") from None
+    return target
+
+
+def image_out(text: str) -> str:
+    """An image file to write: a suffix PIL can write (.png, .jpg, ...; none means PNG), at
+    a path that can be written."""
+    return _checked(text, image_format, writable)
+
+
+def gif_out(text: str) -> str:
+    """An animated GIF to write: a ``.gif`` path that can be written."""
+    if Path(text).suffix.lower() != ".gif":
+        raise argparse.ArgumentTypeError(f"must be a .gif file, got {text!r}")
+    return _checked(text, writable)
+
+
+def plot_out(text: str) -> str:
+    """A figure to write with matplotlib: a suffix it can write (.png, .pdf, .svg, ...; none
+    means PNG), at a path that can be written."""
+    suffix = Path(text).suffix.lower().lstrip(".")
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:  # the plot itself says how to install matplotlib
+        formats = None
+    else:
+        formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    if suffix and formats is not None and suffix not in formats:
+        raise argparse.ArgumentTypeError(f"cannot write {text}: '.{suffix}' is not a figure "
+                                         f"format; use one of .{', .'.join(formats)}")
+    return _checked(text, writable)
+
+
+def file_out(text: str) -> str:
+    """A file to write (an HTML page): a path that can be written."""
+    return _checked(text, writable)
+
+
+def folder_out(text: str) -> str:
+    """A folder to write into (made when missing): an error when a file stands there or the
+    folder takes no new file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"must be a folder, got {text!r}, a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise argparse.ArgumentTypeError(f"cannot write into {text}: {err.strerror}") from None
+    return text
