@@ -17,6 +17,7 @@ from .. import transforms as _transforms
 from ..hooks import LayerTap, channels_last, frozen
 from ..model_info import (
     fixed_input_size,
+    image_channels,
     input_channels,
     input_size,
     model_device,
@@ -144,7 +145,7 @@ def _dry_run(model: nn.Module, objective: Objective, size: tuple[int, int],
              amp: bool) -> str | None:
     """Run the model (stopped after the objective's layers) on one grey image of ``size``:
     None when it runs, else the reason it did not."""
-    x = torch.full((1, input_channels(model) or 3, *size), 0.5, device=model_device(model),
+    x = torch.full((1, image_channels(model), *size), 0.5, device=model_device(model),
                    dtype=model_dtype(model))
     autocast = torch.autocast(x.device.type, torch.bfloat16, enabled=amp)
     try:
@@ -193,9 +194,8 @@ def _parameterization(model: nn.Module, objective: Objective, param: nn.Module |
         batch = batch or max(objective.batch_size, given, 1)
         seeds = image_seeds(seed, batch)
         # the model's own channel count; decorrelated colour only for RGB (image's default)
-        channels = input_channels(model) or 3
         return _param.image(input_size(model, size), batch, seed=seeds,
-                            channels=channels), seeds
+                            channels=image_channels(model)), seeds
     declared = isinstance(param, Parameterization)
     own = param.seeds if declared else None
     n = param.batch if declared else _batch_of(param)
