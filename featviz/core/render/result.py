@@ -17,15 +17,15 @@ from .. import images as _images
 class RenderResult:
     """What a render made.
 
-    ``images``: the final batch [B,3,H,W] in [0, 1] on the CPU ([B,4,H,W] RGBA for a
-    parameterization with alpha); ``snapshots``: step -> images at each threshold;
-    ``history``: objective per image [T,B] at ``history_steps``; ``seconds``: wall time of the
-    loop; ``seeds``: one per image, repeats the run; ``interrupted``: True when Ctrl-C stopped
-    it early (``steps_done`` tells how far it got); ``history_times``: seconds since the start
-    at each recorded step (the device is in sync there), for step timings; ``saliency``: for
-    parameterizations that ask for it (MACO) or ``render(saliency=True)``, the accumulated
-    |dL/dx| over the optimization per pixel [B,1,H,W], scaled to [0, 1] per image: where the
-    image mattered to the objective.
+    ``images``: the final batch [B,C,H,W] in [0, 1] on the CPU (C: the parameterization's
+    channels, 3 for RGB; [B,4,H,W] RGBA for one with alpha); ``snapshots``: step -> images at
+    each threshold; ``history``: objective per image [T,B] at ``history_steps``; ``seconds``:
+    wall time of the loop; ``seeds``: one per image, repeats the run; ``interrupted``: True when
+    Ctrl-C stopped it early (``steps_done`` tells how far it got); ``history_times``: seconds
+    since the start at each recorded step (the device is in sync there), for step timings;
+    ``saliency``: for parameterizations that ask for it (MACO) or ``render(saliency=True)``, the
+    accumulated |dL/dx| over the optimization per pixel [B,1,H,W], scaled to [0, 1] per image:
+    where the image mattered to the objective.
     """
 
     images: torch.Tensor
