@@ -13,8 +13,12 @@ import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import FeatvizError
+
+if TYPE_CHECKING:
+    import torch
 
 _KINDS = [(stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
@@ -83,3 +87,24 @@ def _first_file(folder: Path) -> Path:
         if part.exists() and not part.is_dir():
             return part
     return folder
+
+
+def read_tensor(path: str | os.PathLike, what: str) -> torch.Tensor:
+    """A float32 tensor saved with ``torch.save`` (.pt, .pth) or ``numpy.save`` (.npy); an
+    error naming ``what`` and the path when it is missing, unreadable or not a tensor."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FeatvizError(f"{what} file not found: {path}")
+    try:
+        if path.suffix.lower() == ".npy":
+            import numpy as np
+
+            return torch.from_numpy(np.load(path)).float()
+        value = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any reader failure means the same to the user
+        raise FeatvizError(f"cannot read {what} file {path}: {err}") from err
+    if not torch.is_tensor(value):
+        raise FeatvizError(f"{path} holds a {type(value).__name__}, not a tensor {what}")
+    return value.float()

@@ -1,4 +1,8 @@
-"""Images in and out: files to tensors, tensors to PIL, labelled grids, PNG and GIF export."""
+"""Images in and out: files to tensors, tensors to PIL, labelled grids, PNG and GIF export.
+
+Images of any channel count are shown as they can be: grayscale as grayscale, RGB and RGBA as
+they are, and N spectral bands as a false-colour composite of three of them (``bands=``, by
+default the first three), or one grey tile per band (:func:`band_grid`)."""
 
 from __future__ import annotations
 
@@ -18,17 +22,22 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 
 def load(path: str | os.PathLike, size: int | tuple[int, int] | None = None,
-         fit: str = "crop", device: str | torch.device | None = None) -> torch.Tensor:
-    """Read an image file as a [1,3,H,W] float tensor in [0, 1].
+         fit: str = "crop", device: str | torch.device | None = None,
+         channels: int = 3) -> torch.Tensor:
+    """Read an image file as a [1,C,H,W] float tensor in [0, 1]: RGB (``channels=3``) or
+    grayscale (``channels=1``, PIL's luminance of the RGB image).
 
     With ``size``, ``fit="crop"`` resizes the shorter side and cuts the centre (aspect kept),
     ``fit="resize"`` stretches the whole image to the size. An unreadable file raises an error
     naming its path.
     """
+    if channels not in (1, 3):
+        raise FeatvizError(f"image files are read as grayscale (channels=1) or RGB (3), not "
+                           f"{channels} channels; pass images of other bands as tensors")
     path = Path(path)
     try:
         with Image.open(path) as im:
-            im = to_rgb(im)
+            im = to_rgb(im) if channels == 3 else to_rgb(im).convert("L")
             if size is not None:
                 im = _fit(im, size, fit)
             arr = np.asarray(im, dtype=np.float32) / 255.0
@@ -36,6 +45,7 @@ def load(path: str | os.PathLike, size: int | tuple[int, int] | None = None,
         raise FeatvizError(f"image file not found: {path}") from None
     except (UnidentifiedImageError, OSError) as err:
         raise FeatvizError(f"cannot read image file {path}: {err}") from err
+    arr = arr[..., None] if arr.ndim == 2 else arr
     t = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]
     return t.to(device) if device is not None else t
 
@@ -76,13 +86,42 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def to_pil(img: torch.Tensor) -> Image.Image:
-    """Turn a [3,H,W] or [1,3,H,W] tensor in [0, 1] (or a [H,W] map) into a PIL image."""
+def composite(img: torch.Tensor, bands: Sequence[int] | None = None) -> torch.Tensor:
+    """The channels of ``img`` ([..., C, H, W]) to show: ``bands``, three channel indices (a
+    false-colour composite shown as RGB) or one (grayscale); by default grayscale, RGB and
+    RGBA images as they are, and other channel counts as their first three bands (the last
+    repeated for two)."""
+    c = img.shape[-3]
+    if bands is None:
+        if c in (1, 3, 4):
+            return img
+        bands = [min(i, c - 1) for i in range(3)]
+    bands = [int(b) for b in bands]
+    if len(bands) not in (1, 3) or not all(-c <= b < c for b in bands):
+        raise FeatvizError(f"bands must be three channel indices (or one) of the image's {c} "
+                           f"channels (0-{c - 1}), got {tuple(bands)}")
+    return img[..., bands, :, :]
+
+
+def as_rgb(img: torch.Tensor, bands: Sequence[int] | None = None) -> torch.Tensor:
+    """``img`` [..., C, H, W] as three channels, to show or draw over in colour: grayscale
+    repeated, RGBA without its alpha, N bands as the composite of ``bands``."""
+    t = composite(img, bands)
+    if t.shape[-3] == 1:
+        return t.expand(*t.shape[:-3], 3, *t.shape[-2:])
+    return t[..., :3, :, :]
+
+
+def to_pil(img: torch.Tensor, bands: Sequence[int] | None = None) -> Image.Image:
+    """Turn a [C,H,W] or [1,C,H,W] tensor in [0, 1] (or a [H,W] map) into a PIL image:
+    grayscale, RGB, RGBA, or the false-colour composite of ``bands`` (see :func:`composite`)."""
     t = img.detach().float().cpu()
     if t.dim() == 4:
         if t.shape[0] != 1:
             raise ValueError(f"to_pil takes one image; got a batch of {t.shape[0]} (use grid)")
         t = t[0]
+    if t.dim() == 3:
+        t = composite(t, bands)
     arr = (t.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
     if arr.dim() == 2:
         return Image.fromarray(arr.numpy(), "L")
@@ -99,9 +138,10 @@ def from_pil(im: Image.Image) -> torch.Tensor:
 
 def grid(images: torch.Tensor | Sequence[torch.Tensor], labels: Sequence[str] | None = None,
          ncol: int | None = None, pad: int = 4, background: int = 255) -> Image.Image:
-    """Lay out a batch [B,3,H,W] (or a list of images) in a grid, each with an optional label
+    """Lay out a batch [B,C,H,W] (or a list of images) in a grid, each with an optional label
     written underneath; ``ncol`` defaults to a near-square layout. A label wider than its tile
-    goes onto two lines, and the end of it (the unit number) always stays visible."""
+    goes onto two lines, and the end of it (the unit number) always stays visible. A grid of
+    grayscale images is a grayscale image; N-band images show their first three bands."""
     tiles = [to_pil(t) for t in (images if not torch.is_tensor(images) else images.unbind(0))]
     if not tiles:
         raise ValueError("grid needs at least one image")
@@ -122,7 +162,7 @@ def grid(images: torch.Tensor | Sequence[torch.Tensor], labels: Sequence[str] | 
         sheet.paste(_opaque(tile), (x, y))
         for k, line in enumerate(lines[i] if lines else []):
             draw.text((x, y + th + 1 + k * _LINE), line, fill=(0, 0, 0), font=font)
-    return sheet
+    return sheet.convert("L") if all(t.mode == "L" for t in tiles) else sheet
 
 
 _LINE = 12  # pixels per label line in PIL's default font
@@ -165,9 +205,30 @@ def _opaque(tile: Image.Image) -> Image.Image:
     return back
 
 
+def band_grid(img: torch.Tensor, names: Sequence[str] | None = None, ncol: int | None = None,
+              normalize: bool = False) -> Image.Image:
+    """One grey tile per channel (band) of one image [C,H,W] or [1,C,H,W] in [0, 1], labelled
+    with ``names`` (default ``band 0``, ``band 1``, ...); ``normalize`` stretches each band to
+    its own min-max, for bands of low contrast."""
+    t = img.detach().float().cpu()
+    t = t[0] if t.dim() == 4 and t.shape[0] == 1 else t
+    if t.dim() != 3:
+        raise ValueError(f"band_grid takes one image [C,H,W], got {list(img.shape)}")
+    if normalize:
+        lo = t.flatten(1).amin(1).view(-1, 1, 1)
+        hi = t.flatten(1).amax(1).view(-1, 1, 1)
+        t = (t - lo) / (hi - lo).clamp_min(1e-12)
+    names = list(names) if names is not None else [f"band {i}" for i in range(len(t))]
+    return grid(t[:, None], names, ncol)
+
+
 def save(images: torch.Tensor, path: str | os.PathLike, labels: Sequence[str] | None = None,
-         ncol: int | None = None) -> Path:
-    """Write one image, or a labelled grid of a batch, as a PNG (or any format PIL knows)."""
+         ncol: int | None = None, bands: Sequence[int] | None = None) -> Path:
+    """Write one image, or a labelled grid of a batch, as a PNG (or any format PIL knows).
+    Grayscale images are written as grayscale; images of N bands as the false-colour
+    composite of ``bands`` (three channel indices shown as RGB; default the first three)."""
+    if bands is not None:
+        images = composite(images, bands)
     path = Path(path)
     fmt = image_format(path)
     single = images.dim() == 3 or (images.dim() == 4 and images.shape[0] == 1)
@@ -196,7 +257,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".g
 
 def save_gif(frames: Sequence[torch.Tensor], path: str | os.PathLike,
              seconds_per_frame: float = 0.2, labels: Sequence[str] | None = None) -> Path:
-    """Write frames (each one image [3,H,W] or a batch, laid out as a grid) as a looping GIF."""
+    """Write frames (each one image [C,H,W] or a batch, laid out as a grid) as a looping GIF."""
     import imageio.v2 as imageio
 
     if not frames:

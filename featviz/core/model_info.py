@@ -25,11 +25,22 @@ def input_size(model: nn.Module, size: int | None = None) -> int:
 
 
 def input_channels(model: nn.Module) -> int | None:
-    """The input channels of the model's first convolution (None when it has none)."""
+    """The channels of the images the model takes: as it declares them (``featviz_channels``,
+    set by :func:`featviz.models.wrap`), else its first convolution's input channels (None
+    when it has neither)."""
+    declared = getattr(model, "featviz_channels", None)
+    if declared is not None:
+        return int(declared)
     for m in model.modules():
         if isinstance(m, nn.modules.conv._ConvNd):
             return m.in_channels
     return None
+
+
+def image_channels(model: nn.Module) -> int:
+    """The channels of the images to make for ``model``: :func:`input_channels`, or 3 (RGB)
+    for a model that does not tell."""
+    return input_channels(model) or 3
 
 
 def model_dtype(model: nn.Module) -> torch.dtype:

@@ -21,22 +21,41 @@ from ..errors import ChannelError, FeatvizError
 Source = str | os.PathLike | Iterable
 
 
-def _pil_to_tensor(im: Image.Image, size: int, fit: str) -> torch.Tensor:
-    im = _images.to_rgb(im)
+# PIL's luminance weights (ITU-R 601), as images.load(..., channels=1) reads files
+LUMA = (0.299, 0.587, 0.114)
+
+
+def _pil_to_tensor(im: Image.Image, size: int, fit: str, channels: int = 3) -> torch.Tensor:
+    im = _images.to_rgb(im) if channels != 1 else _images.to_rgb(im).convert("L")
     arr = np.asarray(_images._fit(im, size, fit), dtype=np.float32) / 255.0
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+    arr = arr[..., None] if arr.ndim == 2 else arr
+    return _as_channels(torch.from_numpy(arr.copy()).permute(2, 0, 1), channels, "a PIL image")
 
 
-def _tensor_image(t: torch.Tensor, size: int, where: str) -> torch.Tensor:
+def _as_channels(t: torch.Tensor, channels: int, where: str) -> torch.Tensor:
+    """``t`` [C,H,W] with the ``channels`` the model takes: as it is when they match;
+    grayscale repeated to RGB and RGBA cut to RGB for an RGB model; RGB(A) to luminance for a
+    grayscale one; anything else is an error that names both counts."""
+    c = t.shape[0]
+    if c == channels:
+        return t
+    if channels == 3 and c in (1, 4):
+        return t[:3] if c == 4 else t.expand(3, -1, -1)
+    if channels == 1 and c in (3, 4):
+        return torch.einsum("c,chw->hw", torch.tensor(LUMA, dtype=t.dtype), t[:3])[None]
+    raise FeatvizError(f"{where}: a {c}-channel image for a model that takes {channels} "
+                       f"channels")
+
+
+def _tensor_image(t: torch.Tensor, size: int, where: str, channels: int = 3) -> torch.Tensor:
     if t.dim() == 4 and t.shape[0] == 1:
         t = t[0]
     if t.dim() == 2:
         t = t[None]
-    if t.dim() != 3 or t.shape[0] not in (1, 3, 4):
-        raise FeatvizError(f"{where}: expected an image tensor [C,H,W] with 1, 3 or 4 channels, "
-                           f"got {list(t.shape)}")
+    if t.dim() != 3:
+        raise FeatvizError(f"{where}: expected an image tensor [C,H,W], got {list(t.shape)}")
     t = t.float() / 255.0 if not t.is_floating_point() else t.float()
-    t = t[:3] if t.shape[0] == 4 else t.expand(3, -1, -1) if t.shape[0] == 1 else t
+    t = _as_channels(t, channels, where)
     s = size / min(t.shape[1:])
     h, w = max(size, round(t.shape[1] * s)), max(size, round(t.shape[2] * s))
     t = F.interpolate(t[None], (h, w), mode="bilinear", antialias=True, align_corners=False)[0]
@@ -44,11 +63,15 @@ def _tensor_image(t: torch.Tensor, size: int, where: str) -> torch.Tensor:
     return t[:, top:top + size, left:left + size].clamp(0, 1)
 
 
-def iter_images(source: Source, size: int, fit: str = "crop") -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield ``(name, image [3,size,size] in [0, 1])`` from a folder, an iterable or a dataset.
+def iter_images(source: Source, size: int, fit: str = "crop",
+                channels: int = 3) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(name, image [C,size,size] in [0, 1])`` from a folder, an iterable or a dataset,
+    with the ``channels`` the model takes.
 
-    Greyscale images are repeated to RGB, RGBA is blended over white, 16-bit images are scaled
-    to [0, 1] (see :func:`featviz.images.to_rgb`). An unreadable file raises an error naming it.
+    For an RGB model greyscale images are repeated to RGB, RGBA is blended over white, 16-bit
+    images are scaled to [0, 1] (see :func:`featviz.images.to_rgb`); for a grayscale one they
+    are read as luminance; tensors of other band counts must have the model's. An unreadable
+    file raises an error naming it.
     """
     if isinstance(source, (str, os.PathLike)):
         paths = _images.list_images(source)
@@ -56,7 +79,7 @@ def iter_images(source: Source, size: int, fit: str = "crop") -> Iterator[tuple[
             raise FeatvizError(f"no image files in {source} (looked for "
                                f"{', '.join(_images.IMAGE_SUFFIXES)})")
         for p in paths:
-            yield str(p), _images.load(p, size=size, fit=fit)[0]
+            yield str(p), _images.load(p, size=size, fit=fit, channels=channels)[0]
         return
     items = (source[i] for i in range(len(source))) if _indexable(source) else iter(source)
     for i, item in enumerate(items):
@@ -64,11 +87,11 @@ def iter_images(source: Source, size: int, fit: str = "crop") -> Iterator[tuple[
             item = item[0]
         name = f"#{i}"
         if isinstance(item, (str, os.PathLike)):
-            yield str(item), _images.load(item, size=size, fit=fit)[0]
+            yield str(item), _images.load(item, size=size, fit=fit, channels=channels)[0]
         elif isinstance(item, Image.Image):
-            yield name, _pil_to_tensor(item, size, fit)
+            yield name, _pil_to_tensor(item, size, fit, channels)
         elif torch.is_tensor(item):
-            yield name, _tensor_image(item, size, f"item {i}")
+            yield name, _tensor_image(item, size, f"item {i}", channels)
         else:
             raise FeatvizError(f"item {i} of the image source is a {type(item).__name__}; "
                                "expected a tensor, a PIL image or a file path")
@@ -89,13 +112,13 @@ def spatial_activation(layer: str, act: torch.Tensor, channel: int) -> torch.Ten
     return act[:, channel]
 
 
-def iter_batches(source: Source, size: int, batch_size: int,
-                 fit: str = "crop") -> Iterator[tuple[list[str], torch.Tensor]]:
-    """Group :func:`iter_images` into batches ``(names, [B,3,size,size])``."""
+def iter_batches(source: Source, size: int, batch_size: int, fit: str = "crop",
+                 channels: int = 3) -> Iterator[tuple[list[str], torch.Tensor]]:
+    """Group :func:`iter_images` into batches ``(names, [B,C,size,size])``."""
     names: list[str] = []
     tiles: list[torch.Tensor] = []
     count = 0
-    for name, img in iter_images(source, size, fit):
+    for name, img in iter_images(source, size, fit, channels):
         names.append(name)
         tiles.append(img)
         count += 1

@@ -29,7 +29,7 @@ from torch import nn
 from ..core import images as _images
 from ..core.backward_rules import ReluBackwardRule
 from ..core.hooks import LayerTap, frozen
-from ..core.model_info import input_size, model_device
+from ..core.model_info import image_channels, input_size, model_device
 from ..errors import ChannelError, FeatvizError
 from .dataset import RunningTopK, iter_batches, spatial_activation
 from .occlusion import occlusion
@@ -48,15 +48,17 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def as_batch(img: torch.Tensor) -> torch.Tensor:
-    """[3,H,W] or [B,3,H,W] -> [B,3,H,W] float, with a clear error for anything else."""
+def as_batch(img: torch.Tensor, channels: int = 3) -> torch.Tensor:
+    """[C,H,W] or [B,C,H,W] -> [B,C,H,W] float, with a clear error for anything else (C =
+    ``channels``, the model's: 3 for RGB, 1 for grayscale, N bands)."""
     if not torch.is_tensor(img):
         raise TypeError(f"expected an image tensor, got {type(img).__name__} "
                         "(load files with featviz.images.load)")
     if img.dim() == 3:
         img = img[None]
-    if img.dim() != 4 or img.shape[1] != 3:
-        raise ValueError(f"expected RGB images [B,3,H,W] in [0, 1], got {list(img.shape)}")
+    if img.dim() != 4 or img.shape[1] != channels:
+        raise ValueError(f"expected images [B,{channels},H,W] in [0, 1] (the model takes "
+                         f"{channels} channels), got {list(img.shape)}")
     return img.float()
 
 
@@ -64,7 +66,7 @@ def as_batch(img: torch.Tensor) -> torch.Tensor:
 class Projection:
     """Pixel-space projections of one activation per image.
 
-    ``pixels``: [B,3,H,W] signed contributions; ``positions``: the (y, x) of the projected
+    ``pixels``: [B,C,H,W] signed contributions; ``positions``: the (y, x) of the projected
     activation in each image's map; ``activations``: their values [B].
     """
 
@@ -76,7 +78,7 @@ class Projection:
     mode: str
 
     def image(self) -> torch.Tensor:
-        """The projections as viewable images [B,3,H,W] in [0, 1]: grey is zero, each image
+        """The projections as viewable images [B,C,H,W] in [0, 1]: grey is zero, each image
         scaled by its largest absolute value (signed, as Zeiler & Fergus show them)."""
         return signed_to_image(self.pixels)
 
@@ -107,7 +109,8 @@ def project(
     of ``mode``. The model comes back unchanged, with no hook or rule left on it.
     """
     check_mode(mode)
-    x = as_batch(img).to(model_device(model)).detach().requires_grad_(True)  # not the caller's
+    x = as_batch(img, image_channels(model)).to(model_device(model))
+    x = x.detach().requires_grad_(True)  # not the caller's
     rule = ReluBackwardRule(mode) if mode != "gradient" else contextlib.nullcontext()
     with frozen(model), LayerTap(model, [layer]) as tap, torch.enable_grad():
         with rule:
@@ -149,8 +152,8 @@ class TopKEntry:
     value: float
     source: str
     position: tuple[int, int]
-    patch: torch.Tensor  # [3,h,w] the input the unit sees (its receptive field), grey outside
-    projection: torch.Tensor  # [3,h,w] the projection over the same box, rendered to [0, 1]
+    patch: torch.Tensor  # [C,h,w] the input the unit sees (its receptive field), grey outside
+    projection: torch.Tensor  # [C,h,w] the projection over the same box, rendered to [0, 1]
 
 
 @dataclass
@@ -222,7 +225,8 @@ def _scan(model: nn.Module, images, layer: str, channels: list[int], k: int, siz
     kept: dict[int, torch.Tensor] = {}
     index = torch.tensor(channels)
     with frozen(model), LayerTap(model, [layer]) as tap, torch.no_grad():
-        for batch_names, batch in iter_batches(images, size, batch_size):
+        for batch_names, batch in iter_batches(images, size, batch_size,
+                                               channels=image_channels(model)):
             act = tap(batch.to(device))[layer]
             for c in (min(channels), max(channels)):
                 spatial_activation(layer, act, c)
@@ -298,7 +302,7 @@ def occlusion_check(
     ``n_random`` random squares of the same size. Returns (drop of the activation for the
     highlighted square, mean drop for the random ones); a trustworthy projection gives the
     first much larger."""
-    img = as_batch(img)[:1]
+    img = as_batch(img, image_channels(model))[:1]
     h, w = img.shape[-2:]
     patch = patch or min(h, w) // 4
     proj = project(model, img, layer, channel, mode="deconvnet")

@@ -26,19 +26,21 @@ from ..core import images as _images
 from ..core import markdown
 from ..core.files import write_text
 from ..core.hooks import frozen, named_layers, on_output
-from ..core.model_info import model_device
+from ..core.model_info import image_channels, model_device
 from ..errors import FeatvizError
 
 NORMALIZATIONS = ("channel", "layer", "none")
 
 
-def _one_image(img: torch.Tensor) -> torch.Tensor:
+def _one_image(img: torch.Tensor, channels: int = 3) -> torch.Tensor:
+    """``img`` as one image [1,C,H,W] of the model's ``channels``, or a clear error."""
     if not torch.is_tensor(img):
         raise TypeError("expected an image tensor (load files with featviz.images.load)")
     img = img[None] if img.dim() == 3 else img
-    if img.dim() != 4 or img.shape[0] != 1 or img.shape[1] != 3:
-        raise ValueError(f"expected one RGB image [1,3,H,W], got {list(img.shape)} "
-                         "(featviz.images.load converts greyscale and RGBA files)")
+    if img.dim() != 4 or img.shape[0] != 1 or img.shape[1] != channels:
+        raise ValueError(f"expected one image [1,{channels},H,W] (the model's channels), got "
+                         f"{list(img.shape)} (featviz.images.load(path, channels=1 or 3) "
+                         "converts greyscale and RGBA files)")
     return img.float()
 
 
@@ -173,7 +175,7 @@ def capture(model: nn.Module, img: torch.Tensor, layers: str | Sequence[str] = "
     last child's output shares that copy); when the total would pass ``max_bytes`` the
     capture stops with an error that says so.
     """
-    img = _one_image(img)
+    img = _one_image(img, image_channels(model))
     names = _layer_list(model, layers)
     acts: dict[str, torch.Tensor] = {}
     copies: dict[tuple, torch.Tensor] = {}
@@ -235,7 +237,7 @@ def top_classes(model: nn.Module, img: torch.Tensor, k: int = 5,
                 labels: str | os.PathLike | Sequence[str] | None = None
                 ) -> list[tuple[int, str, float]]:
     """The ``k`` most probable classes: (index, name, softmax probability)."""
-    img = _one_image(img)
+    img = _one_image(img, image_channels(model))
     with frozen(model), torch.no_grad():
         out = model(img.to(model_device(model)))
     if not torch.is_tensor(out) or out.dim() != 2:

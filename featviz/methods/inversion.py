@@ -29,7 +29,7 @@ from ..core import param as _param
 from ..core import transforms as _transforms
 from ..core.hooks import INPUT, LayerTap, frozen
 from ..core.metrics import psnr, ssim  # also reached as featviz.inversion.psnr/ssim
-from ..core.model_info import model_device
+from ..core.model_info import image_channels, model_device
 from ..core.objectives import Objective
 from ..core.render import render
 from ..errors import FeatvizError
@@ -116,7 +116,7 @@ def tv_beta(beta: float = 2.0, scale: float = V) -> Objective:
 
 @dataclass
 class Inversion:
-    """A reconstruction: ``image`` [1,3,H,W] in [0, 1] and how close it came.
+    """A reconstruction: ``image`` [1,C,H,W] in [0, 1] and how close it came.
 
     ``feature_error``: ||Φ(x) − Φ(x0)||² / ||Φ(x0)||² of the final image (no transforms);
     ``start_error``: the same for the starting image; ``psnr``/``ssim`` against the original.
@@ -163,8 +163,10 @@ def _prepare(model: nn.Module, img: torch.Tensor, size: int | None) -> torch.Ten
     if not torch.is_tensor(img):
         raise TypeError("img must be an image tensor (load files with featviz.images.load)")
     img = img[None] if img.dim() == 3 else img
-    if img.dim() != 4 or img.shape[:2] != (1, 3):
-        raise ValueError(f"invert takes one RGB image [1,3,H,W] in [0, 1], got {list(img.shape)}")
+    channels = image_channels(model)
+    if img.dim() != 4 or img.shape[:2] != (1, channels):
+        raise ValueError(f"invert takes one image [1,{channels},H,W] in [0, 1] (the model's "
+                         f"channels), got {list(img.shape)}")
     size = size or getattr(model, "input_size", None)
     if size and tuple(img.shape[-2:]) != (size, size):
         import warnings
@@ -194,7 +196,8 @@ def _run(model, img, layer, objective_for, *, steps, fft, init, lr, lambda_alpha
     if lambda_tv:
         objective = objective - lambda_tv * tv_beta(beta)
     start = _prepare(model, init, original.shape[-1]) if init is not None else None
-    p = _param.image(tuple(original.shape[-2:]), 1, fft=fft, init=start, seed=seed)
+    p = _param.image(tuple(original.shape[-2:]), 1, fft=fft, init=start, seed=seed,
+                     channels=original.shape[1])
     t0 = time.perf_counter()
     start_error = _feature_error(model, p().detach(), layer, target)
     res = render(model, objective, p, steps=steps, transforms=transforms, lr=lr,
@@ -232,7 +235,8 @@ def invert(
     size: int | None = None,
     progress: bool = True,
 ) -> Inversion:
-    """Reconstruct ``img`` ([1,3,H,W] in [0, 1]) from the activations of ``layer``.
+    """Reconstruct ``img`` ([1,C,H,W] in [0, 1], C the model's channels) from the activations
+    of ``layer``.
 
     Starts from noise (or ``init``), in the Fourier (``fft``) or pixel parameterization, with
     random shifts of up to ``jitter`` pixels each step as in the paper (or any ``transforms``).

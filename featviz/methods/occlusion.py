@@ -12,7 +12,7 @@ from torch import nn
 
 from ..core import images as _images
 from ..core.hooks import OUTPUT, LayerTap, frozen
-from ..core.model_info import model_device
+from ..core.model_info import image_channels, model_device
 from ..errors import FeatvizError
 from .dataset import spatial_activation
 
@@ -45,18 +45,22 @@ class Occlusion:
         return total / count.clamp_min(1)
 
     def overlay(self) -> torch.Tensor:
-        """The image dimmed where covering it lowers the value least: [3,H,W] in [0, 1]."""
+        """The image dimmed where covering it lowers the value least: [3,H,W] in [0, 1] (a
+        grayscale image in grey, N bands by their first three)."""
         heat = self.heatmap().clamp_min(0)
         heat = heat / heat.max().clamp_min(1e-12)
-        img = self.image[0] if self.image.dim() == 4 else self.image
+        img = self._rgb()
         red = torch.stack([heat, torch.zeros_like(heat), torch.zeros_like(heat)])
         return (0.35 * img + 0.65 * red).clamp(0, 1)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the image beside its occlusion map as a PNG."""
-        img = self.image[0] if self.image.dim() == 4 else self.image
-        return _images.save(torch.stack([img, self.overlay()]), path,
+        return _images.save(torch.stack([self._rgb(), self.overlay()]), path,
                             labels=["image", f"drop of {self.what}"], ncol=2)
+
+    def _rgb(self) -> torch.Tensor:
+        """The image [3,H,W] as shown beside the red map (see :func:`images.as_rgb`)."""
+        return _images.as_rgb(self.image[0] if self.image.dim() == 4 else self.image)
 
 
 def occlusion(
@@ -81,8 +85,10 @@ def occlusion(
     if patch < 1 or stride < 1:
         raise ValueError(f"patch and stride must be positive, got {patch} and {stride}")
     img = img[None] if img.dim() == 3 else img
-    if img.dim() != 4 or img.shape[:2] != (1, 3):
-        raise ValueError(f"occlusion takes one RGB image [1,3,H,W], got {list(img.shape)}")
+    channels = image_channels(model)
+    if img.dim() != 4 or img.shape[:2] != (1, channels):
+        raise ValueError(f"occlusion takes one image [1,{channels},H,W] (the model's "
+                         f"channels), got {list(img.shape)}")
     img = img.float().to(model_device(model))
     h, w = img.shape[-2:]
     if patch > min(h, w):

@@ -106,7 +106,7 @@ def _linearize(net: nn.Module) -> nn.Module:
 def _supports(twin: nn.Module, layer: str, size: int):
     """Run the linearized copy once on a ``size`` x ``size`` input; return the layer's map size
     and a function giving the input box (top, left, bottom, right) a unit depends on."""
-    x = torch.ones(1, 3, size, size, dtype=torch.float64,
+    x = torch.ones(1, model_info.image_channels(twin), size, size, dtype=torch.float64,
                    device=model_info.model_device(twin), requires_grad=True)
     with _Linearized(), LayerTap(twin, [layer]) as tap:
         act = tap(x)[layer]
@@ -327,20 +327,20 @@ def _reinitialized(model: nn.Module, seed: int) -> nn.Module:
     return twin.eval()
 
 
-def _inputs(inputs, size: int, samples: int, seed: int):
-    """Yield [B,3,size,size] batches: uniform noise, or images from a folder/iterable."""
+def _inputs(inputs, size: int, samples: int, seed: int, channels: int = 3):
+    """Yield [B,C,size,size] batches: uniform noise, or images from a folder/iterable."""
     if isinstance(inputs, str) and inputs == "noise":
         gen = torch.Generator().manual_seed(seed)
         done = 0
         while done < samples:
             n = min(8, samples - done)
-            yield torch.rand(n, 3, size, size, generator=gen)
+            yield torch.rand(n, channels, size, size, generator=gen)
             done += n
         return
     from .dataset import iter_batches
 
     done = 0
-    for _, batch in iter_batches(inputs, size, 8):
+    for _, batch in iter_batches(inputs, size, 8, channels=channels):
         batch = batch[: samples - done]
         yield batch
         done += len(batch)
@@ -411,7 +411,7 @@ def effective(
     count = 0
     unit = (0, 0)
     with frozen(net), LayerTap(net, [layer]) as tap:
-        for batch in _inputs(inputs, size, samples, seed):
+        for batch in _inputs(inputs, size, samples, seed, model_info.image_channels(model)):
             x = batch.to(device=device, dtype=dtype).detach().requires_grad_(True)
             grad, unit = _centre_gradient(tap, x, mode, layer, channel)
             g = grad.double().abs() if not squared else grad.double() ** 2

@@ -1,8 +1,9 @@
 """Model specs: a network plus its input normalization and layer aliases, and how to load one.
 
-Every model featviz renders takes RGB images in [0, 1]; :class:`Preprocessed` wraps a network so
-that it applies its own normalization, while its layers stay addressable under the network's own
-module paths (``"features.14"``, ``"inception4a"``) and any aliases (lucid's ``"mixed4a"``).
+Every model featviz renders takes images in [0, 1] (RGB, grayscale or any number of bands);
+:class:`Preprocessed` wraps a network so that it applies its own normalization, while its
+layers stay addressable under the network's own module paths (``"features.14"``,
+``"inception4a"``) and any aliases (lucid's ``"mixed4a"``).
 """
 
 from __future__ import annotations
@@ -58,14 +59,17 @@ FAMILY_LAYOUTS = {
 
 
 class Preprocessed(nn.Module):
-    """A network that takes RGB in [0, 1] and normalizes it itself: ``net((x - mean) / std)``.
+    """A network that takes images in [0, 1] and normalizes them itself: ``net((x - mean) /
+    std)``, with one mean and std per channel (RGB, grayscale or any number of bands).
 
     Its layers are addressed by the inner network's own module paths (``featviz_layers``) and by
     the aliases in ``aliases``; ``input_size`` is the image size the network was trained on;
     ``fixed_size`` says that it takes no other (vision transformers, flatten + Linear heads):
     renders then fit their transformed images back to that size. ``layouts`` declares where
     channels and grid are in layers that are not ``[B, C, H, W]`` (``{path or pattern:
-    "nhwc" | "tokens" | "tokens+cls" | ...}``, see :mod:`featviz.core.layouts`).
+    "nhwc" | "tokens" | "tokens+cls" | ...}``, see :mod:`featviz.core.layouts`). ``channels``
+    is the number the network takes (``featviz_channels``): by default its first
+    convolution's, else the length of ``mean``/``std``, else 3.
     """
 
     def __init__(
@@ -78,9 +82,11 @@ class Preprocessed(nn.Module):
         name: str = "",
         fixed_size: bool = False,
         layouts: Mapping[str, str] | None = None,
+        channels: int | None = None,
     ):
         super().__init__()
-        mean_t, std_t = _stats(mean, "mean"), _stats(std, "std")
+        channels = channels or _channels(net, mean, std)
+        mean_t, std_t = _stats(mean, "mean", channels), _stats(std, "std", channels)
         if (std_t <= 0).any():
             raise ValueError(f"std must be positive, got {tuple(std)}")
         self.net = net
@@ -90,6 +96,7 @@ class Preprocessed(nn.Module):
         self.input_size = int(input_size)
         self.featviz_fixed_size = self.input_size if fixed_size else None
         self.featviz_layouts = dict(layouts or {})
+        self.featviz_channels = channels
         self.name = name or type(net).__name__
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,12 +123,23 @@ def _check_images(x: torch.Tensor, channels: int, name: str) -> torch.Tensor:
     return x
 
 
-def _stats(values: Sequence[float], what: str) -> torch.Tensor:
+def _channels(net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> int:
+    """The channels ``net`` takes: its first convolution's, else as many as the statistics
+    give per channel, else 3 (RGB)."""
+    known = model_info.input_channels(net)
+    if known is not None:
+        return known
+    lengths = {len(list(v)) for v in (mean, std)} - {1}
+    return lengths.pop() if len(lengths) == 1 else 3
+
+
+def _stats(values: Sequence[float], what: str, channels: int = 3) -> torch.Tensor:
     t = torch.as_tensor(list(values), dtype=torch.float32).flatten()
     if t.numel() == 1:
-        t = t.repeat(3)
-    if t.numel() != 3:
-        raise ValueError(f"{what} needs 1 or 3 values (one per RGB channel), got {tuple(values)}")
+        t = t.repeat(channels)
+    if t.numel() != channels:
+        raise ValueError(f"{what} needs 1 or {channels} values (one per input channel: the "
+                         f"network takes {channels}), got {tuple(values)}")
     return t
 
 
@@ -134,19 +152,24 @@ def wrap(
     name: str = "",
     fixed_size: bool = False,
     layouts: Mapping[str, str] | None = None,
+    channels: int | None = None,
 ) -> Preprocessed:
-    """Wrap any image network so that it takes [0, 1] RGB and normalizes with ``mean``/``std``.
+    """Wrap any image network so that it takes [0, 1] images and normalizes with
+    ``mean``/``std``.
 
     ``mean``/``std`` default to no normalization at all (0 and 1), for networks that already
-    expect [0, 1] input; pass the statistics your network was trained with otherwise.
+    expect [0, 1] input; pass the statistics your network was trained with otherwise, one
+    value per input channel (or one for all). The channel count (1 for grayscale, 3 for RGB,
+    N bands) is the network's first convolution's, else the statistics' length; ``channels``
+    declares it for a network without a convolution.
     ``fixed_size=True`` declares that the network takes only ``input_size`` (renders fit their
     transformed images back to it); without it a render finds that out by a dry run.
     ``layouts`` declares the layouts of layers that are not ``[B, C, H, W]`` and whose shape
     does not tell (``{"blocks.*": "nhwc"}``; see :mod:`featviz.core.layouts`).
     """
-    return Preprocessed(net, mean if mean is not None else (0.0,) * 3,
-                        std if std is not None else (1.0,) * 3, aliases, input_size, name,
-                        fixed_size, layouts)
+    return Preprocessed(net, mean if mean is not None else (0.0,),
+                        std if std is not None else (1.0,), aliases, input_size, name,
+                        fixed_size, layouts, channels)
 
 
 def available() -> list[str]:

@@ -1,13 +1,15 @@
 """Image parameterizations: how the optimized image is described by learnable numbers.
 
 Every factory returns a :class:`Parameterization`: a module whose ``forward()`` gives the
-current images, [B,3,H,W] in [0, 1] ([B,4,H,W] with an alpha channel), whose ``parameters()``
+current images, [B,C,H,W] in [0, 1] (``channels=C``: 3 for RGB, the default, 1 for grayscale,
+N for multispectral bands; RGBA [B,4,H,W] with an alpha channel), whose ``parameters()``
 the optimizer changes, and which declares its learning rate, preferred transforms, whether it
 wants a saliency map, and the seeds its images come from (``seed=``: one number, image ``i``
 uses ``seed + i``), so ``render(..., param=...)`` takes any of them.
 
-- ``image(size, batch, fft=True, decorrelate=True, alpha=False)``: lucid's pixel or Fourier
-  image with decorrelated colour, optionally with a transparency channel;
+- ``image(size, batch, fft=True, decorrelate=None, alpha=False, channels=3)``: lucid's pixel
+  or Fourier image with decorrelated colour (ImageNet's for RGB, a matrix from
+  :func:`band_correlation` for other channel counts), optionally with a transparency channel;
 - ``maco(size, batch, spectrum=None)``: fixed natural-image Fourier magnitude, phase optimized;
 - ``laplacian(size, batch, levels=4)``: a sum of upsampled resolution levels;
 - ``cppn(size, batch)``: a coordinate network's weights;
@@ -23,8 +25,18 @@ import torch
 
 from ...errors import FeatvizError, unknown
 from ..seeds import Seed
+from .bands import band_correlation, band_covariance, covariance_sqrt
 from .base import Parameterization, seeded
-from .color import COLOR_CORRELATION, decorrelated_to_rgb, from_valid_rgb, to_valid_rgb
+from .color import (
+    COLOR_CORRELATION,
+    Decorrelate,
+    correlation,
+    decorrelated_to_rgb,
+    from_valid,
+    from_valid_rgb,
+    to_valid,
+    to_valid_rgb,
+)
 from .coordinate_net import CPPN
 from .fourier import FourierRaw, rfft2_frequencies
 from .noise import Generators
@@ -33,6 +45,8 @@ from .pixel import PixelRaw
 from .pyramid import LaplacianRaw
 from .shared_parts import AlignedRaw
 from .spectrum import (
+    AMPLITUDE,
+    EXPONENT,
     check_spectrum,
     fit_power_law,
     image_spectrum,
@@ -45,7 +59,9 @@ __all__ = ["Parameterization", "ImageParam", "MacoParam", "image", "maco", "lapl
            "cppn", "aligned", "make", "KINDS", "mean_spectrum",
            "power_law_spectrum", "load_spectrum", "image_spectrum", "fit_power_law", "CPPN",
            "COLOR_CORRELATION", "decorrelated_to_rgb", "to_valid_rgb", "from_valid_rgb",
-           "rfft2_frequencies", "FourierRaw", "PixelRaw", "MacoRaw", "LaplacianRaw",
+           "band_correlation", "band_covariance", "covariance_sqrt", "correlation",
+           "to_valid", "from_valid", "rfft2_frequencies", "FourierRaw", "PixelRaw", "MacoRaw",
+           "LaplacianRaw",
            "AlignedRaw"]
 
 
@@ -59,48 +75,56 @@ def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
 class ImageParam(Parameterization):
     """An image batch described by a raw parameterization plus colour handling.
 
-    ``forward()`` returns RGB images [B,3,H,W] in [0, 1], or RGBA [B,4,H,W] when ``alpha``
-    (the fourth raw channel through a sigmoid); ``parameters()`` are what the optimizer
-    changes. ``batch`` and ``size`` describe the output; ``seeds`` the per-image seeds the raw
-    parameterization drew its start from.
+    ``forward()`` returns images [B,C,H,W] in [0, 1] with C = ``channels`` (RGB by default), or
+    RGBA [B,4,H,W] when ``alpha`` (the fourth raw channel through a sigmoid); ``parameters()``
+    are what the optimizer changes. ``decorrelate`` is a [C, C] matrix, True, False or None
+    (see :func:`image`); the matrix in use is :attr:`correlation` (None: none). ``batch`` and
+    ``size`` describe the output; ``seeds`` the per-image seeds the raw parameterization drew
+    its start from.
     """
 
     def __init__(self, raw: torch.nn.Module, batch: int, size: tuple[int, int],
-                 decorrelate: bool, valid: str = "sigmoid", alpha: bool = False,
-                 seeds: list[int] | None = None):
+                 decorrelate: Decorrelate, valid: str = "sigmoid", alpha: bool = False,
+                 seeds: list[int] | None = None, channels: int = 3):
         super().__init__(batch, size, seeds)
         self.raw = raw
-        self.decorrelate = decorrelate
+        self.channels = channels
+        matrix = correlation(decorrelate, channels)
+        self.decorrelate = matrix is not None
+        # a buffer, so that it follows the parameterization to its device
+        self.register_buffer("correlation", matrix, persistent=False)
         self.valid = valid
         self.alpha = alpha
 
     def forward(self) -> torch.Tensor:
         t = self.raw()
         if not self.alpha:
-            return to_valid_rgb(t, self.decorrelate, self.valid)
-        rgb = to_valid_rgb(t[:, :3], self.decorrelate, self.valid)
+            return to_valid(t, self.correlation, self.valid)
+        rgb = to_valid(t[:, :3], self.correlation, self.valid)
         return torch.cat([rgb, torch.sigmoid(t[:, 3:])], dim=1)
 
     @torch.no_grad()
     def set_image(self, img: torch.Tensor) -> ImageParam:
-        """Start from ``img`` ([3,H,W] or [B,3,H,W] in [0, 1], broadcast over the batch)."""
+        """Start from ``img`` ([C,H,W] or [B,C,H,W] in [0, 1], broadcast over the batch)."""
         if img.dim() == 3:
             img = img[None]
-        if (img.shape[-2:] != torch.Size(self.size) or img.shape[1] != 3
+        if (img.shape[-2:] != torch.Size(self.size) or img.shape[1] != self.channels
                 or img.shape[0] not in (1, self.batch)):
-            raise ValueError(f"initial image must be [B,3,{self.size[0]},{self.size[1]}] with "
-                             f"B = 1 or {self.batch}, got {list(img.shape)}")
+            raise ValueError(f"initial image must be [B,{self.channels},{self.size[0]},"
+                             f"{self.size[1]}] with B = 1 or {self.batch}, got "
+                             f"{list(img.shape)}")
         device = next(self.parameters()).device
         img = img.to(device=device, dtype=torch.float32).expand(self.batch, -1, -1, -1)
-        raw = from_valid_rgb(img, self.decorrelate, self.valid)
+        raw = from_valid(img, self.correlation, self.valid)
         if self.alpha:  # a given image starts fully opaque (sigmoid(4) = 0.98)
             raw = torch.cat([raw, torch.full_like(raw[:, :1], 4.0)], dim=1)
         self.raw.set_raw(raw)
         return self
 
     def extra_repr(self) -> str:
-        return (f"batch={self.batch}, size={self.size}, decorrelate={self.decorrelate}, "
-                f"valid={self.valid!r}, alpha={self.alpha}, lr={self.lr:g}")
+        return (f"batch={self.batch}, size={self.size}, channels={self.channels}, "
+                f"decorrelate={self.decorrelate}, valid={self.valid!r}, alpha={self.alpha}, "
+                f"lr={self.lr:g}")
 
 
 class MacoParam(ImageParam):
@@ -118,7 +142,7 @@ def image(
     size: int | tuple[int, int],
     batch: int = 1,
     fft: bool = True,
-    decorrelate: bool = True,
+    decorrelate: Decorrelate = None,
     sd: float = 0.01,
     init: torch.Tensor | None = None,
     valid: str = "sigmoid",
@@ -126,6 +150,7 @@ def image(
     device: str | torch.device | None = None,
     alpha: bool = False,
     seed: Seed = None,
+    channels: int = 3,
 ) -> ImageParam:
     """Build lucid's image parameterization: Fourier (``fft``) or pixel, colour-decorrelated
     or not, squashed into [0, 1] by a sigmoid. ``init`` starts from a given image instead of
@@ -133,18 +158,29 @@ def image(
     a list) makes it repeatable, as does ``generator`` (one, or one per image) for callers with
     generators of their own. ``alpha=True`` adds a transparency channel (RGBA output): render
     then blends the image over a new random background each step and scales the objective by
-    (1 - mean alpha), as in Distill's "Differentiable Image Parameterizations" section 4."""
-    h, w = _check(size, batch)
+    (1 - mean alpha), as in Distill's "Differentiable Image Parameterizations" section 4 (RGB
+    only). ``channels``: 3 for RGB, 1 for grayscale, N for multispectral bands.
+    ``decorrelate``: None (the default) is ImageNet's colour correlation for RGB and none for
+    other channel counts; True asks for ImageNet's (RGB only), False for none, and a [C, C]
+    matrix for the user's own (``band_correlation(images)`` measures one)."""
+    h, w = _check(size, batch, channels, alpha)
     seeds, generator = seeded(seed, generator, batch)
-    shape = (batch, 4 if alpha else 3, h, w)
+    shape = (batch, channels + int(alpha), h, w)
     raw = FourierRaw(shape, sd, generator=generator) if fft else PixelRaw(shape, sd, generator)
-    return _finish(ImageParam(raw, batch, (h, w), decorrelate, valid, alpha, seeds), device,
-                   init, seed)
+    return _finish(ImageParam(raw, batch, (h, w), decorrelate, valid, alpha, seeds, channels),
+                   device, init, seed)
 
 
-def _check(size: int | tuple[int, int], batch: int) -> tuple[int, int]:
+def _check(size: int | tuple[int, int], batch: int, channels: int = 3,
+           alpha: bool = False) -> tuple[int, int]:
+    """The (height, width) of ``size``, after checking the batch and the channel count."""
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
+    if not isinstance(channels, int) or channels < 1:
+        raise ValueError(f"channels must be a whole number of at least 1, got {channels!r}")
+    if alpha and channels != 3:
+        raise FeatvizError(f"alpha=True blends the image over RGB backgrounds: it needs "
+                           f"channels=3, not {channels}")
     return _hw(size)
 
 
@@ -169,6 +205,7 @@ def maco(
     device: str | torch.device | None = None,
     lr: float | None = None,
     seed: Seed = None,
+    channels: int = 3,
 ) -> MacoParam:
     """MACO (Fel et al., NeurIPS 2023): the Fourier magnitude is fixed to a natural-image
     spectrum, only the phase is optimized. ``spectrum``: a tensor [3, H, W//2+1] in
@@ -176,39 +213,51 @@ def maco(
     the power law fitted on the sample photos. Render returns the saliency map (the
     accumulated |dL/dx|, ``result.saliency``) for MACO images, the paper's way to show where
     the visualization matters. The phase starts uniform, so images start as coloured noise.
-    ``lr`` overrides the learning rate meant for it (:attr:`MacoParam.lr`, 0.2)."""
-    h, w = _check(size, batch)
-    if spectrum is None:
-        magnitude = power_law_spectrum((h, w))
-    else:
-        magnitude = load_spectrum(spectrum) if not torch.is_tensor(spectrum) else spectrum
-        magnitude = check_spectrum(magnitude.detach().cpu(), (h, w))
+    ``lr`` overrides the learning rate meant for it (:attr:`MacoParam.lr`, 0.2). With
+    ``channels`` other than 3 there is no colour decorrelation; the spectrum is then [C, H,
+    W//2+1], by default the power law of the photos' brightness for every channel."""
+    h, w = _check(size, batch, channels)
+    magnitude = _magnitude(spectrum, (h, w), channels)
     seeds, generator = seeded(seed, generator, batch)
     raw = MacoRaw(magnitude, (h, w), batch, generator)
-    p = MacoParam(raw, batch, (h, w), decorrelate=True, seeds=seeds)
+    p = MacoParam(raw, batch, (h, w), decorrelate=None, seeds=seeds, channels=channels)
     if lr is not None:
         p.lr = float(lr)
     return _finish(p, device, init, seed)
+
+
+def _magnitude(spectrum, size: tuple[int, int], channels: int) -> torch.Tensor:
+    """MACO's fixed magnitude: the given ``spectrum`` (tensor or file), checked, or the
+    default power law (for other than RGB, the brightness channel's law for every channel:
+    without decorrelation each channel carries brightness)."""
+    if spectrum is None:
+        if channels == 3:
+            return power_law_spectrum(size)
+        return power_law_spectrum(size, (AMPLITUDE[0],) * channels, (EXPONENT[0],) * channels)
+    magnitude = load_spectrum(spectrum) if not torch.is_tensor(spectrum) else spectrum
+    return check_spectrum(magnitude.detach().cpu(), size, channels)
 
 
 def laplacian(
     size: int | tuple[int, int],
     batch: int = 1,
     levels: int = 4,
-    decorrelate: bool = True,
+    decorrelate: Decorrelate = None,
     sd: float = 0.01,
     init: torch.Tensor | None = None,
     generator: Generators = None,
     device: str | torch.device | None = None,
     seed: Seed = None,
+    channels: int = 3,
 ) -> ImageParam:
     """lucid's Laplacian-pyramid image: the sum of ``levels`` pixel tensors at full, half,
-    quarter, ... resolution, each upsampled bilinearly (one level is the pixel image)."""
-    h, w = _check(size, batch)
+    quarter, ... resolution, each upsampled bilinearly (one level is the pixel image).
+    ``channels`` and ``decorrelate`` as in :func:`image`."""
+    h, w = _check(size, batch, channels)
     seeds, generator = seeded(seed, generator, batch)
-    raw = LaplacianRaw((batch, 3, h, w), levels, sd, generator)
-    return _finish(ImageParam(raw, batch, (h, w), decorrelate, seeds=seeds), device, init,
-                   seed)
+    raw = LaplacianRaw((batch, channels, h, w), levels, sd, generator)
+    return _finish(ImageParam(raw, batch, (h, w), decorrelate, seeds=seeds, channels=channels),
+                   device, init, seed)
 
 
 def cppn(
@@ -219,35 +268,40 @@ def cppn(
     generator: Generators = None,
     device: str | torch.device | None = None,
     seed: Seed = None,
+    channels: int = 3,
 ) -> CPPN:
     """A CPPN image (Distill "Differentiable Image Parameterizations" section 3): ``layers``
     1x1 convolutions of ``hidden`` channels with the article's atan activation map (x, y) to
     RGB; one network per image. Meant for Adam with lr 0.005 (``.lr``) and no decorrelation;
-    ``.at(size)`` samples the same images at any resolution."""
-    h, w = _check(size, batch)
+    ``.at(size)`` samples the same images at any resolution; ``channels`` as in :func:`image`."""
+    h, w = _check(size, batch, channels)
     seeds, generator = seeded(seed, generator, batch)
-    return _finish(CPPN((h, w), batch, hidden, layers, generator, seeds), device, seed=seed)
+    return _finish(CPPN((h, w), batch, hidden, layers, generator, seeds, channels), device,
+                   seed=seed)
 
 
 def aligned(
     size: int | tuple[int, int],
     batch: int,
     fft: bool = True,
-    decorrelate: bool = True,
+    decorrelate: Decorrelate = None,
     sd: float = 0.01,
     generator: Generators = None,
     device: str | torch.device | None = None,
     seed: Seed = None,
+    channels: int = 3,
 ) -> ImageParam:
     """Images that share low-resolution parts across the batch (Distill "Differentiable Image
     Parameterizations" section 1): each is a private Fourier (or pixel) image plus shared
     tensors at 1/2 to 1/16 of the size, two of them interpolated along the batch. Use with
     ``objectives.interpolate(a, b, batch)`` so frames move smoothly from ``a`` to ``b``; add
-    ``- w * objectives.neighbour_difference()`` to pull neighbours closer still."""
-    h, w = _check(size, batch)
+    ``- w * objectives.neighbour_difference()`` to pull neighbours closer still. ``channels``
+    and ``decorrelate`` as in :func:`image`."""
+    h, w = _check(size, batch, channels)
     seeds, generator = seeded(seed, generator, batch)
-    raw = AlignedRaw((batch, 3, h, w), fft, sd, generator)
-    return _finish(ImageParam(raw, batch, (h, w), decorrelate, seeds=seeds), device, seed=seed)
+    raw = AlignedRaw((batch, channels, h, w), fft, sd, generator)
+    return _finish(ImageParam(raw, batch, (h, w), decorrelate, seeds=seeds, channels=channels),
+                   device, seed=seed)
 
 
 # the parameterizations the command line and sweeps name, with what each image is
@@ -260,16 +314,17 @@ KINDS = {
 }
 
 
-def make(kind: str, size: int | tuple[int, int], batch: int = 1, *, decorrelate: bool = True,
-         alpha: bool = False, spectrum=None, init: torch.Tensor | None = None,
-         seed: Seed = None, generator: Generators = None,
-         device: str | torch.device | None = None) -> Parameterization:
+def make(kind: str, size: int | tuple[int, int], batch: int = 1, *,
+         decorrelate: Decorrelate = None, alpha: bool = False, spectrum=None,
+         init: torch.Tensor | None = None, seed: Seed = None, generator: Generators = None,
+         device: str | torch.device | None = None, channels: int = 3) -> Parameterization:
     """The parameterization named ``kind`` (a key of :data:`KINDS`), as the command line names
     it: ``fourier`` and ``pixel`` are :func:`image` (``alpha`` adds transparency),
     ``maco`` takes a ``spectrum`` (tensor, file, or a folder of photos to measure),
-    ``laplacian``, ``cppn``. Options a kind cannot use are an error, not silently dropped."""
+    ``laplacian``, ``cppn``; each makes images of ``channels`` channels. Options a kind cannot
+    use are an error, not silently dropped."""
     _check_options(kind, alpha, spectrum, init)
-    common = {"seed": seed, "generator": generator, "device": device}
+    common = {"seed": seed, "generator": generator, "device": device, "channels": channels}
     if kind == "maco":
         if isinstance(spectrum, (str, os.PathLike)) and os.path.isdir(spectrum):
             spectrum = mean_spectrum(spectrum, size)

@@ -25,9 +25,9 @@ def _composite(x: torch.Tensor) -> torch.Tensor:
 class CPPN(Parameterization):
     """``batch`` independent CPPNs evaluated together as grouped 1x1 convolutions.
 
-    ``forward()`` gives [B,3,H,W] in [0, 1] (a sigmoid output layer that starts at zero
-    weights, so every image starts grey). Coordinates span [-sqrt(3), sqrt(3)] on the longer
-    side (unit variance), keeping the aspect ratio.
+    ``forward()`` gives [B,C,H,W] in [0, 1], C = ``channels`` (a sigmoid output layer that
+    starts at zero weights, so every image starts grey). Coordinates span [-sqrt(3), sqrt(3)]
+    on the longer side (unit variance), keeping the aspect ratio.
     """
 
     lr = 0.005  # the article's notebook: Adam with a small step, the weights are sensitive
@@ -36,8 +36,10 @@ class CPPN(Parameterization):
     transforms = "none"
 
     def __init__(self, size: tuple[int, int], batch: int = 1, hidden: int = 24, layers: int = 8,
-                 generator: Generators = None, seeds: list[int] | None = None):
+                 generator: Generators = None, seeds: list[int] | None = None,
+                 channels: int = 3):
         super().__init__(batch, size, seeds)
+        self.channels = channels
         if layers < 1 or hidden < 1:
             raise ValueError(f"a CPPN needs at least one layer of at least one channel, got "
                              f"layers={layers}, hidden={hidden}")
@@ -56,8 +58,8 @@ class CPPN(Parameterization):
                                              / math.sqrt(fan_in)))
             self.biases.append(nn.Parameter(torch.zeros(batch * hidden)))
             fan_in = 2 * hidden
-        self.weights.append(nn.Parameter(torch.zeros(batch * 3, fan_in, 1, 1)))
-        self.biases.append(nn.Parameter(torch.zeros(batch * 3)))
+        self.weights.append(nn.Parameter(torch.zeros(batch * channels, fan_in, 1, 1)))
+        self.biases.append(nn.Parameter(torch.zeros(batch * channels)))
 
     def coordinates(self, size: tuple[int, int]) -> torch.Tensor:
         """The network's input [1, 2B, H, W]: (x, y) per pixel, repeated for each image."""
@@ -77,7 +79,7 @@ class CPPN(Parameterization):
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             net = F.conv2d(net, w, b, groups=self.batch)
             net = torch.sigmoid(net) if i == last else _composite_grouped(net, self.batch)
-        return net.view(self.batch, 3, *size)
+        return net.view(self.batch, self.channels, *size)
 
     def forward(self) -> torch.Tensor:
         return self.at(self.size)

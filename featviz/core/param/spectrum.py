@@ -3,7 +3,8 @@ parameterization: measured from a folder of photos, loaded from a file, or a pow
 
 Spectra live in the space the MACO image is built in, before the sigmoid: decorrelated colour
 (:data:`~featviz.param.color.COLOR_CORRELATION`), one magnitude per channel and real-FFT bin,
-shape ``[3, H, W//2+1]`` (``torch.fft.rfft2`` with ``norm="ortho"``).
+shape ``[3, H, W//2+1]`` (``torch.fft.rfft2`` with ``norm="ortho"``); images of other channel
+counts have no decorrelation and one magnitude per channel, ``[C, H, W//2+1]``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ...errors import FeatvizError
+from ..files import read_tensor
 from .color import rgb_to_decorrelated
 from .fourier import rfft2_frequencies
 
@@ -36,24 +38,26 @@ def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def spectrum_shape(size: int | tuple[int, int]) -> tuple[int, int, int]:
-    """The shape a spectrum for an image of ``size`` must have: ``[3, H, W//2+1]``."""
+def spectrum_shape(size: int | tuple[int, int], channels: int = 3) -> tuple[int, int, int]:
+    """The shape a spectrum for an image of ``size`` must have: ``[C, H, W//2+1]``."""
     h, w = _hw(size)
-    return (3, h, w // 2 + 1)
+    return (channels, h, w // 2 + 1)
 
 
 def to_maco_space(images: torch.Tensor) -> torch.Tensor:
-    """Images [N,3,H,W] in [0, 1] in the space MACO builds its images in: decorrelated colour,
-    zero mean per image and channel. The sigmoid is inverted by its linear part (slope 1/4 at
-    grey), as the exact logit would turn every saturated pixel into a spike."""
-    t = rgb_to_decorrelated(4.0 * (images - 0.5))
+    """Images [N,C,H,W] in [0, 1] in the space MACO builds its images in: decorrelated colour
+    (RGB; other channel counts as they are), zero mean per image and channel. The sigmoid is
+    inverted by its linear part (slope 1/4 at grey), as the exact logit would turn every
+    saturated pixel into a spike."""
+    t = 4.0 * (images - 0.5)
+    t = rgb_to_decorrelated(t) if t.shape[1] == 3 else t
     return t - t.mean(dim=(-2, -1), keepdim=True)
 
 
 def image_spectrum(images: torch.Tensor) -> torch.Tensor:
-    """The mean Fourier magnitude [3, H, W//2+1] of a batch of images [N,3,H,W] in [0, 1]."""
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be [N,3,H,W], got {list(images.shape)}")
+    """The mean Fourier magnitude [C, H, W//2+1] of a batch of images [N,C,H,W] in [0, 1]."""
+    if images.dim() != 4:
+        raise ValueError(f"images must be [N,C,H,W], got {list(images.shape)}")
     spec = torch.fft.rfft2(to_maco_space(images.float()), norm="ortho").abs()
     return spec.mean(dim=0)
 
@@ -81,26 +85,27 @@ def mean_spectrum(folder: str | os.PathLike, size: int | tuple[int, int]) -> tor
 def power_law_spectrum(size: int | tuple[int, int], amplitude=AMPLITUDE,
                        exponent=EXPONENT) -> torch.Tensor:
     """The default MACO magnitude: ``amplitude[c] / f ** exponent[c]`` per decorrelated colour
-    channel (f in cycles per pixel, the zero frequency counted as the lowest one)."""
+    channel (f in cycles per pixel, the zero frequency counted as the lowest one); one channel
+    per amplitude."""
     h, w = _hw(size)
     f = rfft2_frequencies(h, w).clamp_min(1.0 / max(h, w))
-    a = torch.tensor(amplitude, dtype=torch.float32).view(3, 1, 1)
-    e = torch.tensor(exponent, dtype=torch.float32).view(3, 1, 1)
+    a = torch.tensor(amplitude, dtype=torch.float32).view(-1, 1, 1)
+    e = torch.tensor(exponent, dtype=torch.float32).view(-1, 1, 1)
     return a * f[None] ** -e
 
 
 def fit_power_law(spectrum: torch.Tensor,
                   bands: int = 24) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Fit ``amplitude[c] / f ** exponent[c]`` to a spectrum [3, H, W//2+1] by least squares in
+    """Fit ``amplitude[c] / f ** exponent[c]`` to a spectrum [C, H, W//2+1] by least squares in
     log-log over ``bands`` log-spaced frequency bands (so the many high-frequency bins do not
-    outvote the few low ones); returns ``(amplitude, exponent)``, three numbers each."""
-    _, h, wh = spectrum.shape
+    outvote the few low ones); returns ``(amplitude, exponent)``, C numbers each."""
+    channels, h, wh = spectrum.shape
     w = 2 * (wh - 1)
     f = rfft2_frequencies(h, w)
     lowest = torch.log10(torch.tensor(1.0 / max(h, w)))
     edges = torch.logspace(float(lowest), float(torch.log10(torch.tensor(0.5))), bands + 1)
     amplitude, exponent = [], []
-    for c in range(3):
+    for c in range(channels):
         xs, ys = [], []
         for lo, hi in zip(edges[:-1], edges[1:], strict=True):
             inside = (f >= lo) & (f < hi)
@@ -117,30 +122,19 @@ def fit_power_law(spectrum: torch.Tensor,
 
 def load_spectrum(path: str | os.PathLike) -> torch.Tensor:
     """Read a spectrum saved with ``torch.save`` (.pt, .pth) or ``numpy.save`` (.npy)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FeatvizError(f"spectrum file not found: {path}")
-    try:
-        if path.suffix.lower() == ".npy":
-            import numpy as np
-
-            return torch.from_numpy(np.load(path)).float()
-        value = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any reader failure means the same to the user
-        raise FeatvizError(f"cannot read spectrum file {path}: {err}") from err
-    if not torch.is_tensor(value):
-        raise FeatvizError(f"{path} holds a {type(value).__name__}, not a tensor spectrum")
-    return value.float()
+    return read_tensor(path, "spectrum")
 
 
-def check_spectrum(spectrum: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-    """Return ``spectrum`` as float32 if it fits an image of ``size``, else raise an error that
-    names the shape needed and how to make one."""
-    want = spectrum_shape(size)
+def check_spectrum(spectrum: torch.Tensor, size: int | tuple[int, int],
+                   channels: int = 3) -> torch.Tensor:
+    """Return ``spectrum`` as float32 if it fits an image of ``size`` and ``channels``, else
+    raise an error that names the shape needed and how to make one."""
+    want = spectrum_shape(size, channels)
     h, w = _hw(size)
     if tuple(spectrum.shape) != want:
-        raise FeatvizError(f"a spectrum for {h}x{w} images must have shape [3, {h}, {w // 2 + 1}]"
-                           f" (3 colour channels x rfft2 bins), got {list(spectrum.shape)}; "
+        raise FeatvizError(f"a spectrum for {h}x{w} images must have shape [{channels}, {h}, "
+                           f"{w // 2 + 1}] ({channels} channels x rfft2 bins), got "
+                           f"{list(spectrum.shape)}; "
                            f"make one with param.mean_spectrum(folder, ({h}, {w}))")
     spectrum = spectrum.float()
     if not torch.isfinite(spectrum).all() or (spectrum < 0).any():

@@ -55,10 +55,11 @@ def render(
 ) -> RenderResult:
     """Optimize images so that ``objective`` on ``model``'s activations is as high as possible.
 
-    ``param`` defaults to ``param.image(size, batch, seed=seed)`` (Fourier, decorrelated colour)
-    on the model's device; ``size`` defaults to the model's ``input_size`` (else 224) and
-    ``batch`` to what the objective drives. A :class:`~featviz.param.Parameterization` declares
-    the defaults render uses: its learning rate (``lr``), its transforms (``transforms="auto"``:
+    ``param`` defaults to ``param.image(size, batch, seed=seed, channels=C)`` (Fourier, C the
+    channels the model takes, colour decorrelated when they are RGB) on the model's device;
+    ``size`` defaults to the model's ``input_size`` (else 224) and ``batch`` to what the
+    objective drives. A :class:`~featviz.param.Parameterization` declares the defaults render
+    uses: its learning rate (``lr``), its transforms (``transforms="auto"``:
     ``"standard"``, or ``"none"`` for a CPPN; also ``"distill"``, ``"none"``, a list or a
     callable), whether it wants the ``saliency`` map (|dL/dx| accumulated into
     ``result.saliency``; MACO does), and its seeds. ``optimizer`` builds another optimizer than

@@ -17,15 +17,15 @@ from .. import images as _images
 class RenderResult:
     """What a render made.
 
-    ``images``: the final batch [B,3,H,W] in [0, 1] on the CPU ([B,4,H,W] RGBA for a
-    parameterization with alpha); ``snapshots``: step -> images at each threshold;
-    ``history``: objective per image [T,B] at ``history_steps``; ``seconds``: wall time of the
-    loop; ``seeds``: one per image, repeats the run; ``interrupted``: True when Ctrl-C stopped
-    it early (``steps_done`` tells how far it got); ``history_times``: seconds since the start
-    at each recorded step (the device is in sync there), for step timings; ``saliency``: for
-    parameterizations that ask for it (MACO) or ``render(saliency=True)``, the accumulated
-    |dL/dx| over the optimization per pixel [B,1,H,W], scaled to [0, 1] per image: where the
-    image mattered to the objective.
+    ``images``: the final batch [B,C,H,W] in [0, 1] on the CPU (C: the parameterization's
+    channels, 3 for RGB; [B,4,H,W] RGBA for one with alpha); ``snapshots``: step -> images at
+    each threshold; ``history``: objective per image [T,B] at ``history_steps``; ``seconds``:
+    wall time of the loop; ``seeds``: one per image, repeats the run; ``interrupted``: True when
+    Ctrl-C stopped it early (``steps_done`` tells how far it got); ``history_times``: seconds
+    since the start at each recorded step (the device is in sync there), for step timings;
+    ``saliency``: for parameterizations that ask for it (MACO) or ``render(saliency=True)``, the
+    accumulated |dL/dx| over the optimization per pixel [B,1,H,W], scaled to [0, 1] per image:
+    where the image mattered to the objective.
     """
 
     images: torch.Tensor
@@ -66,9 +66,11 @@ class RenderResult:
         return self.history[-1] if len(self.history) else torch.empty(0)
 
     def save(self, path: str | os.PathLike, labels: bool = False,
-             ncol: int | None = None) -> Path:
-        """Write the final image, or a grid of the batch, to ``path`` (PNG by its suffix)."""
-        return _images.save(self.images, path, self.labels if labels else None, ncol)
+             ncol: int | None = None, bands: Sequence[int] | None = None) -> Path:
+        """Write the final image, or a grid of the batch, to ``path`` (PNG by its suffix);
+        images of N bands as the false-colour composite of ``bands`` (default the first
+        three), grayscale ones as grayscale."""
+        return _images.save(self.images, path, self.labels if labels else None, ncol, bands)
 
     def save_each(self, folder: str | os.PathLike,
                   names: Sequence[str] | None = None) -> list[Path]:
@@ -81,11 +83,12 @@ class RenderResult:
 
     def with_transparency(self) -> torch.Tensor:
         """The images with the :attr:`saliency` map as their alpha channel, [B,4,H,W] (the
-        MACO paper's way of showing them); save with :func:`featviz.images.save` as RGBA PNG."""
+        MACO paper's way of showing them); save with :func:`featviz.images.save` as RGBA PNG.
+        Grayscale images are repeated to RGB, N bands shown by their first three."""
         if self.saliency is None:
             raise FeatvizError("this render kept no saliency map; use param.maco(...) or "
                                "render(..., saliency=True)")
-        return torch.cat([self.images[:, :3], self.saliency], dim=1)
+        return torch.cat([_images.as_rgb(self.images), self.saliency], dim=1)
 
     def save_gif(self, path: str | os.PathLike, seconds_per_frame: float = 0.2) -> Path:
         """Write the snapshots and the final images as an animated GIF."""

@@ -17,6 +17,7 @@ from .. import transforms as _transforms
 from ..hooks import LayerTap, channels_last, frozen
 from ..model_info import (
     fixed_input_size,
+    image_channels,
     input_channels,
     input_size,
     model_device,
@@ -144,7 +145,7 @@ def _dry_run(model: nn.Module, objective: Objective, size: tuple[int, int],
              amp: bool) -> str | None:
     """Run the model (stopped after the objective's layers) on one grey image of ``size``:
     None when it runs, else the reason it did not."""
-    x = torch.full((1, input_channels(model) or 3, *size), 0.5, device=model_device(model),
+    x = torch.full((1, image_channels(model), *size), 0.5, device=model_device(model),
                    dtype=model_dtype(model))
     autocast = torch.autocast(x.device.type, torch.bfloat16, enabled=amp)
     try:
@@ -185,13 +186,16 @@ def _objective(objective: Objective | str) -> Objective:
 def _parameterization(model: nn.Module, objective: Objective, param: nn.Module | None, size,
                       batch: int | None, seed: Seed) -> tuple[nn.Module, list[int]]:
     """The parameterization and one seed per image. Without one, render makes lucid's Fourier
-    image from ``seed``; a parameterization built from seeds brings its own, and a different
-    ``seed`` for render is an error (a seed enters once)."""
+    image from ``seed``, with the channels the model takes; a parameterization built from
+    seeds brings its own, and a different ``seed`` for render is an error (a seed enters
+    once)."""
     if param is None:
         given = len(seed) if isinstance(seed, Sequence) else 0
         batch = batch or max(objective.batch_size, given, 1)
         seeds = image_seeds(seed, batch)
-        return _param.image(input_size(model, size), batch, seed=seeds), seeds
+        # the model's own channel count; decorrelated colour only for RGB (image's default)
+        return _param.image(input_size(model, size), batch, seed=seeds,
+                            channels=image_channels(model)), seeds
     declared = isinstance(param, Parameterization)
     own = param.seeds if declared else None
     n = param.batch if declared else _batch_of(param)
@@ -215,21 +219,43 @@ def _probe(param: nn.Module, model: nn.Module, objective: Objective, n_seeds: in
     and the number of seeds."""
     with torch.no_grad():
         probe = param()
-    channels = probe.shape[1] if probe.dim() == 4 else -1
-    if channels not in (3, 4):
-        raise FeatvizError(f"a parameterization must give [B,3,H,W] (RGB) or [B,4,H,W] (RGBA) "
-                           f"images, this one gives {list(probe.shape)}")
-    if channels == 4 and input_channels(model) not in (None, 3):
-        raise FeatvizError(f"alpha=True blends the image over RGB backgrounds for a 3-channel "
-                           f"model, but this model's first convolution takes "
-                           f"{input_channels(model)} channels; render it without alpha")
+    if probe.dim() != 4:
+        raise FeatvizError(f"a parameterization must give images [B,C,H,W], this one gives "
+                           f"{list(probe.shape)}")
+    rgba = _check_channels(param, probe, input_channels(model))
     n_images = probe.shape[0]
     if objective.batch_size > n_images:
         raise FeatvizError(f"objective {objective.name} needs a batch of {objective.batch_size} "
                            f"images, but the parameterization makes {n_images}")
     if n_seeds != n_images:
         raise ValueError(f"{n_seeds} seeds for a batch of {n_images} images")
-    return tuple(probe.shape[-2:]), channels == 4
+    return tuple(probe.shape[-2:]), rgba
+
+
+def _check_channels(param: nn.Module, probe: torch.Tensor, wanted: int | None) -> bool:
+    """Whether the images are RGBA, after checking their channels against what the
+    parameterization declares and what the model's first convolution takes (``wanted``; None
+    when unknown). A module that declares nothing is RGBA when it gives 4 channels to a model
+    that does not take 4."""
+    got = probe.shape[1]
+    if isinstance(param, Parameterization):
+        channels, alpha = param.channels, param.alpha
+        if got != param.out_channels:
+            raise FeatvizError(f"the parameterization declares {param.out_channels} channels "
+                               f"but gives images {list(probe.shape)}")
+    else:
+        alpha = got == 4 and wanted in (None, 3)
+        channels = 3 if alpha else got
+    if alpha and wanted not in (None, 3):
+        raise FeatvizError(f"alpha=True blends the image over RGB backgrounds for a 3-channel "
+                           f"model, but this model's first convolution takes {wanted} "
+                           f"channels; render it without alpha")
+    if wanted is not None and channels != wanted:
+        raise FeatvizError(f"the parameterization makes {channels}-channel images "
+                           f"{list(probe.shape)}, but the model's first convolution takes "
+                           f"{wanted} channels; make it with param.image(..., "
+                           f"channels={wanted})")
+    return alpha
 
 
 def _preset(transforms, param: nn.Module):
