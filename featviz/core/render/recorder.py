@@ -52,7 +52,7 @@ class Recorder:
             self.times.append(time.perf_counter() - self.start)
             if self.bar is not None:
                 self.bar.update(step - self.bar.n)
-                self.bar.set_postfix(objective=f"{float(values.mean()):.4g}")
+                self.bar.set_postfix(objective=f"{float(values.detach().mean()):.4g}")
         self.done = step
 
     def _check_finite(self, upto: int) -> None:
