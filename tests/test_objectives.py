@@ -273,3 +273,10 @@ def test_direction_file_missing_names_its_path(tmp_path):
         obj.parse(f"direction:conv:{tmp_path / 'nope.pt'}")
     with pytest.raises(FeatvizError, match="is a folder"):
         obj.parse(f"direction:conv:{tmp_path}")
+
+
+def test_class_token_is_in_the_grammar():
+    o = obj.parse("Class_Token : encoder.layers.encoder_layer_1 : 5")
+    assert set(o.layers) == {"encoder.layers.encoder_layer_1"} and "class_token" in o.name
+    with pytest.raises(ObjectiveSyntaxError, match="class_token takes LAYER:C"):
+        obj.parse("class_token:encoder.layers.encoder_layer_1")

@@ -92,17 +92,22 @@ def test_nan_loss_names_the_step(tiny):
     assert hook_free(tiny)
 
 
-def test_ctrl_c_keeps_what_was_made(tiny):
+def _raising_at(call: int) -> Objective:
+    """An objective that raises KeyboardInterrupt (as a Ctrl-C would) at its ``call``-th
+    call."""
     calls = {"n": 0}
 
     def fn(acts):
         calls["n"] += 1
-        if calls["n"] == 10:
+        if calls["n"] == call:
             raise KeyboardInterrupt
         return acts["conv2"][:, 0].mean(dim=(1, 2))
 
-    res = featviz.render(tiny, Objective(fn, ["conv2"], "interrupted"), **FAST,
-                         interrupt="return")
+    return Objective(fn, ["conv2"], "interrupted")
+
+
+def test_ctrl_c_keeps_what_was_made(tiny):
+    res = featviz.render(tiny, _raising_at(10), **FAST, interrupt="return")
     assert res.interrupted and res.steps_done == 9
     assert res.images.shape == (1, 3, 32, 32)
     assert hook_free(tiny)
@@ -233,16 +238,7 @@ def test_channels_last_same_images_and_model_restored():
 def test_huge_step_counts_allocate_nothing_up_front(tiny):
     """The recording plan is sized by the recording interval, not by `steps`: a render of
     10**11 steps starts at once (and is stopped here by Ctrl-C at its third step)."""
-    calls = {"n": 0}
-
-    def fn(acts):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return acts["conv2"][:, 0].mean(dim=(1, 2))
-
-    res = featviz.render(tiny, Objective(fn, ["conv2"], "huge"), **{**FAST, "steps": 10**11},
-                         interrupt="return")
+    res = featviz.render(tiny, _raising_at(3), **{**FAST, "steps": 10**11}, interrupt="return")
     assert res.interrupted and res.steps_done == 2
     from featviz.core.render.recorder import Recorder
 

@@ -252,8 +252,6 @@ def image_format(path: str | os.PathLike) -> str:
     return fmt
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-
 
 def save_gif(frames: Sequence[torch.Tensor], path: str | os.PathLike,
              seconds_per_frame: float = 0.2, labels: Sequence[str] | None = None) -> Path:

@@ -446,6 +446,7 @@ GRAMMAR = """objective strings: terms joined with '+' or '-', each with an optio
   softmax:C                 softmax probability of class C
   direction:LAYER:FILE      dot product with a vector of one weight per channel: a 1-D tensor
                             saved with torch.save (.pt) or numpy.save (.npy)
+  class_token:LAYER:C       channel C of a vision transformer's class token
   e.g. channel:features.14:12   or   channel:mixed4a:97 - 0.5*neuron:mixed4a:3
 A '+' or '-' starts a new term only where one follows it ([WEIGHT*]KIND:); anywhere else it
 belongs to the term: a range 0-63, a weight -0.5* or 1e-3*, a '-' inside a layer name."""
@@ -464,6 +465,7 @@ _USAGE = {
     "logit": ("C, a class index", "logit:207"),
     "softmax": ("C, a class index", "softmax:207"),
     "direction": ("LAYER:FILE", "direction:{layer}:vector.pt"),
+    "class_token": ("LAYER:C", "class_token:{layer}:12"),
 }
 _VECTOR_FILE = ("a 1-D tensor of one weight per channel, saved with torch.save(v, 'v.pt') or "
                 "numpy.save('v.npy', v)")
@@ -547,6 +549,11 @@ def _neuron_term(t: _Term) -> Objective:
     _arity(t, (2, 4))
     xy = [_int(t, a, "X and Y") for a in t.args[2:]] or [None, None]
     return neuron(t.args[0], _int(t, t.args[1], "C"), *xy)
+
+
+def _class_token_term(t: _Term) -> Objective:
+    _arity(t, (2,))
+    return class_token(t.args[0], _int(t, t.args[1], "C"))
 
 
 def _layer_term(t: _Term) -> Objective:
@@ -639,8 +646,10 @@ _TERMS: dict[str, Callable[[_Term], Objective]] = {
     "logit": _class_term(logit),
     "softmax": _class_term(softmax),
     "direction": _direction_term,
+    "class_token": _class_token_term,
 }
-_LAYER_KINDS = ("channel", "neuron", "layer", "direction")  # those whose first argument is LAYER
+# the kinds whose first argument is LAYER
+_LAYER_KINDS = ("channel", "neuron", "layer", "direction", "class_token")
 
 
 def _joins(before: str, m: re.Match) -> bool:

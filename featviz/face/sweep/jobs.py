@@ -82,18 +82,16 @@ def parse_channel_spec(text: str | Sequence[int]) -> list[int] | None:
 
 
 def channel_counts(model: nn.Module, layers: Sequence[str], size: int) -> dict[str, int]:
-    """Run one grey image through ``model`` and return the channel count of each layer
-    (dimension 1 of conv maps and vectors, the last one of token sequences). An unknown layer
-    raises an error listing the closest names."""
+    """Run one grey image through ``model`` and return the channel count of each layer (the
+    taps hand every layer channels-first, whatever its layout). An unknown layer raises an
+    error listing the closest names; one that does not run, an error saying so."""
     from ...core.hooks import LayerTap, frozen
     from ...core.objectives import _channels_of
 
-    x = torch.full((1, 3, size, size), 0.5, device=model_info.model_device(model))
+    x = torch.full((1, model_info.image_channels(model), size, size), 0.5,
+                   device=model_info.model_device(model), dtype=model_info.model_dtype(model))
     with frozen(model), LayerTap(model, layers, stop_early=False) as tap, torch.no_grad():
         acts = tap(x)
-    missing = [name for name in layers if name not in acts]
-    if missing:
-        raise FeatvizError(f"layer {missing[0]!r} does not run in the model's forward pass")
     return {name: _channels_of(name, acts[name]) for name in layers}
 
 
