@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 from ..errors import FeatvizError
 from .files import write_atomic
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 def load(path: str | os.PathLike, size: int | tuple[int, int] | None = None,
