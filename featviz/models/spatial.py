@@ -13,6 +13,10 @@ from ..core import model_info
 from ..core.hooks import frozen, named_layers, on_output, only_tensor
 from ..errors import FeatvizError
 
+# the probe's batch: two images, so that an output whose first axis is not the batch (windows,
+# heads, a bias computed once for all images) shows it
+_BATCH = 2
+
 
 @dataclass(frozen=True)
 class SpatialLayer:
@@ -27,10 +31,11 @@ class SpatialLayer:
 
 def spatial_layers(model: nn.Module, size: int | None = None) -> list[SpatialLayer]:
     """The layers of ``model`` whose output is a map of more than one position, in the order
-    the forward pass runs them, found by running one grey image of ``size`` (default: the
-    size the model declares it takes, else its ``input_size``). Layers that run more than once
-    per pass (their output is ambiguous), return no single tensor, give other than one map per
-    image (attention windows), or whose layout cannot be told from their shape are left out."""
+    the forward pass runs them, found by running a batch of two grey images of ``size``
+    (default: the size the model declares it takes, else its ``input_size``). Layers that run
+    more than once per pass (their output is ambiguous), return no single tensor, give other
+    than one map per image (attention windows, or a position bias that does not depend on the
+    image at all), or whose layout cannot be told from their shape are left out."""
     fixed = model_info.fixed_input_size(model)
     hw = fixed or (model_info.input_size(model, size),) * 2
     table = _layouts.declared(model)
@@ -41,7 +46,7 @@ def spatial_layers(model: nn.Module, size: int | None = None) -> list[SpatialLay
         runs[names[0]] = runs.get(names[0], 0) + 1
         found.setdefault(names[0], _as_spatial(names[0], output, table, hw))
 
-    x = torch.full((1, model_info.input_channels(model) or 3, *hw), 0.5,
+    x = torch.full((_BATCH, model_info.input_channels(model) or 3, *hw), 0.5,
                    device=model_info.model_device(model), dtype=model_info.model_dtype(model))
     try:
         with on_output(model, named_layers(model), record), frozen(model), torch.no_grad():
@@ -71,11 +76,10 @@ def middle_of(layers: list[SpatialLayer]) -> SpatialLayer:
 
 def _as_spatial(name: str, output, table: _layouts.LayoutTable,
                 image: tuple[int, int]) -> SpatialLayer | None:
-    """``output`` (of one image) as a :class:`SpatialLayer` when it is one tensor of that one
-    image whose layout is known and whose grid has more than one position, else None."""
+    """``output`` as a :class:`SpatialLayer` when it is one tensor with a map per image of the
+    probe's batch, of a known layout, and with more than one position, else None."""
     output = only_tensor(output)  # what the tap would capture
-    # a first axis other than the one image's (attention windows, heads) is no map of it
-    if not isinstance(output, torch.Tensor) or output.dim() < 3 or output.shape[0] != 1:
+    if not isinstance(output, torch.Tensor) or output.dim() < 3 or output.shape[0] != _BATCH:
         return None
     try:
         layout = _layouts.layout_of(name, output, table, image)
