@@ -231,7 +231,7 @@ class LayerTap:
         self._expected = {names[0]: self._counts[names[0]] for names in self._groups}
 
 
-def only_tensor(output):
+def only_tensor(output: object) -> object:
     """The tensor in a tuple or list whose other items are None (Hugging Face layers return
     ``(hidden_states,)`` or ``(hidden_states, None)``); any other output as it is. A tuple of
     several tensors stays one: which of them is "the" output is not ours to guess."""
@@ -242,7 +242,7 @@ def only_tensor(output):
     return output
 
 
-def _logits(output) -> torch.Tensor:
+def _logits(output: object) -> torch.Tensor:
     """The logits in a model's output: the tensor itself, or the ``.logits`` of an output
     object (Hugging Face classifiers return one)."""
     logits = getattr(output, "logits", output)
