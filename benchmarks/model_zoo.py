@@ -11,7 +11,7 @@ renders' loop time per step) — then the failures with their reasons and the su
 ``torchvision N/M``, ``timm N/M`` and ``N/M``. A failure that is no featviz error (a raw
 exception from torch or the model) is marked ``RAW``: featviz should have said why.
 
-    python benchmarks/model_zoo.py --steps 4            # everything (hours on 2 CPU cores)
+    python benchmarks/model_zoo.py --steps 4 --threads 1  # everything: ~20 min on 2 CPU cores
     python benchmarks/model_zoo.py --only timm --steps 4
     python benchmarks/model_zoo.py --quick              # a handful, for a smoke test
 """
