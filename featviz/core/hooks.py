@@ -156,6 +156,7 @@ class LayerTap:
         self._acts = {}
 
     def _keep(self, names: list[str], output) -> None:
+        output = only_tensor(output)
         if not isinstance(output, torch.Tensor):
             raise FeatvizError(
                 f"layer {names[0]!r} returns {type(output).__name__}, not a tensor; "
@@ -193,12 +194,7 @@ class LayerTap:
         acts = _layouts.normalize(self._acts, self.layouts, tuple(x.shape[-2:]))
         self._acts = {}
         if self.needs_output:
-            if not isinstance(output, torch.Tensor):
-                raise FeatvizError(
-                    f"the model returned {type(output).__name__}, not a tensor of logits; "
-                    "class objectives need a model whose forward returns a tensor"
-                )
-            acts[OUTPUT] = output
+            acts[OUTPUT] = _logits(output)
         return acts
 
     def _count_firings(self, x: torch.Tensor) -> None:
@@ -233,6 +229,29 @@ class LayerTap:
                     stacklevel=3,
                 )
         self._expected = {names[0]: self._counts[names[0]] for names in self._groups}
+
+
+def only_tensor(output: object) -> object:
+    """The tensor in a tuple or list whose other items are None (Hugging Face layers return
+    ``(hidden_states,)`` or ``(hidden_states, None)``); any other output as it is. A tuple of
+    several tensors stays one: which of them is "the" output is not ours to guess."""
+    if isinstance(output, (tuple, list)):
+        tensors = [t for t in output if t is not None]
+        if len(tensors) == 1 and isinstance(tensors[0], torch.Tensor):
+            return tensors[0]
+    return output
+
+
+def _logits(output: object) -> torch.Tensor:
+    """The logits in a model's output: the tensor itself, or the ``.logits`` of an output
+    object (Hugging Face classifiers return one)."""
+    logits = getattr(output, "logits", output)
+    if not isinstance(logits, torch.Tensor):
+        raise FeatvizError(
+            f"the model returned {type(output).__name__}, not a tensor of logits; class "
+            "objectives need a model whose forward returns a tensor or an object with .logits"
+        )
+    return logits
 
 
 _LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()

@@ -3,12 +3,15 @@
 Convolutional layers give ``[B, C, H, W]`` ("nchw"). Swin and ConvNeXt blocks give
 ``[B, H, W, C]`` ("nhwc"); vision-transformer blocks give token sequences ``[B, 1+N, C]``
 with a class token first ("tokens+cls") or ``[B, N, C]`` without one ("tokens"), the N patch
-tokens being an ``h x w`` grid; a pooled or linear layer gives ``[B, C]`` ("vector").
+tokens being an ``h x w`` grid; DeiT's distillation token or register tokens make ``K`` leading
+tokens ("tokens+K", "tokens+cls" being "tokens+1"); a pooled or linear layer gives ``[B, C]``
+("vector").
 
 Taps hand objectives every spatial layer as ``[B, C, H, W]`` (a view: gradients flow), so a
 channel is always the mean over the patch grid and a neuron a position on it; a class token is
 kept apart under :func:`cls_key`. A model declares the layouts of its layers in
-``featviz_layouts`` (``{layer path or pattern: layout}``, see :func:`featviz.models.wrap`);
+``featviz_layouts`` (``{layer path or pattern: layout}``, see :func:`featviz.models.wrap`) and
+how many leading tokens its token sequences carry in ``featviz_prefix_tokens`` (default 1);
 undeclared ones are recognized by their shape, and a shape that fits no layout, or not the
 declared one, is an error that says how to declare it, never a silent mean over the wrong axis.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import re
 from collections.abc import Mapping
 
 import torch
@@ -24,9 +28,20 @@ from torch import nn
 
 from ..errors import FeatvizError
 
-LAYOUTS = ("nchw", "nhwc", "tokens", "tokens+cls", "vector")
-_DIMS = {"nchw": 4, "nhwc": 4, "tokens": 3, "tokens+cls": 3, "vector": 2}
+LAYOUTS = ("nchw", "nhwc", "tokens", "tokens+cls", "tokens+K", "vector")
+_DIMS = {"nchw": 4, "nhwc": 4, "vector": 2}
+_TOKENS = re.compile(r"tokens(?:\+(cls|[1-9][0-9]*))?")
 CLS_SUFFIX = "#cls"
+
+
+class LayoutTable(dict):
+    """A model's declared layouts, ``{layer path or fnmatch pattern: layout}``, and
+    ``prefix_tokens``: how many leading tokens (class, distillation, register) precede the
+    patch grid in its token sequences, for the ones recognized by shape."""
+
+    def __init__(self, table: Mapping[str, str] = (), prefix_tokens: int = 1):
+        super().__init__(table)
+        self.prefix_tokens = prefix_tokens
 
 
 def cls_key(layer: str) -> str:
@@ -34,14 +49,31 @@ def cls_key(layer: str) -> str:
     return layer + CLS_SUFFIX
 
 
-def declared(model: nn.Module) -> dict[str, str]:
-    """The model's declared layouts, ``{layer path or fnmatch pattern: layout}``."""
-    table = dict(getattr(model, "featviz_layouts", {}) or {})
+def declared(model: nn.Module) -> LayoutTable:
+    """The model's declared layouts, ``{layer path or fnmatch pattern: layout}``, with its
+    ``featviz_prefix_tokens`` (1 when it declares none)."""
+    table = LayoutTable(getattr(model, "featviz_layouts", {}) or {},
+                        int(getattr(model, "featviz_prefix_tokens", 1)))
     for name, layout in table.items():
-        if layout not in LAYOUTS:
+        if _dims(layout) is None:
             raise FeatvizError(f"layout {layout!r} declared for {name!r} is not one of "
-                               f"{', '.join(LAYOUTS)}")
+                               f"{', '.join(LAYOUTS)} (K a number of leading tokens)")
     return table
+
+
+def prefix_tokens(layout: str) -> int | None:
+    """How many tokens precede the patch grid in a token layout ("tokens" 0, "tokens+cls" 1,
+    "tokens+K" K); None for a layout that is no token sequence."""
+    match = _TOKENS.fullmatch(layout)
+    if match is None:
+        return None
+    count = match.group(1)
+    return 0 if count is None else 1 if count == "cls" else int(count)
+
+
+def _dims(layout: str) -> int | None:
+    """The number of dimensions of a layout's tensors (None for no layout)."""
+    return 3 if prefix_tokens(layout) is not None else _DIMS.get(layout)
 
 
 def layout_of(name: str, act: torch.Tensor, table: Mapping[str, str],
@@ -52,27 +84,27 @@ def layout_of(name: str, act: torch.Tensor, table: Mapping[str, str],
     want = table.get(name) or next((v for k, v in table.items() if fnmatch.fnmatchcase(name, k)),
                                     None)
     if want is not None:
-        if act.dim() != _DIMS[want]:
+        if act.dim() != _dims(want):
             raise FeatvizError(f"layer {name!r} is declared {want!r} but gives a "
                                f"{act.dim()}-D output {list(act.shape)}; declare its layout as "
                                f"one of {', '.join(LAYOUTS)}")
         return want
-    return guess(name, act, image)
+    return guess(name, act, image, getattr(table, "prefix_tokens", 1))
 
 
-def guess(name: str, act: torch.Tensor, image: tuple[int, int]) -> str:
+def guess(name: str, act: torch.Tensor, image: tuple[int, int], prefix: int = 1) -> str:
     """Recognize a layout from a shape, for an input image of ``image`` (h, w): 2-D vectors;
     3-D token sequences that fill a grid of the image's aspect (no class token) or do so after
-    a first class token; 4-D maps whose last two sides have the image's aspect (NCHW), else
-    whose middle two do (NHWC)."""
+    the model's ``prefix`` leading tokens; 4-D maps whose last two sides have the image's
+    aspect (NCHW), else whose middle two do (NHWC)."""
     shape = list(act.shape)
     if act.dim() == 2:
         return "vector"
     if act.dim() == 3:
         if _grid(shape[1], image):
             return "tokens"
-        if _grid(shape[1] - 1, image):
-            return "tokens+cls"
+        if prefix > 0 and _grid(shape[1] - prefix, image):
+            return "tokens+cls" if prefix == 1 else f"tokens+{prefix}"
     if act.dim() == 4:
         if _aspect(shape[2], shape[3], image):
             return "nchw"
@@ -87,17 +119,20 @@ def to_grid(name: str, act: torch.Tensor, layout: str, image: tuple[int, int]
             ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``act`` as ``[B, C, H, W]`` (a view where possible) and its class token ``[B, C]`` (None
     when it has none); a vector stays ``[B, C]``. Tokens are laid on a grid of the image's
-    aspect (row-major, as patch embeddings flatten them)."""
+    aspect (row-major, as patch embeddings flatten them) after the leading ones, of which the
+    first is the class token."""
     if layout in ("nchw", "vector"):
         return act, None
     if layout == "nhwc":
         return act.permute(0, 3, 1, 2), None
-    cls, tokens = (act[:, 0], act[:, 1:]) if layout == "tokens+cls" else (None, act)
+    prefix = prefix_tokens(layout) or 0
+    cls, tokens = (act[:, 0], act[:, prefix:]) if prefix else (None, act)
     hw = _grid(tokens.shape[1], image)
     if hw is None:
         raise FeatvizError(f"layer {name!r} has {tokens.shape[1]} patch tokens, which fill no "
-                           f"grid of the image's aspect {image[0]}x{image[1]}; declare its "
-                           "layout (tokens or tokens+cls) to match")
+                           f"grid of the image's aspect {image[0]}x{image[1]} (after {prefix} "
+                           "leading tokens); declare its layout (tokens, tokens+cls, or "
+                           "tokens+K for K leading tokens) to match")
     grid = tokens.transpose(1, 2).reshape(act.shape[0], act.shape[2], *hw)
     return grid, cls
 

@@ -20,6 +20,11 @@ from ..core import model_info
 from ..core.hooks import frozen, named_layers, on_output
 from ..errors import FeatvizError, WeightsError, unknown
 from . import cifar
+from .hf_source import wrap_hf as wrap_hf  # re-exported: featviz.models.wrap_hf
+from .sources import from_source, source_of
+from .spatial import SpatialLayer as SpatialLayer
+from .spatial import middle_layer as middle_layer
+from .spatial import spatial_layers as spatial_layers
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -186,14 +191,23 @@ def load(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     device: str | torch.device | None = None,
+    **options: Any,
 ) -> Preprocessed:
     """Load a classifier by name, ready for featviz: eval mode, [0, 1] RGB input.
 
     ``weights`` is ``"default"`` (torchvision's best published weights, downloaded into the
     torch hub cache), a torchvision weight enum or its name (``"IMAGENET1K_V1"``), a path to a
     local state_dict file, or ``None`` for random initialization. ``mean``/``std`` override
-    the normalization (default: ImageNet statistics, or the weight enum's own).
+    the normalization (default: ImageNet statistics, or the weight enum's own). Names
+    ``"timm:NAME"`` and ``"hf:ID_OR_FOLDER"`` load from timm and Hugging Face ``transformers``
+    (optional extras), with their own preprocessing; ``options`` go to their builders.
     """
+    if source_of(name):
+        model = from_source(name, weights, mean, std, **options).eval()
+        return model.to(device) if device is not None else model
+    if options:
+        raise TypeError(f"load() got options {sorted(options)}: they are for timm: and hf: "
+                        "models only")
     key = _RENAMES.get(name, name)
     if key in _CIFAR:
         net, input_size, default_stats = cifar.cifar_resnet(_CIFAR[key]), 32, None
