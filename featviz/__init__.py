@@ -22,6 +22,7 @@ from .core.render import RenderResult, render
 from .errors import (
     ChannelError,
     FeatvizError,
+    MismatchError,
     NonFiniteLossError,
     ObjectiveSyntaxError,
     UnknownNameError,
@@ -64,5 +65,5 @@ __all__ = [
     "render", "RenderResult", "hooks", "images", "models", "objectives", "param", "transforms",
     "deconv", "dataset", "occlusion", "receptive_field", "inversion", "featuremaps", "metrics",
     "sweep", "gallery", "cli", "errors", "FeatvizError", "UnknownNameError", "ChannelError",
-    "ObjectiveSyntaxError", "WeightsError", "NonFiniteLossError", "__version__",
+    "ObjectiveSyntaxError", "MismatchError", "WeightsError", "NonFiniteLossError", "__version__",
 ]

@@ -25,6 +25,11 @@ class ObjectiveSyntaxError(FeatvizError, ValueError):
     """An objective string that does not follow the grammar."""
 
 
+class MismatchError(FeatvizError, ValueError):
+    """A value that does not fit the model it is used with (e.g. normalization statistics of
+    another channel count)."""
+
+
 class WeightsError(FeatvizError, RuntimeError):
     """Weights that cannot be found, downloaded or loaded into the architecture."""
 

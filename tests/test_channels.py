@@ -21,15 +21,15 @@ from featviz.errors import FeatvizError
 SMALL = [T.pad(2), T.jitter(4), T.rotate([-10, 10])]
 
 
-def sentinel(seed: int = 0) -> nn.Module:
-    """A random 13-band net (Sentinel-2 has 13 bands), 32 px."""
+def sentinel(seed: int = 0, channels: int = 13) -> nn.Module:
+    """A random 13-band net (Sentinel-2 has 13 bands; or ``channels``), 32 px."""
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(13, 8, 3, padding=1), nn.ReLU(),
+    net = nn.Sequential(nn.Conv2d(channels, 8, 3, padding=1), nn.ReLU(),
                         nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
     with torch.no_grad():  # default init gives a tiny gain; make the image matter
         net[0].weight.mul_(3)
-    return featviz.models.wrap(net, mean=[0.5] * 13, std=[0.25] * 13, input_size=32)
+    return featviz.models.wrap(net, mean=[0.5] * channels, std=[0.25] * channels, input_size=32)
 
 
 # -- the grayscale digits model ---------------------------------------------------------
@@ -286,3 +286,31 @@ def test_wrap_takes_one_statistic_per_channel():
     assert featviz.core.model_info.input_channels(flat) == 4  # declared by the statistics
     with pytest.raises(ValueError, match=r"\[B, 1, H, W\]"):
         gray(torch.rand(1, 3, 8, 8))
+
+
+def test_four_bands_save_as_a_composite_and_an_alpha_render_as_rgba(tmp_path):
+    """Four channels are ambiguous to an image file: a render of a 4-band model (RGB + NIR)
+    writes its first three bands, an alpha render writes RGBA."""
+    model = sentinel(channels=4)
+    res = featviz.render(model, obj.channel("2", 1), steps=2, seed=0, progress=False)
+    assert res.images.shape[1] == 4 and not res.alpha
+    with Image.open(res.save(tmp_path / "bands.png")) as im:
+        assert im.mode == "RGB"
+    rgb_net = featviz.models.wrap(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()))
+    rgba = featviz.render(rgb_net, obj.channel("0", 1),
+                          featviz.param.image(16, alpha=True, seed=0), steps=2, progress=False)
+    assert rgba.alpha
+    with Image.open(rgba.save(tmp_path / "rgba.png")) as im:
+        assert im.mode == "RGBA"
+    with Image.open(featviz.images.save(res.images, tmp_path / "raw.png")) as im:
+        assert im.mode == "RGBA"  # a bare tensor of four channels is RGBA unless told
+    with Image.open(featviz.images.save(res.images, tmp_path / "b.png", alpha=False)) as im:
+        assert im.mode == "RGB"
+
+
+def test_layer_table_probes_with_the_models_channels_and_dtype():
+    gray = sentinel(channels=1)
+    rows = dict((name, shape) for name, _, shape in featviz.models.layer_table(gray, 32))
+    assert rows["2"].startswith("16x")
+    half = sentinel(channels=13).to(torch.bfloat16)
+    assert all(shape != "not run" for _, _, shape in featviz.models.layer_table(half, 32))

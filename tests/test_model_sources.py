@@ -3,6 +3,7 @@ tuple and output-object returns, leading tokens, the middle layer, and the model
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO, hook_free, make_tiny
+from PIL import Image
 from torch import nn
 
 import featviz
@@ -230,6 +232,36 @@ def test_the_middle_layer_of_a_small_net():
             nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3)), input_size=8))
 
 
+class _TinyAttentionNet(nn.Module):
+    """Patch tokens through one attention block whose weights pass through modules of their
+    own: ``softmax`` gives [B, heads, N, N], ``talk`` (CaiT's talking heads) [B, N, N, heads]."""
+
+    def __init__(self, heads: int = 4, dim: int = 8):
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 4, stride=4)
+        self.qk = nn.Linear(dim, 2 * dim)
+        self.softmax = nn.Softmax(dim=-1)
+        self.talk = nn.Linear(heads, heads)
+        self.out = nn.Linear(dim, dim)
+        self.heads = heads
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2).transpose(1, 2)  # [B, N, C]
+        q, k = self.qk(t).chunk(2, dim=-1)
+        b, n, c = q.shape
+        q, k = (z.reshape(b, n, self.heads, c // self.heads).transpose(1, 2) for z in (q, k))
+        attn = self.softmax(q @ k.transpose(-1, -2))  # [B, heads, N, N]
+        attn = self.talk(attn.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.out(t + attn.mean(1) @ t)
+
+
+def test_attention_weights_are_no_spatial_layer():
+    model = featviz.models.wrap(_TinyAttentionNet(), input_size=32)
+    names = [s.name for s in featviz.models.spatial_layers(model)]
+    assert "patch" in names and "out" in names
+    assert "softmax" not in names and "talk" not in names  # token x token, not a 8x8 grid
+
+
 # -- the zoo ------------------------------------------------------------------------------------
 def test_the_model_zoo_quick_run_prints_its_table():
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -243,3 +275,49 @@ def test_the_model_zoo_quick_run_prints_its_table():
     total = [line for line in out.splitlines() if line.endswith("models rendered")][0]
     done, tried = total.split()[0].split("/")
     assert done == tried and int(tried) >= 1  # torchvision alone where timm is absent
+
+
+@needs_timm
+def test_a_grayscale_timm_model_from_the_command_line(tmp_path, capsys):
+    """``--option in_chans=1`` builds a 1-channel timm net; its statistics become one value
+    (timm keeps the RGB ones in its config), the render is a grayscale PNG and a photo is
+    read as luminance for deconv."""
+    gray = featviz.models.load("timm:resnet18", weights=None, in_chans=1)
+    assert gray.mean.numel() == 1 and abs(float(gray.mean[0]) - 0.449) < 1e-3
+    common = ["--model", "timm:resnet18", "--weights", "random", "--option", "in_chans=1",
+              "--size", "32", "--device", "cpu"]
+    assert featviz.cli.main(["render", *common, "--objective", "channel:layer2:0", "--steps",
+                             "2", "--no-progress", "--out", str(tmp_path / "g.png")]) == 0
+    with Image.open(tmp_path / "g.png") as im:
+        assert im.mode == "L"
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(tmp_path / "red.png")
+    assert featviz.cli.main(["deconv", str(tmp_path / "red.png"), *common, "--layer", "layer2",
+                             "--channel", "0", "--out", str(tmp_path / "d.png")]) == 0
+    assert featviz.cli.main(["layers", *common[:6]]) == 0
+    assert "layer4" in capsys.readouterr().out
+    assert featviz.cli.main(["layers", "--model", "resnet18", "--weights", "random",
+                             "--option", "in_chans=1"]) == 2
+    assert "for timm:NAME and hf:ID models only, not 'resnet18'" in capsys.readouterr().err
+
+
+def test_model_options_are_read_as_the_values_they_spell():
+    from featviz.face.arguments import model_option
+
+    assert model_option("in_chans=1") == ("in_chans", 1)
+    assert model_option("drop_rate=0.1") == ("drop_rate", 0.1)
+    assert model_option("global_pool=avg") == ("global_pool", "avg")
+    assert model_option("pretrained_strict=false") == ("pretrained_strict", False)
+    with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE.*'in_chans'"):
+        model_option("in_chans")
+
+
+def test_weights_from_a_safetensors_file(tmp_path):
+    safetensors = pytest.importorskip("safetensors.torch", reason="safetensors is not installed")
+    net = make_tiny()
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    safetensors.save_file(state, str(tmp_path / "w.safetensors"))
+    read = featviz.models.read_state_dict(tmp_path / "w.safetensors")
+    assert read.keys() == state.keys() and all(torch.equal(read[k], state[k]) for k in state)
+    (tmp_path / "bad.safetensors").write_bytes(b"not a file of tensors")
+    with pytest.raises(featviz.WeightsError, match="cannot read weights file .*bad.safetensors"):
+        featviz.models.read_state_dict(tmp_path / "bad.safetensors")

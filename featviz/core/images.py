@@ -223,10 +223,14 @@ def band_grid(img: torch.Tensor, names: Sequence[str] | None = None, ncol: int |
 
 
 def save(images: torch.Tensor, path: str | os.PathLike, labels: Sequence[str] | None = None,
-         ncol: int | None = None, bands: Sequence[int] | None = None) -> Path:
+         ncol: int | None = None, bands: Sequence[int] | None = None,
+         alpha: bool = True) -> Path:
     """Write one image, or a labelled grid of a batch, as a PNG (or any format PIL knows).
     Grayscale images are written as grayscale; images of N bands as the false-colour
-    composite of ``bands`` (three channel indices shown as RGB; default the first three)."""
+    composite of ``bands`` (three channel indices shown as RGB; default the first three).
+    Four channels are RGBA unless ``alpha=False`` says they are four bands (RGB + NIR)."""
+    if bands is None and not alpha and images.shape[-3] == 4:
+        bands = (0, 1, 2)
     if bands is not None:
         images = composite(images, bands)
     path = Path(path)

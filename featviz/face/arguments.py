@@ -10,6 +10,7 @@ the path is a regular file or can become one, and its folder takes a new file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import tempfile
@@ -71,31 +72,51 @@ def positive_float(text: str) -> float:
     return value
 
 
-def _rgb(text: str, positive_only: bool) -> tuple[float, ...]:
-    """1 or 3 finite numbers separated by commas (one per RGB channel), above zero when
-    ``positive_only``."""
+def _per_channel(text: str, positive_only: bool) -> tuple[float, ...]:
+    """Finite numbers separated by commas, one for all channels or one per input channel
+    (3 for RGB, 1 for grayscale, N bands), above zero when ``positive_only``. Whether the
+    count fits the model is checked when the model is loaded."""
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
         values = ()
-    if len(values) not in (1, 3):
-        raise argparse.ArgumentTypeError(f"must be 1 or 3 numbers separated by commas (one per "
-                                         f"RGB channel, e.g. 0.5,0.5,0.5), got {text!r}")
+    if not values:
+        raise argparse.ArgumentTypeError(f"must be numbers separated by commas, one per input "
+                                         f"channel (e.g. 0.5,0.5,0.5) or one for all, got "
+                                         f"{text!r}")
     if not all(math.isfinite(v) and (v > 0 or not positive_only) for v in values):
         kind = "finite numbers above 0" if positive_only else "finite numbers"
         raise argparse.ArgumentTypeError(f"must be {kind}, got {text!r}")
     return values
 
 
+def model_option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` for a timm or Hugging Face builder, e.g. ``in_chans=1`` or
+    ``img_size=64``: the value is read as a whole number, a number, true/false or none where it
+    is one, else kept as text."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"must be KEY=VALUE with a Python name as KEY (e.g. "
+                                         f"in_chans=1), got {text!r}")
+    words = {"true": True, "false": False, "none": None}
+    value: object = words.get(raw.strip().lower(), raw)
+    for kind in (int, float):
+        if value is raw:
+            with contextlib.suppress(ValueError):
+                value = kind(raw)
+    return key.strip(), value
+
+
 def mean(text: str) -> tuple[float, ...]:
-    """The input normalization mean: 1 or 3 finite numbers, e.g. ``0.5,0.5,0.5``."""
-    return _rgb(text, positive_only=False)
+    """The input normalization mean: one finite number per input channel (or one for all),
+    e.g. ``0.5,0.5,0.5``."""
+    return _per_channel(text, positive_only=False)
 
 
 def std(text: str) -> tuple[float, ...]:
-    """The input normalization std: 1 or 3 finite numbers above zero (the input is divided
-    by them)."""
-    return _rgb(text, positive_only=True)
+    """The input normalization std: one number above zero per input channel (or one for all;
+    the input is divided by them)."""
+    return _per_channel(text, positive_only=True)
 
 
 def step_list(text: str) -> list[int]:

@@ -21,7 +21,7 @@ from typing import NoReturn
 import torch
 
 from ..core import param
-from ..core.model_info import input_size
+from ..core.model_info import image_channels, input_size
 from ..core.transforms import PRESETS as TRANSFORM_PRESETS
 from ..core.truncate import COMPILE_MODES
 from ..errors import FeatvizError
@@ -49,7 +49,9 @@ class _Parser(argparse.ArgumentParser):
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True,
                    help="torchvision classifier name (googlenet, vgg16, resnet50, mobilenet_v2, "
-                        "alexnet, ...) or cifar_resnet20/32/44/56; `featviz models` lists them")
+                        "alexnet, ...), cifar_resnet20/32/44/56, timm:NAME (pip install "
+                        "'featviz[timm]') or hf:HUB_ID_OR_FOLDER (pip install 'featviz[hf]'); "
+                        "`featviz models` lists the first two kinds")
     p.add_argument("--weights", default="DEFAULT",
                    help="a local state_dict file, a torchvision weight name (DEFAULT: "
                         "torchvision's best weights, IMAGENET1K_V1, ...; downloaded once into "
@@ -61,6 +63,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                         "weights')")
     p.add_argument("--device", type=types.device,
                    help="cpu, cuda, cuda:1, mps (default: cuda if present, else cpu)")
+    p.add_argument("--option", type=types.model_option, action="append", default=[],
+                   metavar="KEY=VALUE",
+                   help="for timm: and hf: models, passed to their builder, e.g. in_chans=1 or "
+                        "img_size=64 (repeat for more)")
 
 
 def _load_model(args: argparse.Namespace):
@@ -69,8 +75,24 @@ def _load_model(args: argparse.Namespace):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if str(args.weights).lower() in ("random", "none"):
         torch.manual_seed(getattr(args, "seed", 0))  # the same random network every run
+    if args.option and not models.source_of(args.model):
+        raise FeatvizError(f"--option {args.option[0][0]}=... is for timm:NAME and hf:ID models "
+                           f"only, not {args.model!r}")
     return models.load(args.model, weights=args.weights, mean=args.mean, std=args.std,
-                       device=device)
+                       device=device, **dict(args.option))
+
+
+def _load_image(path: str, model, size: int) -> torch.Tensor:
+    """An image file read as the model takes it: RGB, or grayscale for a 1-channel model. The
+    command line reads no other band counts (the Python API takes them as tensors)."""
+    from ..core import images
+
+    channels = image_channels(model)
+    if channels not in (1, 3):
+        raise FeatvizError(f"the model takes {channels}-channel images; the command line reads "
+                           f"image files as RGB or grayscale only: give {channels}-band images "
+                           "to the Python API as [1, C, H, W] tensors")
+    return images.load(path, size=size, channels=channels)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -437,7 +459,7 @@ def _deconv(args: argparse.Namespace) -> int:
     from ..methods import deconv
 
     model = _load_model(args)
-    img = images.load(args.image, size=input_size(model, args.size))
+    img = _load_image(args.image, model, input_size(model, args.size))
     proj = deconv.project(model, img, args.layer, args.channel, args.position, args.mode)
     images.save(torch.cat([img, proj.image()]), args.out,
                 labels=["image", f"{args.mode} {args.layer}:{args.channel}"], ncol=2)
@@ -448,7 +470,6 @@ def _deconv(args: argparse.Namespace) -> int:
 
 
 def _occlude(args: argparse.Namespace) -> int:
-    from ..core import images
     from ..methods import deconv
 
     _check_occlusion_target(args)
@@ -457,7 +478,7 @@ def _occlude(args: argparse.Namespace) -> int:
     model = _load_model(args)
     size = input_size(model, args.size)
     _check_patch(args.patch, size)
-    img = images.load(args.image, size=size)
+    img = _load_image(args.image, model, size)
     occ = deconv.occlusion(model, img, args.layer, args.channel, target_class=args.target_class,
                            patch=args.patch, stride=args.stride)
     occ.save(args.out)
@@ -494,7 +515,6 @@ def _warn_if_no_steps(steps: int) -> None:
 
 
 def _invert(args: argparse.Namespace) -> int:
-    from ..core import images
     from ..methods import inversion
 
     if args.caricature and args.cosine:
@@ -503,7 +523,7 @@ def _invert(args: argparse.Namespace) -> int:
     _warn_if_no_steps(args.steps)
     model = _load_model(args)
     size = input_size(model, args.size)
-    img = images.load(args.image, size=size)
+    img = _load_image(args.image, model, size)
     common = dict(steps=args.steps, seed=args.seed, progress=not args.no_progress, size=size,
                   fft=not args.pixel)
     if args.caricature:
@@ -532,14 +552,13 @@ def _erf(args: argparse.Namespace) -> int:
 
 
 def _maps(args: argparse.Namespace) -> int:
-    from ..core import images
     from ..methods import featuremaps
 
     if args.labels:
         featuremaps.read_labels(args.labels, 0)  # an unreadable file fails before the model
     model = _load_model(args)
     size = input_size(model, args.size)
-    img = images.load(args.image, size=size)
+    img = _load_image(args.image, model, size)
     layers = "all" if args.layers == ["all"] else args.layers
     featuremaps.report(model, img, args.out, layers=layers, labels=args.labels)
     for index, name, p in featuremaps.top_classes(model, img, 5, args.labels):
@@ -635,10 +654,13 @@ def _param_kind(args: argparse.Namespace) -> str:
     return kind
 
 
-def _make_param(args: argparse.Namespace, kind: str, size: int, seeds: list[int], init):
-    """The parameterization ``kind``, image ``i`` drawn from ``seeds[i]``."""
-    return param.make(kind, size, len(seeds), decorrelate=not args.no_decorrelate,
-                      alpha=args.alpha, spectrum=args.spectrum, init=init, seed=seeds)
+def _make_param(args: argparse.Namespace, kind: str, size: int, seeds: list[int], init,
+                channels: int = 3):
+    """The parameterization ``kind`` of ``channels``-channel images, image ``i`` drawn from
+    ``seeds[i]``; colour decorrelation is ImageNet's for RGB unless ``--no-decorrelate``."""
+    return param.make(kind, size, len(seeds), decorrelate=False if args.no_decorrelate else None,
+                      alpha=args.alpha, spectrum=args.spectrum, init=init, seed=seeds,
+                      channels=channels)
 
 
 def _render_specs(args: argparse.Namespace) -> list[str]:
@@ -658,13 +680,12 @@ def _render_specs(args: argparse.Namespace) -> list[str]:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from ..core import images
 
     kind = _param_kind(args)
     specs = _render_specs(args)
     model = _load_model(args)
     size = input_size(model, args.size)
-    init = images.load(args.init, size=size) if args.init else None
+    init = _load_image(args.init, model, size) if args.init else None
     finished, labels, stopped = _render_batches(args, model, kind, specs, size, init)
     return _write_render(args, finished, labels, stopped, many=len(specs) > 1)
 
@@ -684,7 +705,7 @@ def _render_batches(args: argparse.Namespace, model, kind: str, specs: list[str]
         for k, (chunk, objective) in enumerate(_batches(specs, args.batch_size)):
             # image n of the whole list uses seed + n, whatever batch it falls into
             seeds = [args.seed + len(labels) + i for i in range(len(chunk))]
-            p = _make_param(args, kind, size, seeds, init)
+            p = _make_param(args, kind, size, seeds, init, image_channels(model))
             if many:
                 print(f"batch {k + 1}: {len(chunk)} image(s): {', '.join(chunk)}", flush=True)
             res = render(model, objective, p, steps=args.steps, transforms=args.transforms,
@@ -728,7 +749,7 @@ def _write_render(args: argparse.Namespace, finished: list[torch.Tensor], labels
         print(f"featviz render: interrupted (Ctrl-C) {stopped}, before any image was made; "
               "nothing written", file=sys.stderr)
         return INTERRUPTED
-    images.save(torch.cat(finished), out, labels if many else None)
+    images.save(torch.cat(finished), out, labels if many else None, alpha=args.alpha)
     where = f"{out} (contact sheet) and {out.with_suffix('')}/" if many else str(out)
     print(f"wrote {where}")
     if stopped is None:

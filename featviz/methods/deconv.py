@@ -84,7 +84,7 @@ class Projection:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the rendered projection(s) as a PNG (a grid for a batch)."""
-        return _images.save(self.image(), path)
+        return _images.save(self.image(), path, alpha=False)
 
 
 def signed_to_image(t: torch.Tensor) -> torch.Tensor:

@@ -134,7 +134,7 @@ class Inversion:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the reconstruction as a PNG."""
-        return _images.save(self.image, path)
+        return _images.save(self.image, path, alpha=False)
 
 
 @dataclass
@@ -156,7 +156,7 @@ class InversionSweep:
         tiles = torch.cat([self.original] + [r.image for r in self.results])
         labels = ["original"] + [f"{r.layer} err {r.feature_error:.3f} {r.psnr:.1f}dB"
                                  for r in self.results]
-        return _images.save(tiles, path, labels=labels, ncol=len(labels))
+        return _images.save(tiles, path, labels=labels, ncol=len(labels), alpha=False)
 
 
 def _prepare(model: nn.Module, img: torch.Tensor, size: int | None) -> torch.Tensor:

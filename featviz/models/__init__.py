@@ -18,7 +18,7 @@ from torch import nn
 
 from ..core import model_info
 from ..core.hooks import frozen, named_layers, on_output
-from ..errors import FeatvizError, WeightsError, unknown
+from ..errors import FeatvizError, MismatchError, WeightsError, unknown
 from . import cifar
 from .hf_source import wrap_hf as wrap_hf  # re-exported: featviz.models.wrap_hf
 from .sources import from_source, source_of
@@ -143,7 +143,8 @@ def _stats(values: Sequence[float], what: str, channels: int = 3) -> torch.Tenso
     if t.numel() == 1:
         t = t.repeat(channels)
     if t.numel() != channels:
-        raise ValueError(f"{what} needs 1 or {channels} values (one per input channel: the "
+        count = "1 value" if channels == 1 else f"1 or {channels} values"
+        raise MismatchError(f"{what} needs {count} (one per input channel: the "
                          f"network takes {channels}), got {tuple(values)}")
     return t
 
@@ -296,7 +297,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = (_read_safetensors(path) if path.suffix == ".safetensors"
+                 else torch.load(path, map_location="cpu", weights_only=True))
+    except WeightsError:
+        raise
     except Exception as err:
         raise WeightsError(f"cannot read weights file {path}: {err}") from err
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"],
@@ -307,6 +311,16 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
         state = {k[len("module."):]: v for k, v in state.items()}
     return dict(state)
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file (timm's and Hugging Face's format) as a state_dict."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise WeightsError(f"{path} is a .safetensors file: pip install safetensors (it comes "
+                           "with featviz[timm] and featviz[hf]) to read it") from None
+    return load_file(str(path), device="cpu")
 
 
 def load_state_dict_file(net: nn.Module, path: str | os.PathLike) -> nn.Module:
@@ -338,6 +352,7 @@ def load_state_dict_file(net: nn.Module, path: str | os.PathLike) -> nn.Module:
 def layer_table(model: nn.Module, input_size: int | None = None) -> list[tuple[str, str, str]]:
     """Run one blank image through ``model`` and list (layer, module type, output shape).
 
+    The image has the model's channels and dtype (1 for a grayscale net, N bands, bfloat16).
     Every addressable layer is listed in definition order; a module that does not run in the
     forward pass shows ``"not run"``. Hooks are removed and the model's state restored after.
     """
@@ -353,7 +368,8 @@ def layer_table(model: nn.Module, input_size: int | None = None) -> list[tuple[s
     device = model_info.model_device(model)
     try:
         with on_output(model, layers, record), frozen(model), torch.no_grad():
-            model(torch.full((1, 3, size, size), 0.5, device=device))
+            model(torch.full((1, model_info.image_channels(model), size, size), 0.5,
+                             device=device, dtype=model_info.model_dtype(model)))
     except Exception as err:
         raise FeatvizError(f"a {size}x{size} image does not run through the model: {err}") from err
     return [(name, type(m).__name__, shapes.get(name, "not run")) for name, m in layers.items()]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from ..errors import FeatvizError, WeightsError
-from .sources import random_weights, require
+from .sources import random_weights, require, source_stats
 
 if TYPE_CHECKING:  # featviz.models imports this module
     from . import Preprocessed
@@ -47,8 +47,10 @@ def wrap_hf(model: nn.Module, processor: Any = None, mean: Sequence[float] | Non
     size = int(input_size or _config_size(config) or _processor_size(processor) or 224)
     if fixed_size is None:
         fixed_size = "interpolate_pos_encoding" in inspect.signature(model.forward).parameters
-    mean = mean if mean is not None else getattr(processor, "image_mean", None) or IMAGENET_MEAN
-    std = std if std is not None else getattr(processor, "image_std", None) or IMAGENET_STD
+    if mean is None:
+        mean = source_stats(getattr(processor, "image_mean", None) or IMAGENET_MEAN, model)
+    if std is None:
+        std = source_stats(getattr(processor, "image_std", None) or IMAGENET_STD, model)
     wrapped = Preprocessed(model, mean, std, input_size=size,
                            name=name or getattr(config, "name_or_path", "") or type(model).__name__,
                            fixed_size=fixed_size, layouts=layouts)

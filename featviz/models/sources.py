@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from ..core import model_info
 from ..errors import FeatvizError
 
 SOURCES = ("timm", "hf")
@@ -47,3 +48,15 @@ def require(package: str, extra: str, what: str) -> Any:
 def random_weights(weights: Any) -> bool:
     """Whether ``weights`` asks for random initialization (None, "random", "none")."""
     return weights is None or (isinstance(weights, str) and weights.lower() in ("random", "none"))
+
+
+def source_stats(values: Sequence[float], net: nn.Module) -> tuple[float, ...]:
+    """A source's published RGB statistics fitted to ``net``'s input channels: as they are
+    for a net that takes their count, else their average for every channel (timm and
+    transformers build a 1- or N-channel net from ``in_chans``/``num_channels`` but keep the RGB
+    statistics in their config; the average is what a gray image of RGB statistics has)."""
+    values = tuple(float(v) for v in values)
+    channels = model_info.input_channels(net)
+    if channels is None or channels == len(values):
+        return values
+    return (sum(values) / len(values),)

@@ -35,16 +35,21 @@ def spatial_layers(model: nn.Module, size: int | None = None) -> list[SpatialLay
     (default: the size the model declares it takes, else its ``input_size``). Layers that run
     more than once per pass (their output is ambiguous), return no single tensor, give other
     than one map per image (attention windows, or a position bias that does not depend on the
-    image at all), or whose layout cannot be told from their shape are left out."""
+    image at all), give attention weights (token by token) or whose layout cannot be told from
+    their shape are left out."""
     fixed = model_info.fixed_input_size(model)
     hw = fixed or (model_info.input_size(model, size),) * 2
     table = _layouts.declared(model)
     found: dict[str, SpatialLayer | None] = {}
     runs: dict[str, int] = {}
+    sequence_lengths: set[int] = set()
 
     def record(names: list[str], output) -> None:
         runs[names[0]] = runs.get(names[0], 0) + 1
         found.setdefault(names[0], _as_spatial(names[0], output, table, hw))
+        tensor = only_tensor(output)
+        if isinstance(tensor, torch.Tensor) and tensor.dim() == 3:
+            sequence_lengths.add(int(tensor.shape[1]))
 
     x = torch.full((_BATCH, model_info.input_channels(model) or 3, *hw), 0.5,
                    device=model_info.model_device(model), dtype=model_info.model_dtype(model))
@@ -54,7 +59,16 @@ def spatial_layers(model: nn.Module, size: int | None = None) -> list[SpatialLay
     except Exception as err:
         raise FeatvizError(f"a {hw[0]}x{hw[1]} image does not run through the model "
                            f"({type(err).__name__}: {err})") from err
-    return [s for name, s in found.items() if s is not None and runs[name] == 1]
+    return [s for name, s in found.items() if s is not None and runs[name] == 1
+            and not _attention_weights(s, sequence_lengths)]
+
+
+def _attention_weights(layer: SpatialLayer, sequence_lengths: set[int]) -> bool:
+    """Whether ``layer``'s "grid" is a token-by-token matrix (attention weights [B, heads,
+    N, N], or one class token's row [B, heads, 1, N]; CaiT's talking heads give them heads
+    last): its sides are the lengths of the model's token sequences, not an image grid."""
+    h, w = layer.grid
+    return w in sequence_lengths and (h in sequence_lengths or h == 1)
 
 
 def middle_layer(model: nn.Module, size: int | None = None) -> str:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from ..errors import WeightsError, unknown
-from .sources import random_weights, require
+from .sources import random_weights, require, source_stats
 
 if TYPE_CHECKING:  # featviz.models imports this module
     from . import Preprocessed
@@ -40,8 +40,8 @@ def load_timm(name: str, weights: str | os.PathLike | None = "default",
     config = timm.data.resolve_model_data_config(net)
     h, w = _size(options.get("img_size"), config["input_size"][1:])
     fixed = bool(net.pretrained_cfg.get("fixed_input_size", False))
-    model = Preprocessed(net, config["mean"] if mean is None else mean,
-                         config["std"] if std is None else std, input_size=h,
+    model = Preprocessed(net, source_stats(config["mean"], net) if mean is None else mean,
+                         source_stats(config["std"], net) if std is None else std, input_size=h,
                          name=f"timm:{name}", fixed_size=fixed)
     if fixed and h != w:
         model.featviz_fixed_size = (h, w)

@@ -120,7 +120,7 @@ def _result(plan: Plan, recorder: Recorder, interrupted: bool) -> RenderResult:
         history=history, history_steps=recorder.steps_recorded,
         labels=[plan.objective.label(i) for i in range(plan.n_images)], seconds=seconds,
         seeds=plan.seeds, steps_done=recorder.done, interrupted=interrupted,
-        history_times=recorder.times, saliency=saliency)
+        history_times=recorder.times, saliency=saliency, alpha=plan.alpha)
 
 
 # an objective whose magnitude never passed this did not respond to the image at all

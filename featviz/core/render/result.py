@@ -39,6 +39,7 @@ class RenderResult:
     interrupted: bool = False
     history_times: list[float] = field(default_factory=list)
     saliency: torch.Tensor | None = None
+    alpha: bool = False  # the images are RGBA (an alpha parameterization), not 4 bands
 
     @property
     def transparency(self) -> torch.Tensor | None:
@@ -70,7 +71,8 @@ class RenderResult:
         """Write the final image, or a grid of the batch, to ``path`` (PNG by its suffix);
         images of N bands as the false-colour composite of ``bands`` (default the first
         three), grayscale ones as grayscale."""
-        return _images.save(self.images, path, self.labels if labels else None, ncol, bands)
+        return _images.save(self.images, path, self.labels if labels else None, ncol, bands,
+                            alpha=self.alpha)
 
     def save_each(self, folder: str | os.PathLike,
                   names: Sequence[str] | None = None) -> list[Path]:
@@ -79,7 +81,8 @@ class RenderResult:
         folder = Path(folder)
         names = names or [f"{i:03d}" for i in range(len(self.images))]
         pairs = zip(self.images, names, strict=True)
-        return [_images.save(img, folder / f"{name}.png") for img, name in pairs]
+        return [_images.save(img, folder / f"{name}.png", alpha=self.alpha)
+                for img, name in pairs]
 
     def with_transparency(self) -> torch.Tensor:
         """The images with the :attr:`saliency` map as their alpha channel, [B,4,H,W] (the

@@ -54,6 +54,7 @@ class Plan:
     redirect_steps: int
     compile_mode: str | None
     stop_early: bool
+    alpha: bool = False  # RGBA images blended over backgrounds, not four bands
 
     @property
     def n_images(self) -> int:
@@ -115,7 +116,7 @@ def prepare(model: nn.Module, objective: Objective | str, param: nn.Module | Non
         optimizer=optimizer(trainable) if optimizer else torch.optim.Adam(trainable, lr=lr),
         channels_last=memory_format == "channels_last", amp=amp,
         redirect_steps=redirect_relu, compile_mode=compile_mode(compile),
-        stop_early=stop_early)
+        stop_early=stop_early, alpha=rgba)
 
 
 def fit_to_model(model: nn.Module, objective: Objective, pipeline: Callable,

@@ -162,14 +162,14 @@ def _write_job(out: Path, job: Job, img: torch.Tensor, value: float, res: Render
     """Write a job's image (and its top-``k`` strip when ``top`` holds dataset entries)
     atomically and durably, and return its manifest record, to be appended only after."""
     name = image_file(job.layer, job.channel)
-    _durable(_images.save(img, out / name))
+    _durable(_images.save(img, out / name, alpha=False))
     rec = {"layer": job.layer, "channel": job.channel, "value": value, "seed": job.seed,
            "file": name, "seconds": round(res.seconds, 3), "batch": len(res.seeds),
            "steps_done": res.steps_done, "rank": rank, "world_size": world_size,
            "time": _now(), "settings": meta}
     if top is not None:
         tname = topk_file(job.layer, job.channel, k)
-        _durable(_images.save(_strip(top), out / tname, ncol=len(top)))
+        _durable(_images.save(_strip(top), out / tname, ncol=len(top), alpha=False))
         rec["topk"] = {"file": tname, "sources": [Path(e.source).name for e in top],
                        "values": [round(e.value, 4) for e in top]}
     return rec

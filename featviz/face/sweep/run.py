@@ -149,7 +149,7 @@ def _recipe(model: nn.Module, parameterization: str, *, size: int | None, steps:
     parameterization's own rate and ``transforms="auto"`` to its preferred preset. An unknown
     parameterization raises here, before the model runs."""
     size = model_info.input_size(model, size)
-    probe = _param.make(parameterization, size)
+    probe = _param.make(parameterization, size, channels=model_info.image_channels(model))
     if lr is None:  # record the rate used, not "default", so a resume compares real values
         lr = float(getattr(probe, "lr", 0.05))
     if transforms == "auto":
@@ -209,7 +209,8 @@ def _render_batch(model: nn.Module, batch: Sequence[Job], recipe: _Recipe) -> _r
     """Render one batch of jobs of one layer together, each image drawn from its job's seed
     alone (given once, to the parameterization)."""
     layer, chans, seeds = batch[0].layer, [j.channel for j in batch], [j.seed for j in batch]
-    p = _param.make(recipe.param, recipe.size, len(batch), seed=seeds)
+    p = _param.make(recipe.param, recipe.size, len(batch), seed=seeds,
+                    channels=model_info.image_channels(model))
     # _render.render, not an imported name: looked up at each call, so a wrapped render counts
     return _render.render(model, channel(layer, chans if len(chans) > 1 else chans[0]), p,
                           steps=recipe.steps, transforms=recipe.transforms, lr=recipe.lr,
