@@ -60,3 +60,10 @@ def fixed_input_size(model: nn.Module) -> tuple[int, int] | None:
     if size is None:
         return None
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def class_names(model: nn.Module) -> list[str] | None:
+    """The names of the model's output classes, as it declares them (``featviz_classes``, set
+    by :func:`featviz.models.load` for ImageNet classifiers), else None."""
+    names = getattr(model, "featviz_classes", None)
+    return list(names) if names is not None else None

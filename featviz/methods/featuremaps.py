@@ -26,7 +26,7 @@ from ..core import images as _images
 from ..core import markdown
 from ..core.files import write_text
 from ..core.hooks import frozen, named_layers, on_output
-from ..core.model_info import image_channels, model_device
+from ..core.model_info import class_names, image_channels, model_device
 from ..errors import FeatvizError
 
 NORMALIZATIONS = ("channel", "layer", "none")
@@ -236,14 +236,16 @@ def _label_lines(path: Path) -> list[str]:
 def top_classes(model: nn.Module, img: torch.Tensor, k: int = 5,
                 labels: str | os.PathLike | Sequence[str] | None = None
                 ) -> list[tuple[int, str, float]]:
-    """The ``k`` most probable classes: (index, name, softmax probability)."""
+    """The ``k`` most probable classes: (index, name, softmax probability); names from
+    ``labels``, else the model's own (:func:`featviz.core.model_info.class_names`), else the
+    indices."""
     img = _one_image(img, image_channels(model))
     with frozen(model), torch.no_grad():
         out = model(img.to(model_device(model)))
     if not torch.is_tensor(out) or out.dim() != 2:
         raise FeatvizError("top_classes needs a model that returns [B, classes] logits")
     probs = out[0].float().softmax(0).cpu()
-    names = read_labels(labels, len(probs))
+    names = read_labels(labels if labels is not None else class_names(model), len(probs))
     top = probs.topk(min(k, len(probs)))
     return [(int(i), names[int(i)], float(p)) for p, i in zip(top.values, top.indices,
                                                                strict=True)]

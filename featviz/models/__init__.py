@@ -19,7 +19,7 @@ from torch import nn
 from ..core import model_info
 from ..core.hooks import frozen, named_layers, on_output
 from ..errors import FeatvizError, MismatchError, WeightsError, unknown
-from . import cifar
+from . import cifar, inception_v1
 from .hf_source import wrap_hf as wrap_hf  # re-exported: featviz.models.wrap_hf
 from .sources import from_source, source_of
 from .spatial import SpatialLayer as SpatialLayer
@@ -49,7 +49,10 @@ LUCID_INCEPTION_V1 = {
     "mixed5b": "inception5b",
 }
 
-_ALIASES = {"googlenet": LUCID_INCEPTION_V1, "inception_v1": LUCID_INCEPTION_V1}
+_ALIASES = {"googlenet": LUCID_INCEPTION_V1, "inception_v1": LUCID_INCEPTION_V1,
+            "inceptionv1": inception_v1.LUCID_NAMES}
+#: the file of BVLC GoogLeNet weights ``load("inceptionv1")`` looks for in $FEATVIZ_MODELS
+INCEPTION_V1_FILE = "googlenet_bvlc_imagenet.pth"
 _RENAMES = {"inception_v1": "googlenet"}
 _CIFAR = {f"cifar_resnet{d}": d for d in cifar.DEPTHS}
 # torchvision families that check their input size (position embeddings, window grids)
@@ -88,6 +91,7 @@ class Preprocessed(nn.Module):
         fixed_size: bool = False,
         layouts: Mapping[str, str] | None = None,
         channels: int | None = None,
+        classes: Sequence[str] | None = None,
     ):
         super().__init__()
         channels = channels or _channels(net, mean, std)
@@ -102,6 +106,7 @@ class Preprocessed(nn.Module):
         self.featviz_fixed_size = self.input_size if fixed_size else None
         self.featviz_layouts = dict(layouts or {})
         self.featviz_channels = channels
+        self.featviz_classes = list(classes) if classes is not None else None
         self.name = name or type(net).__name__
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -159,6 +164,7 @@ def wrap(
     fixed_size: bool = False,
     layouts: Mapping[str, str] | None = None,
     channels: int | None = None,
+    classes: Sequence[str] | None = None,
 ) -> Preprocessed:
     """Wrap any image network so that it takes [0, 1] images and normalizes with
     ``mean``/``std``.
@@ -171,11 +177,12 @@ def wrap(
     ``fixed_size=True`` declares that the network takes only ``input_size`` (renders fit their
     transformed images back to it); without it a render finds that out by a dry run.
     ``layouts`` declares the layouts of layers that are not ``[B, C, H, W]`` and whose shape
-    does not tell (``{"blocks.*": "nhwc"}``; see :mod:`featviz.core.layouts`).
+    does not tell (``{"blocks.*": "nhwc"}``; see :mod:`featviz.core.layouts`). ``classes``
+    names the outputs (top classes and render labels then speak words).
     """
     return Preprocessed(net, mean if mean is not None else (0.0,),
                         std if std is not None else (1.0,), aliases, input_size, name,
-                        fixed_size, layouts, channels)
+                        fixed_size, layouts, channels, classes)
 
 
 def available() -> list[str]:
@@ -183,7 +190,7 @@ def available() -> list[str]:
     import torchvision
 
     names = set(torchvision.models.list_models(module=torchvision.models))
-    return sorted(names | set(_CIFAR) | set(_RENAMES))
+    return sorted(names | set(_CIFAR) | set(_RENAMES) | {"inceptionv1"})
 
 
 def load(
@@ -210,7 +217,11 @@ def load(
         raise TypeError(f"load() got options {sorted(options)}: they are for timm: and hf: "
                         "models only")
     key = _RENAMES.get(name, name)
-    if key in _CIFAR:
+    if key == "inceptionv1":
+        weights = _inception_v1_weights(weights)
+        net, input_size = inception_v1.InceptionV1(), 224
+        default_stats = (tuple(v / 255 for v in inception_v1.CAFFE_MEAN_RGB), (1 / 255,) * 3)
+    elif key in _CIFAR:
         net, input_size, default_stats = cifar.cifar_resnet(_CIFAR[key]), 32, None
     else:
         net, input_size, default_stats = _torchvision(name, key, weights)
@@ -226,9 +237,58 @@ def load(
                          _ALIASES.get(name, _ALIASES.get(key)), input_size, name,
                          fixed_size=key.startswith(FIXED_SIZE_FAMILIES),
                          layouts=next((v for k, v in FAMILY_LAYOUTS.items()
-                                       if key.startswith(k)), None))
+                                       if key.startswith(k)), None),
+                         classes=None if key in _CIFAR else _imagenet_classes(net))
     model.eval()
     return model.to(device) if device is not None else model
+
+
+def _inception_v1_weights(weights: Any) -> Any:
+    """The weights ``load("inceptionv1")`` reads: a path or None as given; ``"default"``
+    the BVLC file in the folder ``$FEATVIZ_MODELS`` names (no public URL serves it in
+    torchvision's layout), else an error that says where to get it."""
+    if weights is None or isinstance(weights, os.PathLike) or (
+            isinstance(weights, str) and (_is_path(weights) or weights.lower() in ("random",
+                                                                                 "none"))):
+        return weights
+    if not (isinstance(weights, str) and weights.lower() == "default"):
+        raise WeightsError(f"inceptionv1 takes weights='default', a file path or None, not "
+                           f"{weights!r}")
+    folder = os.environ.get("FEATVIZ_MODELS")
+    if folder and (Path(folder) / INCEPTION_V1_FILE).is_file():
+        return Path(folder) / INCEPTION_V1_FILE
+    where = f"{folder}/{INCEPTION_V1_FILE} does not exist" if folder else "FEATVIZ_MODELS is unset"
+    raise WeightsError(
+        f"inceptionv1 needs BVLC GoogLeNet weights in torchvision's layout ({where}): pass "
+        f"weights='{INCEPTION_V1_FILE}' (--weights PATH), put the file into the folder "
+        "$FEATVIZ_MODELS names, or use weights=None for random init")
+
+
+def _imagenet_classes(net: nn.Module) -> list[str] | None:
+    """ImageNet-1k's class names (torchvision's list, shipped with it) for a net with 1000
+    outputs, else None."""
+    import torchvision
+
+    last = [m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    if not last or getattr(last[-1], "out_features", getattr(last[-1], "out_channels", 0)) != 1000:
+        return None
+    return list(torchvision.models.GoogLeNet_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def class_index(model: nn.Module, name: str | int) -> int:
+    """The index of class ``name`` (its short name, any case: ``"hotdog"``) among the model's
+    class names (see :func:`featviz.core.model_info.class_names`); an int is returned as it
+    is. An unknown name is an error listing the closest ones."""
+    if isinstance(name, int):
+        return name
+    names = model_info.class_names(model)
+    if names is None:
+        raise FeatvizError(f"the model has no class names to look {name!r} up in; give the "
+                           "class index")
+    lowered = [n.lower() for n in names]
+    if name.lower() in lowered:
+        return lowered.index(name.lower())
+    raise unknown("class", name, names, hint="a class name of the model")
 
 
 def _is_path(weights: str | os.PathLike) -> bool:

@@ -9,6 +9,7 @@ transforms -> model (stopped after the deepest needed layer) -> objective -> -su
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from ..model_info import model_device
+from ..model_info import class_names, model_device
 from ..objectives import Objective
 from ..seeds import Seed
 from .interrupt import Interrupt
@@ -118,9 +119,18 @@ def _result(plan: Plan, recorder: Recorder, interrupted: bool) -> RenderResult:
     return RenderResult(
         images=final, snapshots=recorder.snapshots,
         history=history, history_steps=recorder.steps_recorded,
-        labels=[plan.objective.label(i) for i in range(plan.n_images)], seconds=seconds,
+        labels=[_with_class_name(plan.objective.label(i), class_names(plan.model))
+                for i in range(plan.n_images)], seconds=seconds,
         seeds=plan.seeds, steps_done=recorder.done, interrupted=interrupted,
         history_times=recorder.times, saliency=saliency, alpha=plan.alpha)
+
+
+def _with_class_name(label: str, names: list[str] | None) -> str:
+    """``logit(934)`` as ``logit(934) hotdog`` when the model names its classes."""
+    match = re.fullmatch(r"(?:logit|softmax)\((\d+)\)", label)
+    if names is None or match is None or int(match.group(1)) >= len(names):
+        return label
+    return f"{label} {names[int(match.group(1))]}"
 
 
 # an objective whose magnitude never passed this did not respond to the image at all

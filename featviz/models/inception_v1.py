@@ -1,0 +1,120 @@
+"""InceptionV1 as BVLC trained it (Caffe's ``bvlc_googlenet``, lucid's ``InceptionV1_caffe``):
+the network of lucid's and Distill's pictures, built from the facts of Szegedy et al. 2014.
+
+The module paths and parameter names are torchvision's GoogLeNet's, so a state_dict in that
+layout loads strictly; four things differ from torchvision's model, as in the paper and the
+Caffe model: local response normalization after the first pool and before the second, a 3x3
+``maxpool4``, and real 5x5 kernels in each inception block's third branch. Caffe's
+convolutions have biases and no batch norm: each ``bn`` holds weight 1, the Caffe bias, mean 0
+and variance ``1 - eps``, the identity plus the bias in eval mode. Every block keeps its
+pre-ReLU sum addressable (``inception4a.pre_relu``, lucid's ``mixed4a_pre_relu``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+#: Caffe's mean pixel, RGB, on the 0-255 scale (BVLC's ``bvlc_googlenet`` preprocessing)
+CAFFE_MEAN_RGB = (123.0, 117.0, 104.0)
+
+# (in, 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj) of the nine blocks (paper, Table 1)
+BLOCKS = {
+    "inception3a": (192, 64, 96, 128, 16, 32, 32),
+    "inception3b": (256, 128, 128, 192, 32, 96, 64),
+    "inception4a": (480, 192, 96, 208, 16, 48, 64),
+    "inception4b": (512, 160, 112, 224, 24, 64, 64),
+    "inception4c": (512, 128, 128, 256, 24, 64, 64),
+    "inception4d": (512, 112, 144, 288, 32, 64, 64),
+    "inception4e": (528, 256, 160, 320, 32, 128, 128),
+    "inception5a": (832, 256, 160, 320, 32, 128, 128),
+    "inception5b": (832, 384, 192, 384, 48, 128, 128),
+}
+
+#: lucid's InceptionV1 layer names -> this model's module paths (post-ReLU, then pre-ReLU)
+LUCID_NAMES = {
+    "conv2d0": "conv1", "conv2d0_pre_relu": "conv1.bn",
+    "maxpool0": "maxpool1.0", "localresponsenorm0": "maxpool1.1",
+    "conv2d1": "conv2", "conv2d1_pre_relu": "conv2.bn",
+    "conv2d2": "conv3", "conv2d2_pre_relu": "conv3.bn",
+    "localresponsenorm1": "maxpool2.0", "maxpool1": "maxpool2.1",
+    "maxpool4": "maxpool3", "maxpool10": "maxpool4",
+    "avgpool0": "avgpool", "softmax2_pre_activation": "fc",
+    **{f"mixed{b[9:]}": b for b in BLOCKS},
+    **{f"mixed{b[9:]}_pre_relu": f"{b}.pre_relu" for b in BLOCKS},
+}
+
+
+class ConvUnit(nn.Module):
+    """Convolution, its bias held by ``bn`` (see the module docstring), then ReLU unless
+    ``relu=False`` (a branch's last unit: its block applies the ReLU after the sum)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0,
+                 relu: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, padding, bias=False)
+        self.bn = nn.BatchNorm2d(cout, eps=0.001)
+        self.relu = nn.ReLU() if relu else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.conv(x)))
+
+
+class InceptionBlock(nn.Module):
+    """Four branches (1x1; 1x1 then 3x3; 1x1 then 5x5; 3x3 max-pool then 1x1) stacked along
+    the channels; ``pre_relu`` sees the stack before the block's ReLU."""
+
+    def __init__(self, cin: int, c1: int, r3: int, c3: int, r5: int, c5: int, pool: int):
+        super().__init__()
+        self.branch1 = ConvUnit(cin, c1, 1, relu=False)
+        self.branch2 = nn.Sequential(ConvUnit(cin, r3, 1), ConvUnit(r3, c3, 3, padding=1,
+                                                                      relu=False))
+        self.branch3 = nn.Sequential(ConvUnit(cin, r5, 1), ConvUnit(r5, c5, 5, padding=2,
+                                                                      relu=False))
+        self.branch4 = nn.Sequential(nn.MaxPool2d(3, 1, 1, ceil_mode=True),
+                                     ConvUnit(cin, pool, 1, relu=False))
+        self.pre_relu = nn.Identity()
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branches = [self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)]
+        return self.relu(self.pre_relu(torch.cat(branches, 1)))
+
+
+def _lrn() -> nn.LocalResponseNorm:
+    # Caffe's norm1/norm2 (size 5, alpha 1e-4, beta 0.75, k 1); PyTorch divides alpha by the
+    # size as Caffe does
+    return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
+
+
+class InceptionV1(nn.Module):
+    """BVLC GoogLeNet: takes Caffe-normalized RGB (``255 * x - CAFFE_MEAN_RGB``), gives the
+    1000 ImageNet logits. Wrap it with :func:`featviz.models.load` ("inceptionv1") to feed it
+    images in [0, 1]."""
+
+    def __init__(self, num_classes: int = 1000):
+        super().__init__()
+        self.conv1 = ConvUnit(3, 64, 7, stride=2, padding=3)
+        self.maxpool1 = nn.Sequential(nn.MaxPool2d(3, 2, ceil_mode=True), _lrn())
+        self.conv2 = ConvUnit(64, 64, 1)
+        self.conv3 = ConvUnit(64, 192, 3, padding=1)
+        self.maxpool2 = nn.Sequential(_lrn(), nn.MaxPool2d(3, 2, ceil_mode=True))
+        for name in ("inception3a", "inception3b"):
+            setattr(self, name, InceptionBlock(*BLOCKS[name]))
+        self.maxpool3 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        for name in ("inception4a", "inception4b", "inception4c", "inception4d", "inception4e"):
+            setattr(self, name, InceptionBlock(*BLOCKS[name]))
+        self.maxpool4 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        for name in ("inception5a", "inception5b"):
+            setattr(self, name, InceptionBlock(*BLOCKS[name]))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(0.4)
+        self.fc = nn.Linear(1024, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool2(self.conv3(self.conv2(self.maxpool1(self.conv1(x)))))
+        x = self.maxpool3(self.inception3b(self.inception3a(x)))
+        for name in ("inception4a", "inception4b", "inception4c", "inception4d", "inception4e"):
+            x = getattr(self, name)(x)
+        x = self.inception5b(self.inception5a(self.maxpool4(x)))
+        return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
