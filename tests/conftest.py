@@ -15,6 +15,7 @@ import featviz
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("FEATVIZ_SHARED", REPO.parent / "shared"))
 MOBILENET = SHARED / "models" / "mobilenet_v2_imagenet_coral.pth"
+INCEPTION_V1 = SHARED / "models" / "googlenet_bvlc_imagenet.pth"
 IMAGES = SHARED / "images"
 
 
@@ -172,7 +173,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that takes the real model as a fixture needs the weights as much as one marked
     ``real``: mark it so that ``-m "not real"`` leaves it out too."""
     for item in items:
-        if "mobilenet" in getattr(item, "fixturenames", ()):
+        if {"mobilenet", "inceptionv1"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.real)
 
 
@@ -182,3 +183,12 @@ def mobilenet():
         pytest.skip(f"real MobileNetV2 weights not found at {MOBILENET}")
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     return featviz.models.load("mobilenet_v2", weights=MOBILENET, mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+@pytest.fixture(scope="session")
+def inceptionv1():
+    """InceptionV1 with the real BVLC GoogLeNet weights, as ``load("inceptionv1")`` builds it."""
+    if not INCEPTION_V1.is_file():
+        pytest.skip(f"real BVLC GoogLeNet weights not found at {INCEPTION_V1} (set "
+                    "FEATVIZ_SHARED to the folder holding models/ and images/)")
+    return featviz.models.load("inceptionv1", weights=INCEPTION_V1)

@@ -1,0 +1,116 @@
+"""InceptionV1 (BVLC GoogLeNet) as ``featviz.models.load("inceptionv1")`` builds it (issue 19):
+the paper's architecture in torchvision's parameter layout, lucid's layer names, Caffe's
+preprocessing, class names; and the real weights where ``../shared/models`` holds them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from conftest import IMAGES, INCEPTION_V1
+from torch import nn
+
+import featviz
+from featviz import objectives as obj
+from featviz.core.hooks import LayerTap
+from featviz.errors import UnknownNameError, WeightsError
+from featviz.models import inception_v1
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def random_v1():
+    torch.manual_seed(0)
+    return featviz.models.load("inceptionv1", weights=None)
+
+
+def test_the_parameters_are_torchvisions_and_the_architecture_the_papers(random_v1):
+    theirs = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False)
+    ours = random_v1.net
+    assert {k: v.shape for k, v in ours.state_dict().items()} == \
+        {k: v.shape for k, v in theirs.state_dict().items() if "branch3.1" not in k} | \
+        {k: v.shape for k, v in ours.state_dict().items() if "branch3.1" in k}
+    assert ours.inception4a.branch3[1].conv.kernel_size == (5, 5)  # torchvision's is 3x3
+    assert ours.maxpool4.kernel_size == 3  # torchvision's is 2
+    assert isinstance(ours.maxpool1[1], nn.LocalResponseNorm)  # after the first pool
+    assert isinstance(ours.maxpool2[0], nn.LocalResponseNorm)  # before the second
+    assert random_v1.featviz_fixed_size is None and random_v1.input_size == 224
+
+
+def test_caffe_preprocessing_is_built_in(random_v1):
+    """The wrapper feeds the network ``255 * x - (123, 117, 104)``, as Caffe did."""
+    probe = torch.rand(2, 3, 16, 16)
+    mean = torch.tensor(inception_v1.CAFFE_MEAN_RGB).view(1, 3, 1, 1)
+    assert torch.allclose((probe - random_v1.mean) / random_v1.std, 255 * probe - mean,
+                          atol=1e-3)
+
+
+def test_lucid_names_resolve_with_pre_relu_sums(random_v1):
+    names = ["conv2d0", "conv2d0_pre_relu", "localresponsenorm0", "mixed3a", "mixed4a",
+             "mixed4a_pre_relu", "mixed5b", "maxpool10", "softmax2_pre_activation"]
+    with LayerTap(random_v1, names) as tap, torch.no_grad():
+        acts = tap(torch.rand(1, 3, 224, 224))
+    assert acts["mixed4a"].shape == (1, 512, 14, 14)
+    assert acts["mixed3a"].shape == (1, 256, 28, 28)
+    assert acts["mixed5b"].shape == (1, 1024, 7, 7)
+    assert acts["softmax2_pre_activation"].shape == (1, 1000)
+    # the block's output is the ReLU of its pre-ReLU sum, which has negative values
+    assert torch.equal(acts["mixed4a"], acts["mixed4a_pre_relu"].clamp(min=0))
+    assert (acts["mixed4a_pre_relu"] < 0).any()
+    assert torch.equal(acts["conv2d0"], acts["conv2d0_pre_relu"].clamp(min=0))
+    res = featviz.render(random_v1, obj.channel("mixed4a_pre_relu", 7), steps=8, size=64,
+                         seed=0, record_every=4, progress=False)
+    assert res.history[-1, 0] > res.history[0, 0]
+
+
+def test_class_names_come_with_the_model(random_v1):
+    names = featviz.core.model_info.class_names(random_v1)
+    assert len(names) == 1000 and names[934] == "hotdog"
+    assert featviz.models.class_index(random_v1, "HotDog") == 934
+    with pytest.raises(UnknownNameError, match="closest: 'hotdog'"):
+        featviz.models.class_index(random_v1, "hotdgo")
+    res = featviz.render(random_v1, obj.logit(934), steps=1, size=32, progress=False)
+    assert res.labels == ["logit(934) hotdog"]
+
+
+def test_the_weights_are_asked_for_by_path(monkeypatch, tmp_path):
+    monkeypatch.delenv("FEATVIZ_MODELS", raising=False)
+    with pytest.raises(WeightsError, match="FEATVIZ_MODELS is unset.*googlenet_bvlc_imagenet"):
+        featviz.models.load("inceptionv1")
+    monkeypatch.setenv("FEATVIZ_MODELS", str(tmp_path))
+    with pytest.raises(WeightsError, match="googlenet_bvlc_imagenet.pth does not exist"):
+        featviz.models.load("inceptionv1")
+    with pytest.raises(WeightsError, match="not 'IMAGENET1K_V1'"):
+        featviz.models.load("inceptionv1", weights="IMAGENET1K_V1")
+    torch.save(torchvision.models.googlenet(weights=None, aux_logits=False,
+                                            init_weights=False).state_dict(), tmp_path / "tv.pth")
+    with pytest.raises(WeightsError, match="of another shape: inception3a.branch3.1.conv.weight"):
+        featviz.models.load("inceptionv1", weights=tmp_path / "tv.pth")  # 3x3, not the paper's
+
+
+# -- the real weights ---------------------------------------------------------------------
+def test_real_weights_load_strictly_and_from_featviz_models(inceptionv1, monkeypatch):
+    ours = inceptionv1.net.state_dict()
+    theirs = torch.load(INCEPTION_V1, weights_only=True)
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    monkeypatch.setenv("FEATVIZ_MODELS", str(INCEPTION_V1.parent))
+    again = featviz.models.load("inceptionv1")
+    assert torch.equal(again.net.fc.weight, inceptionv1.net.fc.weight)
+
+
+@pytest.mark.parametrize("photo, wanted", [("hot_dog", "hotdog"), ("bird", "chickadee"),
+                                           ("parrot", "macaw")])
+def test_a_known_photo_gets_its_class(inceptionv1, photo, wanted):
+    img = featviz.images.load(IMAGES / f"{photo}.jpg", size=224, fit="resize")
+    (index, name, p), *_ = featviz.featuremaps.top_classes(inceptionv1, img, 5)
+    assert name == wanted and p > 0.85
+
+
+def test_the_command_line_takes_inceptionv1(inceptionv1, capsys, tmp_path):
+    assert featviz.cli.main(["maps", str(IMAGES / "hot_dog.jpg"), "--model", "inceptionv1",
+                             "--weights", str(INCEPTION_V1), "--device", "cpu", "--layers",
+                             "mixed4a", "--out", str(tmp_path / "m.html")]) == 0
+    top = capsys.readouterr().out.splitlines()[0]
+    assert top.endswith("934  hotdog")  # the top class, named without --labels
