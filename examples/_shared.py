@@ -1,5 +1,6 @@
 """What the example scripts share: where the sample weights and photos are, and the model
-options every example takes (defaults: the real MobileNetV2 of ../shared/models)."""
+options every example takes (defaults: the real InceptionV1 of ../shared/models, the network
+of the Distill articles; ``--model mobilenet_v2`` the real MobileNetV2)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,31 @@ import featviz
 
 SHARED = Path(os.environ.get("FEATVIZ_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
+# per model: its weights file and statistics, and the unit, pair of channels and class the
+# figures show by default (chosen by eye: see examples/README.md)
+MODELS = {
+    "inceptionv1": dict(weights=SHARED / "models" / "googlenet_bvlc_imagenet.pth", mean=None,
+                        std=None, layer="mixed4a", channel=476, pair="476,460", target=291,
+                        deconv_layers="mixed3b,mixed4b",
+                        inversion_layers="conv2d0,conv2d2,mixed3b,mixed4b,mixed4e,mixed5b",
+                        centering_layers="conv2d0,conv2d2,mixed3b,mixed4d"),
+    "mobilenet_v2": dict(weights=SHARED / "models" / "mobilenet_v2_imagenet_coral.pth",
+                         mean=(0.5,) * 3, std=(0.5,) * 3, layer="features.14", channel=12,
+                         pair="12,20", target=291, deconv_layers="features.7,features.14",
+                         inversion_layers="features.2,features.4,features.7,features.10,"
+                                          "features.14,features.17",
+                         centering_layers="features.0.0,features.2,features.7,features.14"),
+}
+
 
 def add_model_args(ap: argparse.ArgumentParser) -> None:
-    """--model/--weights/--mean/--std, defaulting to the real MobileNetV2."""
-    ap.add_argument("--model", default="mobilenet_v2")
-    ap.add_argument("--weights", default=str(SHARED / "models" / "mobilenet_v2_imagenet_coral.pth"))
-    ap.add_argument("--mean", type=float, nargs=3, default=(0.5, 0.5, 0.5))
-    ap.add_argument("--std", type=float, nargs=3, default=(0.5, 0.5, 0.5))
+    """--model/--weights/--mean/--std, defaulting to the real InceptionV1 (for a model of
+    :data:`MODELS`, its own file and statistics)."""
+    ap.add_argument("--model", default="inceptionv1")
+    ap.add_argument("--weights", help="default: the model's file in ../shared/models "
+                                      "(others: torchvision's download)")
+    ap.add_argument("--mean", type=float, nargs=3, help="default: the model's own")
+    ap.add_argument("--std", type=float, nargs=3, help="default: the model's own")
 
 
 def load_model(args: argparse.Namespace):
@@ -27,11 +46,23 @@ def load_model(args: argparse.Namespace):
     when set: on a machine shared with other jobs, fewer threads are often faster)."""
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
     torch.manual_seed(0)  # the same weights on every run with --weights random
-    return featviz.models.load(args.model, weights=args.weights, mean=args.mean, std=args.std)
+    spec = MODELS.get(args.model, {})
+    mean = args.mean if args.mean is not None else spec.get("mean")
+    std = args.std if args.std is not None else spec.get("std")
+    return featviz.models.load(args.model, weights=args.weights or spec.get("weights", "default"),
+                               mean=mean, std=std)
+
+
+def default(args: argparse.Namespace, key: str, given):
+    """``given`` when the user gave it, else the model's default ``key`` from :data:`MODELS`
+    (MobileNetV2's for a model without its own: :func:`late_layer` then finds a layer)."""
+    if given is not None:
+        return given
+    return MODELS.get(args.model, MODELS["mobilenet_v2"])[key]
 
 
 def late_layer(model, layer: str) -> str:
     """``layer`` if the model has it, else a late layer of the model (so the defaults, chosen
-    for MobileNetV2, still run on any other model)."""
+    for InceptionV1 and MobileNetV2, still run on any other model)."""
     names = list(featviz.hooks.named_layers(model))
     return layer if layer in names else names[-3]

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from _shared import SHARED, add_model_args, load_model
+from _shared import SHARED, add_model_args, default, load_model
 
 import featviz
 from featviz import featuremaps as fm
@@ -25,10 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_args(ap)
     ap.add_argument("--images", default=str(SHARED / "images"))
-    ap.add_argument("--layers", default="features.0.0,features.2,features.7,features.14")
+    ap.add_argument("--layers", help="LAYER,LAYER,... (default: the model's)")
     ap.add_argument("--out", default="out/centering")
     args = ap.parse_args(argv)
     model = load_model(args)
+    args.layers = default(args, "centering_layers", args.layers)
     # the model computes (x - mean) / std; feeding x + mean makes that x / std: no centering
     mean = model.mean.cpu()
     layers = args.layers.split(",")

@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from _shared import SHARED, add_model_args, load_model
+from _shared import SHARED, add_model_args, default, load_model
 
 import featviz
 from featviz import deconv
@@ -27,12 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_args(ap)
     ap.add_argument("--images", default=str(SHARED / "images"))
-    ap.add_argument("--layers", default="features.7,features.14")
+    ap.add_argument("--layers", help="LAYER,LAYER,... (default: the model's)")
     ap.add_argument("--channels", default="0-7", help="channels of each layer, e.g. 0-7")
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--out", default="out/deconvnet")
     args = ap.parse_args(argv)
     model = load_model(args)
+    args.layers = default(args, "deconv_layers", args.layers)
     channels = featviz.objectives.parse_channels(args.channels)
     out = Path(args.out)
     rows = []

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import torch
-from _shared import add_model_args, late_layer, load_model
+from _shared import add_model_args, default, late_layer, load_model
 
 import featviz
 from featviz import metrics
@@ -40,8 +40,8 @@ def gram_similarity(model: torch.nn.Module, layer: str, images: torch.Tensor) ->
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_args(ap)
-    ap.add_argument("--layer", default="features.14")
-    ap.add_argument("--channel", type=int, default=12, help="channel of --layer")
+    ap.add_argument("--layer", help="default: the model's (InceptionV1: mixed4a)")
+    ap.add_argument("--channel", type=int, help="channel of --layer (default: the model's)")
     ap.add_argument("--diversity-layer", default=None,
                     help="layer whose Gram matrices are compared (default: --layer)")
     ap.add_argument("--weight", type=float, default=30.0,
@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         args.size, args.steps = 32, 8
     model = load_model(args)
     layers = featviz.hooks.named_layers(model)
-    args.layer = late_layer(model, args.layer)
+    args.layer = late_layer(model, default(args, "layer", args.layer))
+    args.channel = default(args, "channel", args.channel)
     div_layer = args.diversity_layer or args.layer
     if div_layer not in layers:
         div_layer = args.layer

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import torch
-from _shared import add_model_args, late_layer, load_model
+from _shared import add_model_args, default, late_layer, load_model
 
 import featviz
 from featviz import objectives as obj
@@ -50,8 +50,8 @@ def interpolation(model, a: obj.Objective, b: obj.Objective, frames: int, size: 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_args(ap)
-    ap.add_argument("--layer", default="features.14")
-    ap.add_argument("--channels", default="12,20", help="A,B")
+    ap.add_argument("--layer", help="default: the model's (InceptionV1: mixed4a)")
+    ap.add_argument("--channels", help="A,B (default: the model's pair)")
     ap.add_argument("--frames", type=int, default=6)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=512)
@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.size, args.steps, args.frames = 32, 8, 4
     model = load_model(args)
-    args.layer = late_layer(model, args.layer)
+    args.layer = late_layer(model, default(args, "layer", args.layer))
+    args.channels = default(args, "pair", args.channels)
     ca, cb = (int(c) for c in args.channels.split(","))
     a, b = obj.channel(args.layer, ca), obj.channel(args.layer, cb)
 

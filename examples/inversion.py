@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from _shared import SHARED, add_model_args, load_model
+from _shared import SHARED, add_model_args, default, load_model
 
 import featviz
 from featviz import inversion
@@ -24,12 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_args(ap)
     ap.add_argument("--image", default=str(SHARED / "images" / "cat.jpg"))
-    ap.add_argument("--layers", default="features.2,features.4,features.7,features.10,"
-                                        "features.14,features.17")
+    ap.add_argument("--layers", help="LAYER,LAYER,... (default: the model's)")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--out", default="out/inversion")
     args = ap.parse_args(argv)
     model = load_model(args)
+    args.layers = default(args, "inversion_layers", args.layers)
     img = featviz.images.load(args.image, size=model.input_size)
     sweep = inversion.invert_layers(model, img, args.layers.split(","), steps=args.steps,
                                     progress=False)

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import torch
-from _shared import add_model_args, late_layer, load_model
+from _shared import add_model_args, default, late_layer, load_model
 
 import featviz
 from featviz import objectives as obj
@@ -27,9 +27,9 @@ from featviz import objectives as obj
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_args(ap)
-    ap.add_argument("--layer", default="features.14")
-    ap.add_argument("--unit", type=int, default=12, help="channel of --layer")
-    ap.add_argument("--class", dest="target", type=int, default=291, help="291: lion")
+    ap.add_argument("--layer", help="default: the model's (InceptionV1: mixed4a)")
+    ap.add_argument("--unit", type=int, help="channel of --layer (default: the model's)")
+    ap.add_argument("--class", dest="target", type=int, help="default 291: lion")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=512)
     ap.add_argument("--quick", action="store_true", help="a few steps at a small size")
@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.size, args.steps = 32, 8
     model = load_model(args)
-    args.layer = late_layer(model, args.layer)
+    args.layer = late_layer(model, default(args, "layer", args.layer))
+    args.unit = default(args, "channel", args.unit)
+    args.target = default(args, "target", args.target)
     with torch.no_grad():
         classes = model(torch.zeros(1, 3, args.size, args.size)).shape[1]
     if not 0 <= args.target < classes:

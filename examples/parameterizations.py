@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from _shared import add_model_args, late_layer, load_model
+from _shared import add_model_args, default, late_layer, load_model
 
 import featviz
 from featviz import metrics, param
@@ -56,8 +56,8 @@ def over_checkerboard(rgba: torch.Tensor, cell: int = 8) -> torch.Tensor:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_args(ap)
-    ap.add_argument("--layer", default="features.14")
-    ap.add_argument("--channel", type=int, default=12)
+    ap.add_argument("--layer", help="default: the model's (InceptionV1: mixed4a)")
+    ap.add_argument("--channel", type=int, help="channel of --layer (default: the model's)")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=512)
     ap.add_argument("--cppn-steps", type=int, default=512, help="steps for the CPPN")
@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.size, args.steps, args.cppn_steps = 32, 8, 8
     model = load_model(args)
-    args.layer = late_layer(model, args.layer)
+    args.layer = late_layer(model, default(args, "layer", args.layer))
+    args.channel = default(args, "channel", args.channel)
     objective = obj.channel(args.layer, args.channel)
     out = Path(args.out)
     shown, labels = [], []

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 import torch
-from _shared import add_model_args, late_layer, load_model
+from _shared import add_model_args, default, late_layer, load_model
 from PIL import Image
 
 import featviz
@@ -48,8 +48,8 @@ def save_small(images: torch.Tensor, path: Path, labels: list[str], ncol: int) -
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_args(ap)
-    ap.add_argument("--layer", default="features.14")
-    ap.add_argument("--channel", type=int, default=12, help="channel of --layer")
+    ap.add_argument("--layer", help="default: the model's (InceptionV1: mixed4a)")
+    ap.add_argument("--channel", type=int, help="channel of --layer (default: the model's)")
     ap.add_argument("--budgets", default="64,256,1024",
                     help="step budgets (comma-separated); the last is the number of steps")
     ap.add_argument("--size", type=int, default=128)
@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.size, budgets = 32, [2, 4, 8]
     model = load_model(args)
-    args.layer = late_layer(model, args.layer)
+    args.layer = late_layer(model, default(args, "layer", args.layer))
+    args.channel = default(args, "channel", args.channel)
     objective = obj.channel(args.layer, args.channel)
     images, labels = [], []
     for pname, (fft, decorrelate) in PARAMS.items():

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 import torch
-from _shared import add_model_args, late_layer, load_model
+from _shared import add_model_args, default, late_layer, load_model
 
 import featviz
 from featviz import metrics, param
@@ -44,8 +44,8 @@ def configs(channel: obj.Objective, l1: float, tv: float, blur: float
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_args(ap)
-    ap.add_argument("--layer", default="features.14")
-    ap.add_argument("--channel", type=int, default=12, help="channel of --layer")
+    ap.add_argument("--layer", help="default: the model's (InceptionV1: mixed4a)")
+    ap.add_argument("--channel", type=int, help="channel of --layer (default: the model's)")
     ap.add_argument("--l1", type=float, default=300.0, help="weight of the L1 penalty")
     ap.add_argument("--tv", type=float, default=150.0, help="weight of total variation")
     ap.add_argument("--blur", type=float, default=10000.0, help="weight of the blur penalty")
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.size, args.steps = 32, 8
     model = load_model(args)
-    args.layer = late_layer(model, args.layer)
+    args.layer = late_layer(model, default(args, "layer", args.layer))
+    args.channel = default(args, "channel", args.channel)
     channel = obj.channel(args.layer, args.channel)
     images, labels = [], []
     for name, (objective, transforms) in configs(channel, args.l1, args.tv, args.blur).items():

@@ -469,3 +469,22 @@ def test_seed_repeats_a_factory_and_drawn_seeds_are_recorded():
     assert len(drawn.seeds) == 2 and not drawn.seed_given
     with pytest.raises(ValueError, match="seed or generators"):
         P.image(8, seed=1, generator=gen())
+
+
+def test_maco_images_are_shown_contrast_stretched_as_the_papers_figures(tiny):
+    """MACO's raw images are a sigmoid of a unit-variance signal (low contrast by
+    construction); its paper shows them clipped at the 1st/99th percentile and scaled to [0, 1],
+    and so do ``result.shown()`` and ``result.save``; the raw images stay in ``images``."""
+    res = featviz.render(tiny, featviz.objectives.channel("conv2", 0),
+                         featviz.param.maco(32, batch=2, seed=0), steps=2, progress=False)
+    raw, shown = res.images, res.shown()
+    assert res.display == "stretch"
+    for r, s in zip(raw, shown, strict=True):
+        assert float(s.max() - s.min()) > 0.99 > float(r.max() - r.min())
+        inner = (r > r.quantile(0.02)) & (r < r.quantile(0.98))
+        assert torch.corrcoef(torch.stack([r[inner], s[inner]]))[0, 1] > 0.999  # monotone
+    plain = featviz.render(tiny, featviz.objectives.channel("conv2", 0),
+                           featviz.param.image(32, seed=0), steps=2, progress=False)
+    assert plain.display is None and torch.equal(plain.shown(), plain.images)
+    flat = torch.full((1, 3, 8, 8), 0.3)
+    assert torch.equal(featviz.images.stretch(flat), flat)  # nothing to stretch

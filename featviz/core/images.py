@@ -222,6 +222,20 @@ def band_grid(img: torch.Tensor, names: Sequence[str] | None = None, ncol: int |
     return grid(t[:, None], names, ncol)
 
 
+def stretch(img: torch.Tensor, percentile: float = 1.0) -> torch.Tensor:
+    """Each image of ``img`` ([B,C,H,W] or [C,H,W]) with its contrast stretched: its values
+    (all channels together, so colours keep their balance) clipped at the ``percentile`` and
+    ``100 - percentile`` percentiles, then scaled to fill [0, 1]. How the MACO paper's
+    reference code shows its images; an image without contrast stays as it is."""
+    batch = img if img.dim() == 4 else img[None]
+    flat = batch.detach().float().flatten(1)
+    q = torch.tensor([percentile / 100, 1 - percentile / 100], device=flat.device)
+    lo, hi = torch.quantile(flat, q, dim=1).view(2, -1, 1, 1, 1).unbind(0)
+    out = torch.where(hi > lo, (batch.float().clamp(lo, hi) - lo) / (hi - lo).clamp_min(1e-12),
+                      batch.float())
+    return out if img.dim() == 4 else out[0]
+
+
 def save(images: torch.Tensor, path: str | os.PathLike, labels: Sequence[str] | None = None,
          ncol: int | None = None, bands: Sequence[int] | None = None,
          alpha: bool = True) -> Path:

@@ -714,7 +714,7 @@ def _render_batches(args: argparse.Namespace, model, kind: str, specs: list[str]
             if res.interrupted:
                 stopped = f"after {res.steps_done} of {args.steps} steps of batch {k + 1}"
             _keep_batch(args, res, chunk, seeds, k, many)
-            finished.append(res.images)
+            finished.append(res.shown())
             labels.extend(chunk)
             if stopped:
                 break

@@ -132,10 +132,14 @@ class MacoParam(ImageParam):
 
     Its learning rate is 0.2: on MobileNetV2 ``features.14:12`` at 96 px, 256 steps, the
     objective reached 10.5 at 0.05, 12.4 at 0.2 and 6.2 at 1.0. It asks render for the
-    saliency map, the paper's way of showing where the visualization matters."""
+    saliency map, the paper's way of showing where the visualization matters. Its images are
+    shown contrast-stretched (``display = "stretch"``): the paper's figures are, by its
+    reference code's plotting (clip at the 1st and 99th percentile, then scale to [0, 1]); the
+    raw images, a sigmoid of a unit-variance signal, stay low in contrast by construction."""
 
     lr = 0.2
     saliency = True
+    display = "stretch"
 
 
 def image(

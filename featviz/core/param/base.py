@@ -19,7 +19,9 @@ class Parameterization(nn.Module):
     :attr:`channels` (plus one for :attr:`alpha`). Subclasses declare, as class attributes or
     in their constructor: :attr:`lr` (Adam's learning rate meant for them), :attr:`transforms`
     (the preset ``render(transforms="auto")`` picks), :attr:`saliency` (whether render should
-    accumulate the saliency map |dL/dx|), :attr:`channels` and :attr:`alpha`. The per-image
+    accumulate the saliency map |dL/dx|), :attr:`channels`, :attr:`alpha` and :attr:`display`
+    (how its images are best shown: None as they are, ``"stretch"`` with their contrast
+    stretched, see :func:`featviz.images.stretch`). The per-image
     seeds it was built from are :attr:`seeds` (None when it was given generators instead);
     :attr:`seed_given` tells whether they were chosen by the caller or drawn at random.
     """
@@ -29,6 +31,7 @@ class Parameterization(nn.Module):
     saliency: bool = False
     channels: int = 3
     alpha: bool = False
+    display: str | None = None
 
     def __init__(self, batch: int, size: tuple[int, int], seeds: Sequence[int] | None = None):
         super().__init__()

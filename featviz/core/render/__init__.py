@@ -122,7 +122,8 @@ def _result(plan: Plan, recorder: Recorder, interrupted: bool) -> RenderResult:
         labels=[_with_class_name(plan.objective.label(i), class_names(plan.model))
                 for i in range(plan.n_images)], seconds=seconds,
         seeds=plan.seeds, steps_done=recorder.done, interrupted=interrupted,
-        history_times=recorder.times, saliency=saliency, alpha=plan.alpha)
+        history_times=recorder.times, saliency=saliency, alpha=plan.alpha,
+        display=getattr(plan.param, "display", None))
 
 
 def _with_class_name(label: str, names: list[str] | None) -> str:

@@ -40,6 +40,15 @@ class RenderResult:
     history_times: list[float] = field(default_factory=list)
     saliency: torch.Tensor | None = None
     alpha: bool = False  # the images are RGBA (an alpha parameterization), not 4 bands
+    display: str | None = None  # how the parameterization's images are best shown
+
+    def shown(self) -> torch.Tensor:
+        """The images as they are best shown: :attr:`images`, contrast-stretched when the
+        parameterization asks for it (MACO: :func:`featviz.images.stretch`). What ``save``
+        writes; :attr:`images` stay what the model saw."""
+        if self.display == "stretch" and not self.alpha:
+            return _images.stretch(self.images)
+        return self.images
 
     @property
     def transparency(self) -> torch.Tensor | None:
@@ -68,10 +77,10 @@ class RenderResult:
 
     def save(self, path: str | os.PathLike, labels: bool = False,
              ncol: int | None = None, bands: Sequence[int] | None = None) -> Path:
-        """Write the final image, or a grid of the batch, to ``path`` (PNG by its suffix);
-        images of N bands as the false-colour composite of ``bands`` (default the first
-        three), grayscale ones as grayscale."""
-        return _images.save(self.images, path, self.labels if labels else None, ncol, bands,
+        """Write the final image, or a grid of the batch, to ``path`` (PNG by its suffix), as
+        :meth:`shown` gives them; images of N bands as the false-colour composite of ``bands``
+        (default the first three), grayscale ones as grayscale."""
+        return _images.save(self.shown(), path, self.labels if labels else None, ncol, bands,
                             alpha=self.alpha)
 
     def save_each(self, folder: str | os.PathLike,
@@ -80,7 +89,7 @@ class RenderResult:
         index) and return the paths."""
         folder = Path(folder)
         names = names or [f"{i:03d}" for i in range(len(self.images))]
-        pairs = zip(self.images, names, strict=True)
+        pairs = zip(self.shown(), names, strict=True)
         return [_images.save(img, folder / f"{name}.png", alpha=self.alpha)
                 for img, name in pairs]
 
@@ -91,7 +100,7 @@ class RenderResult:
         if self.saliency is None:
             raise FeatvizError("this render kept no saliency map; use param.maco(...) or "
                                "render(..., saliency=True)")
-        return torch.cat([_images.as_rgb(self.images), self.saliency], dim=1)
+        return torch.cat([_images.as_rgb(self.shown()), self.saliency], dim=1)
 
     def save_gif(self, path: str | os.PathLike, seconds_per_frame: float = 0.2) -> Path:
         """Write the snapshots and the final images as an animated GIF."""

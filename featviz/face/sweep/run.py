@@ -224,7 +224,7 @@ def _record_batch(out: Path, batch: Sequence[Job], res: _render.RenderResult, me
     return the objective value of each image."""
     values = res.values.tolist()
     for i, job in enumerate(batch):
-        rec = _write_job(out, job, res.images[i], values[i], res, meta, result.rank,
+        rec = _write_job(out, job, res.shown()[i], values[i], res, meta, result.rank,
                          result.world_size, top.get(job.channel), k)
         manifest.append(rec)
         result.records.append(rec)
