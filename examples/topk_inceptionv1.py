@@ -26,7 +26,7 @@ from featviz.methods import deconv
 from featviz.methods.dataset import LabelledFolder
 
 DEFAULTS = {  # model -> (weights file, layer, channels, preprocessing options)
-    "inceptionv1": ("googlenet_bvlc_imagenet.pth", "mixed4a", "16,55,68,111", {}),
+    "inceptionv1": ("googlenet_bvlc_imagenet.pth", "mixed4a", "0,5,6", {}),
     "mobilenet_v2": ("mobilenet_v2_imagenet_coral.pth", "features.14", "0-3",
                      {"mean": (0.5,) * 3, "std": (0.5,) * 3}),
 }
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--every", type=int, default=5,
                     help="keep the photos of one class in N (default 5: 200 photos; 1: all)")
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--tile", type=int, default=60, help="pixels per patch in the figure")
+    ap.add_argument("--tile", type=int, default=56, help="pixels per patch in the figure")
     ap.add_argument("--out", default=str(Path(__file__).parent / "figures" /
                                          "topk_inceptionv1.png"))
     args = ap.parse_args(argv)
