@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import HANG_GUARD_S, REPO, needs_weights
+from conftest import HANG_GUARD_S, REPO, SHARED, needs_weights
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -34,6 +34,16 @@ def test_deconvnet_example(tmp_path):
                "--out", str(tmp_path))
     assert "projected square drops the activation" in out
     assert (tmp_path / "features.7_top2.png").exists()
+
+
+@needs_weights
+@pytest.mark.skipif(not (SHARED / "imagenet-sample" / "labels.tsv").is_file(),
+                    reason=f"no labelled photos at {SHARED / 'imagenet-sample'}")
+def test_topk_example_on_labelled_photos(tmp_path):
+    out = _run("topk_inceptionv1.py", "--model", "mobilenet_v2", "--every", "100", "--k", "2",
+               "--channels", "0-1", "--out", str(tmp_path / "t.png"))
+    assert "10 photos in" in out and "features.14:1: " in out
+    assert (tmp_path / "t.png").stat().st_size > 0
 
 
 @needs_weights

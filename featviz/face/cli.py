@@ -193,7 +193,10 @@ def _add_deconv(sub) -> None:
 def _add_topk(sub) -> None:
     t = sub.add_parser("topk", help="top-k dataset patches of channels, with projections")
     _add_model_args(t)
-    t.add_argument("--images", required=True, help="folder of image files")
+    t.add_argument("--images", required=True,
+                   help="folder of image files (its labels.tsv, if any, names their classes)")
+    t.add_argument("--labels", type=types.existing_file,
+                   help="labels file (tab-separated: file, class_name/class_index) for --images")
     t.add_argument("--layer", required=True, help="the layer whose channels are ranked")
     t.add_argument("--channels", required=True, type=types.channel_list,
                    help="channels to rank, e.g. 0-7 or 1,5,9")
@@ -308,7 +311,10 @@ def _add_sweep(sub) -> None:
                     help="learning rate, above 0 (default: the parameterization's)")
     sw.add_argument("--seed", type=types.seed, default=0,
                     help="channel C starts from seed+C on any rank; also seeds --weights random")
-    sw.add_argument("--images", help="folder of photos: also keep each channel's top-k patches")
+    sw.add_argument("--images", help="folder of photos: also keep each channel's top-k patches "
+                                     "(with their classes where it holds a labels.tsv)")
+    sw.add_argument("--labels", type=types.existing_file,
+                    help="labels file (tab-separated: file, class_name/class_index) for --images")
     sw.add_argument("--k", type=types.positive, default=9,
                     help="patches per channel with --images (default: 9)")
     sw.add_argument("--out", required=True, type=types.folder_out,
@@ -439,15 +445,17 @@ def _layers(args: argparse.Namespace) -> int:
 
 
 def _topk(args: argparse.Namespace) -> int:
-    from ..methods import deconv
+    from ..methods import dataset, deconv
 
+    dataset.labelled(args.images, args.labels)  # a bad labels.tsv fails before the model loads
     model = _load_model(args)
     top = deconv.top_k(model, args.images, args.layer, args.channels, args.k,
                        size=input_size(model, args.size), batch_size=args.batch_size,
-                       mode=args.mode)
+                       mode=args.mode, labels=args.labels)
     top.save(args.out)
     for c, entries in top.entries.items():
-        best = ", ".join(f"{Path(e.source).name} {e.value:.2f}" for e in entries[:3])
+        best = ", ".join(f"{Path(e.source).name}{f' ({e.class_name})' if e.label else ''} "
+                         f"{e.value:.2f}" for e in entries[:3])
         print(f"{args.layer}:{c}: {best}{', ...' if len(entries) > 3 else ''}")
     print(f"receptive field {top.field.size[0]}x{top.field.size[1]} px, jump "
           f"{top.field.jump[0]}; wrote {args.out}")
@@ -597,7 +605,7 @@ def _sweep(args: argparse.Namespace) -> int:
             model, args.out, args.layers, args.channels, steps=args.steps, size=args.size,
             batch_size=args.batch_size, lr=args.lr, transforms=args.transforms, seed=args.seed,
             parameterization=args.param,
-            images=args.images, k=args.k, rank=rank, world_size=world,
+            images=args.images, labels=args.labels, k=args.k, rank=rank, world_size=world,
             render_options=_speed_options(args),
             settings={"model": args.model, "weights": weights, "mean": args.mean,
                       "std": args.std})

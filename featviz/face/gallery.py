@@ -26,6 +26,7 @@ figure img{display:block;image-rendering:pixelated}
 figure img.vis{width:160px;height:160px}
 figure img.top{width:160px;margin-top:4px}
 td img{width:64px;height:64px;image-rendering:pixelated}
+ol.classes{margin:2px 0 0 18px;padding:0;font-size:11px;max-width:160px}
 .settings{font-size:13px;color:#555}"""
 
 # counts the images that decoded, so a headless browser test can see they were displayed
@@ -94,14 +95,28 @@ def _card(folder: Path, rec: Mapping) -> str:
              f"<figcaption>channel {int(c)}<br>objective {html.escape(shown)}"]
     top = rec.get("topk")
     if isinstance(top, dict) and top.get("file") and (folder / top["file"]).is_file():
-        sources = ", ".join(str(s) for s in top.get("sources", []))
-        parts.append(f"<br>top-{len(top.get('sources', []))} photos (patches above their "
-                     f"projections)</figcaption>"
-                     f"{_img(folder / top['file'], f'top photos: {sources}', 'top')}")
+        parts.append(_top_photos(folder, top))
     else:
         parts.append("</figcaption>")
     parts.append("</figure>")
     return "".join(parts)
+
+
+def _top_photos(folder: Path, top: Mapping) -> str:
+    """The end of a card's caption and its top-k strip, then (as OpenAI Microscope pairs a
+    unit's image with its dataset examples) the class of each photo, in strip order."""
+    sources = [str(s) for s in top.get("sources", [])]
+    classes = top.get("classes")
+    classes = classes if isinstance(classes, list) and len(classes) == len(sources) else None
+    named = [f"{s} ({c})" if c else s for s, c in zip(sources, classes or [None] * len(sources),
+                                                      strict=True)]
+    out = (f"<br>top-{len(sources)} photos (patches above their projections)</figcaption>"
+           f"{_img(folder / top['file'], 'top photos: ' + ', '.join(named), 'top')}")
+    if classes:
+        items = "".join(f"<li>{html.escape(str(c).split(',')[0] if c else '?')}</li>"
+                        for c in classes)
+        out += f"<ol class='classes' title='classes of the top photos'>{items}</ol>"
+    return out
 
 
 def write(folder: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:

@@ -2,13 +2,17 @@
 
 A source is a folder of image files, any iterable of images (tensors, PIL images or paths) or
 an indexable dataset such as a torchvision one (items ``(image, label)``). Sources are read in
-batches and never held in memory whole, so a folder of thousands of images streams.
+batches and never held in memory whole, so a folder of thousands of images streams. A folder
+with a ``labels.tsv`` (or a :class:`LabelledFolder`) also tells the class of each photo.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -71,30 +75,42 @@ def iter_images(source: Source, size: int, fit: str = "crop",
     For an RGB model greyscale images are repeated to RGB, RGBA is blended over white, 16-bit
     images are scaled to [0, 1] (see :func:`featviz.images.to_rgb`); for a grayscale one they
     are read as luminance; tensors of other band counts must have the model's. An unreadable
-    file raises an error naming it.
+    file raises an error naming it. A folder with a ``labels.tsv`` yields the files it lists.
     """
+    for name, _, img in iter_labelled(source, size, fit, channels):
+        yield name, img
+
+
+def iter_labelled(source: Source, size: int, fit: str = "crop", channels: int = 3
+                  ) -> Iterator[tuple[str, Label | None, torch.Tensor]]:
+    """:func:`iter_images` with the class of each image: ``(name, label or None, image)``,
+    labels from a labelled folder or from a dataset's ``(image, class index)`` items."""
+    source = labelled(source)
     if isinstance(source, (str, os.PathLike)):
         paths = _images.list_images(source)
         if not paths:
             raise FeatvizError(f"no image files in {source} (looked for "
                                f"{', '.join(_images.IMAGE_SUFFIXES)})")
         for p in paths:
-            yield str(p), _images.load(p, size=size, fit=fit, channels=channels)[0]
+            yield str(p), None, _images.load(p, size=size, fit=fit, channels=channels)[0]
         return
     items = (source[i] for i in range(len(source))) if _indexable(source) else iter(source)
     for i, item in enumerate(items):
-        if isinstance(item, tuple):  # (image, label) as torchvision datasets give
-            item = item[0]
-        name = f"#{i}"
-        if isinstance(item, (str, os.PathLike)):
-            yield str(item), _images.load(item, size=size, fit=fit, channels=channels)[0]
-        elif isinstance(item, Image.Image):
-            yield name, _pil_to_tensor(item, size, fit, channels)
-        elif torch.is_tensor(item):
-            yield name, _tensor_image(item, size, f"item {i}", channels)
-        else:
-            raise FeatvizError(f"item {i} of the image source is a {type(item).__name__}; "
-                               "expected a tensor, a PIL image or a file path")
+        image = item[0] if isinstance(item, tuple) else item  # (image, label), as torchvision
+        name = str(image) if isinstance(image, (str, os.PathLike)) else f"#{i}"
+        yield name, _label_of(source, item, name), _to_image(image, i, size, fit, channels)
+
+
+def _to_image(item: object, i: int, size: int, fit: str, channels: int) -> torch.Tensor:
+    """Item ``i`` of a source (a path, a PIL image or a tensor) as an image [C,size,size]."""
+    if isinstance(item, (str, os.PathLike)):
+        return _images.load(item, size=size, fit=fit, channels=channels)[0]
+    if isinstance(item, Image.Image):
+        return _pil_to_tensor(item, size, fit, channels)
+    if torch.is_tensor(item):
+        return _tensor_image(item, size, f"item {i}", channels)
+    raise FeatvizError(f"item {i} of the image source is a {type(item).__name__}; "
+                       "expected a tensor, a PIL image or a file path")
 
 
 def _indexable(source) -> bool:
@@ -115,18 +131,29 @@ def spatial_activation(layer: str, act: torch.Tensor, channel: int) -> torch.Ten
 def iter_batches(source: Source, size: int, batch_size: int, fit: str = "crop",
                  channels: int = 3) -> Iterator[tuple[list[str], torch.Tensor]]:
     """Group :func:`iter_images` into batches ``(names, [B,C,size,size])``."""
+    for names, _, batch in iter_labelled_batches(source, size, batch_size, fit, channels):
+        yield names, batch
+
+
+def iter_labelled_batches(source: Source, size: int, batch_size: int, fit: str = "crop",
+                          channels: int = 3
+                          ) -> Iterator[tuple[list[str], list[Label | None], torch.Tensor]]:
+    """Group :func:`iter_labelled` into batches ``(names, labels, [B,C,size,size])``; no more
+    than one batch of images is read ahead of the consumer."""
     names: list[str] = []
+    labels: list[Label | None] = []
     tiles: list[torch.Tensor] = []
     count = 0
-    for name, img in iter_images(source, size, fit, channels):
+    for name, label, img in iter_labelled(source, size, fit, channels):
         names.append(name)
+        labels.append(label)
         tiles.append(img)
         count += 1
         if len(tiles) == batch_size:
-            yield names, torch.stack(tiles)
-            names, tiles = [], []
+            yield names, labels, torch.stack(tiles)
+            names, labels, tiles = [], [], []
     if tiles:
-        yield names, torch.stack(tiles)
+        yield names, labels, torch.stack(tiles)
     if count == 0:
         raise FeatvizError("the image source is empty")
 
@@ -158,3 +185,181 @@ class RunningTopK:
 
     def ids_in_use(self) -> set[int]:
         return set(self.image_ids.flatten().tolist())
+
+
+# -- labelled folders ------------------------------------------------------------------------
+
+#: The file a folder's class labels are read from when it holds one.
+LABELS_FILE = "labels.tsv"
+
+
+@dataclass(frozen=True)
+class Label:
+    """The class of a photo: its ``index`` (None where the labels give none) and ``name``."""
+
+    index: int | None
+    name: str
+
+    @property
+    def short(self) -> str:
+        """The first of the name's comma-separated synonyms ("tench" of "tench, Tinca tinca")."""
+        return self.name.split(",")[0].strip()
+
+    def matches(self, cls: int | str) -> bool:
+        """Whether ``cls`` names this class: its index, its whole name or one of its synonyms."""
+        if isinstance(cls, int):
+            return self.index == cls
+        synonyms = {s.strip().lower() for s in self.name.split(",")}
+        return cls.strip().lower() in synonyms | {self.name.lower()}
+
+
+def _header(path: Path, line: str) -> tuple[int, int | None, int | None]:
+    """Column numbers of ``file``, ``class_index`` and ``class_name`` in the header ``line``."""
+    cols = [c.strip() for c in line.rstrip("\r\n").split("\t")]
+    if "file" not in cols or not ({"class_index", "class_name"} & set(cols)):
+        raise FeatvizError(f"{path} line 1: bad header {cols!r}; expected tab-separated "
+                           "columns 'file' and 'class_name' and/or 'class_index'")
+    index = cols.index("class_index") if "class_index" in cols else None
+    name = cols.index("class_name") if "class_name" in cols else None
+    return cols.index("file"), index, name
+
+
+def _row(path: Path, n: int, line: str, cols: tuple[int, int | None, int | None],
+         folder: Path) -> tuple[str, Label]:
+    """The (file name, label) of data line ``n`` of ``path``; an error names the file and line."""
+    fields = line.rstrip("\r\n").split("\t")
+    fcol, icol, ncol = cols
+    if len(fields) <= max(c for c in cols if c is not None):
+        raise FeatvizError(f"{path} line {n}: {len(fields)} tab-separated fields, too few for "
+                           "the header's columns")
+    name = fields[fcol].strip()
+    index = None
+    if icol is not None:
+        try:
+            index = int(fields[icol])
+        except ValueError:
+            raise FeatvizError(f"{path} line {n}: class_index {fields[icol]!r} is not an "
+                               "integer") from None
+    if not (folder / name).is_file():
+        raise FeatvizError(f"{path} line {n}: {name!r} is not a file in {folder}")
+    return name, Label(index, fields[ncol].strip() if ncol is not None else str(index))
+
+
+def read_labels(path: str | os.PathLike, folder: str | os.PathLike | None = None
+                ) -> dict[str, Label]:
+    """File name -> :class:`Label` from a tab-separated labels file like ImageNet samples'.
+
+    The header names a ``file`` column and ``class_name`` and/or ``class_index`` (others are
+    ignored); each file must exist in ``folder`` (default: the labels file's folder). A bad
+    header, a short line, a non-integer index, a repeated or missing file raises a
+    :class:`FeatvizError` naming the labels file and the line.
+    """
+    path = Path(path)
+    folder = Path(folder) if folder is not None else path.parent
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise FeatvizError(f"cannot read labels file {path}: {e}") from None
+    if not lines:
+        raise FeatvizError(f"{path} line 1: empty labels file (expected a header)")
+    cols = _header(path, lines[0])
+    labels: dict[str, Label] = {}
+    for n, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        name, label = _row(path, n, line, cols, folder)
+        if name in labels:
+            raise FeatvizError(f"{path} line {n}: {name!r} is listed twice")
+        labels[name] = label
+    if not labels:
+        raise FeatvizError(f"{path}: no files listed under the header")
+    return labels
+
+
+class LabelledFolder:
+    """A folder of photos with the class of each, from its ``labels.tsv`` or ``labels``.
+
+    Iterating gives the paths of the labelled files (in the labels file's order), as a plain
+    source does, so it streams like a folder; :meth:`label` gives a file's class. ``classes``
+    (indices or names, a name matching its full text or any comma-separated synonym) and/or
+    ``where`` (a predicate on :class:`Label`) keep only some classes.
+    """
+
+    def __init__(self, folder: str | os.PathLike, labels: str | os.PathLike | None = None,
+                 classes: Iterable[int | str] | None = None,
+                 where: Callable[[Label], bool] | None = None):
+        self.folder = Path(folder)
+        self.labels_file = Path(labels) if labels is not None else self.folder / LABELS_FILE
+        if not self.labels_file.is_file():
+            raise FeatvizError(f"no labels file {self.labels_file} (a tab-separated file with "
+                               "columns file and class_name/class_index)")
+        self.labels = read_labels(self.labels_file, self.folder)
+        self.files = list(self.labels)
+        unlisted = [p.name for p in _images.list_images(self.folder) if p.name not in self.labels]
+        if unlisted:  # said once, so that a photo missing from the labels is not lost unseen
+            warnings.warn(f"{len(unlisted)} image files in {self.folder} are not in "
+                          f"{self.labels_file} and are left out (e.g. {unlisted[0]})",
+                          stacklevel=2)
+        if classes is not None or where is not None:
+            self.files = _filtered(self.labels, classes, where, self.labels_file)
+
+    def subset(self, classes: Iterable[int | str] | None = None,
+               where: Callable[[Label], bool] | None = None) -> LabelledFolder:
+        """The same folder keeping only ``classes`` and/or the labels ``where`` accepts."""
+        out = object.__new__(LabelledFolder)
+        out.folder, out.labels_file, out.labels = self.folder, self.labels_file, self.labels
+        kept = set(_filtered(self.labels, classes, where, self.labels_file))
+        out.files = [f for f in self.files if f in kept]
+        return out
+
+    def label(self, name: str | os.PathLike) -> Label | None:
+        """The class of file ``name`` (a path in the folder or its bare name), or None."""
+        return self.labels.get(Path(name).name)
+
+    def __iter__(self) -> Iterator[str]:
+        return (str(self.folder / f) for f in self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __repr__(self) -> str:
+        return f"LabelledFolder({str(self.folder)!r}, {len(self)} photos)"
+
+
+def _filtered(labels: dict[str, Label], classes: Iterable[int | str] | None,
+              where: Callable[[Label], bool] | None, path: Path) -> list[str]:
+    """The files of ``labels`` whose class is one of ``classes`` and passes ``where``; a class
+    that names no label raises, so a typo does not silently empty the source."""
+    wanted = list(classes) if classes is not None else None
+    if wanted is not None:
+        unknown = [c for c in wanted if not any(lb.matches(c) for lb in labels.values())]
+        if unknown:
+            raise FeatvizError(f"classes {unknown!r} name no photo in {path}")
+    return [f for f, lb in labels.items()
+            if (wanted is None or any(lb.matches(c) for c in wanted))
+            and (where is None or where(lb))]
+
+
+def labelled(source: Source, labels: str | os.PathLike | None = None) -> Source:
+    """``source`` as a :class:`LabelledFolder` when it is a folder with a ``labels.tsv`` (or
+    ``labels`` names a labels file); otherwise ``source`` unchanged."""
+    if isinstance(source, (str, os.PathLike)):
+        if labels is not None or (Path(source) / LABELS_FILE).is_file():
+            return LabelledFolder(source, labels)
+    elif labels is not None:
+        raise FeatvizError("a labels file goes with a folder of photos, not with "
+                           f"a {type(source).__name__}")
+    return source
+
+
+def _label_of(source: Source, item: object, name: str) -> Label | None:
+    """The class of an item: from a labelled folder, or a torchvision-style ``(image, int)``
+    item (named from the dataset's ``classes`` where it has them)."""
+    if isinstance(source, LabelledFolder):
+        return source.label(name)
+    if isinstance(item, tuple) and len(item) > 1 and isinstance(item[1], int):
+        names = getattr(source, "classes", None)
+        idx = item[1]
+        shown = str(names[idx]) if names is not None and 0 <= idx < len(names) else str(idx)
+        return Label(idx, shown)
+    return None

@@ -19,6 +19,7 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 
 import torch
@@ -31,12 +32,12 @@ from ..core.backward_rules import ReluBackwardRule
 from ..core.hooks import LayerTap, frozen
 from ..core.model_info import image_channels, input_size, model_device
 from ..errors import ChannelError, FeatvizError
-from .dataset import RunningTopK, iter_batches, spatial_activation
+from .dataset import Label, RunningTopK, iter_labelled_batches, labelled, spatial_activation
 from .occlusion import occlusion
 from .receptive_field import ReceptiveField, theoretical
 
 __all__ = ["MODES", "Projection", "project", "top_k", "TopK", "TopKEntry", "occlusion",
-           "occlusion_check", "signed_to_image", "crop_box"]
+           "occlusion_check", "signed_to_image", "display_patch", "crop_box"]
 
 MODES = ("deconvnet", "guided", "gradient")
 
@@ -91,6 +92,22 @@ def signed_to_image(t: torch.Tensor) -> torch.Tensor:
     """Map signed maps [B,C,H,W] to [0, 1] per image: 0.5 + 0.5 * t / max|t|."""
     scale = t.abs().flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
     return (0.5 + 0.5 * t / scale).clamp(0, 1)
+
+
+def display_patch(t: torch.Tensor, percentile: float = 99.5) -> torch.Tensor:
+    """Show a signed projection [C,h,w] (or a batch [B,C,h,w], each on its own) in [0, 1].
+
+    Zeiler & Fergus show every projection with its own contrast: it is centred on its mean and
+    scaled so that the ``percentile`` of its absolute values reaches 0 or 1 (a few outliers
+    clip rather than squash the rest to grey), so a weak unit's projection is as visible as a
+    strong one's. An all-zero projection stays grey.
+    """
+    batch = (t if t.dim() == 4 else t[None]).float()
+    flat = batch.flatten(1)
+    centred = flat - flat.mean(dim=1, keepdim=True)
+    scale = torch.quantile(centred.abs(), percentile / 100, dim=1, keepdim=True)
+    out = (0.5 + 0.5 * centred / scale.clamp_min(1e-12)).clamp(0, 1).view_as(batch)
+    return out if t.dim() == 4 else out[0]
 
 
 def project(
@@ -154,6 +171,15 @@ class TopKEntry:
     position: tuple[int, int]
     patch: torch.Tensor  # [C,h,w] the input the unit sees (its receptive field), grey outside
     projection: torch.Tensor  # [C,h,w] the projection over the same box, rendered to [0, 1]
+    label: Label | None = None  # the class of the source photo, where the source tells it
+    # every mode's rendered projection over the box, the first (``projection``) included
+    projections: dict[str, torch.Tensor] = dc_field(default_factory=dict)
+    box: tuple[int, int, int, int] | None = None  # (top, left, bottom, right) in the image
+
+    @property
+    def class_name(self) -> str | None:
+        """The short class name of the source photo (its first synonym), or None."""
+        return self.label.short if self.label is not None else None
 
 
 @dataclass
@@ -165,20 +191,18 @@ class TopK:
     field: ReceptiveField
     entries: dict[int, list[TopKEntry]]
 
-    def grid(self, tile: int = 72) -> Image.Image:
-        """One block per channel: the k projections beside the k patches, each 3x3-ish."""
-        blocks = []
-        for channel, entries in self.entries.items():
-            if not entries:
-                continue
-            n = math.ceil(math.sqrt(len(entries)))
-            proj = _images.grid(_tiles([e.projection for e in entries], tile), ncol=n, pad=2)
-            pats = _images.grid(_tiles([e.patch for e in entries], tile), ncol=n, pad=2)
-            block = Image.new("RGB", (proj.width + pats.width + 6, max(proj.height, pats.height)),
-                              (255, 255, 255))
-            block.paste(proj, (0, 0))
-            block.paste(pats, (proj.width + 6, 0))
-            blocks.append((f"{self.layer}:{channel}", block))
+    @property
+    def modes(self) -> list[str]:
+        """The projection modes every entry holds, ``mode`` first."""
+        first = next((e for es in self.entries.values() for e in es), None)
+        return list(first.projections) if first is not None and first.projections else [self.mode]
+
+    def grid(self, tile: int = 72, modes: Sequence[str] | None = None) -> Image.Image:
+        """One block per channel: the k patches (each with its photo's class, where known),
+        then the k projections of each of ``modes`` (default: all the entries hold)."""
+        modes = list(modes) if modes is not None else self.modes
+        blocks = [(f"{self.layer}:{c}  patches | {' | '.join(modes)}",
+                   _block(entries, modes, tile)) for c, entries in self.entries.items() if entries]
         if not blocks:
             raise FeatvizError("no entries to show")
         tensors = [_images.from_pil(b) for _, b in blocks]
@@ -187,21 +211,48 @@ class TopK:
         padded = torch.ones(len(tensors), 3, h, w)
         for i, t in enumerate(tensors):
             padded[i, :, :t.shape[1], :t.shape[2]] = t
-        return _images.grid(padded, labels=[name for name, _ in blocks],
-                            ncol=min(2, len(blocks)), pad=8)
+        ncol = 1 if len(modes) > 1 else min(2, len(blocks))
+        return _images.grid(padded, labels=[name for name, _ in blocks], ncol=ncol, pad=8)
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, tile: int = 72,
+             modes: Sequence[str] | None = None) -> Path:
         """Write :meth:`grid` as a PNG."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.grid().save(path)
+        self.grid(tile, modes).save(path)
         return path
 
 
+def _block(entries: Sequence[TopKEntry], modes: Sequence[str], tile: int) -> Image.Image:
+    """One channel's block: the patches (labelled with their classes where any is known)
+    beside one grid of projections per mode, side by side."""
+    n = math.ceil(math.sqrt(len(entries)))
+    names = [e.class_name or "" for e in entries]
+    labels = names if any(names) else None
+    parts = [_images.grid(_tiles([e.patch for e in entries], tile), labels, ncol=n, pad=2)]
+    for mode in modes:
+        shown = [e.projections.get(mode, e.projection) for e in entries]
+        parts.append(_images.grid(_tiles(shown, tile), [""] * len(entries) if labels else None,
+                                  ncol=n, pad=2))
+    block = Image.new("RGB", (sum(p.width for p in parts) + 6 * (len(parts) - 1),
+                              max(p.height for p in parts)), (255, 255, 255))
+    x = 0
+    for part in parts:
+        block.paste(part, (x, 0))
+        x += part.width + 6
+    return block
+
+
 def _tiles(patches: list[torch.Tensor], tile: int) -> torch.Tensor:
-    """Scale patches to a common display size (nearest neighbour: pixels stay visible)."""
-    return torch.stack([F.interpolate(p[None], (tile, tile), mode="nearest")[0]
-                        for p in patches])
+    """Scale patches to a common display size: nearest neighbour when enlarging (pixels stay
+    visible), antialiased when shrinking (no aliasing of photo detail)."""
+    def scaled(p: torch.Tensor) -> torch.Tensor:
+        if max(p.shape[1:]) <= tile:
+            return F.interpolate(p[None], (tile, tile), mode="nearest")[0]
+        return F.interpolate(p[None], (tile, tile), mode="bilinear", antialias=True,
+                             align_corners=False)[0].clamp(0, 1)
+
+    return torch.stack([scaled(p) for p in patches])
 
 
 def crop_box(img: torch.Tensor, box: tuple[int, int, int, int], fill: float = 0.5) -> torch.Tensor:
@@ -215,18 +266,27 @@ def crop_box(img: torch.Tensor, box: tuple[int, int, int, int], fill: float = 0.
     return out
 
 
+@dataclass
+class _Scan:
+    """What one pass over a source leaves: the tracker, the name and class of every image
+    seen, and the images still among the hits (uint8, by image id)."""
+
+    tracker: RunningTopK
+    names: list[str]
+    labels: list[Label | None]
+    kept: dict[int, torch.Tensor]
+
+
 def _scan(model: nn.Module, images, layer: str, channels: list[int], k: int, size: int,
-          batch_size: int) -> tuple[RunningTopK, list[str], dict[int, torch.Tensor]]:
-    """Stream ``images`` through ``model`` once, keeping each channel's ``k`` strongest units:
-    the tracker, the name of every image seen, and the images still among the hits (uint8)."""
+          batch_size: int) -> _Scan:
+    """Stream ``images`` through ``model`` once, batch by batch, keeping each channel's ``k``
+    strongest units and only the images among them."""
     device = model_device(model)
-    tracker = RunningTopK(len(channels), k)
-    names: list[str] = []
-    kept: dict[int, torch.Tensor] = {}
+    scan = _Scan(RunningTopK(len(channels), k), [], [], {})
     index = torch.tensor(channels)
     with frozen(model), LayerTap(model, [layer]) as tap, torch.no_grad():
-        for batch_names, batch in iter_batches(images, size, batch_size,
-                                               channels=image_channels(model)):
+        for batch_names, batch_labels, batch in iter_labelled_batches(
+                images, size, batch_size, channels=image_channels(model)):
             act = tap(batch.to(device))[layer]
             for c in (min(channels), max(channels)):
                 spatial_activation(layer, act, c)
@@ -234,16 +294,17 @@ def _scan(model: nn.Module, images, layer: str, channels: list[int], k: int, siz
             values, flat = maps.max(dim=2)
             w = act.shape[3]
             positions = torch.stack([flat // w, flat % w], dim=2)
-            ids = torch.arange(len(names), len(names) + len(batch_names))
-            names.extend(batch_names)
-            tracker.update(values, ids, positions)
-            in_use = tracker.ids_in_use()
+            ids = torch.arange(len(scan.names), len(scan.names) + len(batch_names))
+            scan.names.extend(batch_names)
+            scan.labels.extend(batch_labels)
+            scan.tracker.update(values, ids, positions)
+            in_use = scan.tracker.ids_in_use()
             for i, image_id in enumerate(ids.tolist()):
                 if image_id in in_use:  # uint8: a quarter of the memory, exact for files
-                    kept[image_id] = (batch[i] * 255).round().to(torch.uint8)
-            for image_id in [i for i in kept if i not in in_use]:
-                del kept[image_id]
-    return tracker, names, kept
+                    scan.kept[image_id] = (batch[i] * 255).round().to(torch.uint8)
+            for image_id in [i for i in scan.kept if i not in in_use]:
+                del scan.kept[image_id]
+    return scan
 
 
 def top_k(
@@ -255,37 +316,83 @@ def top_k(
     *,
     size: int | None = None,
     batch_size: int = 32,
-    mode: str = "deconvnet",
+    mode: str | Sequence[str] = "deconvnet",
+    labels: str | os.PathLike | None = None,
+    signal: float | None = 0.95,
 ) -> TopK:
     """Find the ``k`` images of ``images`` that excite each channel most, and project them.
 
-    ``images`` is a folder, an iterable of images or an indexable dataset; it is streamed in
-    batches of ``batch_size`` (only the current top-k images are kept). Each image is resized
-    on its shorter side and centre-cropped to ``size`` (default: the model's input size). For
-    every hit the patch the unit sees (its theoretical receptive field) is cut from the image
-    and from the unit's projection (``mode`` as in :func:`project`).
+    ``images`` is a folder, a :class:`~featviz.methods.dataset.LabelledFolder`, an iterable of
+    images or an indexable dataset; it is streamed in batches of ``batch_size`` (only the
+    current top-k images are kept). A folder's ``labels.tsv`` (or the ``labels`` file) gives
+    each entry the class of its photo. Each image is resized on its shorter side and
+    centre-cropped to ``size`` (default: the model's input size). For every hit the patch the
+    unit sees (its theoretical receptive field) is cut from the image and from the unit's
+    projection, shown with its own contrast (:func:`display_patch`); ``mode`` is one mode of
+    :func:`project` or several (each entry then holds them all, the first as ``projection``).
+    ``signal`` trims the box, for each channel, to the square around the unit's centre that
+    holds that share of its projections' absolute sum (the theoretical field is often far
+    wider than the part that matters); None keeps the whole theoretical box.
     """
-    check_mode(mode)
+    modes = [mode] if isinstance(mode, str) else list(mode)
+    for m in modes:
+        check_mode(m)
     channels = [int(c) for c in channels]
-    if not channels:
-        raise ValueError("top_k needs at least one channel")
+    if not channels or not modes:
+        raise ValueError("top_k needs at least one channel and one mode")
     size = input_size(model, size)
-    tracker, names, kept = _scan(model, images, layer, channels, k, size, batch_size)
-    field = theoretical(model, layer, input_size=size)
-    entries: dict[int, list[TopKEntry]] = {}
-    for j, c in enumerate(channels):
-        valid = torch.isfinite(tracker.values[j])
-        ids = tracker.image_ids[j][valid].tolist()
-        pos = [tuple(p) for p in tracker.positions[j][valid].tolist()]
-        imgs = torch.stack([kept[i].float() / 255 for i in ids])
-        proj = project(model, imgs, layer, c, position=pos, mode=mode)
-        rendered = proj.image()
-        entries[c] = []
-        for n, (image_id, (y, x)) in enumerate(zip(ids, pos, strict=True)):
-            box = field.box(y, x)
-            entries[c].append(TopKEntry(float(tracker.values[j][n]), names[image_id], (y, x),
-                                        crop_box(imgs[n], box), crop_box(rendered[n], box)))
-    return TopK(layer, mode, field, entries)
+    scan = _scan(model, labelled(images, labels), layer, channels, k, size, batch_size)
+    rf = theoretical(model, layer, input_size=size)
+    entries = {c: _entries(model, scan, j, layer, c, rf, modes, signal)
+               for j, c in enumerate(channels)}
+    return TopK(layer, modes[0], rf, entries)
+
+
+def _entries(model: nn.Module, scan: _Scan, j: int, layer: str, channel: int,
+             rf: ReceptiveField, modes: Sequence[str], signal: float | None) -> list[TopKEntry]:
+    """The entries of tracked channel ``j`` (``channel`` of ``layer``): each hit's patch and
+    its projections, cut to the unit's receptive-field box (trimmed to ``signal``) and shown
+    each with its own contrast."""
+    valid = torch.isfinite(scan.tracker.values[j])
+    ids = scan.tracker.image_ids[j][valid].tolist()
+    pos = [tuple(p) for p in scan.tracker.positions[j][valid].tolist()]
+    imgs = torch.stack([scan.kept[i].float() / 255 for i in ids])
+    boxes = [rf.box(y, x) for y, x in pos]
+    raw = {m: [crop_box(pixels, box, fill=0.0) for pixels, box in zip(
+        project(model, imgs, layer, channel, position=pos, mode=m).pixels, boxes, strict=True)]
+        for m in modes}
+    margin = signal_margin(torch.stack(raw[modes[0]]), signal) if signal is not None else 0
+    if margin:
+        boxes = [(t + margin, le + margin, b - margin, r - margin) for t, le, b, r in boxes]
+        raw = {m: [c[:, margin:c.shape[1] - margin, margin:c.shape[2] - margin] for c in cs]
+               for m, cs in raw.items()}
+    # cut first, then scale: the contrast is the box's own, not the whole image's
+    shown = {m: [display_patch(c) for c in cs] for m, cs in raw.items()}
+    return [TopKEntry(float(scan.tracker.values[j][n]), scan.names[i], (y, x),
+                      crop_box(imgs[n], boxes[n]), shown[modes[0]][n], scan.labels[i],
+                      {m: shown[m][n] for m in modes}, boxes[n])
+            for n, (i, (y, x)) in enumerate(zip(ids, pos, strict=True))]
+
+
+def signal_margin(crops: torch.Tensor, share: float = 0.95) -> int:
+    """How many pixels can be cut from every side of the boxes ``crops`` [B,C,h,w] (signed
+    projections, centred on their unit) while the centred square left keeps ``share`` of their
+    summed absolute values; 0 when nothing can go (or there is no signal)."""
+    energy = crops.abs().sum(dim=(0, 1))
+    total = float(energy.sum())
+    h, w = energy.shape
+    if total <= 0:
+        return 0
+    # ring distance from the border: the square kept after cutting m from each side is ring >= m
+    ys = torch.minimum(torch.arange(h), torch.arange(h).flip(0))[:, None]
+    xs = torch.minimum(torch.arange(w), torch.arange(w).flip(0))[None, :]
+    ring = torch.minimum(ys, xs)
+    best = 0
+    for m in range(1, (min(h, w) - 1) // 2):
+        if float(energy[ring >= m].sum()) < share * total:
+            break
+        best = m
+    return best
 
 
 def occlusion_check(

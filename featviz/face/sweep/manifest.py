@@ -172,6 +172,10 @@ def _write_job(out: Path, job: Job, img: torch.Tensor, value: float, res: Render
         _durable(_images.save(_strip(top), out / tname, ncol=len(top), alpha=False))
         rec["topk"] = {"file": tname, "sources": [Path(e.source).name for e in top],
                        "values": [round(e.value, 4) for e in top]}
+        labels = [getattr(e, "label", None) for e in top]
+        if any(lb is not None for lb in labels):  # the class of each photo, in strip order
+            rec["topk"]["classes"] = [lb.name if lb else None for lb in labels]
+            rec["topk"]["class_indices"] = [lb.index if lb else None for lb in labels]
     return rec
 
 

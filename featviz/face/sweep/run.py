@@ -21,6 +21,7 @@ from ...core import param as _param
 from ...core import render as _render
 from ...core.objectives import channel
 from ...errors import FeatvizError
+from ...methods.dataset import labelled
 from ...methods.deconv import top_k
 from .jobs import Job, _layer_channels, _unique_layers, batches, job_list, shard
 from .manifest import Manifest, _jsonable, _write_job, done_jobs
@@ -60,6 +61,7 @@ class _Recipe:
     images: str | os.PathLike | None
     k: int
     render_options: Mapping[str, Any]
+    labels: str | os.PathLike | None = None
 
     def settings(self, extra: Mapping[str, Any] | None) -> dict:
         """The settings recorded with the sweep and each image: ``extra`` (what describes the
@@ -69,7 +71,9 @@ class _Recipe:
                           "lr": self.lr, "param": self.param, "transforms": self.transforms,
                           "seed": self.seed,
                           "images": str(Path(images).resolve()) if images is not None else None,
-                          "k": self.k if images is not None else None})
+                          "k": self.k if images is not None else None,
+                          **({"labels": str(Path(self.labels).resolve())}
+                             if self.labels is not None else {})})
 
 
 def sweep(
@@ -86,6 +90,7 @@ def sweep(
     seed: int = 0,
     parameterization: str = "fourier",
     images: str | os.PathLike | None = None,
+    labels: str | os.PathLike | None = None,
     k: int = 9,
     rank: int = 0,
     world_size: int = 1,
@@ -99,19 +104,20 @@ def sweep(
     ``size`` (default: the model's), ``lr`` (default: the parameterization's), ``transforms``
     and ``seed`` are passed to :func:`featviz.render` (job (layer, c) uses seed ``seed + c``);
     ``parameterization`` names one of :data:`featviz.param.KINDS`; ``images`` (a folder) adds
-    each channel's top-``k`` dataset patches. ``settings`` adds what describes the model
-    (``model``, ``weights``, ``mean``, ``std``) to the recorded settings. Under ``torchrun``
-    pass the rank and world size (see :func:`distributed`); rank 0 then checks the folder's
-    settings for every rank and the ranks meet once at the end. Jobs already done are skipped;
-    SIGINT/SIGTERM stops after the finished images are recorded (``interrupted``).
-    ``render_options`` go to every render as they are: the speed options ``amp``,
-    ``memory_format`` and ``compile`` (not recorded as image settings).
+    each channel's top-``k`` dataset patches, with the class of each photo where the folder
+    holds a ``labels.tsv`` (or ``labels`` names a labels file). ``settings`` adds what
+    describes the model (``model``, ``weights``, ``mean``, ``std``) to the recorded settings.
+    Under ``torchrun`` pass the rank and world size (see :func:`distributed`); rank 0 then
+    checks the folder's settings for every rank and the ranks meet once at the end. Jobs
+    already done are skipped; SIGINT/SIGTERM stops after the finished images are recorded
+    (``interrupted``). ``render_options`` go to every render as they are: the speed options
+    ``amp``, ``memory_format`` and ``compile`` (not recorded as image settings).
     """
     log = log or (lambda msg: print(msg, flush=True))
-    layers = _check_arguments(batch_size, steps, k, layers, images)
+    layers = _check_arguments(batch_size, steps, k, layers, images, labels)
     recipe = _recipe(model, parameterization, size=size, steps=steps, lr=lr,
                      transforms=transforms, seed=seed, images=images, k=k,
-                     render_options=render_options)
+                     render_options=render_options, labels=labels)
     per_layer = _layer_channels(model, layers, channels, recipe.size)
     out, meta = Path(out), recipe.settings(settings)
     _agree_settings(out, meta, per_layer, rank)
@@ -126,7 +132,8 @@ def sweep(
 
 
 def _check_arguments(batch_size: int, steps: int, k: int, layers: Sequence[str],
-                     images: str | os.PathLike | None) -> list[str]:
+                     images: str | os.PathLike | None,
+                     labels: str | os.PathLike | None = None) -> list[str]:
     """Raise a :class:`FeatvizError` for an argument no sweep can run with, before the model
     runs once; return ``layers`` without repeats (see :func:`_unique_layers`)."""
     if batch_size < 1:
@@ -139,12 +146,17 @@ def _check_arguments(batch_size: int, steps: int, k: int, layers: Sequence[str],
     # a missing or empty image folder fails now, not after the first layer is rendered
     if images is not None and not _images.list_images(images):
         raise FeatvizError(f"no image files in {images}")
+    if images is not None:
+        labelled(images, labels)  # and a bad labels file, naming its line
+    elif labels is not None:
+        raise FeatvizError("--labels goes with --images")
     return layers
 
 
 def _recipe(model: nn.Module, parameterization: str, *, size: int | None, steps: int,
             lr: float | None, transforms: str, seed: int, images: str | os.PathLike | None,
-            k: int, render_options: Mapping[str, Any] | None) -> _Recipe:
+            k: int, render_options: Mapping[str, Any] | None,
+            labels: str | os.PathLike | None = None) -> _Recipe:
     """The recipe of a sweep, with ``size`` defaulting to the model's input size, ``lr`` to the
     parameterization's own rate and ``transforms="auto"`` to its preferred preset. An unknown
     parameterization raises here, before the model runs."""
@@ -155,7 +167,7 @@ def _recipe(model: nn.Module, parameterization: str, *, size: int | None, steps:
     if transforms == "auto":
         transforms = _render.preferred_transforms(probe)
     return _Recipe(parameterization, size, steps, lr, transforms, seed, images, k,
-                   dict(render_options or {}))
+                   dict(render_options or {}), labels)
 
 
 def _share(out: Path, jobs: Sequence[Job], meta: Mapping, rank: int,
@@ -235,7 +247,8 @@ def _record_batch(out: Path, batch: Sequence[Job], res: _render.RenderResult, me
 def _top_k(model: nn.Module, recipe: _Recipe, layer: str, chans: list[int]) -> dict[int, list]:
     """Channel -> the top-``k`` dataset entries (patch, projection, source) of ``chans`` of
     ``layer`` over the recipe's image folder: one pass over the images for the whole layer."""
-    return dict(top_k(model, recipe.images, layer, chans, recipe.k, size=recipe.size).entries)
+    return dict(top_k(model, recipe.images, layer, chans, recipe.k, size=recipe.size,
+                      labels=recipe.labels).entries)
 
 
 def _finish(result: SweepResult, signum: int | None, seconds: float,
