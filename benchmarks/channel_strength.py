@@ -49,12 +49,6 @@ def channel_means(model, images: torch.Tensor, layer: str, channel: int) -> torc
         return tap(images)[layer][:, channel].mean(dim=(1, 2))
 
 
-def saturated_share(img: torch.Tensor, margin: float = 0.02) -> float:
-    """Share of pixels with any colour value within ``margin`` of 0 or 1."""
-    sat = (img <= margin) | (img >= 1 - margin)
-    return float(sat.any(dim=1).float().mean())
-
-
 def best_photos(model, folder: str, size: int, targets: dict[str, list[int]],
                 batch: int = 50) -> dict[tuple[str, int], tuple[float, str]]:
     """For each (layer, channel): its highest mean activation over the photos of ``folder``
@@ -119,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             rendered = float(channel_means(model, img, layer, c)[0])
             value, photo = best[layer, c]
             ratio = rendered / value if value > 0 else float("inf")
-            sat = saturated_share(img)
+            sat = featviz.metrics.saturated_share(img)
             ratios.append(ratio)
             sats.append(sat)
             featviz.images.save(img, Path(args.out) / f"{layer}_{c}.png")

@@ -73,25 +73,28 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     shown, labels = [], []
     print("| parameterization | objective | objective of the RGB image | high-freq. share | "
-          "seconds |\n|---|---:|---:|---:|---:|")
+          "saturated px | seconds |\n|---|---:|---:|---:|---:|---:|")
     for name, build in parameterizations(args.size).items():
         p = build()
         t0 = time.perf_counter()
         res = featviz.render(model, objective, p, steps=args.cppn_steps if name == "CPPN"
                              else args.steps, progress=False)
         seconds = time.perf_counter() - t0
-        rgb = res.images[:, :3] if name != "RGBA" else over_checkerboard(res.images)
+        # what the model saw, and what is shown (MACO's contrast stretched, as its paper does)
+        seen = res.images[:, :3] if name != "RGBA" else over_checkerboard(res.images)
+        rgb = res.shown()[:, :3] if name != "RGBA" else seen
         stem = name.split()[0].lower()
-        featviz.images.save(res.images, out / f"{stem}.png")
+        res.save(out / f"{stem}.png")
         if name == "MACO":
             featviz.images.save(res.saliency, out / "maco_transparency.png")
             featviz.images.save(res.with_transparency(), out / "maco_rgba.png")
         if name == "CPPN":
             with torch.no_grad():
                 featviz.images.save(p.at(4 * args.size), out / "cppn_large.png")
-        value = float(metrics.objective_value(model, objective, rgb)[0])
+        value = float(metrics.objective_value(model, objective, seen)[0])
         print(f"| {name} | {float(res.values[0]):.2f} | {value:.2f} | "
-              f"{metrics.high_frequency_share(rgb[0]):.3f} | {seconds:.0f} |", flush=True)
+              f"{metrics.high_frequency_share(rgb[0]):.3f} | "
+              f"{100 * metrics.saturated_share(rgb):.1f}% | {seconds:.0f} |", flush=True)
         shown.append(rgb)
         labels.append(name)
         if name == "MACO":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from conftest import make_tiny
 
@@ -83,3 +84,12 @@ def test_ssim():
     assert math.isclose(metrics.ssim(a[0], a[0]), 1.0, abs_tol=1e-4)  # [3,H,W] works too
     assert metrics.ssim(a, torch.rand(1, 3, 16, 16)) < 0.5
     assert metrics.ssim(a, (a + 0.05).clamp(0, 1)) > metrics.ssim(a, torch.rand(1, 3, 16, 16))
+
+
+def test_saturated_share_counts_pixels_with_any_channel_at_the_ends():
+    img = torch.full((3, 10, 10), 0.5)
+    img[0, :2] = 1.0  # two rows with red at the top of its range
+    img[2, 9, :5] = 0.01  # half a row with blue at the bottom
+    assert metrics.saturated_share(img) == pytest.approx(0.25)
+    assert metrics.saturated_share(img[None].expand(2, -1, -1, -1)) == pytest.approx(0.25)
+    assert metrics.saturated_share(torch.full((3, 4, 4), 0.5)) == 0.0

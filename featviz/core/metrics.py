@@ -64,6 +64,15 @@ def high_frequency_share(img: torch.Tensor, cutoff: float = 0.5) -> float:
     return float(spec[_radius(*spec.shape) > cutoff * 0.5].sum()) / total
 
 
+def saturated_share(img: torch.Tensor, margin: float = 0.02) -> float:
+    """Share of the pixels of ``img`` ([C,H,W] or [B,C,H,W] in [0, 1]) with any colour value
+    within ``margin`` of 0 or 1: flat black, white or pure-colour areas where the
+    parameterization's squashing ran out of range."""
+    batch = img if img.dim() == 4 else img[None]
+    sat = (batch <= margin) | (batch >= 1 - margin)
+    return float(sat.any(dim=1).float().mean())
+
+
 def checkerboard_energy(img: torch.Tensor, strides: Sequence[int] = (2, 4, 8)) -> float:
     """How much power sits exactly at the frequencies a stride-s grid produces (k/s cycles per
     pixel, k = 1..s-1, in x, y or both), relative to the mean power of the bins around each
