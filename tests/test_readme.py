@@ -37,6 +37,8 @@ SMALL = [
     (r"\beffective_layers\(model, ", "effective_layers(model, samples=2, input_size=64, "),
     # the theoretical field of features.14 takes a float64 MobileNetV2 on a 512-px input
     (r'"features.7", "features.14"\]\)\.plot', '"features.7"]).plot'),
+    # top-k over the 1000 labelled photos: over the ten sample photos instead
+    (r"\.\./shared/imagenet-sample\", layer=", '../shared/images", layer='),
     (r"\.\./shared/", lambda _: f"{SHARED}/"),  # a function: the path is no regex template
 ]
 
