@@ -134,7 +134,8 @@ class MacoParam(ImageParam):
     objective reached 10.5 at 0.05, 12.4 at 0.2 and 6.2 at 1.0. It asks render for the
     saliency map, the paper's way of showing where the visualization matters. Its images are
     shown contrast-stretched (``display = "stretch"``): the paper's figures are, by its
-    reference code's plotting (clip at the 1st and 99th percentile, then scale to [0, 1]); the
+    reference code's plotting (clip at the 1st and 99th percentile, then scale to [0, 1];
+    :func:`featviz.images.stretch` clips at 0.5 %); the
     raw images, a sigmoid of a unit-variance signal, stay low in contrast by construction."""
 
     lr = 0.2
