@@ -65,4 +65,4 @@ def late_layer(model, layer: str) -> str:
     """``layer`` if the model has it, else a late layer of the model (so the defaults, chosen
     for InceptionV1 and MobileNetV2, still run on any other model)."""
     names = list(featviz.hooks.named_layers(model))
-    return layer if layer in names else names[-3]
+    return layer if layer in names or layer in featviz.hooks.layer_aliases(model) else names[-3]

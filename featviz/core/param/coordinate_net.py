@@ -14,6 +14,11 @@ from torch import nn
 from .base import Parameterization
 from .noise import Generators
 
+# the output layer's values are standardized per image and scaled by this before the sigmoid:
+# unbounded, they ran into its flat ends (InceptionV1 mixed4a:476, 128 px, 512 steps: 25 % of
+# the pixels saturated, objective 554; standardized: 1.9 %, objective 676)
+OUTPUT_SCALE = 1.5
+
 
 def _composite(x: torch.Tensor) -> torch.Tensor:
     # the article's activation: atan and its square, scaled to unit variance for unit-normal
@@ -25,9 +30,11 @@ def _composite(x: torch.Tensor) -> torch.Tensor:
 class CPPN(Parameterization):
     """``batch`` independent CPPNs evaluated together as grouped 1x1 convolutions.
 
-    ``forward()`` gives [B,C,H,W] in [0, 1], C = ``channels`` (a sigmoid output layer that
-    starts at zero weights, so every image starts grey). Coordinates span [-sqrt(3), sqrt(3)]
-    on the longer side (unit variance), keeping the aspect ratio.
+    ``forward()`` gives [B,C,H,W] in [0, 1], C = ``channels``: the output layer's values,
+    standardized per image (all channels together, so the colour balance stays) and scaled by
+    :data:`OUTPUT_SCALE`, through a sigmoid; its weights start at zero, so every image starts
+    grey. Coordinates span [-sqrt(3), sqrt(3)] on the longer side (unit variance), keeping the
+    aspect ratio.
     """
 
     lr = 0.005  # the article's notebook: Adam with a small step, the weights are sensitive
@@ -78,11 +85,19 @@ class CPPN(Parameterization):
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             net = F.conv2d(net, w, b, groups=self.batch)
-            net = torch.sigmoid(net) if i == last else _composite_grouped(net, self.batch)
+            net = _squashed(net, self.batch) if i == last else _composite_grouped(net, self.batch)
         return net.view(self.batch, self.channels, *size)
 
     def forward(self) -> torch.Tensor:
         return self.at(self.size)
+
+
+def _squashed(x: torch.Tensor, batch: int) -> torch.Tensor:
+    """The output layer's values of each image standardized, scaled and put through a
+    sigmoid (a flat image, such as the all-zero start, stays grey)."""
+    z = x.reshape(batch, -1)
+    z = (z - z.mean(1, keepdim=True)) / z.std(1, keepdim=True).clamp_min(1e-3)
+    return torch.sigmoid(OUTPUT_SCALE * z).view_as(x)
 
 
 def _composite_grouped(x: torch.Tensor, groups: int) -> torch.Tensor:
