@@ -15,19 +15,25 @@ import featviz
 SHARED = Path(os.environ.get("FEATVIZ_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 # per model: its weights file and statistics, and the unit, pair of channels and class the
-# figures show by default (chosen by eye: see examples/README.md)
+# figures show by default (chosen by eye: see examples/README.md). InceptionV1's activations
+# are about 60x MobileNetV2's (Caffe's 0-255 input), so are the weights of its penalties
+# against them: diversity, L1, total variation, blur
 MODELS = {
     "inceptionv1": dict(weights=SHARED / "models" / "googlenet_bvlc_imagenet.pth", mean=None,
                         std=None, layer="mixed4a", channel=476, pair="476,460", target=291,
                         deconv_layers="mixed3b,mixed4b",
                         inversion_layers="conv2d0,conv2d2,mixed3b,mixed4b,mixed4e,mixed5b",
-                        centering_layers="conv2d0,conv2d2,mixed3b,mixed4d"),
+                        centering_layers="conv2d0,conv2d2,mixed3b,mixed4d",
+                        diversity_channel=97, diversity_weight=1000.0, l1=18000.0, tv=9000.0,
+                        blur=600000.0),
     "mobilenet_v2": dict(weights=SHARED / "models" / "mobilenet_v2_imagenet_coral.pth",
                          mean=(0.5,) * 3, std=(0.5,) * 3, layer="features.14", channel=12,
                          pair="12,20", target=291, deconv_layers="features.7,features.14",
                          inversion_layers="features.2,features.4,features.7,features.10,"
                                           "features.14,features.17",
-                         centering_layers="features.0.0,features.2,features.7,features.14"),
+                         centering_layers="features.0.0,features.2,features.7,features.14",
+                         diversity_channel=12, diversity_weight=30.0, l1=300.0, tv=150.0,
+                         blur=10000.0),
 }
 
 

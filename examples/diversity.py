@@ -44,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--channel", type=int, help="channel of --layer (default: the model's)")
     ap.add_argument("--diversity-layer", default=None,
                     help="layer whose Gram matrices are compared (default: --layer)")
-    ap.add_argument("--weight", type=float, default=30.0,
-                    help="weight of the diversity term (the channel objective has weight 1)")
+    ap.add_argument("--weight", type=float,
+                    help="weight of the diversity term (the channel objective has weight 1; "
+                         "default: the model's, MobileNetV2 30)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=512)
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args)
     layers = featviz.hooks.named_layers(model)
     args.layer = late_layer(model, default(args, "layer", args.layer))
-    args.channel = default(args, "channel", args.channel)
+    args.channel = default(args, "diversity_channel", args.channel)
+    args.weight = default(args, "diversity_weight", args.weight)
     div_layer = args.diversity_layer or args.layer
     if div_layer not in layers:
         div_layer = args.layer

@@ -46,9 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     add_model_args(ap)
     ap.add_argument("--layer", help="default: the model's (InceptionV1: mixed4a)")
     ap.add_argument("--channel", type=int, help="channel of --layer (default: the model's)")
-    ap.add_argument("--l1", type=float, default=300.0, help="weight of the L1 penalty")
-    ap.add_argument("--tv", type=float, default=150.0, help="weight of total variation")
-    ap.add_argument("--blur", type=float, default=10000.0, help="weight of the blur penalty")
+    ap.add_argument("--l1", type=float, help="weight of the L1 penalty (default: the model's; "
+                                                 "MobileNetV2 300)")
+    ap.add_argument("--tv", type=float, help="weight of total variation (MobileNetV2: 150)")
+    ap.add_argument("--blur", type=float, help="weight of the blur penalty (MobileNetV2: 1e4)")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=512)
     ap.add_argument("--quick", action="store_true", help="a few steps at a small size")
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args)
     args.layer = late_layer(model, default(args, "layer", args.layer))
     args.channel = default(args, "channel", args.channel)
+    args.l1, args.tv, args.blur = (default(args, k, getattr(args, k)) for k in ("l1", "tv", "blur"))
     channel = obj.channel(args.layer, args.channel)
     images, labels = [], []
     for name, (objective, transforms) in configs(channel, args.l1, args.tv, args.blur).items():
