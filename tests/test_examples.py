@@ -23,17 +23,17 @@ def _run(script: str, *args: str) -> str:
 
 @needs_weights
 def test_inversion_example(tmp_path):
-    out = _run("inversion.py", "--steps", "3", "--layers", "features.2,features.4",
-               "--out", str(tmp_path))
-    assert "| features.4 |" in out and (tmp_path / "cat_inversions.png").exists()
+    out = _run("inversion.py", "--steps", "3", "--layers", "conv2d0,mixed3a",
+               "--out", str(tmp_path))  # the default model, InceptionV1, by lucid's names
+    assert "| mixed3a |" in out and (tmp_path / "cat_inversions.png").exists()
 
 
 @needs_weights
 def test_deconvnet_example(tmp_path):
-    out = _run("deconvnet.py", "--channels", "0-1", "--k", "2", "--layers", "features.7",
+    out = _run("deconvnet.py", "--channels", "0-1", "--k", "2", "--layers", "mixed3b",
                "--out", str(tmp_path))
     assert "projected square drops the activation" in out
-    assert (tmp_path / "features.7_top2.png").exists()
+    assert (tmp_path / "mixed3b_top2.png").exists()
 
 
 @needs_weights
@@ -48,7 +48,8 @@ def test_topk_example_on_labelled_photos(tmp_path):
 
 @needs_weights
 def test_centering_example(tmp_path):
-    out = _run("centering.py", "--layers", "features.0.0,features.7", "--out", str(tmp_path))
+    out = _run("centering.py", "--model", "mobilenet_v2", "--layers", "features.0.0,features.7",
+               "--out", str(tmp_path))
     assert "features.0.0 variance ratio" in out and "top-1 agrees for" in out
     assert (tmp_path / "centering.html").exists()
 
