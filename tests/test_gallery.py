@@ -122,3 +122,12 @@ def test_gallery_renders_in_headless_chromium(swept, tmp_path):
         assert match, f"the load script of {page.name} did not run"
         assert int(match.group(1)) == dom.count("<img") >= least  # every image decoded
     assert "channel 3" in dom and "all layers" in dom
+
+
+def test_the_settings_line_names_a_weights_file_without_its_folder():
+    from featviz.face.gallery import _settings_line
+
+    line = _settings_line({"model": "inceptionv1", "weights": "/home/someone/models/w.pth",
+                           "steps": 256})
+    assert "weights w.pth" in line and "someone" not in line
+    assert "weights DEFAULT" in _settings_line({"weights": "DEFAULT"})

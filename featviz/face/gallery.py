@@ -82,8 +82,14 @@ def collect(folder: str | os.PathLike) -> dict[str, list[dict]]:
 
 
 def _settings_line(settings: Mapping) -> str:
+    """The sweep's settings in one line; a weights file by its name (the page is shared, the
+    folder it sat in is nobody else's business)."""
     keys = ("model", "weights", "steps", "size", "lr", "transforms", "seed", "k")
-    parts = [f"{k} {settings[k]}" for k in keys if settings.get(k) is not None]
+    shown = dict(settings)
+    if isinstance(shown.get("weights"), str) and ("/" in shown["weights"] or os.sep in
+                                                  shown["weights"]):
+        shown["weights"] = Path(shown["weights"]).name
+    parts = [f"{k} {shown[k]}" for k in keys if shown.get(k) is not None]
     return html.escape(" · ".join(str(p) for p in parts))
 
 
