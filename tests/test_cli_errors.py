@@ -73,7 +73,6 @@ BAD = [
     ("render", "--lr fast", ["finite number above 0 (e.g. 0.05)", "'fast'"]),
     ("render", "--std 0,0,0", ["--std must be finite numbers above 0, got '0,0,0'"]),
     ("render", "--std 0.5,-1,0.5", ["above 0", "'0.5,-1,0.5'"]),
-    ("render", "--std 1,2", ["std needs 1 or 3 values", "the network takes 3", "(1.0, 2.0)"]),
     ("render", "--mean inf,0,0", ["--mean must be finite numbers", "'inf,0,0'"]),
     ("render", "--mean a,b,c", ["--mean must be numbers separated by commas", "'a,b,c'"]),
     ("render", "--batch-size 0", ["--batch-size must be at least 1, got 0"]),
@@ -471,3 +470,12 @@ def test_warnings_are_one_tidy_line(t, monkeypatch, capsys):
     assert main(command_line("layers", "", t)) == 0
     err = capsys.readouterr().err
     assert err == "featviz: warning: the objective stayed at about zero for channel 3\n"
+
+
+def test_statistics_of_another_channel_count_are_named_once_the_model_is_known(tmp_path, capsys):
+    """--mean/--std take one number per input channel of any model, so their count is checked
+    against the model when it loads: one line, exit 2."""
+    code, err = run(["render", *R.split(), "--std", "1,2", "--objective", "channel:features.2:0",
+                     "--size", "32", "--steps", "1", "--no-progress", "--out",
+                     str(tmp_path / "o.png")], capsys)
+    _one_clear_line(code, err, ["std needs 1 or 3 values", "the network takes 3", "(1.0, 2.0)"])
