@@ -280,3 +280,9 @@ def test_class_token_is_in_the_grammar():
     assert set(o.layers) == {"encoder.layers.encoder_layer_1"} and "class_token" in o.name
     with pytest.raises(ObjectiveSyntaxError, match="class_token takes LAYER:C"):
         obj.parse("class_token:encoder.layers.encoder_layer_1")
+
+
+def test_a_channel_range_past_any_layer_is_refused_before_it_is_built():
+    with pytest.raises(ObjectiveSyntaxError, match="'0-9999999999' names more than 1048576"):
+        obj.expand("channel:conv1:0-9999999999")
+    assert len(obj.parse_channels("0-1023,2000")) == 1025

@@ -496,6 +496,10 @@ def _syntax(spec: str, why: str, term: str = "") -> ObjectiveSyntaxError:
     return ObjectiveSyntaxError(f"cannot read objective {spec!r}{where}: {why}\n{GRAMMAR}")
 
 
+# more channels than any layer has: a typo (0-9999999999), refused before a list is built
+MAX_CHANNELS = 1 << 20
+
+
 def parse_channels(text: str, spec: str = "", term: str = "") -> list[int]:
     """Read ``"12"``, ``"0-63"`` or ``"1,5,9"`` (or a mix, ``"0-3,8"``) as a list of ints; a
     malformed one raises an :class:`ObjectiveSyntaxError` naming ``spec`` and ``term``."""
@@ -509,6 +513,9 @@ def parse_channels(text: str, spec: str = "", term: str = "") -> list[int]:
         if hi < lo:
             raise _syntax(spec or text, f"range {part.strip()!r} runs backwards (write "
                                         f"{hi}-{lo})", term)
+        if len(out) + hi - lo + 1 > MAX_CHANNELS:
+            raise _syntax(spec or text, f"{part.strip()!r} names more than {MAX_CHANNELS} "
+                                        "channels; no layer has that many", term)
         out.extend(range(lo, hi + 1))
     return out
 
