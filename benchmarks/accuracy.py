@@ -15,7 +15,6 @@ with are the plain-PyTorch ones in ``../shared/models/README.md`` (InceptionV1: 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import time
@@ -31,11 +30,11 @@ HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("FEATVIZ_SHARED", HERE.parent.parent / "shared"))
 
 
-def read_labels(folder: Path) -> list[tuple[Path, int]]:
-    """(photo path, class index) of every row of ``folder/labels.tsv``."""
-    with open(folder / "labels.tsv", newline="", encoding="utf-8") as f:
-        return [(folder / row["file"], int(row["class_index"]))
-                for row in csv.DictReader(f, delimiter="\t")]
+def labelled_photos(folder: Path) -> list[tuple[Path, int]]:
+    """(photo path, class index) of every photo ``folder/labels.tsv`` lists (read, and checked,
+    by featviz's own labels reader)."""
+    labels = featviz.dataset.read_labels(folder / "labels.tsv")
+    return [(folder / name, label.index) for name, label in labels.items()]
 
 
 def centre_crop(path: Path, resize: int = 256, crop: int = 224) -> torch.Tensor:
@@ -81,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (folder / "labels.tsv").is_file():
         print(f"no labels.tsv in {folder}: give --images a labelled folder", file=sys.stderr)
         return 2
-    rows = read_labels(folder)[:args.limit]
+    rows = labelled_photos(folder)[:args.limit]
     model = featviz.models.load(args.model, weights=args.weights, mean=args.mean, std=args.std)
     start = time.perf_counter()
     top1, top5 = accuracy(model, rows)

@@ -53,11 +53,8 @@ def best_photos(model, folder: str, size: int, targets: dict[str, list[int]],
                 batch: int = 50) -> dict[tuple[str, int], tuple[float, str]]:
     """For each (layer, channel): its highest mean activation over the photos of ``folder``
     and the photo that reaches it, the photos streamed ``batch`` at a time."""
-    paths = featviz.images.list_images(folder)
     best: dict[tuple[str, int], tuple[float, str]] = {}
-    for i in range(0, len(paths), batch):
-        chunk = paths[i:i + batch]
-        photos = torch.cat([featviz.images.load(p, size=size) for p in chunk])
+    for chunk, photos in featviz.dataset.iter_batches(folder, size, batch):
         with frozen(model), LayerTap(model, list(targets)) as tap, torch.no_grad():
             acts = tap(photos)
         for layer, channels in targets.items():
@@ -65,7 +62,7 @@ def best_photos(model, folder: str, size: int, targets: dict[str, list[int]],
                 means = acts[layer][:, c].mean(dim=(1, 2))
                 j = int(means.argmax())
                 if (layer, c) not in best or float(means[j]) > best[layer, c][0]:
-                    best[layer, c] = (float(means[j]), chunk[j].name)
+                    best[layer, c] = (float(means[j]), Path(chunk[j]).name)
     return best
 
 
