@@ -21,7 +21,7 @@ from ..core.hooks import frozen, named_layers, on_output
 from ..errors import FeatvizError, MismatchError, WeightsError, unknown
 from . import cifar, inception_v1
 from .hf_source import wrap_hf as wrap_hf  # re-exported: featviz.models.wrap_hf
-from .sources import from_source, source_of
+from .sources import from_source, random_weights, source_of
 from .spatial import SpatialLayer as SpatialLayer
 from .spatial import middle_layer as middle_layer
 from .spatial import spatial_layers as spatial_layers
@@ -247,9 +247,7 @@ def _inception_v1_weights(weights: Any) -> Any:
     """The weights ``load("inceptionv1")`` reads: a path or None as given; ``"default"``
     the BVLC file in the folder ``$FEATVIZ_MODELS`` names (no public URL serves it in
     torchvision's layout), else an error that says where to get it."""
-    if weights is None or isinstance(weights, os.PathLike) or (
-            isinstance(weights, str) and (_is_path(weights) or weights.lower() in ("random",
-                                                                                 "none"))):
+    if random_weights(weights) or isinstance(weights, (str, os.PathLike)) and _is_path(weights):
         return weights
     if not (isinstance(weights, str) and weights.lower() == "default"):
         raise WeightsError(f"inceptionv1 takes weights='default', a file path or None, not "
