@@ -141,6 +141,37 @@ def test_parse(spec, expected):
     assert obj.parse(spec).name == expected
 
 
+
+def test_cosine_weighted_direction_matches_lucids_rule(acts):
+    a, v = acts["conv"], torch.randn(6)
+    dot = torch.einsum("bchw,c->bhw", a, v)
+    cos = dot / (a.norm(dim=1) + 1e-4) / (v.norm() + 1e-4)
+    expected = (dot * cos.clamp(min=0.1) ** 2).mean(dim=(1, 2))
+    torch.testing.assert_close(obj.direction("conv", v, cossim_pow=2)(acts), expected)
+    # a vector along an image's own activation scores higher than a same-length one across it
+    own = a[0, :, 2, 3]
+    other = torch.randn(6)
+    other = other / other.norm() * own.norm()
+    at = obj.direction_neuron("conv", own, x=3, y=2, cossim_pow=1)(acts)[0]
+    assert at > obj.direction_neuron("conv", other, x=3, y=2, cossim_pow=1)(acts)[0]
+
+
+def test_one_direction_per_image(acts):
+    vecs = torch.randn(4, 6)
+    both = obj.direction("conv", vecs, cossim_pow=1)
+    assert both.batch_size == 4 and both.label(2) == "direction(conv, #2)"
+    for i in range(4):
+        alone = obj.direction("conv", vecs[i], cossim_pow=1)(acts)[i]
+        torch.testing.assert_close(both(acts)[i], alone)
+    centre = obj.direction_neuron("conv", vecs)(acts)
+    torch.testing.assert_close(centre, torch.einsum("bc,bc->b", acts["conv"][:, :, 2, 3], vecs))
+    with pytest.raises(FeatvizError, match="3 direction vectors need a batch of 3"):
+        obj.direction("conv", torch.randn(3, 6))(acts)
+    with pytest.raises(ChannelError, match=r"position x=9, y=0 is outside .* x 0-6, y 0-4"):
+        obj.direction_neuron("conv", vecs, x=9, y=0)(acts)
+    with pytest.raises(ValueError, match="or batch=, not both"):
+        obj.direction("conv", vecs, batch=1)
+
 def test_parse_direction(tmp_path, acts):
     v = torch.randn(6)
     torch.save(v, tmp_path / "v.pt")

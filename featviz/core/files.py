@@ -9,6 +9,7 @@ refused with a message, never turned into a regular file.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Callable
@@ -108,3 +109,15 @@ def read_tensor(path: str | os.PathLike, what: str) -> torch.Tensor:
     if not torch.is_tensor(value):
         raise FeatvizError(f"{path} holds a {type(value).__name__}, not a tensor {what}")
     return value.float()
+
+
+def folder_name(layer: str) -> str:
+    """The folder of ``layer``'s channel images: the name with anything but ``A-Za-z0-9._-``
+    replaced."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", layer).strip("_") or "layer"
+
+
+def image_file(layer: str, channel: int) -> str:
+    """Where a channel's visualization lies, relative to a sweep's folder (or any folder of
+    channel renders, as the semantic dictionary keeps them)."""
+    return f"{folder_name(layer)}/c{channel:04d}.png"

@@ -307,24 +307,115 @@ def softmax(n: int, batch: int | None = None) -> Objective:
     return _make(fn, [OUTPUT], f"softmax({n})", batch)
 
 
+# lucid floors the cosine at 0.1 before raising it to a power (objectives_util._dot_cossim),
+# so a vector pointing away still gets a small push instead of none
+COSSIM_FLOOR = 0.1
+
+
+def _vectors(vector: torch.Tensor | Sequence[float]) -> torch.Tensor:
+    """A direction as [1, C] (one for every image) or [N, C] (image i gets row i)."""
+    vec = torch.as_tensor(vector, dtype=torch.float32)
+    if vec.dim() > 2:
+        raise ValueError(f"a direction is a vector [C] or one per image [N, C], got shape "
+                         f"{tuple(vec.shape)}")
+    return vec.reshape(1, -1) if vec.dim() < 2 else vec
+
+
+def _positions_last(act: torch.Tensor) -> torch.Tensor:
+    """Activations as [B, positions, C]: spatial maps, token sequences and vectors alike."""
+    if act.dim() == 4:
+        return act.flatten(2).transpose(1, 2)
+    if act.dim() == 3:
+        return act
+    return act.unsqueeze(1)
+
+
+def _dot_cossim(acts: torch.Tensor, vecs: torch.Tensor, cossim_pow: float) -> torch.Tensor:
+    """Dot products [B, P] of activations [B, P, C] with vectors [B, C], times the cosine
+    (floored at :data:`COSSIM_FLOOR`) to the power ``cossim_pow``: lucid's cosine-weighted
+    direction, which rewards pointing the same way, not just being large."""
+    dot = torch.einsum("bpc,bc->bp", acts, vecs)
+    if not cossim_pow:
+        return dot
+    cos = dot / (acts.norm(dim=-1) + 1e-4) / (vecs.norm(dim=-1, keepdim=True) + 1e-4)
+    return dot * cos.clamp(min=COSSIM_FLOOR) ** cossim_pow
+
+
+def _direction_values(layer: str, act: torch.Tensor, vecs: torch.Tensor,
+                      cossim_pow: float) -> torch.Tensor:
+    """[B, P] cosine-weighted dot products, with the vector count and length checked."""
+    n = _channels_of(layer, act)
+    if vecs.shape[1] != n:
+        raise ChannelError(f"direction vector has {vecs.shape[1]} entries but layer {layer!r} "
+                           f"has {n} channels")
+    size = act.shape[0]
+    if vecs.shape[0] not in (1, size):
+        raise FeatvizError(f"{vecs.shape[0]} direction vectors need a batch of "
+                           f"{vecs.shape[0]} images, got {size}")
+    v = vecs.to(device=act.device, dtype=act.dtype).expand(size, -1)
+    return _dot_cossim(_positions_last(act), v, cossim_pow)
+
+
+def _direction_name(kind: str, layer: str, vecs: torch.Tensor, cossim_pow: float,
+                    where: str = "") -> str:
+    what = (f"{vecs.shape[1]}-vector" if vecs.shape[0] == 1
+            else f"{vecs.shape[0]} {vecs.shape[1]}-vectors")
+    pow_ = f", cossim_pow={_num(cossim_pow)}" if cossim_pow else ""
+    return f"{kind}({layer}, {what}{where}{pow_})"
+
+
+def _per_image(fn, layer: str, name: str, kind: str, vecs: torch.Tensor,
+               batch: int | None) -> Objective:
+    """An objective for one vector (``batch=`` as usual) or one vector per image."""
+    if vecs.shape[0] == 1:
+        return _make(fn, [layer], name, batch)
+    if batch is not None:
+        raise ValueError("give either one direction per image ([N, C]) or batch=, not both")
+    return Objective(fn, [layer], name, vecs.shape[0],
+                     {i: f"{kind}({layer}, #{i})" for i in range(vecs.shape[0])})
+
+
 def direction(layer: str, vector: torch.Tensor | Sequence[float],
-              batch: int | None = None) -> Objective:
+              batch: int | None = None, cossim_pow: float = 0.0) -> Objective:
     """Dot product of the activations with ``vector`` (one weight per channel), averaged over
-    positions: a direction in activation space instead of a single channel."""
-    vec = torch.as_tensor(vector, dtype=torch.float32).flatten()
+    positions: a direction in activation space instead of a single channel. ``vector`` may be
+    [N, C], one direction per image (image ``i`` maximizes row ``i``: many directions in one
+    batch). ``cossim_pow > 0`` multiplies each position's dot product by its cosine with the
+    vector (floored at 0.1) to that power, lucid's ``direction(..., cossim_pow=)``, which
+    makes images point the vector's way rather than just grow (activation grids and atlases
+    use it)."""
+    vecs = _vectors(vector)
+
+    def fn(acts: Acts) -> torch.Tensor:
+        return _direction_values(layer, acts[layer], vecs, cossim_pow).mean(dim=1)
+
+    name = _direction_name("direction", layer, vecs, cossim_pow)
+    return _per_image(fn, layer, name, "direction", vecs, batch)
+
+
+def direction_neuron(layer: str, vector: torch.Tensor | Sequence[float],
+                     x: int | None = None, y: int | None = None, batch: int | None = None,
+                     cossim_pow: float = 0.0) -> Objective:
+    """Like :func:`direction` at one position of the layer's map: the centre by default, or
+    column ``x``, row ``y`` (lucid's ``direction_neuron``). ``vector`` [C] or [N, C] (one per
+    image), ``cossim_pow`` as in :func:`direction`."""
+    vecs = _vectors(vector)
 
     def fn(acts: Acts) -> torch.Tensor:
         act = acts[layer]
-        n = _channels_of(layer, act)
-        if vec.numel() != n:
-            raise ChannelError(f"direction vector has {vec.numel()} entries but layer {layer!r} "
-                               f"has {n} channels")
-        v = vec.to(device=act.device, dtype=act.dtype)
-        if act.dim() == 4:
-            return _mean_rest(torch.einsum("bchw,c->bhw", act, v))
-        return _mean_rest(act @ v)
+        values = _direction_values(layer, act, vecs, cossim_pow)
+        if act.dim() != 4:
+            return values[:, values.shape[1] // 2 if x is None else x]
+        h, w = act.shape[2:]
+        cx, cy = (w // 2 if x is None else x), (h // 2 if y is None else y)
+        if not (0 <= cx < w and 0 <= cy < h):
+            raise ChannelError(f"position x={cx}, y={cy} is outside layer {layer!r} of size "
+                               f"{h}x{w} (valid: x 0-{w - 1}, y 0-{h - 1})")
+        return values[:, cy * w + cx]
 
-    return _make(fn, [layer], f"direction({layer}, {vec.numel()}-vector)", batch)
+    where = "" if x is None and y is None else f", x={x}, y={y}"
+    name = _direction_name("direction_neuron", layer, vecs, cossim_pow, where)
+    return _per_image(fn, layer, name, "direction_neuron", vecs, batch)
 
 
 def diversity(layer: str) -> Objective:

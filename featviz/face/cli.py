@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "130 interrupted (Ctrl-C), 1 a bug in featviz.")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_render, _add_layers, _add_deconv, _add_topk, _add_occlude, _add_invert,
-                _add_erf, _add_maps, _add_sweep, _add_gallery, _add_models):
+                _add_erf, _add_maps, _add_blocks, _add_sweep, _add_gallery, _add_models):
         add(sub)
     return parser
 
@@ -286,6 +286,36 @@ def _add_maps(sub) -> None:
     mp.add_argument("--out", required=True, type=types.file_out,
                     help="a self-contained .html page")
     mp.set_defaults(run=_maps)
+
+
+def _add_blocks(sub) -> None:
+    b = sub.add_parser("blocks", help="the Building Blocks views of a photo (semantic "
+                                      "dictionary, activation grids, neuron groups) as one "
+                                      "HTML page")
+    b.add_argument("image", type=types.existing_file, help="image file")
+    _add_model_args(b)
+    b.add_argument("--layer", required=True, help="layer of the dictionary and the groups")
+    b.add_argument("--grid-layers", type=types.layer_list,
+                   help="comma-separated layers for activation grids (default: --layer)")
+    b.add_argument("--groups", type=types.whole_number(1, 64), default=6,
+                   help="neuron groups, 1-64 (default: 6)")
+    b.add_argument("--top", type=types.whole_number(1, 16), default=4,
+                   help="channels per position in the dictionary, 1-16 (default: 4)")
+    b.add_argument("--classes", type=types.whole_number(1, 16), default=4,
+                   help="top classes in the group attribution table, 1-16 (default: 4)")
+    b.add_argument("--steps", type=types.whole_number(1, types.MAX_STEPS), default=256,
+                   help=f"steps of every render, 1-{types.MAX_STEPS} (default: 256)")
+    b.add_argument("--render-size", type=types.whole_number(types.MIN_SIZE, 512), default=96,
+                   help="pixels of channel and group renders (default: 96)")
+    b.add_argument("--cell", type=types.whole_number(types.MIN_SIZE, 128), default=32,
+                   help="pixels of each activation-grid cell (default: 32)")
+    b.add_argument("--renders", type=types.folder_out,
+                   help="folder of channel renders to reuse and add to (a sweep's --out works)")
+    _add_size_arg(b, "photo size")
+    b.add_argument("--seed", type=types.seed, default=0, help="seed of every render")
+    b.add_argument("--out", required=True, type=types.file_out,
+                   help="a self-contained .html page")
+    b.set_defaults(run=_blocks)
 
 
 def _add_sweep(sub) -> None:
@@ -571,6 +601,26 @@ def _maps(args: argparse.Namespace) -> int:
     featuremaps.report(model, img, args.out, layers=layers, labels=args.labels)
     for index, name, p in featuremaps.top_classes(model, img, 5, args.labels):
         print(f"{p:.3f}  {index}  {name}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _blocks(args: argparse.Namespace) -> int:
+    from ..core.hooks import resolve_layer
+    from ..methods.building_blocks import building_blocks
+    from . import blocks_page
+
+    model = _load_model(args)
+    for name in [args.layer, *(args.grid_layers or [])]:
+        resolve_layer(model, name)  # an unknown layer fails before any render
+    img = _load_image(args.image, model, input_size(model, args.size))
+    blocks = building_blocks(model, img, args.layer, grid_layers=args.grid_layers,
+                             groups=args.groups, n=args.top, classes=args.classes,
+                             size=args.render_size, cell=args.cell, steps=args.steps,
+                             seed=args.seed, folder=args.renders)
+    blocks_page.write(blocks, args.out, f"{Path(args.image).name}: {args.layer}")
+    for name, secs in blocks.seconds.items():
+        print(f"{name}: {secs:.0f} s")
     print(f"wrote {args.out}")
     return 0
 

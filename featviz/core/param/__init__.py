@@ -14,7 +14,9 @@ uses ``seed + i``), so ``render(..., param=...)`` takes any of them.
 - ``laplacian(size, batch, levels=4)``: a sum of upsampled resolution levels;
 - ``cppn(size, batch)``: a coordinate network's weights;
 - ``aligned(size, batch)``: private images plus shared low-resolution parts, for smooth
-  interpolations across a batch.
+  interpolations across a batch;
+- ``group_shared(size, weights)``: own images plus group images mixed by ``weights``, so
+  that alike objectives (an activation grid's neighbouring cells) get alike pictures.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from .noise import Generators
 from .phase_only import MacoRaw
 from .pixel import PixelRaw
 from .pyramid import LaplacianRaw
-from .shared_parts import AlignedRaw
+from .shared_parts import AlignedRaw, GroupSharedRaw
 from .spectrum import (
     AMPLITUDE,
     EXPONENT,
@@ -62,7 +64,7 @@ __all__ = ["Parameterization", "ImageParam", "MacoParam", "image", "maco", "lapl
            "band_correlation", "band_covariance", "covariance_sqrt", "correlation",
            "to_valid", "from_valid", "rfft2_frequencies", "FourierRaw", "PixelRaw", "MacoRaw",
            "LaplacianRaw",
-           "AlignedRaw"]
+           "AlignedRaw", "GroupSharedRaw", "group_shared"]
 
 
 def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -307,6 +309,28 @@ def aligned(
     raw = AlignedRaw((batch, channels, h, w), fft, sd, generator)
     return _finish(ImageParam(raw, batch, (h, w), decorrelate, seeds=seeds, channels=channels),
                    device, seed=seed)
+
+
+def group_shared(
+    size: int | tuple[int, int],
+    weights: torch.Tensor,
+    sd: float = 0.01,
+    generator: Generators = None,
+    device: str | torch.device | None = None,
+    seed: Seed = None,
+) -> ImageParam:
+    """One image per row of ``weights`` [N, groups]: a Fourier image of its own plus group
+    images shared by all, mixed by the row (lucid's activation-grid parameterization, from
+    "The Building Blocks of Interpretability"). Rows that are alike (say, a factorization's
+    spatial maps at neighbouring positions, each group scaled to a maximum of 1) get alike
+    starting points and gradients, which keeps a grid of renders coherent. RGB, colour
+    decorrelated, ``seed`` as in :func:`image`."""
+    weights = torch.as_tensor(weights, dtype=torch.float32)
+    batch = weights.shape[0] if weights.dim() == 2 else 0
+    h, w = _check(size, max(batch, 1))
+    seeds, generator = seeded(seed, generator, max(batch, 1))
+    raw = GroupSharedRaw(weights, (batch, 3, h, w), sd, generator)
+    return _finish(ImageParam(raw, batch, (h, w), None, seeds=seeds), device, seed=seed)
 
 
 # the parameterizations the command line and sweeps name, with what each image is

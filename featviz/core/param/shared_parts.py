@@ -43,3 +43,41 @@ class AlignedRaw(nn.Module):
         self.private.set_raw(raw)
         for s in self.shared:
             s.value.zero_()
+
+
+# lucid's activation-grid notebook (Building Blocks, Olah et al. 2018) mixes each cell's own
+# image and the group images with these weights
+OWN_WEIGHT, GROUP_WEIGHT = 0.7, 0.5
+
+
+class GroupSharedRaw(nn.Module):
+    """Raw images [N,C,H,W] = 0.7 · own Fourier image + 0.5 · Σ_j weights[i, j] · group image j.
+
+    Images whose objectives are alike (similar activation vectors: similar rows of
+    ``weights``, e.g. a factorization's normalized spatial maps) share most of their group
+    images, so the optimization finds alike pictures for them; each image keeps a full set of
+    parameters of its own and could still become anything.
+    """
+
+    def __init__(self, weights: torch.Tensor, shape: tuple[int, int, int, int],
+                 sd: float = 0.01, generator: Generators = None):
+        super().__init__()
+        n, c, h, w = shape
+        if weights.dim() != 2 or weights.shape[0] != n:
+            raise ValueError(f"group weights must be [{n}, groups], one row per image, got "
+                             f"{list(weights.shape)}")
+        self.size = (h, w)
+        self.own = FourierRaw(shape, sd, generator=generator)
+        first = generator[0] if isinstance(generator, (list, tuple)) else generator
+        self.groups = FourierRaw((weights.shape[1], c, h, w), sd, generator=first)
+        self.register_buffer("weights", weights.float(), persistent=False)
+
+    def forward(self) -> torch.Tensor:
+        shared = torch.einsum("ng,gchw->nchw", self.weights, self.groups())
+        return OWN_WEIGHT * self.own() + GROUP_WEIGHT * shared
+
+    @torch.no_grad()
+    def set_raw(self, raw: torch.Tensor) -> None:
+        """Start every image from ``raw`` through its own part; the group images start at 0."""
+        self.own.set_raw(raw / OWN_WEIGHT)
+        self.groups.spectrum.zero_()

@@ -27,12 +27,12 @@ line, and which jobs are done), :mod:`.settings` (``sweep.json`` and the resume 
 summary). Every public name is importable from the package itself.
 """
 
+from ...core.files import image_file
 from .jobs import (
     Job,
     batches,
     channel_counts,
     folder_name,
-    image_file,
     job_list,
     parse_channel_spec,
     shard,

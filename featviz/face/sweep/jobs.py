@@ -3,7 +3,6 @@ which rank renders it and in which batches."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -11,6 +10,7 @@ import torch
 from torch import nn
 
 from ...core import model_info
+from ...core.files import folder_name
 from ...errors import ChannelError, FeatvizError, ObjectiveSyntaxError
 
 
@@ -28,16 +28,6 @@ class Job:
     def key(self) -> tuple[str, int]:
         """(layer, channel): what names the job in manifests, whatever its index and seed."""
         return (self.layer, self.channel)
-
-
-def folder_name(layer: str) -> str:
-    """The folder of ``layer``'s images: the name with anything but ``A-Za-z0-9._-`` replaced."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", layer).strip("_") or "layer"
-
-
-def image_file(layer: str, channel: int) -> str:
-    """Path of a job's visualization, relative to the sweep folder."""
-    return f"{folder_name(layer)}/c{channel:04d}.png"
 
 
 def topk_file(layer: str, channel: int, k: int) -> str:

@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from ...core import images as _images
+from ...core.files import image_file
 from ...core.render import RenderResult
 from ...errors import FeatvizError
-from .jobs import Job, image_file, topk_file
+from .jobs import Job, topk_file
 
 MANIFEST_GLOB = "manifest.rank*.jsonl"
 

@@ -1,0 +1,138 @@
+"""Activation grids ("what the network sees", Olah et al., "The Building Blocks of
+Interpretability", Distill 2018): for every spatial position of a layer on one photo, a
+picture of that position's activation vector, all in one batched render, laid out on the
+layer's grid so the picture lines up with the photo."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core import images as _images
+from ..core import objectives as _objectives
+from ..core import param as _param
+from ..core import transforms as _transforms
+from ..core.hooks import LayerTap, frozen
+from ..core.model_info import model_device as device_of
+from ..core.render import RenderResult, render
+from ..errors import FeatvizError
+from . import groups as _groups
+
+# cells are small (tens of pixels): lucid's standard transforms (pad 12, jitter 8) would move
+# a cell's content half out of view, so the grid uses a gentler set of the same kinds
+CELL_TRANSFORMS = (
+    _transforms.pad(4, fill=0.5),
+    _transforms.jitter(4),
+    _transforms.scale([0.95, 0.975, 1.0, 1.025, 1.05]),
+    _transforms.rotate(list(range(-5, 6))),
+    _transforms.jitter(2),
+)
+
+
+@dataclass
+class ActivationGrid:
+    """One photo's activation grid at ``layer``.
+
+    ``vectors`` [h, w, C] are the layer's activation vectors on ``image`` [1,3,H,W];
+    ``cells`` [h·w, 3, s, s] the rendered picture of each (row-major); ``render`` the render
+    that made them (history, seconds); ``groups`` the factorization whose maps tied alike cells
+    together (None without sharing).
+    """
+
+    layer: str
+    image: torch.Tensor
+    vectors: torch.Tensor
+    cells: torch.Tensor
+    render: RenderResult
+    cossim_pow: float
+    groups: _groups.NeuronGroups | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, columns) of the layer's map: the grid's size in cells."""
+        return tuple(self.vectors.shape[:2])
+
+    def picture(self) -> torch.Tensor:
+        """The cells put together on the layer's grid, [1, 3, h·s, w·s]: cell (y, x) sits where
+        position (y, x) of the layer sees the photo."""
+        h, w = self.shape
+        s = self.cells.shape[-1]
+        tiles = self.cells.reshape(h, w, 3, s, s).permute(2, 0, 3, 1, 4)
+        return tiles.reshape(1, 3, h * s, w * s)
+
+    def beside_photo(self) -> torch.Tensor:
+        """The photo, resized to the grid picture's size, and the picture side by side."""
+        grid = self.picture()
+        photo = F.interpolate(self.image[:, :3], size=grid.shape[-2:], mode="bilinear",
+                              align_corners=False)
+        gap = torch.ones(1, 3, grid.shape[2], max(4, grid.shape[3] // 64))
+        return torch.cat([photo, gap, grid], dim=3)
+
+    def agreement(self, model: nn.Module) -> torch.Tensor:
+        """Cosine similarity [h·w, h·w] between each cell's own activation vector (the layer at
+        the centre of the rendered cell, no transforms) and every position's target vector:
+        row i, column j says how much cell i looks like position j to the model. A good grid
+        has the largest values on the diagonal."""
+        with frozen(model), LayerTap(model, [self.layer]) as tap, torch.no_grad():
+            act = tap(self.cells.to(device_of(model)))[self.layer].float().cpu()
+        got = act[:, :, act.shape[2] // 2, act.shape[3] // 2]
+        wanted = self.vectors.reshape(-1, self.vectors.shape[-1]).float()
+        return F.normalize(got, dim=1) @ F.normalize(wanted, dim=1).T
+
+    def save(self, path) -> None:
+        """Write :meth:`picture` as a PNG (or any format :func:`featviz.images.save` takes)."""
+        _images.save(self.picture(), path)
+
+
+def layer_vectors(model: nn.Module, image: torch.Tensor, layer: str) -> torch.Tensor:
+    """The activation vectors of ``layer`` at every position of one photo, [h, w, C]."""
+    if image.dim() == 3:
+        image = image[None]
+    with frozen(model), LayerTap(model, [layer]) as tap, torch.no_grad():
+        act = tap(image[:1].to(device_of(model)))[layer].float().cpu()
+    if act.dim() != 4:
+        raise FeatvizError(f"layer {layer!r} has no spatial positions (its output is "
+                           f"{list(act.shape)}); an activation grid needs a map [C, H, W]")
+    return act[0].permute(1, 2, 0)
+
+
+def _sharing(vectors: torch.Tensor, image: torch.Tensor, layer: str, k: int,
+             seed: int) -> tuple[torch.Tensor, _groups.NeuronGroups | None]:
+    """Per cell, how much it takes of each shared group image: the factorization's spatial
+    maps, each scaled to a maximum of 1 (lucid's notebook does the same), [h·w, k]."""
+    h, w, c = vectors.shape
+    if k <= 0:
+        return torch.zeros(h * w, 0), None
+    acts = vectors.permute(2, 0, 1)
+    k = min(k, c, h * w)
+    found = _groups.from_activations(acts, image, layer, k=k, seed=seed)
+    maps = found.maps.reshape(k, -1).T
+    return maps / maps.amax(dim=0, keepdim=True).clamp_min(1e-8), found
+
+
+def activation_grid(model: nn.Module, image: torch.Tensor, layer: str, *, cell: int = 48,
+                    steps: int = 256, groups: int = 6, cossim_pow: float = 1.0,
+                    seed: int = 0, progress: bool = True, **render_kw) -> ActivationGrid:
+    """Render, for every position of ``layer`` on ``image`` ([1,3,H,W] or [3,H,W] in
+    [0, 1]), a ``cell``-pixel picture whose centre activation points along that position's
+    vector (``objectives.direction_neuron`` with ``cossim_pow``: lucid's cosine weighting,
+    which rewards the vector's direction over sheer size), all cells in one batch. With
+    ``groups > 0`` the cells share that many group images, mixed by a non-negative
+    factorization of the photo's activations, so neighbouring cells that see alike things
+    get alike pictures (lucid's parameterization; 0 renders every cell on its own). Other
+    keywords go to :func:`featviz.render` (``transforms`` defaults to small-cell ones)."""
+    if image.dim() == 3:
+        image = image[None]
+    vectors = layer_vectors(model, image, layer)
+    h, w, c = vectors.shape
+    weights, found = _sharing(vectors, image, layer, groups, seed)
+    par = _param.group_shared(cell, weights, seed=seed, device=device_of(model))
+    objective = _objectives.direction_neuron(layer, vectors.reshape(h * w, c),
+                                             cossim_pow=cossim_pow)
+    render_kw.setdefault("transforms", list(CELL_TRANSFORMS))
+    result = render(model, objective, par, steps=steps, progress=progress, **render_kw)
+    return ActivationGrid(layer, image[:1].cpu(), vectors, result.images, result,
+                          cossim_pow, found)

@@ -1,0 +1,116 @@
+"""The views of "The Building Blocks of Interpretability" (Olah et al., Distill 2018) for one
+photo, made together: a semantic dictionary, activation grids, neuron groups with their
+renders and spatial maps, and how much each group speaks for each of the photo's top classes.
+:func:`building_blocks` runs them; ``featviz blocks`` writes them as one HTML page."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..core import model_info
+from ..core.hooks import OUTPUT, LayerTap, frozen
+from ..core.render import RenderResult
+from . import attribution as _attribution
+from . import groups as _groups
+from .activation_grid import ActivationGrid, activation_grid
+from .semantic_dictionary import SemanticDictionary, semantic_dictionary
+
+
+@dataclass
+class GroupAttribution:
+    """How much each neuron group of a layer speaks for each of some classes: ``values``
+    [groups, classes], the gradient × the group's part of the activation (or its integrated
+    version) for each class logit; ``classes`` the class indices, ``names`` their names."""
+
+    classes: list[int]
+    names: list[str]
+    values: torch.Tensor
+    method: str
+
+    def rows(self) -> list[list[str]]:
+        """The table as text: one row per group, one column per class."""
+        return [[f"{v:+.2f}" for v in row.tolist()] for row in self.values]
+
+
+@dataclass
+class BuildingBlocks:
+    """Everything :func:`building_blocks` made for one photo; ``seconds`` per view."""
+
+    image: torch.Tensor
+    layer: str
+    top_classes: list[tuple[int, str, float]]
+    dictionary: SemanticDictionary
+    grids: dict[str, ActivationGrid]
+    groups: _groups.NeuronGroups
+    group_renders: RenderResult
+    group_classes: GroupAttribution
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def top_classes(model: nn.Module, image: torch.Tensor, k: int = 5
+                ) -> list[tuple[int, str, float]]:
+    """The photo's ``k`` most probable classes: (index, name, probability); names are the
+    model's class names where it has them (``featviz.models`` sets them), else the index."""
+    with frozen(model), LayerTap(model, [OUTPUT]) as tap, torch.no_grad():
+        logits = tap(image.to(model_info.model_device(model)))[OUTPUT][0].float().cpu()
+    names = model_info.class_names(model)
+    probs = logits.softmax(0)
+    top = probs.topk(min(k, len(probs)))
+    return [(int(i), names[int(i)] if names else str(int(i)), float(p))
+            for p, i in zip(top.values, top.indices, strict=True)]
+
+
+def group_class_attribution(model: nn.Module, groups: _groups.NeuronGroups,
+                            classes: Sequence[int], method: str = "gradient",
+                            steps: int = 32) -> GroupAttribution:
+    """Attribution of each class logit in ``classes`` to each neuron group: the gradient (or
+    the path-averaged gradient, ``method="integrated"``) of the logit at the groups' layer,
+    times each group's part of the activation (its map ⊗ its direction), summed."""
+    names = model_info.class_names(model)
+    columns = []
+    for c in classes:
+        attr = _attribution.attribute(model, groups.image, groups.layer, int(c), method=method,
+                                      steps=steps)
+        columns.append(attr.to_directions(groups.maps, groups.directions)[0])
+    return GroupAttribution(list(map(int, classes)),
+                            [names[c] if names else str(c) for c in classes],
+                            torch.stack(columns, dim=1).cpu(), method)
+
+
+def building_blocks(model: nn.Module, image: torch.Tensor, layer: str, *,
+                    grid_layers: Sequence[str] | None = None, groups: int = 6, n: int = 4,
+                    classes: int = 4, size: int = 96, cell: int = 32, steps: int = 256,
+                    seed: int = 0, folder=None, progress: bool = True) -> BuildingBlocks:
+    """The article's views of ``image`` ([1,3,H,W] in [0, 1]) at ``layer``: its semantic
+    dictionary (``n`` top channels per position, pictures ``size`` px, kept in ``folder``
+    when given), activation grids at ``grid_layers`` (default: ``layer``; ``cell`` px per
+    position), ``groups`` neuron groups with their renders and spatial maps, and the
+    attribution of the top ``classes`` classes to the groups. ``steps`` for every render."""
+    if image.dim() == 3:
+        image = image[None]
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    tops = top_classes(model, image, max(classes, 5))
+    dictionary = semantic_dictionary(model, image, layer, n=n, size=size, steps=steps,
+                                     seed=seed, folder=folder, progress=progress)
+    seconds["semantic dictionary"] = time.perf_counter() - t
+    grids = {}
+    for name in grid_layers or [layer]:
+        t = time.perf_counter()
+        grids[name] = activation_grid(model, image, name, cell=cell, steps=steps,
+                                      groups=groups, seed=seed, progress=progress)
+        seconds[f"activation grid {name}"] = time.perf_counter() - t
+    t = time.perf_counter()
+    found = _groups.neuron_groups(model, image, layer, k=groups, seed=seed)
+    renders = found.render(model, size=size, steps=steps, seed=seed, progress=progress)
+    seconds["neuron groups"] = time.perf_counter() - t
+    t = time.perf_counter()
+    table = group_class_attribution(model, found, [c for c, _, _ in tops[:classes]])
+    seconds["group attribution"] = time.perf_counter() - t
+    return BuildingBlocks(image[:1].cpu(), layer, tops, dictionary, grids, found, renders,
+                          table, seconds)
