@@ -8,8 +8,8 @@
 The package is built in tiers, each importing only from the tiers below it:
 ``featviz.core`` (the optimization: hooks, objectives, parameterizations, transforms, the
 render loop, image files), ``featviz.models`` (model specs and loaders), ``featviz.methods``
-(projections, inversion, receptive fields, feature maps) and ``featviz.face`` (the command
-line, sweeps, the gallery). The modules users import by their short names
+(projections, inversion, receptive fields, feature maps, neuron groups) and ``featviz.face``
+(the command line, sweeps, the gallery). The modules users import by their short names
 (``featviz.objectives``, ``featviz.param``, ``featviz.deconv``, ...) are the same module
 objects under both names.
 """
@@ -37,7 +37,7 @@ SHORT_NAMES = {
     **{m: f"core.{m}" for m in ("hooks", "backward_rules", "truncate", "objectives",
                                 "transforms", "images", "metrics", "markdown", "param")},
     **{m: f"methods.{m}" for m in ("deconv", "dataset", "occlusion", "inversion",
-                                   "receptive_field", "featuremaps")},
+                                   "receptive_field", "featuremaps", "groups")},
     **{m: f"face.{m}" for m in ("cli", "sweep", "gallery")},
     "cifar": "models.cifar",
 }
@@ -63,7 +63,8 @@ models = sys.modules[f"{__name__}.models"]
 
 __all__ = [
     "render", "RenderResult", "hooks", "images", "models", "objectives", "param", "transforms",
-    "deconv", "dataset", "occlusion", "receptive_field", "inversion", "featuremaps", "metrics",
-    "sweep", "gallery", "cli", "errors", "FeatvizError", "UnknownNameError", "ChannelError",
-    "ObjectiveSyntaxError", "MismatchError", "WeightsError", "NonFiniteLossError", "__version__",
+    "deconv", "dataset", "occlusion", "receptive_field", "inversion", "featuremaps", "groups",
+    "metrics", "sweep", "gallery", "cli", "errors", "FeatvizError", "UnknownNameError",
+    "ChannelError", "ObjectiveSyntaxError", "MismatchError", "WeightsError", "NonFiniteLossError",
+    "__version__",
 ]

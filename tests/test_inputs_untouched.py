@@ -29,6 +29,7 @@ CALLS = {
     "param.image(init=)": lambda m, x: featviz.render(
         m, obj.channel("conv3", 1), param.image(32, init=x, seed=0), steps=2, progress=False),
     "images.save": lambda m, x: featviz.images.save(x, "untouched.png"),
+    "groups.neuron_groups": lambda m, x: featviz.groups.neuron_groups(m, x, "act3", k=2),
 }
 
 
