@@ -33,12 +33,11 @@ from ..core import images as _images
 from ..core import objectives as _objectives
 from ..core.hooks import LayerTap, frozen
 from ..core.model_info import image_channels, input_size, model_device
-from ..core.objectives import Objective
 from ..core.render import RenderResult, render
 from ..errors import ChannelError, FeatvizError, unknown
 from .deconv import as_batch
 
-__all__ = ["ChannelReducer", "NeuronGroups", "neuron_groups", "palette", "direction_objective",
+__all__ = ["ChannelReducer", "NeuronGroups", "neuron_groups", "from_activations", "palette",
            "NONNEGATIVE_METHODS"]
 
 #: Activations: one image's [C,H,W], a batch [N,C,H,W], or vectors [M,C].
@@ -296,30 +295,6 @@ def palette(k: int) -> torch.Tensor:
     return torch.tensor((_TAB10 + extra)[:k], dtype=torch.float32)
 
 
-def direction_objective(layer: str, vector: torch.Tensor, batch: int,
-                        cossim_pow: float = 0.0) -> Objective:
-    """Maximize the activations of ``layer`` along ``vector`` in image ``batch``:
-    :func:`featviz.objectives.direction` when ``cossim_pow`` is 0; else lucid's
-    ``dot * max(0.1, cos)**cossim_pow`` averaged over positions, which rewards pointing the
-    way of ``vector`` as well as going far along it."""
-    if not cossim_pow:
-        return _objectives.direction(layer, vector, batch=batch)
-    vec = torch.as_tensor(vector, dtype=torch.float32).flatten()
-
-    def fn(acts: _objectives.Acts) -> torch.Tensor:
-        act = acts[layer]
-        if act.dim() != 4 or act.shape[1] != vec.numel():
-            raise ChannelError(f"direction vector has {vec.numel()} entries but layer "
-                               f"{layer!r} gives {list(act.shape)}")
-        v = vec.to(device=act.device, dtype=act.dtype)
-        dot = torch.einsum("bchw,c->bhw", act, v)
-        cos = dot / (act.norm(dim=1) + 1e-4) / (v.norm() + 1e-4)
-        return (dot * cos.clamp_min(0.1) ** cossim_pow).flatten(1).mean(1)
-
-    name = f"direction({layer}, {vec.numel()}-vector, cossim_pow={cossim_pow:g})"
-    return Objective(fn, [layer], name).on(batch)
-
-
 @dataclass
 class NeuronGroups:
     """One photo's activations at ``layer`` factorized into k groups of channels.
@@ -391,10 +366,10 @@ class NeuronGroups:
     def render(self, model: nn.Module, size: int = 128, steps: int = 256, seed: int = 0,
                cossim_pow: float = 0.0, **render_kw: Any) -> RenderResult:
         """Render every group's direction, image ``j`` for group ``j``, in one batched
-        :func:`featviz.render` call (the objectives of :func:`direction_objective` summed);
-        ``render_kw`` go to ``featviz.render`` (``progress=False``, ``param=...``, ...)."""
-        objective = Objective.sum(direction_objective(self.layer, d, j, cossim_pow)
-                                  for j, d in enumerate(self.directions))
+        :func:`featviz.render` call (``objectives.direction`` with one vector per image;
+        ``cossim_pow`` > 0 weights it by the cosine, lucid's variant); ``render_kw`` go to
+        ``featviz.render`` (``progress=False``, ``param=...``, ...)."""
+        objective = _objectives.direction(self.layer, self.directions, cossim_pow=cossim_pow)
         result = render(model, objective, size=size, steps=steps, seed=seed, **render_kw)
         result.labels = [f"group {j}" for j in range(self.k)]
         return result
@@ -446,11 +421,18 @@ def neuron_groups(model: nn.Module, image: torch.Tensor | str | os.PathLike, lay
     if act.dim() != 4:
         raise FeatvizError(f"layer {layer!r} has no spatial maps (output {list(act.shape)}); "
                            "pick a convolutional layer")
-    acts = act[0].detach().float().cpu()
+    return from_activations(act[0].detach().float().cpu(), photo, layer, k, method, seed,
+                            **options)
+
+
+def from_activations(acts: torch.Tensor, image: torch.Tensor, layer: str, k: int = 6,
+                     method: str = "nmf", seed: int = 0, **options: Any) -> NeuronGroups:
+    """:func:`neuron_groups` for activations already at hand: ``acts`` [C, H, W] of ``layer``
+    on ``image`` [1, 3, H, W] (kept for the overlays), factorized into ``k`` groups."""
     reducer = ChannelReducer(k, method, seed, layer=layer, **options)
     maps = reducer.fit_transform(acts)
     error = reducer.reconstruction_error(acts, maps)
     maps, directions = _unit_directions(maps, reducer.directions)
     order = maps.abs().flatten(1).sum(1).argsort(descending=True)
-    return NeuronGroups(layer, photo.detach().cpu().clone(), acts, maps[order].contiguous(),
+    return NeuronGroups(layer, image.detach().cpu().clone(), acts, maps[order].contiguous(),
                         directions[order].contiguous(), error, method)
