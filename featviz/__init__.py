@@ -37,7 +37,7 @@ SHORT_NAMES = {
     **{m: f"core.{m}" for m in ("hooks", "backward_rules", "truncate", "objectives",
                                 "transforms", "images", "metrics", "markdown", "param")},
     **{m: f"methods.{m}" for m in ("deconv", "dataset", "occlusion", "inversion",
-                                   "receptive_field", "featuremaps")},
+                                   "receptive_field", "featuremaps", "attribution")},
     **{m: f"face.{m}" for m in ("cli", "sweep", "gallery")},
     "cifar": "models.cifar",
 }
@@ -63,7 +63,8 @@ models = sys.modules[f"{__name__}.models"]
 
 __all__ = [
     "render", "RenderResult", "hooks", "images", "models", "objectives", "param", "transforms",
-    "deconv", "dataset", "occlusion", "receptive_field", "inversion", "featuremaps", "metrics",
-    "sweep", "gallery", "cli", "errors", "FeatvizError", "UnknownNameError", "ChannelError",
-    "ObjectiveSyntaxError", "MismatchError", "WeightsError", "NonFiniteLossError", "__version__",
+    "deconv", "dataset", "occlusion", "receptive_field", "inversion", "featuremaps", "attribution",
+    "metrics", "sweep", "gallery", "cli", "errors", "FeatvizError", "UnknownNameError",
+    "ChannelError", "ObjectiveSyntaxError", "MismatchError", "WeightsError", "NonFiniteLossError",
+    "__version__",
 ]

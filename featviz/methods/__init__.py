@@ -1,3 +1,4 @@
 """Methods built on the core (lucid's "recipes"): projections (deconvnet, guided backprop,
-top-k dataset patches), occlusion, feature inversion, receptive fields and the feature-map
-viewer. They import from ``featviz.core`` and ``featviz.models``, never from ``featviz.face``."""
+top-k dataset patches), occlusion, feature inversion, receptive fields, the feature-map viewer
+and attribution to hidden layers. They import from ``featviz.core`` and ``featviz.models``,
+never from ``featviz.face``."""
