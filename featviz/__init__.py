@@ -8,7 +8,8 @@
 The package is built in tiers, each importing only from the tiers below it:
 ``featviz.core`` (the optimization: hooks, objectives, parameterizations, transforms, the
 render loop, image files), ``featviz.models`` (model specs and loaders), ``featviz.methods``
-(projections, inversion, receptive fields, feature maps, neuron groups) and ``featviz.face``
+(projections, inversion, receptive fields, feature maps, attribution, neuron groups,
+activation grids, semantic dictionaries) and ``featviz.face``
 (the command line, sweeps, the gallery). The modules users import by their short names
 (``featviz.objectives``, ``featviz.param``, ``featviz.deconv``, ...) are the same module
 objects under both names.
@@ -37,8 +38,10 @@ SHORT_NAMES = {
     **{m: f"core.{m}" for m in ("hooks", "backward_rules", "truncate", "objectives",
                                 "transforms", "images", "metrics", "markdown", "param")},
     **{m: f"methods.{m}" for m in ("deconv", "dataset", "occlusion", "inversion",
-                                   "receptive_field", "featuremaps", "groups")},
-    **{m: f"face.{m}" for m in ("cli", "sweep", "gallery")},
+                                   "receptive_field", "featuremaps", "groups", "attribution",
+                                   "activation_grid", "semantic_dictionary",
+                                   "building_blocks")},
+    **{m: f"face.{m}" for m in ("cli", "sweep", "gallery", "blocks_page")},
     "cifar": "models.cifar",
 }
 
@@ -64,6 +67,7 @@ models = sys.modules[f"{__name__}.models"]
 __all__ = [
     "render", "RenderResult", "hooks", "images", "models", "objectives", "param", "transforms",
     "deconv", "dataset", "occlusion", "receptive_field", "inversion", "featuremaps", "groups",
+    "attribution", "activation_grid", "semantic_dictionary", "building_blocks",
     "metrics", "sweep", "gallery", "cli", "errors", "FeatvizError", "UnknownNameError",
     "ChannelError", "ObjectiveSyntaxError", "MismatchError", "WeightsError", "NonFiniteLossError",
     "__version__",
