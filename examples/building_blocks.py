@@ -63,12 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=256)
     ap.add_argument("--size", type=int, default=96, help="pixels of channel and group renders")
     ap.add_argument("--cell", type=int, default=32, help="pixels of each grid cell")
-    ap.add_argument("--quick", action="store_true", help="16 steps, 48-px renders, 16-px cells")
+    ap.add_argument("--quick", action="store_true", help="16 steps and 48-px renders")
     ap.add_argument("--out", default=str(FIGURES))
     ap.add_argument("--html", help="also write the page `featviz blocks` writes")
     args = ap.parse_args(argv)
     if args.quick:
-        args.steps, args.size, args.cell = 16, 48, 16
+        args.steps, args.size, args.cell = 16, 48, 32
     model = load_model(args)
     image = featviz.images.load(args.image, 224)
     start = time.perf_counter()
@@ -76,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
                              groups=args.groups, size=args.size, cell=args.cell,
                              steps=args.steps, progress=False)
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     name = Path(args.image).stem
-    featviz.images.save(blocks.dictionary.figure(), out / f"blocks_{name}_dictionary.png")
+    blocks.dictionary.figure().save(out / f"blocks_{name}_dictionary.png")
     for layer, grid in blocks.grids.items():
         featviz.images.save(grid.beside_photo(), out / f"blocks_{name}_grid_{layer}.png")
     groups_figure(blocks).save(out / f"blocks_{name}_groups.png")

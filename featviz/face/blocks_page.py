@@ -29,7 +29,7 @@ h2{margin-top:28px;border-bottom:1px solid #ccc}
 #entry{display:inline-block;vertical-align:top;margin-left:16px;width:560px}
 #entry figure{display:inline-block;margin:0 8px 8px 0;text-align:center;font-size:12px}
 #entry img{width:128px;height:128px;image-rendering:auto}
-.wide img{max-width:100%}
+.wide img{width:896px;max-width:100%;image-rendering:auto}
 table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ccc;padding:3px 8px}
 td.pos{background:#e6f0ff} td.neg{background:#ffe9e6}
 .groups figure{display:inline-block;margin:0 10px 10px 0;text-align:center;font-size:12px}
