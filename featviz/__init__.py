@@ -38,7 +38,7 @@ SHORT_NAMES = {
                                 "transforms", "images", "metrics", "markdown", "param")},
     **{m: f"methods.{m}" for m in ("deconv", "dataset", "occlusion", "inversion",
                                    "receptive_field", "featuremaps")},
-    **{m: f"face.{m}" for m in ("cli", "sweep", "gallery")},
+    **{m: f"face.{m}" for m in ("cli", "sweep", "gallery", "display")},
     "cifar": "models.cifar",
 }
 
@@ -64,6 +64,7 @@ models = sys.modules[f"{__name__}.models"]
 __all__ = [
     "render", "RenderResult", "hooks", "images", "models", "objectives", "param", "transforms",
     "deconv", "dataset", "occlusion", "receptive_field", "inversion", "featuremaps", "metrics",
-    "sweep", "gallery", "cli", "errors", "FeatvizError", "UnknownNameError", "ChannelError",
-    "ObjectiveSyntaxError", "MismatchError", "WeightsError", "NonFiniteLossError", "__version__",
+    "sweep", "gallery", "display", "cli", "errors", "FeatvizError", "UnknownNameError",
+    "ChannelError", "ObjectiveSyntaxError", "MismatchError", "WeightsError",
+    "NonFiniteLossError", "__version__",
 ]
