@@ -41,7 +41,7 @@ SHORT_NAMES = {
                                    "receptive_field", "featuremaps", "groups", "attribution",
                                    "activation_grid", "semantic_dictionary",
                                    "building_blocks")},
-    **{m: f"face.{m}" for m in ("cli", "sweep", "gallery", "blocks_page")},
+    **{m: f"face.{m}" for m in ("cli", "sweep", "gallery", "blocks_page", "display")},
     "cifar": "models.cifar",
 }
 
@@ -68,7 +68,7 @@ __all__ = [
     "render", "RenderResult", "hooks", "images", "models", "objectives", "param", "transforms",
     "deconv", "dataset", "occlusion", "receptive_field", "inversion", "featuremaps", "groups",
     "attribution", "activation_grid", "semantic_dictionary", "building_blocks",
-    "metrics", "sweep", "gallery", "cli", "errors", "FeatvizError", "UnknownNameError",
+    "metrics", "sweep", "gallery", "display", "cli", "errors", "FeatvizError", "UnknownNameError",
     "ChannelError", "ObjectiveSyntaxError", "MismatchError", "WeightsError", "NonFiniteLossError",
     "__version__",
 ]

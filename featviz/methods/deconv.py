@@ -28,6 +28,7 @@ from PIL import Image
 from torch import nn
 
 from ..core import images as _images
+from ..core import notebook as _nb
 from ..core.backward_rules import ReluBackwardRule
 from ..core.hooks import LayerTap, frozen
 from ..core.model_info import image_channels, input_size, model_device
@@ -63,7 +64,7 @@ def as_batch(img: torch.Tensor, channels: int = 3) -> torch.Tensor:
     return img.float()
 
 
-@dataclass
+@dataclass(repr=False)
 class Projection:
     """Pixel-space projections of one activation per image.
 
@@ -86,6 +87,38 @@ class Projection:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the rendered projection(s) as a PNG (a grid for a batch)."""
         return _images.save(self.image(), path, alpha=False)
+
+    def __repr__(self) -> str:
+        return (f"Projection({self.mode} of {self.layer}:{self.channel}, "
+                f"{len(self.pixels)} image(s) {_nb.shape(self.pixels[0])}, positions="
+                f"{self.positions[:4]}{'...' if len(self.positions) > 4 else ''}, "
+                f"activations={_nb.numbers(self.activations.tolist())})")
+
+    def _labels(self) -> list[str]:
+        return [f"({y},{x}) = {float(a):.3g}"
+                for (y, x), a in zip(self.positions, self.activations, strict=True)]
+
+    def _picture(self) -> Image.Image:
+        # each with its own contrast (display_patch, as top-k shows projections): scaled by
+        # its largest value (image()), a few strong pixels leave the rest flat grey
+        return _images.grid(_display(display_patch(self.pixels[:64])), self._labels()[:64])
+
+    def _repr_png_(self) -> bytes:
+        """The projection(s), each with its own contrast (:func:`display_patch`), labelled
+        with the activation's position and value."""
+        return _nb.png(self._picture())
+
+    def _repr_html_(self) -> str:
+        """What was projected (mode, layer, channel) above the labelled projections."""
+        page = _nb.Budget()
+        page.image(self._picture(), "projection")
+        return page.html(f"{self.mode} projection of {self.layer}:{self.channel}")
+
+
+def _display(t: torch.Tensor) -> torch.Tensor:
+    """Images of any band count as shown in a notebook: four bands are bands, not alpha."""
+    return t if t.shape[-3] in (1, 3) else _images.composite(
+        t, [min(i, t.shape[-3] - 1) for i in range(3)])
 
 
 def signed_to_image(t: torch.Tensor) -> torch.Tensor:
@@ -162,7 +195,7 @@ def _positions(amap: torch.Tensor, position, layer: str) -> list[tuple[int, int]
     return out
 
 
-@dataclass
+@dataclass(repr=False)
 class TopKEntry:
     """One of the strongest activations of a channel: where it is and what it sees."""
 
@@ -181,8 +214,32 @@ class TopKEntry:
         """The short class name of the source photo (its first synonym), or None."""
         return self.label.short if self.label is not None else None
 
+    def __repr__(self) -> str:
+        name = f", class {self.class_name!r}" if self.class_name else ""
+        return (f"TopKEntry({self.value:.4g} at {self.position} of {Path(self.source).name}"
+                f"{name}, patch {_nb.shape(self.patch)}, modes {list(self.projections)})")
 
-@dataclass
+    def _picture(self) -> Image.Image:
+        modes = list(self.projections) or ["projection"]
+        tiles = _tiles([self.patch] + [self.projections.get(m, self.projection) for m in modes],
+                       96)
+        return _images.grid(_display(tiles), ["patch", *modes], ncol=len(modes) + 1)
+
+    def _repr_png_(self) -> bytes:
+        """The patch beside its projection in every mode it holds."""
+        return _nb.png(self._picture())
+
+    def _repr_html_(self) -> str:
+        """Value, source photo and its class, above the patch and its projections."""
+        page = _nb.Budget()
+        page.text(_nb.table(["value", "source", "position", "class"],
+                            [(f"{self.value:.4g}", Path(self.source).name, self.position,
+                              self.class_name or "")]))
+        page.image(self._picture(), "patch and projections")
+        return page.html("top-k entry")
+
+
+@dataclass(repr=False)
 class TopK:
     """The top-k dataset patches per channel with their projections (Zeiler & Fergus)."""
 
@@ -221,6 +278,36 @@ class TopK:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.grid(tile, modes).save(path)
         return path
+
+    def __repr__(self) -> str:
+        counts = {c: len(e) for c, e in self.entries.items()}
+        shown = list(counts.items())[:6]
+        return (f"TopK({self.layer}, {self.mode}, field {self.field.size[0]}x"
+                f"{self.field.size[1]} px, entries per channel {dict(shown)}"
+                f"{'...' if len(counts) > 6 else ''})")
+
+    def _repr_png_(self) -> bytes:
+        """:meth:`grid`, scaled to fit a notebook cell."""
+        return _nb.png(self.grid(tile=48))
+
+    def _repr_html_(self) -> str:
+        """Per channel (at most 16): its block of patches and projections, and a table of the
+        hits (value, source photo, class)."""
+        page = _nb.Budget()
+        page.text(f"<p>{self.layer}, receptive field {self.field.size[0]}x"
+                  f"{self.field.size[1]} px; patches | {' | '.join(self.modes)}</p>")
+        for c, entries in list(self.entries.items())[:16]:
+            if not entries:
+                continue
+            page.text(f"<p><b>channel {c}</b></p>")
+            page.image(_block(entries, self.modes, 48), f"{self.layer}:{c}")
+            page.text(_nb.table(["value", "source", "class"],
+                                [(f"{e.value:.4g}", Path(e.source).name, e.class_name or "")
+                                 for e in entries]))
+        if len(self.entries) > 16:
+            page.text(f"<p>... and {len(self.entries) - 16} more channels</p>")
+        return page.html(f"top-{max(map(len, self.entries.values()), default=0)} dataset "
+                         f"patches of {self.layer}")
 
 
 def _block(entries: Sequence[TopKEntry], modes: Sequence[str], tile: int) -> Image.Image:

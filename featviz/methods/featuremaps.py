@@ -24,6 +24,7 @@ from torch import nn
 
 from ..core import images as _images
 from ..core import markdown
+from ..core import notebook as _nb
 from ..core.files import write_text
 from ..core.hooks import frozen, named_layers, on_output
 from ..core.model_info import class_names, image_channels, model_device
@@ -44,7 +45,11 @@ def _one_image(img: torch.Tensor, channels: int = 3) -> torch.Tensor:
     return img.float()
 
 
-@dataclass
+_VIEW_LAYERS = 12  # layers a notebook cell shows of a capture
+_VIEW_CHANNELS = 16  # channels shown per layer there
+
+
+@dataclass(repr=False)
 class FeatureMaps:
     """Activations of several layers for one image: ``acts[layer]`` is [C,H,W] (or [C])."""
 
@@ -113,6 +118,42 @@ class FeatureMaps:
         fig.tight_layout()
         return _figure_image(fig)
 
+    def __repr__(self) -> str:
+        names = ", ".join(self.layers[:6]) + (", ..." if len(self.layers) > 6 else "")
+        logits = f", {len(self.logits)} logits" if self.logits is not None else ""
+        return (f"FeatureMaps({len(self.acts)} layers: {names}; "
+                f"image {_nb.shape(self.image)}{logits})")
+
+    def _shown_layers(self) -> list[str]:
+        """The layers a notebook shows: all when few, else :data:`_VIEW_LAYERS` spread evenly
+        from first to last (the first and the last included)."""
+        if len(self.layers) <= _VIEW_LAYERS:
+            return self.layers
+        step = (len(self.layers) - 1) / (_VIEW_LAYERS - 1)
+        return [self.layers[round(i * step)] for i in range(_VIEW_LAYERS)]
+
+    def _repr_html_(self) -> str:
+        """A compact view: the input, then one row per layer (at most :data:`_VIEW_LAYERS`):
+        its shape and statistics and its first channels' maps, each to its own range."""
+        page = _nb.Budget()
+        page.image(_images.to_pil(self.image), "input", max_side=160)
+        stats = {row[0]: row for row in self.stats().rows}
+        page.text('<table style="border-collapse:collapse;font-size:12px">')
+        for layer in self._shown_layers():
+            _, shape, mean, std, sparsity, top = stats[layer]
+            page.text(f"<tr><td style='padding:2px 8px;vertical-align:top'><b>"
+                      f"{html.escape(layer)}</b><br>{'x'.join(map(str, shape))}<br>mean "
+                      f"{mean:.3g} · max {top:.3g}<br>sparsity {sparsity:.0%}</td><td>")
+            if self.acts[layer].dim() == 3:
+                page.image(self.grid(layer, max_channels=_VIEW_CHANNELS, ncol=8), layer,
+                           max_side=512)
+            page.text("</td></tr>")
+        page.text("</table>")
+        if len(self.layers) > _VIEW_LAYERS:
+            page.text(f"<p>{_VIEW_LAYERS} of {len(self.layers)} layers shown; "
+                      "<code>.grid(layer)</code> shows any one, <code>.stats()</code> all</p>")
+        return page.html(f"feature maps of {len(self.layers)} layers")
+
 
 @dataclass
 class Stats:
@@ -125,6 +166,13 @@ class Stats:
             ["layer", "shape", "mean", "std", "sparsity", "max"],
             [(layer, "x".join(map(str, shape)), f"{mean:.3f}", f"{std:.3f}", f"{sparsity:.1%}",
               f"{top:.3f}") for layer, shape, mean, std, sparsity, top in self.rows], left=2)
+
+    def _repr_html_(self) -> str:
+        """The table of :meth:`__str__` as HTML (Jupyter)."""
+        return _nb.table(["layer", "shape", "mean", "std", "sparsity", "max"],
+                         [(layer, "x".join(map(str, shape)), f"{mean:.3f}", f"{std:.3f}",
+                           f"{sparsity:.1%}", f"{top:.3f}")
+                          for layer, shape, mean, std, sparsity, top in self.rows])
 
 
 def colorize(maps: torch.Tensor, cmap: str = "viridis") -> torch.Tensor:
@@ -251,7 +299,7 @@ def top_classes(model: nn.Module, img: torch.Tensor, k: int = 5,
                                                                strict=True)]
 
 
-@dataclass
+@dataclass(repr=False)
 class Comparison:
     """How two inputs differ, layer by layer, and at the softmax."""
 
@@ -270,6 +318,24 @@ class Comparison:
             lines.append(f"\nsoftmax: KL(a || b) = {self.kl:.4f}, top-1 "
                          f"{'agrees' if self.top1_agree else 'differs'}")
         return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        kl = f", KL {self.kl:.4f}, top-1 {'agrees' if self.top1_agree else 'differs'}" \
+            if self.kl is not None else ""
+        return f"Comparison({len(self.rows)} layers{kl})"
+
+    def _repr_html_(self) -> str:
+        """The two inputs side by side above the table of :meth:`table` (Jupyter)."""
+        page = _nb.Budget()
+        page.image(_images.grid(torch.cat([self.a.image, self.b.image]), ["a", "b"], ncol=2),
+                   "inputs", max_side=320)
+        if self.kl is not None:
+            page.text(f"<p>softmax: KL(a || b) = {self.kl:.4f}, top-1 "
+                      f"{'agrees' if self.top1_agree else 'differs'}</p>")
+        page.text(_nb.table(["layer", "variance ratio (b/a)", "mean correlation of maps"],
+                            [(layer, f"{ratio:.3f}", f"{corr:.3f}")
+                             for layer, ratio, corr in self.rows]))
+        return page.html("comparison of two inputs")
 
     def report(self, path: str | os.PathLike) -> Path:
         """A self-contained HTML page with the table and both inputs' channel grids."""

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..core import images as _images
 from ..core import markdown
+from ..core import notebook as _nb
 from ..core import param as _param
 from ..core import transforms as _transforms
 from ..core.hooks import INPUT, LayerTap, frozen
@@ -114,7 +115,7 @@ def tv_beta(beta: float = 2.0, scale: float = V) -> Objective:
     return Objective(fn, [INPUT], f"tv_beta({beta:g})")
 
 
-@dataclass
+@dataclass(repr=False)
 class Inversion:
     """A reconstruction: ``image`` [1,C,H,W] in [0, 1] and how close it came.
 
@@ -136,8 +137,36 @@ class Inversion:
         """Write the reconstruction as a PNG."""
         return _images.save(self.image, path, alpha=False)
 
+    def __repr__(self) -> str:
+        return (f"Inversion({self.layer}: feature error {self.start_error:.3f} -> "
+                f"{self.feature_error:.4f}, PSNR {self.psnr:.1f} dB, SSIM {self.ssim:.3f}, "
+                f"{_nb.shape(self.image[0])} in {self.seconds:.1f} s)")
 
-@dataclass
+    def _pair(self):
+        return _nb.picture(_rgb(torch.cat([self.original, self.image])),
+                           ["original", f"from {self.layer}"], ncol=2)
+
+    def _repr_png_(self) -> bytes:
+        """The original beside its reconstruction."""
+        return _nb.png(self._pair())
+
+    def _repr_html_(self) -> str:
+        """The original beside its reconstruction, and how close it came."""
+        page = _nb.Budget()
+        page.image(self._pair(), "inversion")
+        page.text(_nb.table(["feature error (start)", "feature error", "PSNR dB", "SSIM", "s"],
+                            [(f"{self.start_error:.3f}", f"{self.feature_error:.4f}",
+                              f"{self.psnr:.1f}", f"{self.ssim:.3f}", f"{self.seconds:.1f}")]))
+        return page.html(f"inversion from {self.layer}")
+
+
+def _rgb(t: torch.Tensor) -> torch.Tensor:
+    """Images of any band count as a notebook shows them (four bands are bands, not alpha)."""
+    return t if t.shape[1] in (1, 3) else _images.composite(
+        t, [min(i, t.shape[1] - 1) for i in range(3)])
+
+
+@dataclass(repr=False)
 class InversionSweep:
     """Reconstructions of one image from several layers."""
 
@@ -157,6 +186,31 @@ class InversionSweep:
         labels = ["original"] + [f"{r.layer} err {r.feature_error:.3f} {r.psnr:.1f}dB"
                                  for r in self.results]
         return _images.save(tiles, path, labels=labels, ncol=len(labels), alpha=False)
+
+    def __repr__(self) -> str:
+        layers = ", ".join(f"{r.layer} {r.feature_error:.3f}" for r in self.results[:8])
+        more = ", ..." if len(self.results) > 8 else ""
+        return f"InversionSweep({len(self.results)} layers, feature error: {layers}{more})"
+
+    def _row(self):
+        tiles = torch.cat([self.original] + [r.image for r in self.results])
+        labels = ["original"] + [r.layer for r in self.results]
+        return _nb.picture(_rgb(tiles), labels, ncol=len(labels))
+
+    def _repr_png_(self) -> bytes:
+        """One row: the original, then the reconstruction from each layer."""
+        return _nb.png(self._row())
+
+    def _repr_html_(self) -> str:
+        """The row of reconstructions above the table of errors (:meth:`table`)."""
+        page = _nb.Budget()
+        page.image(self._row(), "inversions")
+        page.text(_nb.table(["layer", "feature error (start)", "feature error", "PSNR dB",
+                             "SSIM", "s"],
+                            [(r.layer, f"{r.start_error:.3f}", f"{r.feature_error:.4f}",
+                              f"{r.psnr:.1f}", f"{r.ssim:.3f}", f"{r.seconds:.0f}")
+                             for r in self.results]))
+        return page.html(f"inversion from {len(self.results)} layers")
 
 
 def _prepare(model: nn.Module, img: torch.Tensor, size: int | None) -> torch.Tensor:

@@ -11,13 +11,14 @@ import torch
 from torch import nn
 
 from ..core import images as _images
+from ..core import notebook as _nb
 from ..core.hooks import OUTPUT, LayerTap, frozen
 from ..core.model_info import image_channels, model_device
 from ..errors import FeatvizError
 from .dataset import spatial_activation
 
 
-@dataclass
+@dataclass(repr=False)
 class Occlusion:
     """How much a value drops when a grey square covers each part of the image.
 
@@ -56,7 +57,31 @@ class Occlusion:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the image beside its occlusion map as a PNG."""
         return _images.save(torch.stack([self._rgb(), self.overlay()]), path,
-                            labels=["image", f"drop of {self.what}"], ncol=2)
+                            labels=self._labels(), ncol=2)
+
+    def _labels(self) -> list[str]:
+        return ["image", f"drop of {self.what}"]
+
+    def __repr__(self) -> str:
+        return (f"Occlusion({self.what}: {self.base:.4g} on the whole image, largest drop "
+                f"{float(self.drops.max()):.4g}; {self.patch}-px square every {self.stride} px, "
+                f"{_nb.shape(self.drops)} positions)")
+
+    def _repr_png_(self) -> bytes:
+        """The image beside its occlusion map, as :meth:`save` writes them."""
+        return _nb.png(_images.grid(torch.stack([self._rgb(), self.overlay()]),
+                                    self._labels(), ncol=2))
+
+    def _repr_html_(self) -> str:
+        """What was measured and its value on the whole image, above image and map."""
+        page = _nb.Budget()
+        (i, j) = divmod(int(self.drops.argmax()), self.drops.shape[1])
+        page.text(f"<p>{self.base:.4g} on the whole image; largest drop "
+                  f"{float(self.drops.max()):.4g} with the square at y={i * self.stride}, "
+                  f"x={j * self.stride} ({self.patch} px, stride {self.stride})</p>")
+        page.image(_images.grid(torch.stack([self._rgb(), self.overlay()]), self._labels(),
+                                ncol=2), "occlusion")
+        return page.html(f"occlusion: {self.what}")
 
     def _rgb(self) -> torch.Tensor:
         """The image [3,H,W] as shown beside the red map (see :func:`images.as_rgb`)."""

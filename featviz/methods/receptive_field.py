@@ -24,10 +24,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageDraw
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ..core import images as _images
 from ..core import markdown, model_info
+from ..core import notebook as _nb
 from ..core.backward_rules import RELU_LIKE
 from ..core.hooks import LayerTap, frozen, resolve_layer
 from ..errors import FeatvizError
@@ -57,6 +60,13 @@ class ReceptiveField:
         top = round(cy - (self.size[0] - 1) / 2)
         left = round(cx - (self.size[1] - 1) / 2)
         return top, left, top + self.size[0], left + self.size[1]
+
+    def _repr_html_(self) -> str:
+        """A one-row table: layer, size, jump, offset (Jupyter)."""
+        size = f"{self.size[0]}x{self.size[1]}{' (at least)' if self.clipped else ''}"
+        return _nb.table(["layer", "receptive field px", "jump px", "offset (y, x)"],
+                         [(self.layer, size, f"{self.jump[0]}x{self.jump[1]}",
+                           f"({self.offset[0]:g}, {self.offset[1]:g})")])
 
 
 class _Linearized(TorchFunctionMode):
@@ -162,7 +172,7 @@ def theoretical(model: nn.Module, layer: str, input_size: int | None = None,
 ERF_WEIGHTS = ("trained", "random", "uniform")
 
 
-@dataclass
+@dataclass(repr=False)
 class EffectiveField:
     """The effective receptive field of a layer's centre unit.
 
@@ -251,8 +261,29 @@ class EffectiveField:
         """Heat map with the theoretical field's box and the fitted Gaussian (1 and 2 σ)."""
         return EffectiveFields([self]).plot(path)
 
+    def __repr__(self) -> str:
+        return (f"EffectiveField({self.label}: σ {self.sigma:.2f} px, 95% radius "
+                f"{self.radius():.1f} px, TRF {self.trf.size[0]}x{self.trf.size[1]} px, unit "
+                f"{self.unit}, {self.samples} samples, map {_nb.shape(self.map)})")
 
-@dataclass
+    def picture(self) -> Image.Image:
+        """The map as a heat map (inferno, scaled to its peak) with the theoretical field's
+        box in cyan: what a notebook shows, without matplotlib's axes."""
+        pic = _images.to_pil(_nb.heat(self.map))
+        top, left, bottom, right = self.trf.box(*self.unit)
+        ImageDraw.Draw(pic).rectangle([left, top, right - 1, bottom - 1], outline=(0, 255, 255))
+        return pic
+
+    def _repr_png_(self) -> bytes:
+        """:meth:`picture` (Jupyter)."""
+        return _nb.png(self.picture())
+
+    def _repr_html_(self) -> str:
+        """:meth:`picture` beside its measures (Jupyter)."""
+        return EffectiveFields([self])._repr_html_()
+
+
+@dataclass(repr=False)
 class EffectiveFields:
     """Effective receptive fields of several layers (:func:`effective_layers`)."""
 
@@ -264,6 +295,25 @@ class EffectiveFields:
             ["layer", "TRF px", "ERF σ px", "95% radius px", "ERF/TRF area"],
             [(f.label, f.trf.size[0], f"{f.sigma:.2f}", f"{f.radius():.1f}",
               f"{f.ratio_to():.3f}") for f in self.fields])
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.label} σ {f.sigma:.2f}" for f in self.fields[:8])
+        return f"EffectiveFields({shown}{', ...' if len(self.fields) > 8 else ''})"
+
+    def _repr_html_(self) -> str:
+        """The heat maps in a row (theoretical field's box in cyan) above :meth:`table`."""
+        page = _nb.Budget()
+        pics = [_images.from_pil(f.picture()) for f in self.fields[:16]]
+        if pics and len({p.shape for p in pics}) == 1:
+            page.image(_images.grid(torch.stack(pics), [f.label for f in self.fields[:16]],
+                                    ncol=min(len(pics), 6)), "effective receptive fields")
+        else:  # maps of different input sizes: one picture each
+            for f, p in zip(self.fields, pics, strict=False):
+                page.image(_images.to_pil(p), f.label, max_side=256)
+        page.text(_nb.table(["layer", "TRF px", "ERF σ px", "95% radius px", "ERF/TRF area"],
+                            [(f.label, f.trf.size[0], f"{f.sigma:.2f}", f"{f.radius():.1f}",
+                              f"{f.ratio_to():.3f}") for f in self.fields]))
+        return page.html("effective receptive fields")
 
     def plot(self, path: str | os.PathLike) -> Path:
         """One heat map per layer (TRF box, Gaussian 1σ/2σ ellipses) and the radial profiles."""

@@ -51,8 +51,11 @@ class Recorder:
             self._check_finite(step)  # reads the device: in sync from here
             self.times.append(time.perf_counter() - self.start)
             if self.bar is not None:
+                # postfix first and without its own refresh: update() redraws at most every
+                # `mininterval`, where a refreshing set_postfix would draw on every record
+                self.bar.set_postfix(objective=f"{float(values.detach().mean()):.4g}",
+                                     refresh=False)
                 self.bar.update(step - self.bar.n)
-                self.bar.set_postfix(objective=f"{float(values.detach().mean()):.4g}")
         self.done = step
 
     def _check_finite(self, upto: int) -> None:
@@ -76,9 +79,17 @@ class Recorder:
         return torch.stack(self.history).cpu() if self.history else torch.empty(0, n_images)
 
 
+#: seconds between two redraws of the progress bar: in a notebook each redraw is a message to
+#: the browser (and, without widgets, a line of the cell's saved output)
+BAR_INTERVAL = 0.5
+
+
 def _progress(steps: int, enabled: bool, name: str):
+    """The render's progress bar, or None: tqdm.auto's, a widget in a notebook (text where
+    ipywidgets is missing) and text in a terminal; ``leave=False`` removes it when the
+    render ends, so a cell of many renders (sweeps, inversions of many layers) keeps no bars."""
     if not enabled or steps == 0:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=steps, desc=name[:40], unit="step", leave=False)
+    return tqdm(total=steps, desc=name[:40], unit="step", leave=False, mininterval=BAR_INTERVAL)

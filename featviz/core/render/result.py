@@ -11,9 +11,12 @@ import torch
 
 from ...errors import FeatvizError
 from .. import images as _images
+from .. import notebook as _nb
+
+_SHOWN = 64  # images of a batch a notebook cell shows
 
 
-@dataclass
+@dataclass(repr=False)
 class RenderResult:
     """What a render made.
 
@@ -101,6 +104,59 @@ class RenderResult:
             raise FeatvizError("this render kept no saliency map; use param.maco(...) or "
                                "render(..., saliency=True)")
         return torch.cat([_images.as_rgb(self.shown()), self.saliency], dim=1)
+
+    def __repr__(self) -> str:
+        # the dataclass's own repr prints every pixel of every tensor
+        state = ", interrupted" if self.interrupted else ""
+        return (f"RenderResult({len(self.images)} image(s) {_nb.shape(self.images[0])}, "
+                f"{self.steps_done} steps in {self.seconds:.1f} s{state}, "
+                f"labels={self.labels[:4]!r}{'...' if len(self.labels) > 4 else ''}, "
+                f"values={_nb.numbers(self.values.tolist())})")
+
+    def _repr_png_(self) -> bytes:
+        """The final image, or a labelled grid of the batch, as PNG bytes (Jupyter)."""
+        return _nb.png(self._picture())
+
+    def _repr_html_(self) -> str:
+        """The final images with their labels, a table of objective values and seeds, and
+        the snapshots at their thresholds as one row per image (Jupyter)."""
+        page = _nb.Budget()
+        state = " (interrupted)" if self.interrupted else ""
+        page.text(f"<p>{len(self.images)} image(s), {self.steps_done} steps in "
+                  f"{self.seconds:.1f} s{state}</p>")
+        page.image(self._picture(), "render")
+        values = self.values.tolist()
+        page.text(_nb.table(["#", "objective", "value", "seed"],
+                            [(i, self.labels[i] if i < len(self.labels) else "",
+                              f"{values[i]:.4g}" if i < len(values) else "", s)
+                             for i, s in enumerate(self.seeds[:_SHOWN])]))
+        if self.snapshots:
+            page.text("<p>snapshots</p>")
+            page.image(self._snapshot_rows(), "snapshots")
+        return page.html("featviz render")
+
+    def _shown_rgb(self) -> torch.Tensor:
+        """At most :data:`_SHOWN` images as :meth:`shown` gives them, N bands as their first
+        three (four bands that are not RGBA included)."""
+        shown = self.shown()[:_SHOWN]
+        return shown if self.alpha or shown.shape[1] in (1, 3) else _images.composite(
+            shown, [min(i, shown.shape[1] - 1) for i in range(3)])
+
+    def _picture(self):
+        # one objective for the whole batch labels every image alike: the table says it once
+        labels = self.labels[:_SHOWN] if len(set(self.labels)) > 1 else None
+        return _nb.picture(self._shown_rgb(), labels)
+
+    def _snapshot_rows(self):
+        """One row per image (at most 8): its snapshot at each threshold, then the end."""
+        steps = sorted(self.snapshots)
+        n = min(8, len(self.images))
+        frames = [self.snapshots[s][:n] for s in steps] + [self.images[:n]]
+        names = [f"step {s}" for s in steps] + [f"end ({self.steps_done})"]
+        tiles = torch.stack(frames, 1).flatten(0, 1)  # image-major: a row per image
+        if tiles.shape[1] not in (1, 3, 4) or (tiles.shape[1] == 4 and not self.alpha):
+            tiles = _images.composite(tiles, [min(i, tiles.shape[1] - 1) for i in range(3)])
+        return _images.grid(tiles, names * n, ncol=len(names))
 
     def save_gif(self, path: str | os.PathLike, seconds_per_frame: float = 0.2) -> Path:
         """Write the snapshots and the final images as an animated GIF."""

@@ -32,7 +32,8 @@ from .settings import _agree_settings
 class SweepResult:
     """What one rank did: ``rendered`` jobs this run, ``skipped`` (already done) of its
     ``share``; ``total`` jobs in the whole list; ``interrupted`` by a signal (``signal`` is
-    its number); ``seconds`` of wall time; ``records`` the manifest lines it wrote."""
+    its number); ``seconds`` of wall time; ``records`` the manifest lines it wrote;
+    ``folder`` the sweep's folder."""
 
     rank: int
     world_size: int
@@ -43,8 +44,15 @@ class SweepResult:
     seconds: float = 0.0
     interrupted: bool = False
     signal: int | None = None
-    records: list[dict] = field(default_factory=list)
-    keys: list[tuple[str, int]] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list, repr=False)
+    keys: list[tuple[str, int]] = field(default_factory=list, repr=False)
+    folder: Path | None = None  # the sweep's output folder, for its notebook view
+
+    def _repr_html_(self) -> str:
+        """This rank's counts and the folder's images (Jupyter; see featviz.display)."""
+        from ..display import sweep_result_html  # display imports this module
+
+        return sweep_result_html(self)
 
 
 @dataclass(frozen=True)
@@ -178,7 +186,7 @@ def _share(out: Path, jobs: Sequence[Job], meta: Mapping, rank: int,
     mine = shard(jobs, rank, world_size)
     pending = [j for j in mine if j.key not in done]
     result = SweepResult(rank, world_size, len(jobs), len(mine), skipped=len(mine) - len(pending),
-                         keys=[j.key for j in jobs])
+                         keys=[j.key for j in jobs], folder=out)
     return result, pending
 
 
