@@ -200,3 +200,19 @@ def test_the_bar_redraws_at_most_every_interval(tiny, capsys, monkeypatch):
     featviz.render(tiny, obj.channel("conv3", 0), steps=40, size=32, record_every=1)
     err = capsys.readouterr().err
     assert err.count("\r") <= 4, err
+
+
+def test_building_block_results_show_themselves(tiny, photo):
+    from featviz.methods.building_blocks import building_blocks
+
+    blocks = building_blocks(tiny, photo[:, :, :16, :16], "act3", groups=2, n=2, classes=2,
+                             size=16, cell=16, steps=2, progress=False)
+    check(blocks.dictionary)
+    check(blocks.grids["act3"])
+    check(blocks.groups)
+    check(blocks.group_classes, images=0)
+    check(blocks, images=3)  # dictionary, grid, groups
+    attr = featviz.attribution.attribute(tiny, photo, "act3", 0, steps=4)
+    check(attr)
+    assert "completeness gap" in repr(attr) and "top channels" in attr._repr_html_()
+    assert set(featviz.display.RICH) >= {type(blocks), type(blocks.groups), type(attr)}

@@ -67,12 +67,18 @@ def png(pic: Image.Image, max_side: int = MAX_SIDE, min_side: int = MIN_SIDE) ->
     return buf.getvalue()
 
 
+def data_uri(pic: Image.Image, max_side: int = MAX_SIDE, min_side: int = MIN_SIDE) -> str:
+    """``pic`` as a ``data:image/png;base64,...`` URI, sized by :func:`fit` (for pages that
+    place pictures from a script, like ``featviz blocks``)."""
+    return "data:image/png;base64," + base64.b64encode(png(pic, max_side, min_side)).decode(
+        "ascii")
+
+
 def img_tag(pic: Image.Image, alt: str = "", max_side: int = MAX_SIDE,
             min_side: int = MIN_SIDE) -> str:
     """An ``<img>`` tag holding ``pic`` inline as a base64 PNG, sized by :func:`fit`."""
-    data = base64.b64encode(png(pic, max_side, min_side)).decode("ascii")
     return (f'<img alt="{html.escape(alt)}" style="image-rendering:pixelated;max-width:100%" '
-            f'src="data:image/png;base64,{data}">')
+            f'src="{data_uri(pic, max_side, min_side)}">')
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

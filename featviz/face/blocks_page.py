@@ -5,9 +5,7 @@ attribution table. Every picture is embedded; the page needs no server and no ne
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import os
 from pathlib import Path
@@ -16,6 +14,7 @@ import torch
 from PIL import Image
 
 from ..core import images as _images
+from ..core import notebook as _nb
 from ..core.files import write_text
 from ..methods.building_blocks import BuildingBlocks
 
@@ -50,12 +49,11 @@ document.body.setAttribute('data-images',document.querySelectorAll('img').length
 
 
 def _png(img: torch.Tensor | Image.Image) -> str:
-    """A data URI of a picture, [1,3,H,W] / [3,H,W] in [0, 1] or a PIL image."""
+    """A data URI of a picture, [1,3,H,W] / [3,H,W] in [0, 1] or a PIL image, at its own size
+    (the page's styles size it)."""
     pic = img if isinstance(img, Image.Image) else _images.to_pil(
         img if img.dim() == 3 else img[0])
-    buf = io.BytesIO()
-    pic.save(buf, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return _nb.data_uri(pic, max_side=1024, min_side=1)
 
 
 def _img(img, alt: str) -> str:

@@ -26,7 +26,18 @@ from ..core import images as _images
 from ..core import notebook as _nb
 from ..core.render import RenderResult
 from ..errors import FeatvizError
-from ..methods import deconv, featuremaps, inversion, occlusion, receptive_field
+from ..methods import (
+    activation_grid,
+    attribution,
+    building_blocks,
+    deconv,
+    featuremaps,
+    groups,
+    inversion,
+    occlusion,
+    receptive_field,
+    semantic_dictionary,
+)
 from .gallery import collect
 from .sweep import SweepResult, read_settings
 
@@ -46,6 +57,12 @@ RICH: dict[type, tuple[str, ...]] = {
     featuremaps.Stats: ("html",),
     featuremaps.Comparison: ("html",),
     SweepResult: ("html",),
+    attribution.Attribution: ("html",),
+    groups.NeuronGroups: ("html", "png"),
+    activation_grid.ActivationGrid: ("html", "png"),
+    semantic_dictionary.SemanticDictionary: ("html", "png"),
+    building_blocks.GroupAttribution: ("html",),
+    building_blocks.BuildingBlocks: ("html",),
 }
 
 _SWEEP_LAYERS = 8  # layers a sweep view shows

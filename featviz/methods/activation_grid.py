@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import images as _images
+from ..core import notebook as _nb
 from ..core import objectives as _objectives
 from ..core import param as _param
 from ..core import transforms as _transforms
@@ -90,6 +91,25 @@ class ActivationGrid:
     def save(self, path) -> None:
         """Write :meth:`picture` as a PNG (or any format :func:`featviz.images.save` takes)."""
         _images.save(self.picture(), path)
+
+    def __repr__(self) -> str:
+        h, w = self.shape
+        return (f"ActivationGrid({self.layer}: {h}x{w} cells of {self.cells.shape[-1]} px, "
+                f"cossim_pow={self.cossim_pow:g}, {self.render.steps_done} steps in "
+                f"{self.render.seconds:.0f} s)")
+
+    def _repr_png_(self) -> bytes:
+        """The photo and the grid side by side."""
+        return _nb.png(_images.to_pil(self.beside_photo()[0]))
+
+    def _repr_html_(self) -> str:
+        """What the grid is, above the photo and the grid side by side."""
+        page = _nb.Budget()
+        h, w = self.shape
+        page.text(f"<p>{h}x{w} positions, one picture of each position's activation vector "
+                  f"(cosine power {self.cossim_pow:g}), {self.render.steps_done} steps</p>")
+        page.image(_images.to_pil(self.beside_photo()[0]), f"grid {self.layer}")
+        return page.html(f"activation grid: {self.layer}")
 
 
 def layer_vectors(model: nn.Module, image: torch.Tensor, layer: str) -> torch.Tensor:

@@ -33,7 +33,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..core import images as _images
 from ..core import layouts as _layouts
+from ..core import notebook as _nb
 from ..core import objectives as _objectives
 from ..core.hooks import INPUT, LayerTap, frozen, on_output
 from ..core.model_info import image_channels, model_device, model_dtype
@@ -76,6 +78,28 @@ class Attribution:
     def spatial(self) -> bool:
         """Whether the layer has positions (``[B, C, H, W]``), not only channels."""
         return self.values.dim() == 4
+
+    def __repr__(self) -> str:
+        gap = "" if self.baseline_output is None else (
+            f", completeness gap {_nb.numbers(self.completeness_gap().tolist(), 3)}")
+        return (f"Attribution({self.target} to {self.layer}, {self.method}, "
+                f"{_nb.shape(self.values)} values, output {_nb.numbers(self.output.tolist(), 3)}"
+                f"{gap})")
+
+    def _repr_html_(self) -> str:
+        """Per image: the output, the attribution per position as a heat map (positive
+        part), and the channels that carry most of it."""
+        page = _nb.Budget()
+        for b in range(min(len(self.output), 8)):
+            top = self.by_channel()[b].topk(min(5, self.by_channel().shape[1]))
+            page.text(f"<p>image {b}: {self.target} = {float(self.output[b]):.4g}; top "
+                      "channels " + ", ".join(f"{int(c)} ({float(v):+.3g})" for v, c in
+                                              zip(top.values, top.indices, strict=True))
+                      + "</p>")
+            if self.spatial:
+                heat = _nb.heat(self.by_position()[b].clamp_min(0))
+                page.image(_images.to_pil(heat), f"attribution {b}", max_side=256)
+        return page.html(f"attribution: {self.target} to {self.layer} ({self.method})")
 
     def by_position(self) -> torch.Tensor:
         """The attribution of each position, summed over channels: ``[B, H, W]``."""

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..core import images as _images
 from ..core import model_info
+from ..core import notebook as _nb
 from ..core.hooks import OUTPUT, LayerTap, frozen
 from ..core.render import RenderResult
 from . import attribution as _attribution
@@ -36,6 +38,15 @@ class GroupAttribution:
         """The table as text: one row per group, one column per class."""
         return [[f"{v:+.2f}" for v in row.tolist()] for row in self.values]
 
+    def __repr__(self) -> str:
+        return (f"GroupAttribution({self.values.shape[0]} groups x {len(self.classes)} classes, "
+                f"{self.method})")
+
+    def _repr_html_(self) -> str:
+        """The table: one row per group, one column per class."""
+        return _nb.table(["", *self.names],
+                         [[f"group {j}", *row] for j, row in enumerate(self.rows())])
+
 
 @dataclass
 class BuildingBlocks:
@@ -50,6 +61,28 @@ class BuildingBlocks:
     group_renders: RenderResult
     group_classes: GroupAttribution
     seconds: dict[str, float] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (f"BuildingBlocks({self.layer}: dictionary, grids at {', '.join(self.grids)}, "
+                f"{self.groups.k} groups; {sum(self.seconds.values()):.0f} s)")
+
+    def _repr_html_(self) -> str:
+        """Every view in one cell: top classes, the dictionary at its strongest positions,
+        the grids, the groups with their renders and maps, and the attribution table."""
+        page = _nb.Budget()
+        page.text("<p>Top classes: " + ", ".join(f"{n} {p:.2f}" for _, n, p in
+                                                 self.top_classes) + "</p>")
+        page.image(self.dictionary.figure(), "semantic dictionary")
+        for layer, grid in self.grids.items():
+            page.text(f"<p>activation grid {layer}</p>")
+            page.image(_images.to_pil(grid.beside_photo()[0]), f"grid {layer}")
+        renders = self.group_renders.shown()[:, :3]
+        tiles = torch.cat([renders, self.groups.map_images()])
+        labels = [f"group {j}" for j in range(len(renders))] * 2
+        page.text(f"<p>neuron groups (error {self.groups.error:.2f})</p>")
+        page.image(_images.grid(tiles, labels, ncol=len(renders)), "groups")
+        page.text(self.group_classes._repr_html_())
+        return page.html(f"building blocks: {self.layer}")
 
 
 def top_classes(model: nn.Module, image: torch.Tensor, k: int = 5

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import images as _images
+from ..core import notebook as _nb
 from ..core import objectives as _objectives
 from ..core.hooks import LayerTap, frozen
 from ..core.model_info import image_channels, input_size, model_device
@@ -356,12 +357,35 @@ class NeuronGroups:
         heat = self.heatmaps()[:, None]
         return (self._photo()[None] * (dim + (1 - dim) * heat)).clamp(0, 1)
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the photo, the overlay and each group's map image as one labelled grid."""
+    def _tiles(self) -> tuple[torch.Tensor, list[str]]:
         tiles = torch.cat([self._photo()[None], self.overlay(), self.map_images()])
         labels = ["photo", f"{self.k} groups at {self.layer}",
                   *[f"group {j}" for j in range(self.k)]]
+        return tiles, labels
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the photo, the overlay and each group's map image as one labelled grid."""
+        tiles, labels = self._tiles()
         return _images.save(tiles, path, labels=labels, ncol=min(len(tiles), 4))
+
+    def __repr__(self) -> str:
+        return (f"NeuronGroups({self.layer}: {self.k} groups by {self.method} of "
+                f"{_nb.shape(self.activations)} activations, relative error {self.error:.3f})")
+
+    def _repr_png_(self) -> bytes:
+        """What :meth:`save` writes: the photo, the overlay and each group's map."""
+        tiles, labels = self._tiles()
+        return _nb.png(_images.grid(tiles, labels, ncol=min(len(tiles), 4)))
+
+    def _repr_html_(self) -> str:
+        """The factorization's error above the photo, the overlay and the maps."""
+        page = _nb.Budget()
+        page.text(f"<p>{self.k} groups ({self.method}) of the activations "
+                  f"{_nb.shape(self.activations)}; relative reconstruction error "
+                  f"{self.error:.3f}. <code>.render(model)</code> draws each group.</p>")
+        tiles, labels = self._tiles()
+        page.image(_images.grid(tiles, labels, ncol=min(len(tiles), 4)), "neuron groups")
+        return page.html(f"neuron groups: {self.layer}")
 
     def render(self, model: nn.Module, size: int = 128, steps: int = 256, seed: int = 0,
                cossim_pow: float = 0.0, **render_kw: Any) -> RenderResult:

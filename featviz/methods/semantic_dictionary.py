@@ -18,6 +18,7 @@ from torch import nn
 
 from ..core import files as _files
 from ..core import images as _images
+from ..core import notebook as _nb
 from ..core import objectives as _objectives
 from ..core.render import render
 from ..errors import FeatvizError, unknown
@@ -86,6 +87,25 @@ class SemanticDictionary:
                 tiles.append(_resized(pic[None, :3], tile))
                 labels.append(f"{c}: {v:.3g}")
         return _images.grid(torch.cat(tiles), labels, ncol=1 + self.channels.shape[2])
+
+    def __repr__(self) -> str:
+        h, w = self.shape
+        return (f"SemanticDictionary({self.layer}: {h}x{w} positions, top "
+                f"{self.channels.shape[2]} channels by {self.by}, {len(self.renders)} channel "
+                "pictures)")
+
+    def _repr_png_(self) -> bytes:
+        """:meth:`figure` at the strongest positions."""
+        return _nb.png(self.figure())
+
+    def _repr_html_(self) -> str:
+        """The figure, with a line on how to read it."""
+        page = _nb.Budget()
+        page.text(f"<p>Each row: a position of <code>{self.layer}</code> outlined on the "
+                  f"photo, then its top channels by {self.by} (channel: value). "
+                  "<code>.figure([(y, x), ...])</code> shows other positions.</p>")
+        page.image(self.figure(), "semantic dictionary")
+        return page.html(f"semantic dictionary: {self.layer}")
 
     def marked(self, y: int, x: int) -> torch.Tensor:
         """The photo [1, 3, H, W] with the patch of position (y, x) outlined in red."""
