@@ -57,20 +57,22 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_args(ap)
     ap.add_argument("--image", default=str(SHARED / "images" / "pets.jpg"))
+    ap.add_argument("--photo-size", type=int, default=224, help="the photo's side in pixels")
     ap.add_argument("--layer", default="mixed4d")
     ap.add_argument("--grid-layers", default="mixed4d,mixed5a")
     ap.add_argument("--groups", type=int, default=6)
-    ap.add_argument("--steps", type=int, default=256)
-    ap.add_argument("--size", type=int, default=96, help="pixels of channel and group renders")
+    ap.add_argument("--steps", type=int, help="steps of every render (default 256; --quick 16)")
+    ap.add_argument("--size", type=int, help="pixels of channel and group renders (default 96; "
+                                             "--quick 48)")
     ap.add_argument("--cell", type=int, default=32, help="pixels of each grid cell")
-    ap.add_argument("--quick", action="store_true", help="16 steps and 48-px renders")
+    ap.add_argument("--quick", action="store_true", help="fewer steps, smaller renders")
     ap.add_argument("--out", default=str(FIGURES))
     ap.add_argument("--html", help="also write the page `featviz blocks` writes")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.steps, args.size, args.cell = 16, 48, 32
+    args.steps = args.steps or (16 if args.quick else 256)
+    args.size = args.size or (48 if args.quick else 96)
     model = load_model(args)
-    image = featviz.images.load(args.image, 224)
+    image = featviz.images.load(args.image, args.photo_size)
     start = time.perf_counter()
     blocks = building_blocks(model, image, args.layer, grid_layers=args.grid_layers.split(","),
                              groups=args.groups, size=args.size, cell=args.cell,

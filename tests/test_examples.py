@@ -143,3 +143,14 @@ def test_transforms_cost_benchmark_prints_its_table():
     assert proc.returncode == 0, proc.stderr
     row = [ln for ln in proc.stdout.splitlines() if ln.startswith("| 24 | 2 |")]
     assert len(row) == 1 and row[0].count("x |") == 2
+
+
+def test_building_blocks_example(tmp_path):
+    out = _run("building_blocks.py", "--model", "cifar_resnet20", "--weights", "random",
+               "--layer", "layer3", "--grid-layers", "layer3", "--photo-size", "32", "--groups",
+               "2", "--quick", "--steps", "2", "--out", str(tmp_path), "--html",
+               str(tmp_path / "blocks.html"))
+    assert "| group |" in out and "activation grid layer3" in out
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"blocks_pets_dictionary.png", "blocks_pets_grid_layer3.png",
+            "blocks_pets_groups.png", "blocks.html"} <= names
