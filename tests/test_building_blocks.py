@@ -159,3 +159,14 @@ def test_blocks_command_writes_the_page(tmp_path, capsys):
     assert main(["blocks", str(IMAGES / "pets.jpg"), "--model", "cifar_resnet20", "--weights",
                  "random", "--layer", "layer9", "--out", str(out)]) == 2
     assert "layer3" in capsys.readouterr().err  # the closest real names
+
+
+def test_a_layer_with_negative_values_takes_pca_groups(tiny, one_thread):
+    photo = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    with pytest.raises(FeatvizError, match="pca"):
+        building_blocks(tiny, photo, "conv3", groups=2, n=2, classes=2, size=16, cell=16,
+                        steps=1, progress=False)
+    blocks = building_blocks(tiny, photo, "conv3", groups=2, n=2, classes=2, size=16, cell=16,
+                             steps=1, method="pca", progress=False)
+    assert blocks.groups.method == "pca" and blocks.groups.maps.min() < 0
+    assert hook_free(tiny)

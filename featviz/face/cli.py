@@ -299,6 +299,9 @@ def _add_blocks(sub) -> None:
                    help="comma-separated layers for activation grids (default: --layer)")
     b.add_argument("--groups", type=types.whole_number(1, 64), default=6,
                    help="neuron groups, 1-64 (default: 6)")
+    b.add_argument("--factorization", default="nmf", choices=["nmf", "pca", "ica"],
+                   help="how groups are found: nmf (default; needs activations >= 0, as after "
+                        "a ReLU), pca or ica for layers with negative values")
     b.add_argument("--top", type=types.whole_number(1, 16), default=4,
                    help="channels per position in the dictionary, 1-16 (default: 4)")
     b.add_argument("--classes", type=types.whole_number(1, 16), default=4,
@@ -617,7 +620,7 @@ def _blocks(args: argparse.Namespace) -> int:
     blocks = building_blocks(model, img, args.layer, grid_layers=args.grid_layers,
                              groups=args.groups, n=args.top, classes=args.classes,
                              size=args.render_size, cell=args.cell, steps=args.steps,
-                             seed=args.seed, folder=args.renders)
+                             seed=args.seed, method=args.factorization, folder=args.renders)
     blocks_page.write(blocks, args.out, f"{Path(args.image).name}: {args.layer}")
     for name, secs in blocks.seconds.items():
         print(f"{name}: {secs:.0f} s")

@@ -161,7 +161,7 @@ def check_cell(model: nn.Module, layer: str, cell: int) -> None:
 
 
 def _sharing(vectors: torch.Tensor, image: torch.Tensor, layer: str, k: int,
-             seed: int) -> tuple[torch.Tensor, _groups.NeuronGroups | None]:
+             seed: int, method: str = "nmf") -> tuple[torch.Tensor, _groups.NeuronGroups | None]:
     """Per cell, how much it takes of each shared group image: the factorization's spatial
     maps, each scaled to a maximum of 1 (lucid's notebook does the same), [h·w, k]."""
     h, w, c = vectors.shape
@@ -169,28 +169,30 @@ def _sharing(vectors: torch.Tensor, image: torch.Tensor, layer: str, k: int,
         return torch.zeros(h * w, 0), None
     acts = vectors.permute(2, 0, 1)
     k = min(k, c, h * w)
-    found = _groups.from_activations(acts, image, layer, k=k, seed=seed)
-    maps = found.maps.reshape(k, -1).T
+    found = _groups.from_activations(acts, image, layer, k=k, method=method, seed=seed)
+    maps = found.maps.reshape(k, -1).T.clamp_min(0)  # a signed method's negative parts: no share
     return maps / maps.amax(dim=0, keepdim=True).clamp_min(1e-8), found
 
 
 def activation_grid(model: nn.Module, image: torch.Tensor, layer: str, *, cell: int = 48,
                     steps: int = 256, groups: int = 6, cossim_pow: float = GRID_COSSIM_POW,
-                    seed: int = 0, progress: bool = True, **render_kw) -> ActivationGrid:
+                    seed: int = 0, method: str = "nmf", progress: bool = True,
+                    **render_kw) -> ActivationGrid:
     """Render, for every position of ``layer`` on ``image`` ([1,3,H,W] or [3,H,W] in
     [0, 1]), a ``cell``-pixel picture whose centre activation points along that position's
     vector (``objectives.direction_neuron`` with ``cossim_pow``: lucid's cosine weighting,
     which rewards the vector's direction over sheer size), all cells in one batch. With
     ``groups > 0`` the cells share that many group images, mixed by a non-negative
     factorization of the photo's activations, so neighbouring cells that see alike things
-    get alike pictures (lucid's parameterization; 0 renders every cell on its own). Other
+    get alike pictures (lucid's parameterization; 0 renders every cell on its own;
+    ``method="pca"`` for a layer with negative activations, where NMF cannot go). Other
     keywords go to :func:`featviz.render` (``transforms`` defaults to small-cell ones)."""
     if image.dim() == 3:
         image = image[None]
     vectors = layer_vectors(model, image, layer)
     check_cell(model, layer, cell)
     h, w, c = vectors.shape
-    weights, found = _sharing(vectors, image, layer, groups, seed)
+    weights, found = _sharing(vectors, image, layer, groups, seed, method)
     par = _param.group_shared(cell, weights, seed=seed, device=model_device(model))
     objective = _objectives.direction_neuron(layer, vectors.reshape(h * w, c),
                                              cossim_pow=cossim_pow)

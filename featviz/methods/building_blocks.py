@@ -118,12 +118,14 @@ def group_class_attribution(model: nn.Module, groups: _groups.NeuronGroups,
 def building_blocks(model: nn.Module, image: torch.Tensor, layer: str, *,
                     grid_layers: Sequence[str] | None = None, groups: int = 6, n: int = 4,
                     classes: int = 4, size: int = 96, cell: int = 32, steps: int = 256,
-                    seed: int = 0, folder=None, progress: bool = True) -> BuildingBlocks:
+                    seed: int = 0, method: str = "nmf", folder=None,
+                    progress: bool = True) -> BuildingBlocks:
     """The article's views of ``image`` ([1,3,H,W] in [0, 1]) at ``layer``: its semantic
     dictionary (``n`` top channels per position, pictures ``size`` px, kept in ``folder``
     when given), activation grids at ``grid_layers`` (default: ``layer``; ``cell`` px per
     position), ``groups`` neuron groups with their renders and spatial maps, and the
-    attribution of the top ``classes`` classes to the groups. ``steps`` for every render."""
+    attribution of the top ``classes`` classes to the groups. ``steps`` for every render;
+    ``method`` the factorization (``"pca"`` for layers with negative activations)."""
     if image.dim() == 3:
         image = image[None]
     seconds: dict[str, float] = {}
@@ -136,10 +138,11 @@ def building_blocks(model: nn.Module, image: torch.Tensor, layer: str, *,
     for name in grid_layers or [layer]:
         t = time.perf_counter()
         grids[name] = activation_grid(model, image, name, cell=cell, steps=steps,
-                                      groups=groups, seed=seed, progress=progress)
+                                      groups=groups, seed=seed, method=method,
+                                      progress=progress)
         seconds[f"activation grid {name}"] = time.perf_counter() - t
     t = time.perf_counter()
-    found = _groups.neuron_groups(model, image, layer, k=groups, seed=seed)
+    found = _groups.neuron_groups(model, image, layer, k=groups, method=method, seed=seed)
     renders = found.render(model, size=size, steps=steps, seed=seed, progress=progress)
     seconds["neuron groups"] = time.perf_counter() - t
     t = time.perf_counter()
