@@ -52,13 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layer", default="mixed4c")
     ap.add_argument("--store", default="/tmp/featviz_atlas_mixed4c",
                     help="folder of the collected vectors (reused and continued)")
-    ap.add_argument("--grid", type=int, default=20)
-    ap.add_argument("--class-grid", type=int, default=8)
+    ap.add_argument("--grid", type=int, help="cells a side (default: 20; quick 6)")
+    ap.add_argument("--class-grid", type=int, help="of the class atlases (8; quick 4)")
     ap.add_argument("--cell", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=256)
+    ap.add_argument("--steps", type=int, help="render steps (default: 256; quick 32)")
     ap.add_argument("--fit-on", type=int, default=20000)
-    ap.add_argument("--top", type=float, default=0.02,
-                    help="class atlases: the fraction of all vectors kept per class")
+    ap.add_argument("--top", type=float,
+                    help="class atlases: the fraction of all vectors kept per class (0.02; "
+                         "quick 0.1)")
     ap.add_argument("--layout", default="auto", choices=["auto", "umap", "tsne"])
     ap.add_argument("--quick", action="store_true",
                     help="50 photos at 8 positions (400 vectors), 6x6 grid, 32 steps")
@@ -71,8 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         keep = set(photos.files[:47]) | {f for f in photos.files
                                          if any(photos.labels[f].matches(c) for c in CLASSES)}
         photos.files = [f for f in photos.files if f in keep]
-        positions, args.grid, args.class_grid, args.steps, args.top = 8, 6, 4, 32, 0.1
+        positions = 8
         args.store = args.store.rstrip("/") + "_quick"
+    for name, full, quick in (("grid", 20, 6), ("class_grid", 8, 4), ("steps", 256, 32),
+                              ("top", 0.02, 0.1)):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
     model = load_model(args)
     seconds = {}
     start = time.perf_counter()

@@ -251,7 +251,7 @@ def test_two_class_atlas_marks_which_class_each_cell_speaks_for(tiny, store):
 
 
 def test_each_cell_render_agrees_with_its_own_average_more_than_its_neighbours(
-        inceptionv1, tmp_path):
+        inceptionv1, one_thread, tmp_path):
     if not SAMPLE.is_dir():
         pytest.skip(f"the labelled ImageNet sample is not at {SAMPLE}")
     photos = featviz.dataset.LabelledFolder(SAMPLE)

@@ -309,10 +309,9 @@ class Atlas:
         return pic
 
     def labels(self) -> list[str]:
-        """Per cell a short label: the class its average speaks for most where computed,
-        else its images' most common class."""
-        src = self.classes if self.classes is not None else self.grid.top_classes
-        return [c[0][0] if c else "" for c in src]
+        """Per cell a short label: the most common class of the images its vectors come
+        from (what the photos were; :attr:`classes` says what the average speaks for)."""
+        return [c[0][0] if c else "" for c in self.grid.top_classes]
 
     def agreement(self, model: nn.Module) -> torch.Tensor:
         """Cosine [K, K] between each cell render's own activation (the layer at the render's
