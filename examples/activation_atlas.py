@@ -44,6 +44,21 @@ def own_vs_neighbours(made: atlas.Atlas, model) -> tuple[float, float]:
     return float(np.mean(own)), float(np.mean(near))
 
 
+def main_atlas(model, store, args, png: Path, html: str, seconds: dict) -> None:
+    """The atlas of all vectors: its figure, its page, its numbers."""
+    made = atlas.activation_atlas(model, store, args.grid, method=args.layout,
+                                  fit_on=args.fit_on, cell=args.cell, steps=args.steps,
+                                  min_count=3, progress=False)
+    seconds.update(made.seconds)
+    made.save(png, cell=max(args.cell, 40))
+    own, near = own_vs_neighbours(made, model)
+    print(f"{made}; layout {made.seconds['layout']:.0f} s (fitted on "
+          f"{min(args.fit_on, len(store))}), render "
+          f"{made.seconds['render']:.0f} s; cosine of each render with its own average "
+          f"{own:.3f}, with its neighbours' {near:.3f}")
+    atlas_page.write(made, store, html)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Collect, lay out, grid, render; write the figures and the page; print the numbers."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -63,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layout", default="auto", choices=["auto", "umap", "tsne"])
     ap.add_argument("--quick", action="store_true",
                     help="50 photos at 8 positions (400 vectors), 6x6 grid, 32 steps")
+    ap.add_argument("--classes-only", action="store_true",
+                    help="only the class atlases (the store must hold the vectors)")
     ap.add_argument("--out", default=str(FIGURES))
     ap.add_argument("--html", help="the page (default: atlas.html in --store)")
     args = ap.parse_args(argv)
@@ -86,35 +103,27 @@ def main(argv: list[str] | None = None) -> int:
     seconds["collect"] = time.perf_counter() - start
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"{store}; collect {seconds['collect']:.0f} s, peak RSS so far {rss:.2f} GiB")
-    made = atlas.activation_atlas(model, store, args.grid, method=args.layout,
-                                  fit_on=args.fit_on, cell=args.cell, steps=args.steps,
-                                  min_count=3, progress=False)
-    seconds.update(made.seconds)
+    html = args.html or str(Path(args.store) / "atlas.html")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = f"atlas_{args.layer}{'_quick' if args.quick else ''}"
-    made.save(out / f"{name}.png", cell=max(args.cell, 40))
-    own, near = own_vs_neighbours(made, model)
-    print(f"{made}; layout {made.seconds['layout']:.0f} s (fitted on "
-          f"{min(args.fit_on, len(store))}), render "
-          f"{made.seconds['render']:.0f} s; cosine of each render with its own average "
-          f"{own:.3f}, with its neighbours' {near:.3f}")
-    html = args.html or str(Path(args.store) / "atlas.html")
-    atlas_page.write(made, store, html)
+    if not args.classes_only:
+        main_atlas(model, store, args, out / f"{name}.png", html, seconds)
     fireboat = atlas.class_atlas(model, store, ["fireboat"], args.class_grid, top=args.top,
                                  cell=args.cell,
                                  steps=args.steps, method=args.layout, progress=False,
                                  min_count=2)
+    big = max(args.cell, 64)
+    fireboat.save(out / f"{name}_fireboat.png", cell=big, labels=True)
+    print(f"class atlas fireboat: {fireboat}; " + ", ".join(
+        f"{k} {v:.0f} s" for k, v in fireboat.seconds.items()), flush=True)
     pair = atlas.class_atlas(model, store, ["snorkel", "scuba diver"], args.class_grid,
                              top=args.top, cell=args.cell, steps=args.steps, method=args.layout,
                              progress=False, min_count=2)
-    big = max(args.cell, 64)
-    fireboat.save(out / f"{name}_fireboat.png", cell=big, labels=True)
     pair.save(out / f"{name}_snorkel_vs_scuba_diver.png", cell=big, labels=True)
     atlas_page.write(pair, store, str(Path(html).with_name("atlas_snorkel_vs_scuba.html")))
-    for what, a in (("fireboat", fireboat), ("snorkel vs scuba diver", pair)):
-        print(f"class atlas {what}: {a}; " + ", ".join(f"{k} {v:.0f} s"
-                                                      for k, v in a.seconds.items()))
+    print(f"class atlas snorkel vs scuba diver: {pair}; " + ", ".join(
+        f"{k} {v:.0f} s" for k, v in pair.seconds.items()))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
           + f"; all {time.perf_counter() - start:.0f} s; peak RSS {rss:.2f} GiB")

@@ -25,7 +25,7 @@ _STYLE = """body{font-family:sans-serif;margin:16px}
 .cells{position:absolute;inset:0;display:grid}
 .cells div:hover,.cells div.on{outline:2px solid #e22;z-index:1}
 #entry{display:inline-block;vertical-align:top;margin-left:16px;width:420px;font-size:13px}
-#entry .big{width:256px;height:256px;display:block}
+#entry .big{width:256px;height:256px;display:block;image-rendering:auto}
 #entry .patch{width:96px;height:96px;margin:0 6px 6px 0}
 table{border-collapse:collapse} td{border:1px solid #ccc;padding:2px 6px}"""
 
@@ -50,15 +50,14 @@ if(i.complete&&i.naturalWidth>0)n++;});document.body.setAttribute('data-images-l
 document.body.setAttribute('data-images',document.querySelectorAll('img').length);},300);});"""
 
 
-def _uri(img: torch.Tensor, side: int | None = None) -> str:
-    pic = _images.to_pil(img[:3].float().clamp(0, 1))
-    if side is not None:
-        pic = pic.resize((side, side))
-    return _nb.data_uri(pic, max_side=1024, min_side=1)
+def _uri(img: torch.Tensor) -> str:
+    """A picture at its own size (the page's styles enlarge it: a 32-px render shown at 256 px
+    costs a 32-px PNG, not a 256-px one)."""
+    return _nb.data_uri(_images.to_pil(img[:3].float().clamp(0, 1)), max_side=1024, min_side=1)
 
 
 def _patches(store: ActivationStore, where: dict, indices: list[int],
-             side: int = 96) -> list[str]:
+             side: int = 64) -> list[str]:
     """The part of each source photo around the position a vector came from: a square of
     three positions' width (mid layers see more than that; enough to recognize the thing).
     ``where`` holds the store's image, y and x columns."""
@@ -85,7 +84,7 @@ def _cells(atlas: Atlas, store: ActivationStore, patches: int) -> list[dict]:
     g = atlas.grid
     speaks = atlas.classes or [[] for _ in g.cells]
     where = {c: store.column(c) for c in ("image", "y", "x")}  # read once, not per cell
-    return [{"row": int(r), "col": int(c), "count": int(n), "render": _uri(atlas.renders[k], 256),
+    return [{"row": int(r), "col": int(c), "count": int(n), "render": _uri(atlas.renders[k]),
              "top": [[html.escape(name), share] for name, share in g.top_classes[k]],
              "speaks": [[html.escape(name), v] for name, v in speaks[k]],
              "patches": _patches(store, where, g.examples[k][:patches])}
