@@ -9,7 +9,7 @@ The package is built in tiers, each importing only from the tiers below it:
 ``featviz.core`` (the optimization: hooks, objectives, parameterizations, transforms, the
 render loop, image files), ``featviz.models`` (model specs and loaders), ``featviz.methods``
 (projections, inversion, receptive fields, feature maps, attribution, neuron groups,
-activation grids, semantic dictionaries) and ``featviz.face``
+activation grids, semantic dictionaries, activation atlases) and ``featviz.face``
 (the command line, sweeps, the gallery). The modules users import by their short names
 (``featviz.objectives``, ``featviz.param``, ``featviz.deconv``, ...) are the same module
 objects under both names.
@@ -40,8 +40,9 @@ SHORT_NAMES = {
     **{m: f"methods.{m}" for m in ("deconv", "dataset", "occlusion", "inversion",
                                    "receptive_field", "featuremaps", "groups", "attribution",
                                    "activation_grid", "semantic_dictionary",
-                                   "building_blocks")},
-    **{m: f"face.{m}" for m in ("cli", "sweep", "gallery", "blocks_page", "display")},
+                                   "building_blocks", "atlas_store", "atlas")},
+    **{m: f"face.{m}" for m in ("cli", "sweep", "gallery", "blocks_page", "atlas_page",
+                                "display")},
     "cifar": "models.cifar",
 }
 
@@ -68,6 +69,7 @@ __all__ = [
     "render", "RenderResult", "hooks", "images", "models", "objectives", "param", "transforms",
     "deconv", "dataset", "occlusion", "receptive_field", "inversion", "featuremaps", "groups",
     "attribution", "activation_grid", "semantic_dictionary", "building_blocks",
+    "atlas_store", "atlas", "atlas_page",
     "metrics", "sweep", "gallery", "display", "cli", "errors", "FeatvizError", "UnknownNameError",
     "ChannelError", "ObjectiveSyntaxError", "MismatchError", "WeightsError", "NonFiniteLossError",
     "__version__",

@@ -154,3 +154,16 @@ def test_building_blocks_example(tmp_path):
     names = {p.name for p in tmp_path.iterdir()}
     assert {"blocks_pets_dictionary.png", "blocks_pets_grid_layer3.png",
             "blocks_pets_groups.png", "blocks.html"} <= names
+
+
+@needs_weights
+@pytest.mark.skipif(not (SHARED / "imagenet-sample" / "labels.tsv").is_file(),
+                    reason=f"no labelled photos at {SHARED / 'imagenet-sample'}")
+def test_activation_atlas_example_quick(tmp_path):
+    out = _run("activation_atlas.py", "--quick", "--steps", "2", "--layout", "tsne",
+               "--store", str(tmp_path / "store"), "--out", str(tmp_path))
+    assert "400 vectors of 512 at mixed4c" in out and "class atlas fireboat" in out
+    for name in ("atlas_mixed4c_quick.png", "atlas_mixed4c_quick_fireboat.png",
+                 "atlas_mixed4c_quick_snorkel_vs_scuba_diver.png"):
+        assert (tmp_path / name).is_file()
+    assert (tmp_path / "store_quick" / "atlas.html").is_file()

@@ -278,3 +278,18 @@ def folder_out(text: str) -> str:
     except OSError as err:
         raise argparse.ArgumentTypeError(f"cannot write into {text}: {err.strerror}") from None
     return text
+
+
+def positions(text: str) -> str | int:
+    """Positions of each image's map to keep: ``all`` or a whole number >= 1 (random ones)."""
+    if text == "all":
+        return text
+    return whole_number(1)(text)
+
+
+def existing_folder(text: str) -> str:
+    """A path to an existing folder (of images)."""
+    if not Path(text).is_dir():
+        what = "a file" if Path(text).is_file() else "not found"
+        raise argparse.ArgumentTypeError(f"must be an existing folder, got {text!r} ({what})")
+    return text

@@ -28,6 +28,7 @@ from ..core.render import RenderResult
 from ..errors import FeatvizError
 from ..methods import (
     activation_grid,
+    atlas,
     attribution,
     building_blocks,
     deconv,
@@ -63,6 +64,7 @@ RICH: dict[type, tuple[str, ...]] = {
     semantic_dictionary.SemanticDictionary: ("html", "png"),
     building_blocks.GroupAttribution: ("html",),
     building_blocks.BuildingBlocks: ("html",),
+    atlas.Atlas: ("html", "png"),
 }
 
 _SWEEP_LAYERS = 8  # layers a sweep view shows
