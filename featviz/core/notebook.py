@@ -74,6 +74,13 @@ def data_uri(pic: Image.Image, max_side: int = MAX_SIDE, min_side: int = MIN_SID
         "ascii")
 
 
+def own_size_uri(img: torch.Tensor) -> str:
+    """A data URI of an image tensor ([C,H,W] or [1,C,H,W] in [0, 1]) at its own size, for
+    pages whose styles enlarge it (a 32-px render shown at 256 px costs a 32-px PNG)."""
+    img = img[0] if img.dim() == 4 else img
+    return data_uri(_images.to_pil(img[:3].float().clamp(0, 1)), max_side=1 << 14, min_side=1)
+
+
 def img_tag(pic: Image.Image, alt: str = "", max_side: int = MAX_SIDE,
             min_side: int = MIN_SIDE) -> str:
     """An ``<img>`` tag holding ``pic`` inline as a base64 PNG, sized by :func:`fit`."""

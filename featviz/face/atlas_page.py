@@ -10,7 +10,6 @@ import json
 import os
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 
 from ..core import images as _images
@@ -50,12 +49,6 @@ if(i.complete&&i.naturalWidth>0)n++;});document.body.setAttribute('data-images-l
 document.body.setAttribute('data-images',document.querySelectorAll('img').length);},300);});"""
 
 
-def _uri(img: torch.Tensor) -> str:
-    """A picture at its own size (the page's styles enlarge it: a 32-px render shown at 256 px
-    costs a 32-px PNG, not a 256-px one)."""
-    return _nb.data_uri(_images.to_pil(img[:3].float().clamp(0, 1)), max_side=1024, min_side=1)
-
-
 def _patches(store: ActivationStore, where: dict, indices: list[int],
              side: int = 64) -> list[str]:
     """The part of each source photo around the position a vector came from: a square of
@@ -76,7 +69,7 @@ def _patches(store: ActivationStore, where: dict, indices: list[int],
         crop = photo[:, top:top + int(2 * half), left:left + int(2 * half)]
         crop = F.interpolate(crop[None], size=(side, side), mode="bilinear",
                              align_corners=False)[0]
-        out.append(_uri(crop))
+        out.append(_nb.own_size_uri(crop))
     return out
 
 
@@ -84,7 +77,8 @@ def _cells(atlas: Atlas, store: ActivationStore, patches: int) -> list[dict]:
     g = atlas.grid
     speaks = atlas.classes or [[] for _ in g.cells]
     where = {c: store.column(c) for c in ("image", "y", "x")}  # read once, not per cell
-    return [{"row": int(r), "col": int(c), "count": int(n), "render": _uri(atlas.renders[k]),
+    return [{"row": int(r), "col": int(c), "count": int(n),
+             "render": _nb.own_size_uri(atlas.renders[k]),
              "top": [[html.escape(name), share] for name, share in g.top_classes[k]],
              "speaks": [[html.escape(name), v] for name, v in speaks[k]],
              "patches": _patches(store, where, g.examples[k][:patches])}
@@ -110,7 +104,7 @@ def write(atlas: Atlas, store: ActivationStore, path: str | os.PathLike, title: 
             f"over {int(g.counts.sum())} activation vectors of <code>{html.escape(atlas.layer)}"
             f"</code>; each cell is the feature visualization of its vectors' average, "
             "fainter where it holds fewer. Hover a cell.</p><div class='atlas'>"
-            f"<img alt='atlas' src='{_uri(atlas.picture()[0])}'><div class='cells' "
+            f"<img alt='atlas' src='{_nb.own_size_uri(atlas.picture()[0])}'><div class='cells' "
             f"style='grid-template-columns:repeat({g.n},1fr);grid-template-rows:"
             f"repeat({g.n},1fr)'>{cells}</div></div><div id='entry'></div>"
             f"<p style='color:#777;font-size:12px'>{html.escape(timing)}</p>")

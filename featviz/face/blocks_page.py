@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..core import images as _images
 from ..core import notebook as _nb
 from ..core.files import write_text
 from ..methods.building_blocks import BuildingBlocks
@@ -49,11 +48,10 @@ document.body.setAttribute('data-images',document.querySelectorAll('img').length
 
 
 def _png(img: torch.Tensor | Image.Image) -> str:
-    """A data URI of a picture, [1,3,H,W] / [3,H,W] in [0, 1] or a PIL image, at its own size
-    (the page's styles size it)."""
-    pic = img if isinstance(img, Image.Image) else _images.to_pil(
-        img if img.dim() == 3 else img[0])
-    return _nb.data_uri(pic, max_side=1024, min_side=1)
+    """A data URI of a picture (a tensor or a PIL image) at its own size."""
+    if isinstance(img, Image.Image):
+        return _nb.data_uri(img, max_side=1 << 14, min_side=1)
+    return _nb.own_size_uri(img)
 
 
 def _img(img, alt: str) -> str:

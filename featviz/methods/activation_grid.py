@@ -82,11 +82,8 @@ class ActivationGrid:
         the centre of the rendered cell, no transforms) and every position's target vector:
         row i, column j says how much cell i looks like position j to the model. A good grid
         has the largest values on the diagonal."""
-        with frozen(model), LayerTap(model, [self.layer]) as tap, torch.no_grad():
-            act = tap(self.cells.to(model_device(model)))[self.layer].float().cpu()
-        got = act[:, :, act.shape[2] // 2, act.shape[3] // 2]
-        wanted = self.vectors.reshape(-1, self.vectors.shape[-1]).float()
-        return F.normalize(got, dim=1) @ F.normalize(wanted, dim=1).T
+        return agreement(model, self.layer, self.cells,
+                         self.vectors.reshape(-1, self.vectors.shape[-1]))
 
     def save(self, path) -> None:
         """Write :meth:`picture` as a PNG (or any format :func:`featviz.images.save` takes)."""
@@ -110,6 +107,19 @@ class ActivationGrid:
                   f"(cosine power {self.cossim_pow:g}), {self.render.steps_done} steps</p>")
         page.image(_images.to_pil(self.beside_photo()[0]), f"grid {self.layer}")
         return page.html(f"activation grid: {self.layer}")
+
+
+def agreement(model: nn.Module, layer: str, renders: torch.Tensor,
+              targets: torch.Tensor) -> torch.Tensor:
+    """Cosine [N, K] between the activation of ``layer`` at the centre of each render
+    [N, 3, s, s] (no transforms) and each target vector [K, C]: how much render i looks like
+    target j to the model. Renders of directions should have the largest values on the
+    diagonal (activation grids, atlases)."""
+    with frozen(model), LayerTap(model, [layer]) as tap, torch.no_grad():
+        act = tap(renders[:, :3].to(model_device(model)))[layer].float().cpu()
+    got = act[:, :, act.shape[2] // 2, act.shape[3] // 2]
+    wanted = torch.as_tensor(targets, dtype=torch.float32)
+    return F.normalize(got, dim=1) @ F.normalize(wanted, dim=1).T
 
 
 def layer_vectors(model: nn.Module, image: torch.Tensor, layer: str) -> torch.Tensor:

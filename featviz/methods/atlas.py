@@ -23,11 +23,11 @@ from ..core import images as _images
 from ..core import notebook as _nb
 from ..core import objectives as _objectives
 from ..core import param as _param
-from ..core.hooks import LayerTap, frozen, on_output
+from ..core.hooks import frozen, on_output
 from ..core.model_info import class_names, input_size, model_device
 from ..core.render import RenderResult, render
 from ..errors import FeatvizError
-from .activation_grid import CELL_TRANSFORMS, GRID_COSSIM_POW, check_cell
+from .activation_grid import CELL_TRANSFORMS, GRID_COSSIM_POW, agreement, check_cell
 from .atlas_store import ActivationStore
 
 LAYOUTS = ("auto", "umap", "tsne")
@@ -318,11 +318,7 @@ class Atlas:
         centre, no transforms) and every cell's average vector: row i, column j says how much
         render i looks like cell j's average to the model; a good atlas has the largest
         values on the diagonal."""
-        with frozen(model), LayerTap(model, [self.layer]) as tap, torch.no_grad():
-            act = tap(self.renders[:, :3].to(model_device(model)))[self.layer].float().cpu()
-        got = act[:, :, act.shape[2] // 2, act.shape[3] // 2]
-        wanted = torch.as_tensor(self.grid.means, dtype=torch.float32)
-        return F.normalize(got, dim=1) @ F.normalize(wanted, dim=1).T
+        return agreement(model, self.layer, self.renders, self.grid.means)
 
     def save(self, path, **picture_kw) -> None:
         """Write :meth:`picture` (keywords go to it) as a PNG or any format images.save takes."""

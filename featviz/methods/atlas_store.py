@@ -25,9 +25,10 @@ import torch
 from torch import nn
 
 from ..core.files import write_atomic, write_text
-from ..core.hooks import LayerTap, frozen, on_output, resolve_layer
+from ..core.hooks import LayerTap, frozen, resolve_layer
 from ..core.model_info import class_names, image_channels, input_size, model_device
 from ..errors import FeatvizError
+from . import attribution as _attribution
 from . import dataset as _dataset
 
 MANIFEST = "manifest.json"
@@ -160,37 +161,10 @@ def _positions(h: int, w: int, positions: str | int, seed: int, image: int) -> n
     return np.sort(rng.choice(h * w, size=positions, replace=False))
 
 
-def _class_attribution(model: nn.Module, layer: str, images: torch.Tensor,
-                       classes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The layer's activations [B, C, H, W] and, per class, gradient × activation summed over
-    channels [B, k, H, W]: the linear approximation of each position's share of the class
-    logit (the article's choice). One forward pass; the backward passes go through the layers
-    after ``layer`` only, since the activation is detached there."""
-    kept: list[torch.Tensor] = []
-
-    def swap(_names, output):
-        leaf = output.detach().requires_grad_(True)
-        kept.append(leaf)
-        return leaf.clone()  # a later in-place op (ReLU(inplace=True)) must not touch the leaf
-
-    with frozen(model), on_output(model, [layer], swap), torch.enable_grad():
-        logits = model(images)
-        if len(kept) != 1 or kept[0].dim() != 4:
-            raise FeatvizError(f"layer {layer!r} must run once per pass with a map [B, C, H, "
-                               "W] to attribute classes to its positions")
-        act = kept[0]
-        maps = []
-        for i, c in enumerate(classes):
-            grad, = torch.autograd.grad(logits[:, c].sum(), act,
-                                        retain_graph=i < len(classes) - 1)
-            maps.append((grad * act).sum(1).detach())
-    return act.detach(), torch.stack(maps, 1)
-
-
 def _activations(model: nn.Module, tap: LayerTap | None, layer: str, batch: torch.Tensor,
                  classes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
     if classes:
-        act, attr = _class_attribution(model, layer, batch, classes)
+        act, attr = _attribution.class_position_maps(model, layer, batch, classes)
         return act.float().cpu(), attr.float().cpu()
     with torch.no_grad():
         act = tap(batch)[layer]

@@ -28,6 +28,7 @@ article's NMF groups), and one layer's groups can be attributed to another's
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -44,7 +45,7 @@ from ..errors import ChannelError, FeatvizError, MismatchError
 from .deconv import as_batch
 
 __all__ = ["METHODS", "Attribution", "attribute", "attribute_between", "as_target",
-           "group_objective"]
+           "group_objective", "class_position_maps"]
 
 METHODS = ("gradient", "integrated")
 # layouts whose [B, C, H, W] / [B, C] form is the output itself or a permutation of it
@@ -425,3 +426,32 @@ def _for_image(maps: torch.Tensor | None, b: int, j: int, count: int) -> torch.T
         return None
     maps = torch.as_tensor(maps)
     return _image_maps(maps, b, count)[0, j] if maps.dim() == 4 else maps[j]
+
+
+def class_position_maps(model: nn.Module, layer: str, images: torch.Tensor,
+                       classes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layer's activations [B, C, H, W] and, for each of several classes, gradient ×
+    activation of its logit summed over channels [B, k, H, W]: each position's share of the
+    class (the linear approximation Activation Atlas uses). Unlike :func:`attribute`, one
+    forward pass serves all classes, and the backward passes go through the layers after
+    ``layer`` only, since the activation is detached there (what collecting an atlas over
+    thousands of photos needs)."""
+    kept: list[torch.Tensor] = []
+
+    def swap(_names, output):
+        leaf = output.detach().requires_grad_(True)
+        kept.append(leaf)
+        return leaf.clone()  # a later in-place op (ReLU(inplace=True)) must not touch the leaf
+
+    with frozen(model), on_output(model, [layer], swap), torch.enable_grad():
+        logits = model(images)
+        if len(kept) != 1 or kept[0].dim() != 4:
+            raise FeatvizError(f"layer {layer!r} must run once per pass with a map [B, C, H, "
+                               "W] to attribute classes to its positions")
+        act = kept[0]
+        maps = []
+        for i, c in enumerate(classes):
+            grad, = torch.autograd.grad(logits[:, c].sum(), act,
+                                        retain_graph=i < len(classes) - 1)
+            maps.append((grad * act).sum(1).detach())
+    return act.detach(), torch.stack(maps, 1)

@@ -15,11 +15,11 @@ from torch import nn
 from ..core import images as _images
 from ..core import model_info
 from ..core import notebook as _nb
-from ..core.hooks import OUTPUT, LayerTap, frozen
 from ..core.render import RenderResult
 from . import attribution as _attribution
 from . import groups as _groups
 from .activation_grid import ActivationGrid, activation_grid
+from .featuremaps import top_classes
 from .semantic_dictionary import SemanticDictionary, semantic_dictionary
 
 
@@ -83,19 +83,6 @@ class BuildingBlocks:
         page.image(_images.grid(tiles, labels, ncol=len(renders)), "groups")
         page.text(self.group_classes._repr_html_())
         return page.html(f"building blocks: {self.layer}")
-
-
-def top_classes(model: nn.Module, image: torch.Tensor, k: int = 5
-                ) -> list[tuple[int, str, float]]:
-    """The photo's ``k`` most probable classes: (index, name, probability); names are the
-    model's class names where it has them (``featviz.models`` sets them), else the index."""
-    with frozen(model), LayerTap(model, [OUTPUT]) as tap, torch.no_grad():
-        logits = tap(image.to(model_info.model_device(model)))[OUTPUT][0].float().cpu()
-    names = model_info.class_names(model)
-    probs = logits.softmax(0)
-    top = probs.topk(min(k, len(probs)))
-    return [(int(i), names[int(i)] if names else str(int(i)), float(p))
-            for p, i in zip(top.values, top.indices, strict=True)]
 
 
 def group_class_attribution(model: nn.Module, groups: _groups.NeuronGroups,
