@@ -37,6 +37,19 @@ def test_render_single_with_gif(tmp_path):
     assert Image.open(gif).n_frames == 3
 
 
+def test_render_until_converged_with_a_cosine_rate(tmp_path, capsys):
+    out = tmp_path / "one.png"
+    code = main(["render", *RANDOM, "--objective", "channel:features.4:0", "--size", "32",
+                 "--steps", "4096", "--lr", "1e-9", "--lr-schedule", "cosine",
+                 "--until-converged", "--no-progress", "--out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    # a rate this small leaves the image as it was: flat from the first check, so it stops
+    # after three checks of 32 steps
+    assert "after 96 steps" in text and "stopped: converged" in text, text
+    assert Image.open(out).size == (32, 32)
+
+
 def test_layers_lists_shapes(capsys):
     assert main(["layers", "--model", "mobilenet_v2", "--weights", "random"]) == 0
     text = capsys.readouterr().out

@@ -17,8 +17,9 @@ Seed = int | Sequence[int] | None
 
 # Each use of an image's seed reads its own stream. The noise and the transforms draw from
 # different generator objects seeded alike; the backgrounds use seed + 7919 (a prime far past
-# any batch offset seed + i), so an image's backgrounds never replay any image's transforms.
-STREAM_OFFSETS = {"noise": 0, "transforms": 0, "background": 7919}
+# any batch offset seed + i), so an image's backgrounds never replay any image's transforms;
+# the held-out checks of ``stop_at`` use seed + 104729 (another prime) the same way.
+STREAM_OFFSETS = {"noise": 0, "transforms": 0, "background": 7919, "held-out": 104729}
 
 
 def new_seed() -> int:

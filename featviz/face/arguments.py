@@ -72,6 +72,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def finite_float(text: str) -> float:
+    """Any finite number, such as an objective value to reach."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number (e.g. 250), got {text!r}")
+    return value
+
+
 def _per_channel(text: str, positive_only: bool) -> tuple[float, ...]:
     """Finite numbers separated by commas, one for all channels or one per input channel
     (3 for RGB, 1 for grayscale, N bands), above zero when ``positive_only``. Whether the

@@ -154,6 +154,7 @@ def _add_render(sub) -> None:
     r.add_argument("--lr", type=types.positive_float, default=None,
                    help="learning rate, above 0 (default: the parameterization's: 0.05, maco "
                         "0.2, cppn 0.005)")
+    _add_course_args(r)
     r.add_argument("--seed", type=types.seed, default=0,
                    help="image n of the list starts from seed+n (so batching changes nothing);"
                         " also seeds --weights random (default: 0)")
@@ -713,6 +714,27 @@ def _speed_options(args: argparse.Namespace) -> dict:
             "memory_format": "channels_last" if args.channels_last else "contiguous"}
 
 
+def _add_course_args(p: argparse.ArgumentParser) -> None:
+    """How a render's steps go: the rate's schedule and an early stop (one kind at most)."""
+    from ..core.render.schedule import SCHEDULES
+
+    p.add_argument("--lr-schedule", choices=SCHEDULES, default=None,
+                   help="the learning rate over the steps: constant, or cosine (from --lr down "
+                        "to 5%% of it at the last step) (default: the parameterization's)")
+    stop = p.add_mutually_exclusive_group()
+    stop.add_argument("--until-converged", action="store_true",
+                      help="stop before --steps once the objective under fixed held-out "
+                           "transforms stops rising (checked every 32 steps)")
+    stop.add_argument("--stop-at", type=types.finite_float, metavar="VALUE",
+                      help="stop before --steps once every image's held-out objective reaches "
+                           "VALUE")
+
+
+def _course_options(args: argparse.Namespace) -> dict:
+    stop_at = "converged" if args.until_converged else args.stop_at
+    return {"lr_schedule": args.lr_schedule, "stop_at": stop_at}
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from . import sweep
 
@@ -840,7 +862,7 @@ def _render_batches(args: argparse.Namespace, model, kind: str, specs: list[str]
                 print(f"batch {k + 1}: {len(chunk)} image(s): {', '.join(chunk)}", flush=True)
             res = render(model, objective, p, steps=args.steps, transforms=args.transforms,
                          lr=args.lr, thresholds=args.thresholds, progress=not args.no_progress,
-                         interrupt="return", **_speed_options(args))
+                         interrupt="return", **_speed_options(args), **_course_options(args))
             if res.interrupted:
                 stopped = f"after {res.steps_done} of {args.steps} steps of batch {k + 1}"
             _keep_batch(args, res, chunk, seeds, k, many)
@@ -862,10 +884,22 @@ def _keep_batch(args: argparse.Namespace, res, chunk: list[str], seeds: list[int
         res.save_each(Path(args.out).with_suffix(""), [_safe(s) for s in chunk])
     values = ", ".join(f"{v:.3g}" for v in res.values.tolist())
     print(f"  objective {values} after {res.steps_done} steps in {res.seconds:.1f} s "
-          f"(seeds {seeds[0]}-{seeds[-1]})", flush=True)
+          f"(seeds {seeds[0]}-{seeds[-1]}){_stop_note(args, res)}", flush=True)
     if args.gif:
         gif = Path(args.gif)
         res.save_gif(gif if not many else gif.with_name(f"{gif.stem}_{k:03d}{gif.suffix}"))
+
+
+def _stop_note(args: argparse.Namespace, res) -> str:
+    """What the held-out checks of --until-converged/--stop-at measured, and why it stopped."""
+    if res.held_out is None or not len(res.held_out):
+        return ""
+    held = ", ".join(f"{v:.3g}" for v in res.held_out[-1].tolist())
+    why = ""
+    if res.steps_done < args.steps and not res.interrupted:
+        why = (", stopped: converged" if args.until_converged
+               else f", stopped: reached {args.stop_at:g}")
+    return f"; held-out objective {held}{why}"
 
 
 def _write_render(args: argparse.Namespace, finished: list[torch.Tensor], labels: list[str],

@@ -17,16 +17,19 @@ class Parameterization(nn.Module):
 
     ``forward()`` returns the current images [B, C, H, W] in [0, 1], where C is
     :attr:`channels` (plus one for :attr:`alpha`). Subclasses declare, as class attributes or
-    in their constructor: :attr:`lr` (Adam's learning rate meant for them), :attr:`transforms`
-    (the preset ``render(transforms="auto")`` picks), :attr:`saliency` (whether render should
-    accumulate the saliency map |dL/dx|), :attr:`channels`, :attr:`alpha` and :attr:`display`
-    (how its images are best shown: None as they are, ``"stretch"`` with their contrast
-    stretched, see :func:`featviz.images.stretch`). The per-image
-    seeds it was built from are :attr:`seeds` (None when it was given generators instead);
-    :attr:`seed_given` tells whether they were chosen by the caller or drawn at random.
+    in their constructor: :attr:`lr` (Adam's learning rate meant for them),
+    :attr:`lr_schedule` (its course over the steps, a name :mod:`featviz.core.render.schedule`
+    knows), :attr:`transforms` (the preset ``render(transforms="auto")`` picks),
+    :attr:`saliency` (whether render should accumulate the saliency map |dL/dx|),
+    :attr:`channels`, :attr:`alpha` and :attr:`display` (how its images are best shown: None
+    as they are, ``"stretch"`` with their contrast stretched, see
+    :func:`featviz.images.stretch`). The per-image seeds it was built from are :attr:`seeds`
+    (None when it was given generators instead); :attr:`seed_given` tells whether they were
+    chosen by the caller or drawn at random.
     """
 
     lr: float = 0.05
+    lr_schedule: str = "constant"
     transforms: str = "standard"
     saliency: bool = False
     channels: int = 3

@@ -4,7 +4,8 @@
 the loop (:mod:`.loop`), whose steps read like the data flow: ``param() -> stages ->
 transforms -> model (stopped after the deepest needed layer) -> objective -> -sum().backward()
 -> optimizer.step()``. Alpha blending and the saliency map are pluggable stages
-(:mod:`.stages`); history, snapshots and progress live in :mod:`.recorder`.
+(:mod:`.stages`); history, snapshots and progress live in :mod:`.recorder`; the learning rate's
+course in :mod:`.schedule` and the optional early stop in :mod:`.convergence`.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from torch import nn
 from ..model_info import class_names, model_device
 from ..objectives import Objective
 from ..seeds import Seed
+from .convergence import StopSpec
 from .interrupt import Interrupt
 from .loop import optimize
 from .recorder import Recorder
 from .result import RenderResult
+from .schedule import ScheduleSpec
 from .setup import OptimizerFactory, Plan, preferred_transforms, prepare
 from .stages import SaliencyMap
 
@@ -53,6 +56,8 @@ def render(
     saliency: bool | None = None,
     compile: bool | str = False,
     interrupt: str = "auto",
+    lr_schedule: ScheduleSpec = None,
+    stop_at: StopSpec = None,
 ) -> RenderResult:
     """Optimize images so that ``objective`` on ``model``'s activations is as high as possible.
 
@@ -79,13 +84,18 @@ def render(
     ``torch.inference_mode()``. ``interrupt``: ``"auto"`` returns what was made so far at the
     first Ctrl-C (``interrupted=True``) in an interactive session and lets Ctrl-C stop a script
     or a test run; ``"return"`` always keeps it, ``"raise"`` never; a second Ctrl-C always
-    interrupts.
+    interrupts. ``lr_schedule``: the rate over the steps, ``"constant"`` or ``"cosine"`` (see
+    :mod:`featviz.core.render.schedule`) or a function of the fraction done; None takes the
+    parameterization's. ``stop_at``: end before ``steps`` once the held-out objective (fixed
+    transforms the optimization never draws) has stopped rising (``"converged"``) or reached a
+    number for every image; ``result.held_out`` keeps what those checks measured.
     """
     with torch.inference_mode(False), torch.enable_grad():
         plan = prepare(model, objective, param, steps=steps, size=size, batch=batch,
                        transforms=transforms, lr=lr, optimizer=optimizer, seed=seed, amp=amp,
                        redirect_relu=redirect_relu, memory_format=memory_format,
-                       saliency=saliency, compile=compile, stop_early=stop_early)
+                       saliency=saliency, compile=compile, stop_early=stop_early,
+                       lr_schedule=lr_schedule, stop_at=stop_at)
         recorder = Recorder(steps, record_every, thresholds, plan.device, plan.objective.name,
                             plan.lr, progress)
         return _run(plan, recorder, Interrupt(interrupt))
@@ -123,7 +133,9 @@ def _result(plan: Plan, recorder: Recorder, interrupted: bool) -> RenderResult:
                 for i in range(plan.n_images)], seconds=seconds,
         seeds=plan.seeds, steps_done=recorder.done, interrupted=interrupted,
         history_times=recorder.times, saliency=saliency, alpha=plan.alpha,
-        display=getattr(plan.param, "display", None))
+        display=getattr(plan.param, "display", None),
+        held_out=None if plan.stop_rule is None else plan.stop_rule.history(),
+        held_out_steps=[] if plan.stop_rule is None else plan.stop_rule.steps)
 
 
 def _with_class_name(label: str, names: list[str] | None) -> str:

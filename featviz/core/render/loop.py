@@ -1,7 +1,8 @@
 """The render loop, step by step as the data flows:
 
     param() -> stages (alpha, saliency) -> transforms -> model (tap) -> objective
-            -> stages (weights) -> loss = -sum -> backward -> optimizer step -> recorder
+            -> stages (weights) -> loss = -sum -> backward -> optimizer step (its rate on
+            the schedule) -> recorder -> the stop rule, at its check steps (``stop_at``)
 
 Everything stays on the model's device; the recorder reads values back only at recorded
 steps."""
@@ -35,4 +36,10 @@ def optimize(plan: Plan, forward: Forward, recorder: Recorder, interrupt: Interr
         for stage in plan.stages:
             stage.after_backward()
         plan.optimizer.step()
+        if plan.scheduler is not None:
+            plan.scheduler.step()
         recorder.step(step, loss, values, plan.param)
+        if plan.stop_rule is not None and plan.stop_rule.due(step) \
+                and plan.stop_rule.should_stop(plan, forward, step):
+            recorder.finish(step, values)
+            return

@@ -46,17 +46,25 @@ class Recorder:
             with torch.no_grad():
                 self.snapshots[step] = images().detach().cpu()
         if step % self.every == 0 or step == self.steps or step in self.thresholds:
-            self.history.append(values.detach().float())
-            self.steps_recorded.append(step)
-            self._check_finite(step)  # reads the device: in sync from here
-            self.times.append(time.perf_counter() - self.start)
-            if self.bar is not None:
-                # postfix first and without its own refresh: update() redraws at most every
-                # `mininterval`, where a refreshing set_postfix would draw on every record
-                self.bar.set_postfix(objective=f"{float(values.detach().mean()):.4g}",
-                                     refresh=False)
-                self.bar.update(step - self.bar.n)
+            self._record(step, values)
         self.done = step
+
+    def finish(self, step: int, values: torch.Tensor) -> None:
+        """The render stops after ``step`` (a stop rule was met): record it if it was not."""
+        if not self.steps_recorded or self.steps_recorded[-1] != step:
+            self._record(step, values)
+
+    def _record(self, step: int, values: torch.Tensor) -> None:
+        self.history.append(values.detach().float())
+        self.steps_recorded.append(step)
+        self._check_finite(step)  # reads the device: in sync from here
+        self.times.append(time.perf_counter() - self.start)
+        if self.bar is not None:
+            # postfix first and without its own refresh: update() redraws at most every
+            # `mininterval`, where a refreshing set_postfix would draw on every record
+            self.bar.set_postfix(objective=f"{float(values.detach().mean()):.4g}",
+                                 refresh=False)
+            self.bar.update(step - self.bar.n)
 
     def _check_finite(self, upto: int) -> None:
         window = self.losses[:upto - self.checked]

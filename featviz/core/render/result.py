@@ -28,7 +28,8 @@ class RenderResult:
     since the start at each recorded step (the device is in sync there), for step timings;
     ``saliency``: for parameterizations that ask for it (MACO) or ``render(saliency=True)``, the
     accumulated |dL/dx| over the optimization per pixel [B,1,H,W], scaled to [0, 1] per image:
-    where the image mattered to the objective.
+    where the image mattered to the objective; ``held_out``: with ``stop_at``, the held-out
+    objective per image [K, B] measured at ``held_out_steps``.
     """
 
     images: torch.Tensor
@@ -44,6 +45,8 @@ class RenderResult:
     saliency: torch.Tensor | None = None
     alpha: bool = False  # the images are RGBA (an alpha parameterization), not 4 bands
     display: str | None = None  # how the parameterization's images are best shown
+    held_out: torch.Tensor | None = None
+    held_out_steps: list[int] = field(default_factory=list)
 
     def shown(self) -> torch.Tensor:
         """The images as they are best shown: :attr:`images`, contrast-stretched when the

@@ -26,6 +26,8 @@ from ..model_info import (
 from ..objectives import Objective, parse
 from ..param import Parameterization
 from ..seeds import Seed, image_seeds, stream_seeds
+from . import convergence as _convergence
+from . import schedule as _schedule
 from .forward import Forward, amp_allowed, compile_mode, fast_forward
 from .stages import AlphaBlend, SaliencyMap, Stage
 
@@ -55,6 +57,8 @@ class Plan:
     compile_mode: str | None
     stop_early: bool
     alpha: bool = False  # RGBA images blended over backgrounds, not four bands
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    stop_rule: _convergence.StopRule | None = None
 
     @property
     def n_images(self) -> int:
@@ -90,7 +94,8 @@ def prepare(model: nn.Module, objective: Objective | str, param: nn.Module | Non
             steps: int, size, batch: int | None, transforms, lr: float | None,
             optimizer: OptimizerFactory | None, seed: Seed, amp: bool, redirect_relu: int,
             memory_format: str, saliency: bool | None, compile: bool | str,
-            stop_early: bool) -> Plan:
+            stop_early: bool, lr_schedule: _schedule.ScheduleSpec = None,
+            stop_at: _convergence.StopSpec = None) -> Plan:
     """Decide a render (see :func:`featviz.render` for the arguments)."""
     objective = _objective(objective)
     if steps < 0:
@@ -107,16 +112,20 @@ def prepare(model: nn.Module, objective: Objective | str, param: nn.Module | Non
     trainable = [p for p in param.parameters() if p.requires_grad]
     pipeline = _transforms.resolve(_preset(transforms, param), img_size)
     amp = amp_allowed(amp, device)
+    opt = optimizer(trainable) if optimizer else torch.optim.Adam(trainable, lr=lr)
+    stop = _convergence.parse(stop_at)
     return Plan(
         model=model, objective=objective, param=param, steps=steps, seeds=seeds, size=img_size,
         lr=lr, device=device, pipeline=fit_to_model(model, objective, pipeline, img_size, amp),
         streams=_transforms.ImageStreams(stream_seeds(seeds, "transforms"), device),
         stages=_stages(seeds, img_size, device, rgba,
                        declared.saliency if saliency is None else saliency),
-        optimizer=optimizer(trainable) if optimizer else torch.optim.Adam(trainable, lr=lr),
-        channels_last=memory_format == "channels_last", amp=amp,
+        optimizer=opt, channels_last=memory_format == "channels_last", amp=amp,
         redirect_steps=redirect_relu, compile_mode=compile_mode(compile),
-        stop_early=stop_early, alpha=rgba)
+        stop_early=stop_early, alpha=rgba,
+        scheduler=_schedule.scheduler(
+            opt, declared.lr_schedule if lr_schedule is None else lr_schedule, steps),
+        stop_rule=None if stop is None else _convergence.StopRule(stop, seeds, device))
 
 
 def fit_to_model(model: nn.Module, objective: Objective, pipeline: Callable,

@@ -1,0 +1,280 @@
+"""Time to a good picture: how long featviz needs to reach the quality lucent reaches in 512 steps.
+
+On InceptionV1 (BVLC GoogLeNet, ``../shared/models``) at 224 px, batch 1, for channels at three
+depths (mixed3b, mixed4c, mixed5a), each channel with its own seed:
+
+- lucent 0.1.8 with its defaults (Fourier + decorrelated colour, its standard transforms, Adam
+  0.05, 512 steps) is the reference. Its *quality* is read off its final image: the channel's
+  mean activation under 8 random transforms from a stream neither render used (held-out), the
+  high-frequency share of the image's power and its checkerboard energy at the net's strides.
+- featviz, with its defaults and with each candidate setting, keeps a snapshot every 16 steps.
+  Its *time to quality* is the render clock at the first snapshot whose held-out objective
+  reaches lucent's, with high-frequency share and checkerboard energy at most 5 % above
+  lucent's. A candidate that never gets there within its steps counts as its full time.
+
+Every number of a row comes from one run, side by side (the machine is shared and noisy). The
+table prints per channel and the medians; ``--figure`` writes lucent 512 steps / featviz
+defaults / featviz at its time-to-quality point for four channels, and ``--batch`` also
+renders all channels in one batch and reports the time per image.
+
+    pip install --no-deps torch-lucent==0.1.8 && pip install decorator   # lucent, see speed.py
+    python benchmarks/time_to_quality.py                       # 12 channels, about 40 min
+    python benchmarks/time_to_quality.py --quick               # a smoke run, a few minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import featviz
+from featviz import metrics
+from featviz import objectives as obj
+from featviz import transforms as T
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import import_lucent  # noqa: E402  (lucent 0.1.8 on today's kornia)
+
+HERE = Path(__file__).resolve().parent
+SHARED = Path(os.environ.get("FEATVIZ_SHARED", HERE.parent.parent / "shared"))
+WEIGHTS = SHARED / "models" / "googlenet_bvlc_imagenet.pth"
+CHANNELS = {  # four channels per depth, spread over each layer
+    "mixed3b": [24, 147, 208, 342],
+    "mixed4c": [2, 81, 216, 447],
+    "mixed5a": [9, 77, 278, 414],
+}
+HELD_OUT_DRAWS = 8
+HELD_OUT_SEED = 987654321  # a transform stream neither render draws from
+TOLERANCE = 1.05  # high-frequency share and checkerboard may be this much above lucent's
+EVERY = 16  # featviz snapshot interval, steps
+# featviz settings compared; each is render's keyword arguments on top of its defaults. Tried
+# and dropped before this table, on 6 of these channels in one batch (each image its own seed):
+# Adam at 0.1 or 0.2 with a cosine decay over 128 or 256 steps, a 4x or 3x larger rate in the
+# first 64-96 steps, and coarse-to-fine (112 px, then the parameters upsampled to 224 px): none
+# reached a higher held-out objective than the defaults for the same time.
+CANDIDATES: dict[str, dict] = {
+    "defaults": {},
+    "cosine": {"lr_schedule": "cosine"},
+}
+
+
+@dataclass
+class Quality:
+    """What a picture is judged by: held-out objective, high-frequency share, checkerboard."""
+
+    held_out: float
+    hf: float
+    checker: float
+
+    def reaches(self, ref: Quality) -> bool:
+        return (self.held_out >= ref.held_out and self.hf <= TOLERANCE * ref.hf
+                and self.checker <= TOLERANCE * ref.checker)
+
+
+@dataclass
+class Run:
+    """One render: its wall time and where it reached the reference (if it did)."""
+
+    seconds: float
+    image: torch.Tensor
+    quality: Quality
+    steps: int = 512
+    reached_step: int | None = None
+    reached_seconds: float | None = None
+    reached_image: torch.Tensor | None = None
+    curve: list[tuple[int, float]] = field(default_factory=list)
+
+
+def quality(model, objective, image: torch.Tensor) -> Quality:
+    held = metrics.robust_objective(model, objective, image, T.standard(), HELD_OUT_DRAWS,
+                                    seed=HELD_OUT_SEED)
+    return Quality(float(held.mean()), metrics.high_frequency_share(image[0]),
+                   metrics.checkerboard_energy(image[0]))
+
+
+def lucent_run(lucent, model, layer: str, channel: int, seed: int, steps: int) -> Run:
+    """lucent's render_vis as a user runs it at 224 px; the preprocessing is the model's own
+    (featviz's InceptionV1 normalizes inside), so lucent's is off."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    module = model.featviz_aliases.get(layer, layer)
+    name = "net_" + module.replace(".", "_")
+    made = {}
+
+    def param_f():
+        params, image_f = lucent.param.image(224)
+        made["image_f"] = image_f
+        return params, image_f
+
+    t0 = time.perf_counter()
+    lucent.render.render_vis(model, f"{name}:{channel}", param_f=param_f, thresholds=(steps,),
+                             preprocess=False, progress=False, show_image=False)
+    seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        image = made["image_f"]().detach().cpu()
+    return Run(seconds, image, quality(model, obj.channel(layer, channel), image), steps)
+
+
+def featviz_run(model, layer: str, channel: int, seed: int, settings: dict, ref: Quality
+                ) -> Run:
+    """featviz with ``settings``; snapshots every EVERY steps, judged against ``ref``."""
+    settings = dict(settings)
+    steps = settings.pop("steps", 512)
+    objective = obj.channel(layer, channel)
+    marks = list(range(EVERY, steps + 1, EVERY))
+    res = featviz.render(model, objective, size=224, steps=steps, seed=seed, progress=False,
+                         thresholds=marks, record_every=EVERY, **settings)
+    clock = dict(zip(res.history_steps, res.history_times, strict=True))
+    run = Run(res.seconds, res.images, quality(model, objective, res.images), res.steps_done)
+    for step in marks:
+        if step not in res.snapshots:
+            break
+        q = quality(model, objective, res.snapshots[step])
+        run.curve.append((step, q.held_out))
+        if q.reaches(ref):
+            run.reached_step, run.reached_seconds = step, clock[step]
+            run.reached_image = res.snapshots[step]
+            break
+    return run
+
+
+def seconds_to_quality(run: Run) -> float:
+    return run.reached_seconds if run.reached_seconds is not None else run.seconds
+
+
+def channel_row(lucent, model, layer: str, channel: int, seed: int, steps: int) -> dict:
+    """lucent, then featviz with each candidate, on one channel: one row of the table."""
+    ref = lucent_run(lucent, model, layer, channel, seed, steps)
+    runs = {name: featviz_run(model, layer, channel, seed, settings, ref.quality)
+            for name, settings in CANDIDATES.items()}
+    best = min(runs, key=lambda name: seconds_to_quality(runs[name]))
+    return {"layer": layer, "channel": channel, "seed": seed, "lucent": ref, "runs": runs,
+            "best": best}
+
+
+def print_table(rows: list[dict]) -> None:
+    names = list(CANDIDATES)
+    print("| channel | lucent s | lucent held-out | " + " | ".join(
+        f"{n} s (steps)" for n in names) + " | best | lucent / best |")
+    print("|---|---:|---:|" + "---:|" * len(names) + "---|---:|")
+    for r in rows:
+        cells = []
+        for n in names:
+            run = r["runs"][n]
+            step = run.reached_step if run.reached_step is not None else f"not in {run.steps}"
+            cells.append(f"{seconds_to_quality(run):.1f} ({step})")
+        best = r["runs"][r["best"]]
+        print(f"| {r['layer']}:{r['channel']} | {r['lucent'].seconds:.1f} | "
+              f"{r['lucent'].quality.held_out:.1f} | " + " | ".join(cells) +
+              f" | {r['best']} | {r['lucent'].seconds / seconds_to_quality(best):.1f}x |")
+    print()
+    for n in names:
+        ratios = [r["lucent"].seconds / seconds_to_quality(r["runs"][n]) for r in rows]
+        reached = sum(r["runs"][n].reached_step is not None for r in rows)
+        print(f"{n}: median lucent/featviz {statistics.median(ratios):.2f}x, worst "
+              f"{min(ratios):.2f}x, reached lucent's quality on {reached}/{len(rows)}")
+
+
+def batch_row(model, rows: list[dict], name: str) -> dict:
+    """All channels of the table in one batch with the candidate ``name``: the time per image
+    until every image has reached its own lucent reference (the batch runs as many steps as
+    the slowest channel needed alone, plus one snapshot)."""
+    settings = dict(CANDIDATES[name])
+    steps = settings.pop("steps", 512)
+    needed = [r["runs"][name].reached_step for r in rows]
+    if None not in needed:
+        steps = min(steps, max(needed) + EVERY)
+    objective = obj.Objective.sum(obj.channel(r["layer"], r["channel"], batch=i)
+                                  for i, r in enumerate(rows))
+    marks = list(range(EVERY, steps + 1, EVERY))
+    res = featviz.render(model, objective, size=224, steps=steps, progress=False,
+                         seed=[r["seed"] for r in rows], thresholds=marks, record_every=EVERY,
+                         **settings)
+    clock = dict(zip(res.history_steps, res.history_times, strict=True))
+    reached = []
+    for i, r in enumerate(rows):
+        mine = obj.channel(r["layer"], r["channel"])
+        reached.append(next((s for s in marks if quality(model, mine, res.snapshots[s][i:i + 1])
+                             .reaches(r["lucent"].quality)), None))
+    last = None if None in reached else max(reached)
+    seconds = res.seconds if last is None else clock[last]
+    return {"n": len(rows), "step": last, "seconds": seconds, "per_image": seconds / len(rows)}
+
+
+def figure(rows: list[dict], path: Path) -> Path:
+    """Four channels: lucent at 512 steps, featviz's defaults at 512, featviz's best at its
+    time-to-quality point; each labelled with its seconds and held-out objective."""
+    from featviz import images
+
+    tiles, labels = [], []
+    for r in rows[:: max(1, len(rows) // 4)][:4]:
+        luc, dflt, best = r["lucent"], r["runs"]["defaults"], r["runs"][r["best"]]
+        unit = f"{r['layer']}:{r['channel']}"
+        tiles += [luc.image[0], dflt.image[0],
+                  (best.reached_image if best.reached_image is not None else best.image)[0]]
+        labels += [f"{unit} lucent {luc.steps} steps {luc.seconds:.0f} s",
+                   f"featviz defaults {dflt.steps} steps {dflt.seconds:.0f} s",
+                   f"featviz {r['best']} " + (f"step {best.reached_step}" if best.reached_step
+                                               else "(not reached)") +
+                   f" {seconds_to_quality(best):.0f} s"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images.grid(tiles, labels, ncol=3).save(path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--weights", default=str(WEIGHTS))
+    ap.add_argument("--channels", type=int, default=4, help="channels per depth (at most 4)")
+    ap.add_argument("--steps", type=int, default=512, help="lucent's steps")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--batch", action="store_true",
+                    help="also render all channels in one batch with the best candidate")
+    ap.add_argument("--figure", help="write the side-by-side figure here (PNG)")
+    ap.add_argument("--quick", action="store_true",
+                    help="a smoke run: one channel per depth, 32 lucent and 64 featviz steps")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.channels, args.steps = 1, 32
+        for settings in CANDIDATES.values():
+            settings["steps"] = 64
+    torch.set_num_threads(args.threads)
+    lucent = import_lucent()
+    if lucent is None:
+        print("lucent 0.1.8 is not installed: pip install --no-deps torch-lucent==0.1.8")
+        return 2
+    model = featviz.models.load("inceptionv1", weights=args.weights)
+    t0 = time.perf_counter()
+    rows = []
+    for layer, channels in CHANNELS.items():
+        for channel in channels[:args.channels]:
+            rows.append(channel_row(lucent, model, layer, channel, len(rows), args.steps))
+            print(f"{layer}:{channel} done ({time.perf_counter() - t0:.0f} s)", flush=True)
+    print(f"\nInceptionV1, 224 px, batch 1, {args.threads} thread(s); quality = held-out "
+          f"objective ({HELD_OUT_DRAWS} transforms), high-frequency share and checkerboard "
+          f"within {TOLERANCE - 1:.0%} of lucent's\n")
+    print_table(rows)
+    if args.batch:
+        best = statistics.mode(r["best"] for r in rows)
+        b = batch_row(model, rows, best)
+        lucent_median = statistics.median(r["lucent"].seconds for r in rows)
+        print(f"\n{b['n']} channels in one batch ({best}): every image at lucent's quality "
+              f"by step {b['step']}, {b['seconds']:.0f} s, {b['per_image']:.1f} s per image; "
+              f"lucent's median {lucent_median:.0f} s per channel: "
+              f"{lucent_median / b['per_image']:.1f}x")
+    if args.figure:
+        print(f"\nfigure: {figure(rows, Path(args.figure))}")
+    print(f"\n{time.perf_counter() - t0:.0f} s in all")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
