@@ -155,43 +155,54 @@ def channel_row(lucent, model, layer: str, channel: int, seed: int, steps: int) 
     ref = lucent_run(lucent, model, layer, channel, seed, steps)
     runs = {name: featviz_run(model, layer, channel, seed, settings, ref.quality)
             for name, settings in CANDIDATES.items()}
-    best = min(runs, key=lambda name: seconds_to_quality(runs[name]))
+    best = max(runs, key=lambda name: ratio(ref.seconds, runs[name]))  # first of ties
     return {"layer": layer, "channel": channel, "seed": seed, "lucent": ref, "runs": runs,
             "best": best}
 
 
+def ratio(lucent_seconds: float, run: Run) -> float:
+    """lucent's seconds over featviz's to the same quality; 0 where featviz never got there
+    (so that a median or a minimum counts it as the worst)."""
+    return 0.0 if run.reached_seconds is None else lucent_seconds / run.reached_seconds
+
+
 def print_table(rows: list[dict]) -> None:
     names = list(CANDIDATES)
-    print("| channel | lucent s | lucent held-out | " + " | ".join(
-        f"{n} s (steps)" for n in names) + " | best | lucent / best |")
-    print("|---|---:|---:|" + "---:|" * len(names) + "---|---:|")
+    print("| channel | lucent s | lucent held-out | lucent hf | " + " | ".join(
+        f"featviz {n} s (step)" for n in names) + " | lucent / featviz |")
+    print("|---|---:|---:|---:|" + "---:|" * len(names) + "---:|")
     for r in rows:
         cells = []
         for n in names:
             run = r["runs"][n]
-            step = run.reached_step if run.reached_step is not None else f"not in {run.steps}"
-            cells.append(f"{seconds_to_quality(run):.1f} ({step})")
-        best = r["runs"][r["best"]]
-        print(f"| {r['layer']}:{r['channel']} | {r['lucent'].seconds:.1f} | "
-              f"{r['lucent'].quality.held_out:.1f} | " + " | ".join(cells) +
-              f" | {r['best']} | {r['lucent'].seconds / seconds_to_quality(best):.1f}x |")
+            cells.append(f"{run.reached_seconds:.1f} ({run.reached_step})"
+                         if run.reached_step is not None
+                         else f"not in {run.steps} steps ({run.seconds:.0f} s)")
+        luc = r["lucent"]
+        best = ratio(luc.seconds, r["runs"][r["best"]])
+        print(f"| {r['layer']}:{r['channel']} | {luc.seconds:.1f} | {luc.quality.held_out:.1f} | "
+              f"{luc.quality.hf:.3f} | " + " | ".join(cells) + " | " +
+              (f"{best:.1f}x |" if best else "not reached |"))
     print()
     for n in names:
-        ratios = [r["lucent"].seconds / seconds_to_quality(r["runs"][n]) for r in rows]
-        reached = sum(r["runs"][n].reached_step is not None for r in rows)
-        print(f"{n}: median lucent/featviz {statistics.median(ratios):.2f}x, worst "
-              f"{min(ratios):.2f}x, reached lucent's quality on {reached}/{len(rows)}")
+        ratios = [ratio(r["lucent"].seconds, r["runs"][n]) for r in rows]
+        reached = sum(x > 0 for x in ratios)
+        print(f"featviz {n}: median lucent/featviz {statistics.median(ratios):.2f}x (a channel "
+              f"it never reached counts as 0), reached lucent's quality on {reached}/{len(rows)}"
+              f", worst reached {min((x for x in ratios if x), default=0):.2f}x")
 
 
-def batch_row(model, rows: list[dict], name: str) -> dict:
-    """All channels of the table in one batch with the candidate ``name``: the time per image
-    until every image has reached its own lucent reference (the batch runs as many steps as
-    the slowest channel needed alone, plus one snapshot)."""
+def batch_row(model, rows: list[dict], name: str, size: int = 16) -> dict:
+    """``size`` images in one batch with the candidate ``name``: the table's channels, then
+    the first ones again from another seed until the batch is full, each judged against its
+    channel's lucent reference. The time per image until every image has reached it (the
+    batch runs as many steps as the slowest channel needed alone, plus two snapshots)."""
     settings = dict(CANDIDATES[name])
     steps = settings.pop("steps", 512)
     needed = [r["runs"][name].reached_step for r in rows]
-    if None not in needed:
-        steps = min(steps, max(needed) + EVERY)
+    if None not in needed and "lr_schedule" not in settings:
+        steps = min(steps, max(needed) + 2 * EVERY)
+    rows = (rows + [dict(r, seed=r["seed"] + 1000) for r in rows])[:max(size, 1)]
     objective = obj.Objective.sum(obj.channel(r["layer"], r["channel"], batch=i)
                                   for i, r in enumerate(rows))
     marks = list(range(EVERY, steps + 1, EVERY))
@@ -257,7 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     for layer, channels in CHANNELS.items():
         for channel in channels[:args.channels]:
             rows.append(channel_row(lucent, model, layer, channel, len(rows), args.steps))
-            print(f"{layer}:{channel} done ({time.perf_counter() - t0:.0f} s)", flush=True)
+            r = rows[-1]
+            reached = ", ".join(f"{n} {seconds_to_quality(run):.0f} s (step {run.reached_step})"
+                                for n, run in r["runs"].items())
+            print(f"{layer}:{channel}: lucent {r['lucent'].seconds:.0f} s, held-out "
+                  f"{r['lucent'].quality.held_out:.1f}, hf {r['lucent'].quality.hf:.3f}; "
+                  f"featviz {reached} ({time.perf_counter() - t0:.0f} s)", flush=True)
     print(f"\nInceptionV1, 224 px, batch 1, {args.threads} thread(s); quality = held-out "
           f"objective ({HELD_OUT_DRAWS} transforms), high-frequency share and checkerboard "
           f"within {TOLERANCE - 1:.0%} of lucent's\n")
