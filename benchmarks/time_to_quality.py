@@ -18,7 +18,7 @@ defaults / featviz at its time-to-quality point for four channels, and ``--batch
 renders all channels in one batch and reports the time per image.
 
     pip install --no-deps torch-lucent==0.1.8 && pip install decorator   # lucent, see speed.py
-    python benchmarks/time_to_quality.py                       # 12 channels, about 40 min
+    python benchmarks/time_to_quality.py                       # 12 channels, about 75 min
     python benchmarks/time_to_quality.py --quick               # a smoke run, a few minutes
 """
 
