@@ -15,11 +15,14 @@ A check costs :data:`DRAWS` forward passes without backward, about 4 % of the st
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ...errors import FeatvizError
 from .. import transforms as _transforms
 from ..hooks import INPUT
+from ..param import alpha as _alpha
 from ..seeds import stream_seeds
 
 CHECK_EVERY = 32
@@ -42,7 +45,7 @@ def parse(spec: StopSpec) -> str | float | None:
         except ValueError:
             raise FeatvizError(f"stop_at must be 'converged' or a number (a held-out "
                                f"objective to reach), got {spec!r}") from None
-    if isinstance(spec, bool) or not torch.isfinite(torch.tensor(float(spec))):
+    if isinstance(spec, bool) or not math.isfinite(float(spec)):
         raise FeatvizError(f"stop_at must be 'converged' or a finite number, got {spec!r}")
     return float(spec)
 
@@ -66,7 +69,7 @@ class StopRule:
         """The held-out objective per image of the current images, on the device."""
         img = plan.param()
         if plan.alpha:  # RGBA: over mid grey, as a viewer sees it on a neutral page
-            img = img[:, :3] * img[:, 3:] + 0.5 * (1 - img[:, 3:])
+            img = _alpha.blend(img, 0.5)
         streams = _transforms.ImageStreams(self.seeds, self.device)  # the same draws each time
         total = torch.zeros(plan.n_images, device=self.device)
         for _ in range(DRAWS):
