@@ -38,6 +38,23 @@ def test_the_parameters_are_torchvisions_and_the_architecture_the_papers(random_
     assert random_v1.featviz_fixed_size is None and random_v1.input_size == 224
 
 
+@pytest.mark.parametrize("channels", [64, 192])
+def test_local_response_norm_is_pytorchs_arithmetic(channels):
+    """The banded-convolution LRN (fast on the CPU) gives PyTorch's values and gradients, to
+    float64 rounding, for the channel count it is built for and any other."""
+    ours = inception_v1.LocalResponseNorm(channels, 5, alpha=1e-4, beta=0.75, k=1.0).double()
+    theirs = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
+    for c in (channels, 7):  # 7: another channel count takes PyTorch's own path
+        torch.manual_seed(c)
+        x = (100 * torch.randn(2, c, 9, 11, dtype=torch.float64)).requires_grad_(True)
+        a, b = ours(x), theirs(x)
+        assert not torch.allclose(a, x)  # the normalization does something at this scale
+        assert torch.allclose(a, b, rtol=1e-12, atol=0)
+        grad_a, = torch.autograd.grad(a.square().sum(), x)
+        grad_b, = torch.autograd.grad(b.square().sum(), x)
+        assert torch.allclose(grad_a, grad_b, rtol=1e-12, atol=1e-12)
+
+
 def test_caffe_preprocessing_is_built_in(random_v1):
     """The wrapper feeds the network ``255 * x - (123, 117, 104)``, as Caffe did."""
     probe = torch.rand(2, 3, 16, 16)

@@ -13,6 +13,7 @@ pre-ReLU sum addressable (``inception4a.pre_relu``, lucid's ``mixed4a_pre_relu``
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 #: Caffe's mean pixel, RGB, on the 0-255 scale (BVLC's ``bvlc_googlenet`` preprocessing)
@@ -81,10 +82,30 @@ class InceptionBlock(nn.Module):
         return self.relu(self.pre_relu(torch.cat(branches, 1)))
 
 
-def _lrn() -> nn.LocalResponseNorm:
+class LocalResponseNorm(nn.LocalResponseNorm):
+    """PyTorch's local response normalization, the same arithmetic, with the sum over each
+    channel's neighbours taken by a 1x1 convolution with a banded matrix. PyTorch's own uses
+    ``avg_pool3d``, which on the CPU costs several times as much, forward and backward: about
+    40 % of a render step up to ``mixed3b``. Any other input goes PyTorch's way."""
+
+    def __init__(self, channels: int, size: int, alpha: float, beta: float, k: float):
+        super().__init__(size, alpha=alpha, beta=beta, k=k)
+        offset = torch.arange(channels)[None, :] - torch.arange(channels)[:, None]
+        # channel c sums c - size//2 ... c + (size-1)//2, where PyTorch's padding puts its window
+        band = (offset >= -(size // 2)) & (offset <= (size - 1) // 2)
+        self.register_buffer("band", band.float()[:, :, None, None], persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.band.shape[0]:
+            return super().forward(x)
+        mean_square = F.conv2d(x * x, self.band.to(x.dtype)) / self.size
+        return x / (mean_square * self.alpha + self.k).pow(self.beta)
+
+
+def _lrn(channels: int) -> LocalResponseNorm:
     # Caffe's norm1/norm2 (size 5, alpha 1e-4, beta 0.75, k 1); PyTorch divides alpha by the
     # size as Caffe does
-    return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
+    return LocalResponseNorm(channels, 5, alpha=1e-4, beta=0.75, k=1.0)
 
 
 class InceptionV1(nn.Module):
@@ -95,10 +116,10 @@ class InceptionV1(nn.Module):
     def __init__(self, num_classes: int = 1000):
         super().__init__()
         self.conv1 = ConvUnit(3, 64, 7, stride=2, padding=3)
-        self.maxpool1 = nn.Sequential(nn.MaxPool2d(3, 2, ceil_mode=True), _lrn())
+        self.maxpool1 = nn.Sequential(nn.MaxPool2d(3, 2, ceil_mode=True), _lrn(64))
         self.conv2 = ConvUnit(64, 64, 1)
         self.conv3 = ConvUnit(64, 192, 3, padding=1)
-        self.maxpool2 = nn.Sequential(_lrn(), nn.MaxPool2d(3, 2, ceil_mode=True))
+        self.maxpool2 = nn.Sequential(_lrn(192), nn.MaxPool2d(3, 2, ceil_mode=True))
         for name in ("inception3a", "inception3b"):
             setattr(self, name, InceptionBlock(*BLOCKS[name]))
         self.maxpool3 = nn.MaxPool2d(3, 2, ceil_mode=True)
