@@ -74,6 +74,28 @@ def test_stop_at_a_value_ends_early_and_keeps_the_checks(tiny):
     assert full.history_steps[-1] == convergence.CHECK_EVERY
 
 
+def test_held_out_checks_feed_the_model_in_its_memory_layout(tiny):
+    """With ``memory_format="channels_last"`` the held-out checks hand the model the same
+    layout as the steps do."""
+    layouts = []
+
+    def note(module, args):
+        layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
+
+    first = next(m for m in tiny.modules() if isinstance(m, torch.nn.Conv2d))
+    handle = first.register_forward_pre_hook(note)
+    try:
+        res = featviz.render(tiny, obj.channel("conv3", 2), steps=convergence.CHECK_EVERY,
+                             stop_at=1e9, memory_format="channels_last", **FAST)
+    finally:
+        handle.remove()
+    assert res.held_out_steps == [convergence.CHECK_EVERY]
+    # the last calls: the 32 steps, then the check's draws (setup's shape probes come first)
+    steps_and_check = layouts[-(convergence.CHECK_EVERY + convergence.DRAWS):]
+    assert len(steps_and_check) == convergence.CHECK_EVERY + convergence.DRAWS
+    assert all(steps_and_check)
+
+
 def test_stop_at_a_value_waits_until_every_image_reaches_it(tiny):
     probe = featviz.render(tiny, obj.channel("conv3", [2, 5]), steps=128, lr=0.2,
                            stop_at=1e9, **FAST)

@@ -145,6 +145,17 @@ def test_transforms_cost_benchmark_prints_its_table():
     assert len(row) == 1 and row[0].count("x |") == 2
 
 
+def test_inception_step_benchmark_prints_its_table():
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "inception_step.py"),
+                           "--size", "64", "--repeats", "1", "--threads", "1"],
+                          capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    rows = [ln for ln in proc.stdout.splitlines() if ln.startswith(("| conv2d2", "| mixed"))]
+    assert [r.split(" | ")[0] for r in rows] == ["| conv2d2", "| mixed3b", "| mixed4c",
+                                                  "| mixed5a"]
+    assert all(r.endswith("x |") for r in rows)
+
+
 def test_building_blocks_example(tmp_path):
     out = _run("building_blocks.py", "--model", "cifar_resnet20", "--weights", "random",
                "--layer", "layer3", "--grid-layers", "layer3", "--photo-size", "32", "--groups",

@@ -73,7 +73,7 @@ class StopRule:
         streams = _transforms.ImageStreams(self.seeds, self.device)  # the same draws each time
         total = torch.zeros(plan.n_images, device=self.device)
         for _ in range(DRAWS):
-            acts = forward(plan.pipeline(img, streams), step)
+            acts = forward(plan.view(img, streams), step)
             acts[INPUT] = img
             total += plan.evaluate(acts).float()
         return total / DRAWS

@@ -64,9 +64,10 @@ class Plan:
     def n_images(self) -> int:
         return len(self.seeds)
 
-    def view(self, img: torch.Tensor) -> torch.Tensor:
-        """What the model sees of this step's images: randomly transformed, in its layout."""
-        x = self.pipeline(img, self.streams)
+    def view(self, img: torch.Tensor, streams=None) -> torch.Tensor:
+        """What the model sees of the images: randomly transformed (from ``streams``, by
+        default the render's own), in the model's memory layout."""
+        x = self.pipeline(img, self.streams if streams is None else streams)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def evaluate(self, acts: dict[str, torch.Tensor]) -> torch.Tensor:
