@@ -64,7 +64,8 @@ class Plan:
     def n_images(self) -> int:
         return len(self.seeds)
 
-    def view(self, img: torch.Tensor, streams=None) -> torch.Tensor:
+    def view(self, img: torch.Tensor, streams: _transforms.ImageStreams | None = None
+             ) -> torch.Tensor:
         """What the model sees of the images: randomly transformed (from ``streams``, by
         default the render's own), in the model's memory layout."""
         x = self.pipeline(img, self.streams if streams is None else streams)
