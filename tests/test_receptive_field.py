@@ -110,6 +110,32 @@ def test_erf_measures_and_plot(tmp_path):
     assert "| 10 |" in fields.table()
 
 
+def test_erf_plot_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A save that fails half-way leaves the earlier plot as it was and no temporary file; a
+    path that cannot be written is named."""
+    import matplotlib.figure
+
+    erf = rf.effective(_stack(3, relu=True), "4", input_size=21, samples=2, weights="random")
+    target = erf.plot(tmp_path / "erf.png")
+    before = target.read_bytes()
+
+    def half_then_fail(self, fname, **kwargs):
+        with open(fname, "wb") as out:
+            out.write(b"half a png")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", half_then_fail)
+    with pytest.raises(FeatvizError, match="erf.png.*No space left"):
+        erf.plot(target)
+    monkeypatch.undo()
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["erf.png"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FeatvizError, match="file"):
+        erf.plot(tmp_path / "file" / "erf.png")
+    assert erf.plot(tmp_path / "erf.pdf").read_bytes().startswith(b"%PDF")
+
+
 def test_erf_bad_input():
     net = _stack(2)
     with pytest.raises(ValueError, match="samples"):

@@ -32,6 +32,7 @@ from ..core import images as _images
 from ..core import markdown, model_info
 from ..core import notebook as _nb
 from ..core.backward_rules import RELU_LIKE
+from ..core.files import write_atomic
 from ..core.hooks import LayerTap, frozen, resolve_layer
 from ..errors import FeatvizError
 
@@ -348,11 +349,12 @@ class EffectiveFields:
         ax.set_ylabel("mean gradient (normalized)")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+        # the format from the name the user gave: the temporary file's suffix is not one
+        fmt = Path(path).suffix.lstrip(".").lower() or "png"
+        try:  # a failed save leaves any earlier plot at ``path`` as it was
+            return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format=fmt))
+        finally:
+            plt.close(fig)
 
 
 def _reinitialized(model: nn.Module, seed: int) -> nn.Module:
