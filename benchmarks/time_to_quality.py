@@ -270,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="also render all channels in one batch with the best candidate")
     ap.add_argument("--figure", help="write the side-by-side figure here (PNG)")
     ap.add_argument("--candidates", nargs="+", choices=list(CANDIDATES),
-                    default=list(CANDIDATES), help="featviz settings to run (default: all)")
+                    default=list(CANDIDATES),
+                    help="featviz settings to run (default: all; 'defaults' always runs)")
     ap.add_argument("--quick", action="store_true",
                     help="a smoke run: one channel per depth, 32 lucent and 64 featviz steps")
     args = ap.parse_args(argv)
