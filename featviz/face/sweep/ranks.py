@@ -53,6 +53,9 @@ def distributed(device: str | None = None) -> Iterator[tuple[int, int, str]]:
     dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(days=7))
     try:
         yield rank, world, device
+        # every rank done with the group before any rank tears it down: a rank destroying it
+        # while another still talks to it made gloo abort that process now and then
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
