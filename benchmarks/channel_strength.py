@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=512)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lr", type=float, default=None, help="Adam's rate (default: render's)")
+    ap.add_argument("--ema", type=float, default=None,
+                    help="show the parameters' moving average with this decay (render's ema)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", default="out/strength")
     args = ap.parse_args(argv)
@@ -103,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         res = featviz.render(model, obj.channel(layer, channels if len(channels) > 1
                                                 else channels[0]),
-                             steps=args.steps, size=args.size, seed=args.seed, progress=False)
+                             steps=args.steps, size=args.size, seed=args.seed, progress=False,
+                             lr=args.lr, ema=args.ema)
         secs = (time.perf_counter() - t0) / len(channels)
         for i, c in enumerate(channels):
             img = res.images[i:i + 1]

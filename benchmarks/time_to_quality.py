@@ -21,6 +21,7 @@ renders all channels in one batch and reports the time per image.
     python benchmarks/time_to_quality.py                       # 12 channels, about 55 min
     python benchmarks/time_to_quality.py --channels 2 --candidates defaults   # 6, about 15 min
     python benchmarks/time_to_quality.py --quick               # a smoke run, a few minutes
+    python benchmarks/time_to_quality.py --only mixed4c:81     # one row again, same seed
 """
 
 from __future__ import annotations
@@ -67,9 +68,21 @@ EVERY = 16  # featviz snapshot interval, steps
 #   lucent's from step 224 on;
 # - bf16 autocast (amp=True): steps 1.3x cheaper on this CPU, but the objective per step lower
 #   (mixed4c:81 at step 320: 0.95 of lucent's bar against 1.00 in float32).
+# - with the parameters' average (ema): at Adam 0.05 it changes little (one of six channels
+#   earlier, one later); at 0.15 or 0.2 (ema 0.95, 0.98) the held-out objective is lower and the
+#   high-frequency share higher than at 0.1; ema 0.98 at 0.1 is a step behind 0.95 on two of six;
+# - a flatter Fourier scale (1/f^0.75, equal to 1/f at 0.05 cycles per pixel): the
+#   high-frequency share 1.1-1.4x lucent's, the objective lower.
 CANDIDATES: dict[str, dict] = {
     "defaults": {},
     "lr 0.1": {"lr": 0.1},
+    # Adam's step-to-step jitter averaged out (render's ema): 0.1's speed without its
+    # high-frequency share; and Adam's second moment over ~100 steps instead of ~1000, so the
+    # step sizes follow the gradients as the picture changes
+    "lr 0.1 ema 0.95": {"lr": 0.1, "ema": 0.95},
+    "lr 0.1 ema 0.95 b2 0.99": {"lr": 0.1, "ema": 0.95,
+                                "optimizer": lambda ps: torch.optim.Adam(ps, lr=0.1,
+                                                                         betas=(0.9, 0.99))},
 }
 
 
@@ -260,10 +273,27 @@ def figure(rows: list[dict], path: Path) -> Path:
     return path
 
 
+def chosen(per_depth: int, only: str | None) -> list[tuple[str, int, int]]:
+    """(layer, channel, seed) of the rows to run: ``per_depth`` channels of each depth, or the
+    ``only`` ones; a channel's seed is its place in the full table, so a rerun repeats it."""
+    table = [(layer, c, seed) for seed, (layer, c) in
+             enumerate((layer, c) for layer, cs in CHANNELS.items() for c in cs)]
+    if only is None:
+        return [row for row in table if CHANNELS[row[0]].index(row[1]) < per_depth]
+    wanted = [tuple(t.strip().rsplit(":", 1)) for t in only.split(",")]
+    rows = [row for row in table if (row[0], str(row[1])) in wanted]
+    if len(rows) != len(wanted):
+        names = ", ".join(f"{layer}:{c}" for layer, c, _ in table)
+        raise SystemExit(f"--only takes channels of the table: {names}")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--weights", default=str(WEIGHTS))
     ap.add_argument("--channels", type=int, default=4, help="channels per depth (at most 4)")
+    ap.add_argument("--only", help="these channels instead, LAYER:C,LAYER:C (e.g. to rerun a "
+                                   "row a busy machine disturbed); seeds as in the full table")
     ap.add_argument("--steps", type=int, default=512, help="lucent's steps")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--batch", action="store_true",
@@ -289,15 +319,14 @@ def main(argv: list[str] | None = None) -> int:
     model = featviz.models.load("inceptionv1", weights=args.weights)
     t0 = time.perf_counter()
     rows = []
-    for layer, channels in CHANNELS.items():
-        for channel in channels[:args.channels]:
-            rows.append(channel_row(lucent, model, layer, channel, len(rows), args.steps))
-            r = rows[-1]
-            reached = ", ".join(f"{n} {seconds_to_quality(run):.0f} s (step {run.reached_step})"
-                                for n, run in r["runs"].items())
-            print(f"{layer}:{channel}: lucent {r['lucent'].seconds:.0f} s, held-out "
-                  f"{r['lucent'].quality.held_out:.1f}, hf {r['lucent'].quality.hf:.3f}; "
-                  f"featviz {reached} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    for layer, channel, seed in chosen(args.channels, args.only):
+        rows.append(channel_row(lucent, model, layer, channel, seed, args.steps))
+        r = rows[-1]
+        reached = ", ".join(f"{n} {seconds_to_quality(run):.0f} s (step {run.reached_step})"
+                            for n, run in r["runs"].items())
+        print(f"{layer}:{channel}: lucent {r['lucent'].seconds:.0f} s, held-out "
+              f"{r['lucent'].quality.held_out:.1f}, hf {r['lucent'].quality.hf:.3f}; "
+              f"featviz {reached} ({time.perf_counter() - t0:.0f} s)", flush=True)
     print(f"\nInceptionV1, 224 px, batch 1, {args.threads} thread(s); quality = held-out "
           f"objective ({HELD_OUT_DRAWS} transforms), high-frequency share and checkerboard "
           f"within {TOLERANCE - 1:.0%} of lucent's\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import HANG_GUARD_S
 from PIL import Image
@@ -50,6 +51,16 @@ def test_render_until_converged_with_a_cosine_rate(tmp_path, capsys):
     assert Image.open(out).size == (32, 32)
 
 
+def test_render_with_ema_changes_the_image(tmp_path):
+    outs = [tmp_path / "plain.png", tmp_path / "ema.png"]
+    for out, ema in zip(outs, ["0", "0.9"], strict=True):
+        assert main(["render", *RANDOM, "--objective", "channel:features.4:0", "--size", "32",
+                     "--steps", "24", "--lr", "0.2", "--seed", "1", "--ema", ema,
+                     "--no-progress", "--out", str(out)]) == 0
+    plain, ema = (np.asarray(Image.open(o), dtype=np.int16) for o in outs)
+    assert np.abs(plain - ema).max() > 2  # the average, not the last step
+
+
 def test_layers_lists_shapes(capsys):
     assert main(["layers", "--model", "mobilenet_v2", "--weights", "random"]) == 0
     text = capsys.readouterr().out
@@ -67,6 +78,7 @@ def test_layers_shows_aliases(capsys):
     (["--objective", "channel:features.44:1"], "'features.4'"),
     (["--objective", "channel:features.4:999"], "valid: 0-31"),
     (["--objective", "logit:1000"], "valid: 0-999"),
+    (["--objective", "channel:features.4:0", "--ema", "1.5"], "ema must be a number in [0, 1)"),
 ])
 def test_render_errors_are_clear(tmp_path, capsys, args, expected):
     code = main(["render", *RANDOM, *args, "--size", "32", "--steps", "2", "--no-progress",

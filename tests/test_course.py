@@ -131,3 +131,76 @@ def test_until_converged_stops_on_a_plateau_and_not_while_rising(tiny):
 def test_bad_stop_at_is_named(tiny, bad):
     with pytest.raises(FeatvizError, match="stop_at must be"):
         featviz.render(tiny, obj.channel("conv2", 1), steps=2, stop_at=bad, **FAST)
+
+
+class _Tracing(torch.optim.Adam):
+    """Adam that keeps a copy of the parameters after every step it takes."""
+
+    def step(self, closure=None):
+        out = super().step(closure)
+        self.after.append([p.detach().clone() for g in self.param_groups for p in g["params"]])
+        return out
+
+
+def _tracing(params):
+    opt = _Tracing(params, lr=0.1)
+    opt.after = []
+    _tracing.last = opt
+    return opt
+
+
+def _average(iterates: list[list[torch.Tensor]], decay: float) -> list[torch.Tensor]:
+    """The rule ``ema`` claims: the plain mean of the iterates while there are fewer than
+    1 / (1 - decay), an exponential moving average from then on."""
+    mean = [t.clone() for t in iterates[0]]
+    for n, params in enumerate(iterates[1:], start=2):
+        w = max(1 - decay, 1 / n)
+        mean = [(1 - w) * m + w * p for m, p in zip(mean, params, strict=True)]
+    return mean
+
+
+def _images_at(param, values: list[torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        for p, v in zip(param.parameters(), values, strict=True):
+            p.copy_(v)
+        return param()
+
+
+@pytest.mark.parametrize("decay", [0.5, 0.9])
+def test_ema_shows_the_average_of_the_iterates(tiny, decay):
+    param = featviz.param.image(32, batch=2, seed=[3, 4])
+    res = featviz.render(tiny, obj.channel("conv2", [1, 2]), param, steps=30, ema=decay,
+                         thresholds=[6], optimizer=_tracing, progress=False)
+    after = _tracing.last.after
+    assert len(after) == 30
+    last = _images_at(param, after[-1])
+    assert not torch.allclose(res.images, last, atol=1e-3)  # not the last step's images
+    assert torch.allclose(res.images, _images_at(param, _average(after, decay)), atol=1e-6)
+    # snapshots are the average too, of the iterates up to their step
+    assert torch.allclose(res.snapshots[6], _images_at(param, _average(after[:6], decay)),
+                          atol=1e-6)
+
+
+def test_without_ema_the_result_is_the_last_step(tiny):
+    param = featviz.param.image(32, seed=3)
+    res = featviz.render(tiny, obj.channel("conv2", 1), param, steps=12, ema=0,
+                         optimizer=_tracing, progress=False)
+    assert torch.equal(res.images, _images_at(param, _tracing.last.after[-1]))
+
+
+def test_ema_repeats_exactly_and_an_early_stop_keeps_the_average(tiny):
+    a = featviz.render(tiny, obj.channel("conv3", 2), steps=64, lr=0.2, ema=0.9,
+                       stop_at=1e9, **FAST)
+    b = featviz.render(tiny, obj.channel("conv3", 2), steps=64, lr=0.2, ema=0.9,
+                       thresholds=[32], **FAST)
+    assert torch.equal(a.images, b.images)
+    # stopped at the first check (step 32), the result is the average snapshot there
+    check = featviz.render(tiny, obj.channel("conv3", 2), steps=32, lr=0.2, ema=0.9,
+                           stop_at=-1e9, **FAST)
+    assert torch.equal(check.images, b.snapshots[32])
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, float("nan"), "0.9", True])
+def test_bad_ema_is_named(tiny, bad):
+    with pytest.raises(FeatvizError, match=r"ema must be a number in \[0, 1\)"):
+        featviz.render(tiny, obj.channel("conv2", 1), steps=2, ema=bad, **FAST)

@@ -721,6 +721,10 @@ def _add_course_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-schedule", choices=SCHEDULES, default=None,
                    help="the learning rate over the steps: constant, or cosine (from --lr down "
                         "to 5%% of it at the last step) (default: the parameterization's)")
+    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="show an exponential moving average of the parameters with this decay "
+                        "in [0, 1), e.g. 0.95: it cancels the optimizer's step-to-step jitter "
+                        "(default: the parameterization's; 0: the last step's)")
     stop = p.add_mutually_exclusive_group()
     stop.add_argument("--until-converged", action="store_true",
                       help="stop before --steps once the objective under fixed held-out "
@@ -732,7 +736,7 @@ def _add_course_args(p: argparse.ArgumentParser) -> None:
 
 def _course_options(args: argparse.Namespace) -> dict:
     stop_at = "converged" if args.until_converged else args.stop_at
-    return {"lr_schedule": args.lr_schedule, "stop_at": stop_at}
+    return {"lr_schedule": args.lr_schedule, "stop_at": stop_at, "ema": args.ema}
 
 
 def _sweep(args: argparse.Namespace) -> int:

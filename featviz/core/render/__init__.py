@@ -5,7 +5,8 @@ the loop (:mod:`.loop`), whose steps read like the data flow: ``param() -> stage
 transforms -> model (stopped after the deepest needed layer) -> objective -> -sum().backward()
 -> optimizer.step()``. Alpha blending and the saliency map are pluggable stages
 (:mod:`.stages`); history, snapshots and progress live in :mod:`.recorder`; the learning rate's
-course in :mod:`.schedule` and the optional early stop in :mod:`.convergence`.
+course in :mod:`.schedule`, the optional average of the parameters in :mod:`.averaging` and the
+optional early stop in :mod:`.convergence`.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def render(
     interrupt: str = "auto",
     lr_schedule: ScheduleSpec = None,
     stop_at: StopSpec = None,
+    ema: float | None = None,
 ) -> RenderResult:
     """Optimize images so that ``objective`` on ``model``'s activations is as high as possible.
 
@@ -88,14 +90,18 @@ def render(
     :mod:`featviz.core.render.schedule`) or a function of the fraction done; None takes the
     parameterization's. ``stop_at``: end before ``steps`` once the held-out objective (fixed
     transforms the optimization never draws) has stopped rising (``"converged"``) or reached a
-    number for every image; ``result.held_out`` keeps what those checks measured.
+    number for every image; ``result.held_out`` keeps what those checks measured. ``ema``: the
+    images shown (snapshots, held-out checks, the result) come from an exponential moving
+    average of the parameters with this decay, which cancels Adam's step-to-step jitter (see
+    :mod:`featviz.core.render.averaging`); 0 shows the last step's, None takes the
+    parameterization's.
     """
     with torch.inference_mode(False), torch.enable_grad():
         plan = prepare(model, objective, param, steps=steps, size=size, batch=batch,
                        transforms=transforms, lr=lr, optimizer=optimizer, seed=seed, amp=amp,
                        redirect_relu=redirect_relu, memory_format=memory_format,
                        saliency=saliency, compile=compile, stop_early=stop_early,
-                       lr_schedule=lr_schedule, stop_at=stop_at)
+                       lr_schedule=lr_schedule, stop_at=stop_at, ema=ema)
         recorder = Recorder(steps, record_every, thresholds, plan.device, plan.objective.name,
                             plan.lr, progress)
         return _run(plan, recorder, Interrupt(interrupt))
@@ -122,7 +128,7 @@ def _result(plan: Plan, recorder: Recorder, interrupted: bool) -> RenderResult:
         torch.cuda.synchronize(plan.device)
     seconds = time.perf_counter() - recorder.start
     with torch.no_grad():
-        final = plan.param().detach().float().cpu()
+        final = plan.images().detach().float().cpu()
     saliency = next((s.result() for s in plan.stages if isinstance(s, SaliencyMap)), None)
     history = recorder.history_tensor(plan.n_images)
     _warn_if_flat(history, plan)

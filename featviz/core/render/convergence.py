@@ -67,7 +67,7 @@ class StopRule:
     @torch.no_grad()
     def measure(self, plan, forward, step: int) -> torch.Tensor:
         """The held-out objective per image of the current images, on the device."""
-        img = plan.param()
+        img = plan.images()
         if plan.alpha:  # RGBA: over mid grey, as a viewer sees it on a neutral page
             img = _alpha.blend(img, 0.5)
         streams = _transforms.ImageStreams(self.seeds, self.device)  # the same draws each time

@@ -2,7 +2,8 @@
 
     param() -> stages (alpha, saliency) -> transforms -> model (tap) -> objective
             -> stages (weights) -> loss = -sum -> backward -> optimizer step (its rate on
-            the schedule) -> recorder -> the stop rule, at its check steps (``stop_at``)
+            the schedule) -> the parameters' average (``ema``) -> recorder -> the stop
+            rule, at its check steps (``stop_at``)
 
 Everything stays on the model's device; the recorder reads values back only at recorded
 steps."""
@@ -38,7 +39,9 @@ def optimize(plan: Plan, forward: Forward, recorder: Recorder, interrupt: Interr
         plan.optimizer.step()
         if plan.scheduler is not None:
             plan.scheduler.step()
-        recorder.step(step, loss, values, plan.param)
+        if plan.average is not None:
+            plan.average.update()
+        recorder.step(step, loss, values, plan.images)
         if plan.stop_rule is not None and plan.stop_rule.due(step) \
                 and plan.stop_rule.should_stop(plan, forward, step):
             recorder.finish(step, values)

@@ -28,6 +28,7 @@ from ..param import Parameterization
 from ..seeds import Seed, image_seeds, stream_seeds
 from . import convergence as _convergence
 from . import schedule as _schedule
+from .averaging import ParameterAverage, check_decay
 from .forward import Forward, amp_allowed, compile_mode, fast_forward
 from .stages import AlphaBlend, SaliencyMap, Stage
 
@@ -59,10 +60,16 @@ class Plan:
     alpha: bool = False  # RGBA images blended over backgrounds, not four bands
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     stop_rule: _convergence.StopRule | None = None
+    average: ParameterAverage | None = None
 
     @property
     def n_images(self) -> int:
         return len(self.seeds)
+
+    def images(self) -> torch.Tensor:
+        """The images as shown (snapshots, held-out checks, the result): the parameters'
+        average when ``ema`` asks for one, else the current ones."""
+        return self.param() if self.average is None else self.average.images()
 
     def view(self, img: torch.Tensor, streams: _transforms.ImageStreams | None = None
              ) -> torch.Tensor:
@@ -97,7 +104,7 @@ def prepare(model: nn.Module, objective: Objective | str, param: nn.Module | Non
             optimizer: OptimizerFactory | None, seed: Seed, amp: bool, redirect_relu: int,
             memory_format: str, saliency: bool | None, compile: bool | str,
             stop_early: bool, lr_schedule: _schedule.ScheduleSpec = None,
-            stop_at: _convergence.StopSpec = None) -> Plan:
+            stop_at: _convergence.StopSpec = None, ema: float | None = None) -> Plan:
     """Decide a render (see :func:`featviz.render` for the arguments)."""
     objective = _objective(objective)
     if steps < 0:
@@ -116,6 +123,7 @@ def prepare(model: nn.Module, objective: Objective | str, param: nn.Module | Non
     amp = amp_allowed(amp, device)
     opt = optimizer(trainable) if optimizer else torch.optim.Adam(trainable, lr=lr)
     stop = _convergence.parse(stop_at)
+    decay = check_decay(declared.ema if ema is None else ema)
     return Plan(
         model=model, objective=objective, param=param, steps=steps, seeds=seeds, size=img_size,
         lr=lr, device=device, pipeline=fit_to_model(model, objective, pipeline, img_size, amp),
@@ -127,7 +135,8 @@ def prepare(model: nn.Module, objective: Objective | str, param: nn.Module | Non
         stop_early=stop_early, alpha=rgba,
         scheduler=_schedule.scheduler(
             opt, declared.lr_schedule if lr_schedule is None else lr_schedule, steps),
-        stop_rule=None if stop is None else _convergence.StopRule(stop, seeds, device))
+        stop_rule=None if stop is None else _convergence.StopRule(stop, seeds, device),
+        average=ParameterAverage(param, decay) if decay else None)
 
 
 def fit_to_model(model: nn.Module, objective: Objective, pipeline: Callable,
