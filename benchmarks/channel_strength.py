@@ -1,12 +1,13 @@
 """How strong and how clean are channel visualizations of a real model (InceptionV1 by default)?
 
 For each (layer, channel) it renders a 224-px image (Fourier + decorrelated colour + the
-"standard" transforms, Adam 0.05, channels of one layer rendered together as a batch, each
-image from its own seed) and prints, as a markdown table: the channel's mean activation on the
-rendered image, the highest mean activation that channel reaches on any photo of the image
-folder (each resized on its shorter side and centre-cropped, streamed in batches), the photo
-that reaches it, their ratio, and the share of saturated pixels (any colour value within 0.02
-of 0 or 1). The images are written to --out for a look.
+"standard" transforms, Adam 0.05, 1e4 x the clipping regularizer subtracted, channels of one
+layer rendered together as a batch, each image from its own seed) and prints, as a markdown
+table: the channel's mean activation on the rendered image, the highest mean activation that
+channel reaches on any photo of the image folder (each resized on its shorter side and
+centre-cropped, streamed in batches), the photo that reaches it, their ratio, and the share
+of saturated pixels (any colour value within 0.02 of 0 or 1).
+The images are written to --out for a look.
 
     python benchmarks/channel_strength.py --steps 512 --out out/strength
     python benchmarks/channel_strength.py --model mobilenet_v2 --images ../shared/images
@@ -87,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=None, help="Adam's rate (default: render's)")
     ap.add_argument("--ema", type=float, default=None,
                     help="show the parameters' moving average with this decay (render's ema)")
+    ap.add_argument("--transforms", default="auto", choices=["auto", *featviz.transforms.PRESETS],
+                    help="render's transforms (default: the parameterization's, standard)")
+    ap.add_argument("--clipping", type=float, default=1e4,
+                    help="weight of the clipping regularizer subtracted from each channel "
+                         "(default 1e4: keeps colours off 0 and 1; 0 renders without it)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", default="out/strength")
     args = ap.parse_args(argv)
@@ -104,10 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     ratios, sats = [], []
     for layer, channels in targets.items():
         t0 = time.perf_counter()
-        res = featviz.render(model, obj.channel(layer, channels if len(channels) > 1
-                                                else channels[0]),
-                             steps=args.steps, size=args.size, seed=args.seed, progress=False,
-                             lr=args.lr, ema=args.ema)
+        objective = obj.channel(layer, channels if len(channels) > 1 else channels[0])
+        if args.clipping:
+            objective = objective - args.clipping * obj.clipping()
+        res = featviz.render(model, objective, steps=args.steps, size=args.size, seed=args.seed,
+                             progress=False, lr=args.lr, ema=args.ema,
+                             transforms=args.transforms)
         secs = (time.perf_counter() - t0) / len(channels)
         for i, c in enumerate(channels):
             img = res.images[i:i + 1]

@@ -4,13 +4,15 @@ On InceptionV1 (BVLC GoogLeNet, ``../shared/models``) at 224 px, batch 1, for ch
 depths (mixed3b, mixed4c, mixed5a), each channel with its own seed:
 
 - lucent 0.1.8 with its defaults (Fourier + decorrelated colour, its standard transforms, Adam
-  0.05, 512 steps) is the reference. Its *quality* is read off its final image: the channel's
-  mean activation under 8 random transforms from a stream neither render used (held-out), the
-  high-frequency share of the image's power and its checkerboard energy at the net's strides.
+  0.05, 512 steps) is the reference. Its *quality*: the channel's mean activation on its final
+  image under 8 random transforms from a stream neither render used (held-out), and the
+  high-frequency share of the image's power and its checkerboard energy at the net's strides,
+  both as means over its images at steps 480, 496 and 512 (one image's are noisy).
 - featviz, with its defaults and with each candidate setting, keeps a snapshot every 16 steps.
   Its *time to quality* is the render clock at the first snapshot whose held-out objective
-  reaches lucent's, with high-frequency share and checkerboard energy at most 5 % above
-  lucent's. A candidate that never gets there within its steps counts as its full time.
+  reaches lucent's, with high-frequency share and checkerboard energy (means over that
+  snapshot and the two before it) at most 5 % above lucent's. A candidate that never gets
+  there within its steps counts as its full time.
 
 Every number of a row comes from one run, side by side (the machine is shared and noisy). The
 table prints per channel and the medians; ``--figure`` writes lucent 512 steps / featviz
@@ -57,6 +59,10 @@ HELD_OUT_DRAWS = 8
 HELD_OUT_SEED = 987654321  # a transform stream neither render draws from
 TOLERANCE = 1.05  # high-frequency share and checkerboard may be this much above lucent's
 EVERY = 16  # featviz snapshot interval, steps
+# high-frequency share and checkerboard energy are judged on the mean over the judged snapshot
+# and the two before it (16 steps apart), for lucent as for featviz: one image's checkerboard
+# energy moves by up to 0.17 between snapshots 32 steps apart, more than the 5 % tolerance
+WINDOW = 3
 # featviz settings compared; each is render's keyword arguments on top of its defaults. Tried
 # and dropped before this table, on 4-6 of these channels in one batch (each image its own
 # seed), held-out objective every 32 steps against lucent's at 512:
@@ -113,11 +119,21 @@ class Run:
     curve: list[tuple[int, float]] = field(default_factory=list)
 
 
-def quality(model, objective, image: torch.Tensor) -> Quality:
-    held = metrics.robust_objective(model, objective, image, T.standard(), HELD_OUT_DRAWS,
+def quality(model, objective, window: list[torch.Tensor]) -> Quality:
+    """The quality of the last image of ``window`` (consecutive snapshots [1,3,H,W], oldest
+    first): its held-out objective, and its high-frequency share and checkerboard energy as
+    means over the whole window."""
+    held = metrics.robust_objective(model, objective, window[-1], T.standard(), HELD_OUT_DRAWS,
                                     seed=HELD_OUT_SEED)
-    return Quality(float(held.mean()), metrics.high_frequency_share(image[0]),
-                   metrics.checkerboard_energy(image[0]))
+    return Quality(float(held.mean()),
+                   statistics.fmean(metrics.high_frequency_share(im[0]) for im in window),
+                   statistics.fmean(metrics.checkerboard_energy(im[0]) for im in window))
+
+
+def last_window(snapshots: dict[int, torch.Tensor], step: int) -> list[torch.Tensor]:
+    """The snapshots at ``step`` and the WINDOW - 1 before it that exist, oldest first."""
+    steps = [step - k * EVERY for k in reversed(range(WINDOW))]
+    return [snapshots[s] for s in steps if s in snapshots]
 
 
 def lucent_run(lucent, model, layer: str, channel: int, seed: int, steps: int) -> Run:
@@ -134,13 +150,17 @@ def lucent_run(lucent, model, layer: str, channel: int, seed: int, steps: int) -
         made["image_f"] = image_f
         return params, image_f
 
+    marks = sorted({max(1, steps - k * EVERY) for k in range(WINDOW)})
     t0 = time.perf_counter()
-    lucent.render.render_vis(model, f"{name}:{channel}", param_f=param_f, thresholds=(steps,),
-                             preprocess=False, progress=False, show_image=False)
+    shown = lucent.render.render_vis(model, f"{name}:{channel}", param_f=param_f,
+                                     thresholds=marks, preprocess=False, progress=False,
+                                     show_image=False)
     seconds = time.perf_counter() - t0
+    window = [torch.from_numpy(np.ascontiguousarray(im)).permute(0, 3, 1, 2).float()
+              for im in shown]
     with torch.no_grad():
-        image = made["image_f"]().detach().cpu()
-    return Run(seconds, image, quality(model, obj.channel(layer, channel), image), steps)
+        window[-1] = made["image_f"]().detach().cpu()  # the last exactly, not via numpy
+    return Run(seconds, window[-1], quality(model, obj.channel(layer, channel), window), steps)
 
 
 def featviz_run(model, layer: str, channel: int, seed: int, settings: dict, ref: Quality
@@ -153,11 +173,12 @@ def featviz_run(model, layer: str, channel: int, seed: int, settings: dict, ref:
     res = featviz.render(model, objective, size=224, steps=steps, seed=seed, progress=False,
                          thresholds=marks, record_every=EVERY, **settings)
     clock = dict(zip(res.history_steps, res.history_times, strict=True))
-    run = Run(res.seconds, res.images, quality(model, objective, res.images), res.steps_done)
+    last = last_window(res.snapshots, res.steps_done) or [res.images]
+    run = Run(res.seconds, res.images, quality(model, objective, last), res.steps_done)
     for step in marks:
         if step not in res.snapshots:
             break
-        q = quality(model, objective, res.snapshots[step])
+        q = quality(model, objective, last_window(res.snapshots, step))
         run.curve.append((step, q.held_out))
         if q.reaches(ref):
             run.reached_step, run.reached_seconds = step, clock[step]
@@ -244,7 +265,8 @@ def batch_row(model, rows: list[dict], name: str, size: int = 16) -> dict:
     reached = []
     for i, r in enumerate(rows):
         mine = obj.channel(r["layer"], r["channel"])
-        reached.append(next((s for s in marks if quality(model, mine, res.snapshots[s][i:i + 1])
+        mine_only = {s: im[i:i + 1] for s, im in res.snapshots.items()}
+        reached.append(next((s for s in marks if quality(model, mine, last_window(mine_only, s))
                              .reaches(r["lucent"].quality)), None))
     last = None if None in reached else max(reached)
     seconds = res.seconds if last is None else clock[last]

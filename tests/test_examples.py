@@ -156,6 +156,20 @@ def test_inception_step_benchmark_prints_its_table():
     assert all(r.endswith("x |") for r in rows)
 
 
+@needs_weights
+def test_channel_strength_benchmark_prints_its_table(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "channel_strength.py"),
+                           "--targets", "mixed3a:12,mixed3a:65", "--images",
+                           str(SHARED / "images"), "--size", "64", "--steps", "4",
+                           "--threads", "1", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=REPO)
+    assert proc.returncode in (0, 1), proc.stderr  # 1: a target missed, as at 4 steps
+    rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("| mixed3a:")]
+    assert [r.split(" | ")[0] for r in rows] == ["| mixed3a:12", "| mixed3a:65"]
+    assert all(re.search(r"\| [\d.]+x \| [\d.]+% \|", r) for r in rows)
+    assert (tmp_path / "mixed3a_12.png").is_file() and "weakest ratio" in proc.stdout
+
+
 def test_building_blocks_example(tmp_path):
     out = _run("building_blocks.py", "--model", "cifar_resnet20", "--weights", "random",
                "--layer", "layer3", "--grid-layers", "layer3", "--photo-size", "32", "--groups",

@@ -106,6 +106,35 @@ def test_regularizers(acts):
     torch.testing.assert_close(obj.l1()(noisy), (img - 0.5).abs().mean(dim=(1, 2, 3)))
 
 
+def test_clipping_penalizes_only_values_near_the_rails():
+    inside = {INPUT: torch.rand(2, 3, 8, 8) * 0.9 + 0.05}  # all in [0.05, 0.95]
+    assert obj.clipping()(inside).abs().max() == 0
+    img = torch.full((1, 3, 4, 4), 0.5)
+    img[0, 0, 0, 0], img[0, 1, 2, 3] = 0.0, 0.99  # 0.05 and 0.04 past the margin
+    torch.testing.assert_close(obj.clipping()({INPUT: img}), torch.tensor([0.09 / 48]))
+    # its gradient pulls clipped values inwards and leaves the others alone
+    img.requires_grad_(True)
+    (-obj.clipping()({INPUT: img})).sum().backward()
+    assert img.grad[0, 0, 0, 0] > 0 and img.grad[0, 1, 2, 3] < 0
+    assert (img.grad != 0).sum() == 2
+    with pytest.raises(ValueError, match=r"margin must be in \[0, 0.5\), got 0.5"):
+        obj.clipping(0.5)
+
+
+def test_clipping_keeps_a_render_off_the_rails(tiny):
+    import featviz
+
+    def rendered(objective):
+        return featviz.render(tiny, objective, steps=64, size=32, seed=0, lr=0.1, transforms="none",
+                              progress=False).images
+
+    pushed = rendered(obj.l1())  # every value pushed away from grey: flat black and white
+    held = rendered(obj.l1() - 100 * obj.clipping(0.05))
+    assert featviz.metrics.saturated_share(pushed) > 0.4
+    assert featviz.metrics.saturated_share(held) < 0.05
+    assert obj.l1()({INPUT: held}) > 0.35  # still far from grey: only the rails are kept off
+
+
 def test_blur_gradient_smooths():
     img = torch.rand(1, 3, 16, 16, requires_grad=True)
     (-obj.blur()({INPUT: img})).sum().backward()

@@ -4,8 +4,8 @@ An :class:`Objective` maps ``{layer name: activation}`` to one value per batch e
 ``[B]``) and knows which layers it needs, so that only those are hooked. Objectives combine with
 ``+ - * /`` and scalars; ``batch=i`` makes an objective drive only image ``i`` of the batch, so
 one batch can render many channels at once. Objectives are maximized (as in lucid);
-regularizers (:func:`l1`, :func:`l2`, :func:`total_variation`, :func:`blur`) return a penalty
-and are subtracted: ``channel("features.14", 12) - 0.05 * total_variation()``.
+regularizers (:func:`l1`, :func:`l2`, :func:`clipping`, :func:`total_variation`, :func:`blur`)
+return a penalty and are subtracted: ``channel("features.14", 12) - 0.05 * total_variation()``.
 """
 
 from __future__ import annotations
@@ -472,6 +472,21 @@ def l2(constant: float = 0.5) -> Objective:
     """Root mean square difference of the pixels from ``constant``."""
     return Objective(lambda acts: (_mean_rest((acts[INPUT] - constant) ** 2) + 1e-12).sqrt(),
                      [INPUT], f"l2({_num(constant)})")
+
+
+def clipping(margin: float = 0.05) -> Objective:
+    """Mean distance of the colour values from ``[margin, 1 - margin]``: zero for every value
+    inside, growing linearly past it. Subtracted with a large weight (about 1e4 for a channel of
+    InceptionV1) it keeps a render off the rails, where a sigmoid parameterization under Adam
+    drifts into flat black, white or pure-colour areas, and leaves every other pixel alone."""
+    if not 0 <= margin < 0.5:
+        raise ValueError(f"clipping margin must be in [0, 0.5), got {margin!r}")
+
+    def fn(acts: Acts) -> torch.Tensor:
+        img = acts[INPUT]
+        return _mean_rest(torch.relu(margin - img) + torch.relu(img - (1 - margin)))
+
+    return Objective(fn, [INPUT], f"clipping({_num(margin)})")
 
 
 def neighbour_difference() -> Objective:

@@ -154,6 +154,10 @@ def _add_render(sub) -> None:
     r.add_argument("--lr", type=types.positive_float, default=None,
                    help="learning rate, above 0 (default: the parameterization's: 0.05, maco "
                         "0.2, cppn 0.005)")
+    r.add_argument("--clipping", type=types.positive_float, metavar="WEIGHT",
+                   help="subtract WEIGHT x clipping(0.05) from every objective: keeps colour "
+                        "values off 0 and 1, where renders turn flat black, white or pure "
+                        "colour (1e4 suits channels of InceptionV1)")
     _add_course_args(r)
     r.add_argument("--seed", type=types.seed, default=0,
                    help="image n of the list starts from seed+n (so batching changes nothing);"
@@ -851,6 +855,7 @@ def _render_batches(args: argparse.Namespace, model, kind: str, specs: list[str]
     """Render ``specs`` batch by batch: the images made, their labels, and None, or where a
     first Ctrl-C stopped (the batch in flight keeps what it made so far). A second Ctrl-C
     raises KeyboardInterrupt at once."""
+    from ..core.objectives import clipping
     from ..core.render import render
 
     many = len(specs) > 1
@@ -864,6 +869,8 @@ def _render_batches(args: argparse.Namespace, model, kind: str, specs: list[str]
             p = _make_param(args, kind, size, seeds, init, image_channels(model))
             if many:
                 print(f"batch {k + 1}: {len(chunk)} image(s): {', '.join(chunk)}", flush=True)
+            if args.clipping:
+                objective = objective - args.clipping * clipping()
             res = render(model, objective, p, steps=args.steps, transforms=args.transforms,
                          lr=args.lr, thresholds=args.thresholds, progress=not args.no_progress,
                          interrupt="return", **_speed_options(args), **_course_options(args))
