@@ -347,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         reached = ", ".join(f"{n} {seconds_to_quality(run):.0f} s (step {run.reached_step})"
                             for n, run in r["runs"].items())
         print(f"{layer}:{channel}: lucent {r['lucent'].seconds:.0f} s, held-out "
-              f"{r['lucent'].quality.held_out:.1f}, hf {r['lucent'].quality.hf:.3f}; "
+              f"{r['lucent'].quality.held_out:.1f}, hf {r['lucent'].quality.hf:.3f}, checker "
+              f"{r['lucent'].quality.checker:.2f}; "
               f"featviz {reached} ({time.perf_counter() - t0:.0f} s)", flush=True)
     print(f"\nInceptionV1, 224 px, batch 1, {args.threads} thread(s); quality = held-out "
           f"objective ({HELD_OUT_DRAWS} transforms), high-frequency share and checkerboard "
