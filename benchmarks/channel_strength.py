@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=None, help="Adam's rate (default: render's)")
     ap.add_argument("--ema", type=float, default=None,
                     help="show the parameters' moving average with this decay (render's ema)")
+    ap.add_argument("--adam-floor", type=float, default=None, metavar="K",
+                    help="floor Adam's denominator at K x each image's mean (render's "
+                         "adam_floor; default: plain Adam)")
     ap.add_argument("--transforms", default="auto", choices=["auto", *featviz.transforms.PRESETS],
                     help="render's transforms (default: the parameterization's, standard)")
     ap.add_argument("--clipping", type=float, default=1e4,
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             objective = objective - args.clipping * obj.clipping()
         res = featviz.render(model, objective, steps=args.steps, size=args.size, seed=args.seed,
                              progress=False, lr=args.lr, ema=args.ema,
-                             transforms=args.transforms)
+                             adam_floor=args.adam_floor, transforms=args.transforms)
         secs = (time.perf_counter() - t0) / len(channels)
         for i, c in enumerate(channels):
             img = res.images[i:i + 1]

@@ -79,6 +79,15 @@ WINDOW = 3
 #   high-frequency share higher than at 0.1; ema 0.98 at 0.1 is a step behind 0.95 on two of six;
 # - a flatter Fourier scale (1/f^0.75, equal to 1/f at 0.05 cycles per pixel): the
 #   high-frequency share 1.1-1.4x lucent's, the objective lower.
+# - the view resampled twice per step as lucent does (scale, then rotate, not fused): no lower
+#   checkerboard energy on four channels, a high-frequency share 1.04-1.25x the fused one's;
+# - a fixed [1,2,1] blur of the view: the high-frequency share doubled, the held-out objective
+#   0.7x. Adam steps every coefficient about equally far whatever its gradient, so frequencies
+#   the model no longer sees drift freely. That is also why grids grow: adam_floor (below);
+# - Adam's eps at 1e-3 (a fixed floor): lower high-frequency share and checkerboard at the
+#   same objective, but the right value depends on the objective's scale (gradients 4x
+#   apart between mixed3b and mixed4c), hence the relative floor; at floor 0.5 mixed4c:2 kept
+#   1.3-1.5x lucent's checkerboard; lr 0.2 with floor 2 or 4 climbed slower than lr 0.1.
 CANDIDATES: dict[str, dict] = {
     "defaults": {},
     "lr 0.1": {"lr": 0.1},
@@ -89,6 +98,11 @@ CANDIDATES: dict[str, dict] = {
     "lr 0.1 ema 0.95 b2 0.99": {"lr": 0.1, "ema": 0.95,
                                 "optimizer": lambda ps: torch.optim.Adam(ps, lr=0.1,
                                                                          betas=(0.9, 0.99))},
+    # Adam's denominator floored at K x each image's mean (render's adam_floor, which is
+    # FlooredAdam with beta2 0.99): coefficients with weak, steady gradients (grid
+    # frequencies, grain) step in proportion to them
+    "lr 0.1 ema 0.95 b2 0.99 floor 1": {"lr": 0.1, "ema": 0.95, "adam_floor": 1.0},
+    "lr 0.1 ema 0.95 b2 0.99 floor 2": {"lr": 0.1, "ema": 0.95, "adam_floor": 2.0},
 }
 
 

@@ -61,6 +61,16 @@ def test_render_with_ema_changes_the_image(tmp_path):
     assert np.abs(plain - ema).max() > 2  # the average, not the last step
 
 
+def test_render_with_an_adam_floor_changes_the_image(tmp_path):
+    outs = [tmp_path / "plain.png", tmp_path / "floor.png"]
+    for out, floor in zip(outs, [[], ["--adam-floor", "1"]], strict=True):
+        assert main(["render", *RANDOM, "--objective", "channel:features.4:0", "--size", "32",
+                     "--steps", "24", "--seed", "1", *floor, "--no-progress",
+                     "--out", str(out)]) == 0
+    plain, floored = (np.asarray(Image.open(o), dtype=np.int16) for o in outs)
+    assert np.abs(plain - floored).max() > 2
+
+
 def test_render_with_clipping_keeps_colours_off_the_rails(tmp_path):
     shares = []
     for weight in [None, "1000"]:

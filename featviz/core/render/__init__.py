@@ -27,12 +27,13 @@ from .interrupt import Interrupt
 from .loop import optimize
 from .recorder import Recorder
 from .result import RenderResult
+from .optimizer import FlooredAdam
 from .schedule import ScheduleSpec
 from .setup import OptimizerFactory, Plan, preferred_transforms, prepare
 from .stages import SaliencyMap
 
 __all__ = ["render", "RenderResult", "Plan", "prepare", "preferred_transforms",
-           "model_device"]
+           "model_device", "FlooredAdam"]
 
 
 def render(
@@ -60,6 +61,7 @@ def render(
     lr_schedule: ScheduleSpec = None,
     stop_at: StopSpec = None,
     ema: float | None = None,
+    adam_floor: float | None = None,
 ) -> RenderResult:
     """Optimize images so that ``objective`` on ``model``'s activations is as high as possible.
 
@@ -94,14 +96,18 @@ def render(
     images shown (snapshots, held-out checks, the result) come from an exponential moving
     average of the parameters with this decay, which cancels Adam's step-to-step jitter (see
     :mod:`featviz.core.render.averaging`); 0 shows the last step's, None takes the
-    parameterization's.
+    parameterization's. ``adam_floor``: Adam's denominator is at least this multiple of its
+    mean over each image's coefficients (:class:`~featviz.core.render.optimizer.FlooredAdam`),
+    so coefficients the model barely responds to (grid frequencies, grain) move in proportion
+    to their gradient instead of as far as the motif's; None or 0: plain Adam.
     """
     with torch.inference_mode(False), torch.enable_grad():
         plan = prepare(model, objective, param, steps=steps, size=size, batch=batch,
                        transforms=transforms, lr=lr, optimizer=optimizer, seed=seed, amp=amp,
                        redirect_relu=redirect_relu, memory_format=memory_format,
                        saliency=saliency, compile=compile, stop_early=stop_early,
-                       lr_schedule=lr_schedule, stop_at=stop_at, ema=ema)
+                       lr_schedule=lr_schedule, stop_at=stop_at, ema=ema,
+                       adam_floor=adam_floor)
         recorder = Recorder(steps, record_every, thresholds, plan.device, plan.objective.name,
                             plan.lr, progress)
         return _run(plan, recorder, Interrupt(interrupt))

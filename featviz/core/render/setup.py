@@ -5,6 +5,7 @@ transforms and their random streams, the loop's stages, the optimizer, and how t
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ from . import convergence as _convergence
 from . import schedule as _schedule
 from .averaging import ParameterAverage, check_decay
 from .forward import Forward, amp_allowed, compile_mode, fast_forward
+from .optimizer import FlooredAdam
 from .stages import AlphaBlend, SaliencyMap, Stage
 
 OptimizerFactory = Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer]
@@ -99,12 +101,25 @@ class Plan:
                           model_dtype(self.model))
 
 
+def _adam(trainable: list[torch.Tensor], lr: float, floor: float | None
+          ) -> torch.optim.Optimizer:
+    """render's own optimizer: Adam, with its denominator floored when ``floor`` is given."""
+    if floor is not None and (isinstance(floor, bool) or not isinstance(floor, int | float)
+                              or not math.isfinite(floor) or floor < 0):
+        raise FeatvizError(f"adam_floor must be a number >= 0 (a multiple of each image's mean "
+                           f"Adam denominator, e.g. 0.5; 0 or None: plain Adam), got {floor!r}")
+    if not floor:
+        return torch.optim.Adam(trainable, lr=lr)
+    return FlooredAdam(trainable, lr=lr, floor=float(floor))
+
+
 def prepare(model: nn.Module, objective: Objective | str, param: nn.Module | None, *,
             steps: int, size, batch: int | None, transforms, lr: float | None,
             optimizer: OptimizerFactory | None, seed: Seed, amp: bool, redirect_relu: int,
             memory_format: str, saliency: bool | None, compile: bool | str,
             stop_early: bool, lr_schedule: _schedule.ScheduleSpec = None,
-            stop_at: _convergence.StopSpec = None, ema: float | None = None) -> Plan:
+            stop_at: _convergence.StopSpec = None, ema: float | None = None,
+            adam_floor: float | None = None) -> Plan:
     """Decide a render (see :func:`featviz.render` for the arguments)."""
     objective = _objective(objective)
     if steps < 0:
@@ -121,7 +136,7 @@ def prepare(model: nn.Module, objective: Objective | str, param: nn.Module | Non
     trainable = [p for p in param.parameters() if p.requires_grad]
     pipeline = _transforms.resolve(_preset(transforms, param), img_size)
     amp = amp_allowed(amp, device)
-    opt = optimizer(trainable) if optimizer else torch.optim.Adam(trainable, lr=lr)
+    opt = optimizer(trainable) if optimizer else _adam(trainable, lr, adam_floor)
     stop = _convergence.parse(stop_at)
     decay = check_decay(declared.ema if ema is None else ema)
     return Plan(
