@@ -20,7 +20,8 @@ defaults / featviz at its time-to-quality point for four channels, and ``--batch
 renders all channels in one batch and reports the time per image.
 
     pip install --no-deps torch-lucent==0.1.8 && pip install decorator   # lucent, see speed.py
-    python benchmarks/time_to_quality.py                       # 12 channels, about 55 min
+    python benchmarks/time_to_quality.py                       # 12 channels, all settings, ~2 h
+    python benchmarks/time_to_quality.py --candidates "lr 0.1 ema 0.95 b2 0.99 floor 1"  # ~50 min
     python benchmarks/time_to_quality.py --channels 2 --candidates defaults   # 6, about 15 min
     python benchmarks/time_to_quality.py --quick               # a smoke run, a few minutes
     python benchmarks/time_to_quality.py --only mixed4c:81     # one row again, same seed
