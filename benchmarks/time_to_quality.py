@@ -81,10 +81,11 @@ WINDOW = 3
 # - a flatter Fourier scale (1/f^0.75, equal to 1/f at 0.05 cycles per pixel): the
 #   high-frequency share 1.1-1.4x lucent's, the objective lower.
 # - the view resampled twice per step as lucent does (scale, then rotate, not fused): no lower
-#   checkerboard energy on four channels, a high-frequency share 1.04-1.25x the fused one's;
-# - a fixed [1,2,1] blur of the view: the high-frequency share doubled, the held-out objective
-#   0.7x. Adam steps every coefficient about equally far whatever its gradient, so frequencies
-#   the model no longer sees drift freely. That is also why grids grow: adam_floor (below);
+#   checkerboard energy on four channels, a high-frequency share 1.04-1.26x the fused one's;
+# - a fixed [1,2,1] blur of the view: the high-frequency share 1.2-2.1x, the held-out
+#   objective 0.68-0.86x. Adam steps every coefficient about equally far whatever its
+#   gradient, so frequencies the model no longer sees drift freely. That is also why grids
+#   grow: adam_floor (below);
 # - Adam's eps at 1e-3 (a fixed floor): lower high-frequency share and checkerboard at the
 #   same objective, but the right value depends on the objective's scale (gradients 4x
 #   apart between mixed3b and mixed4c), hence the relative floor; at floor 0.5 mixed4c:2 kept

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,17 @@ DIGIT_SIZE = 16
 def wrap_digits(net: nn.Module) -> nn.Module:
     return featviz.models.wrap(net, mean=(0.5,), std=(0.5,), input_size=DIGIT_SIZE,
                                name="digits", fixed_size=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def python_ctrl_c():
+    """The Ctrl-C tests send this process a real SIGINT and expect Python's own handler.
+    A suite started in the background by a non-interactive shell (`cmd &`) inherits SIGINT
+    ignored, and Python then leaves it ignored, so the suite installs Python's handler for
+    its run and puts back what it found."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
 
 
 @pytest.fixture(scope="session")

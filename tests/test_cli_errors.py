@@ -389,16 +389,6 @@ def test_os_errors_of_the_library_are_one_line(tmp_path, monkeypatch, capsys):
     _one_clear_line(code, err, ["/data/photo.png: Permission denied"])
 
 
-@pytest.fixture(autouse=True)
-def python_ctrl_c():
-    """Each test starts with Python's own Ctrl-C handler and leaves it so: in the full suite
-    (not alone) two of the Ctrl-C tests below have seen their SIGINT swallowed, as if an
-    earlier test had left another handler installed."""
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, before)
-
-
 def _sigint_at(monkeypatch, calls: set[int]):
     """Load the model as the command would, with a hook that sends this process SIGINT
     (a real Ctrl-C) at the given forward calls."""

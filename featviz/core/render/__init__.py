@@ -25,9 +25,9 @@ from ..seeds import Seed
 from .convergence import StopSpec
 from .interrupt import Interrupt
 from .loop import optimize
+from .optimizer import FlooredAdam
 from .recorder import Recorder
 from .result import RenderResult
-from .optimizer import FlooredAdam
 from .schedule import ScheduleSpec
 from .setup import OptimizerFactory, Plan, preferred_transforms, prepare
 from .stages import SaliencyMap
