@@ -21,6 +21,7 @@ import torch
 from _shared import add_model_args, default, late_layer, load_model
 
 import featviz
+from featviz import metrics
 from featviz import objectives as obj
 
 
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         res = featviz.render(model, objective, steps=args.steps, size=args.size, seed=0,
                              progress=False)
         images.append(res.images)
-        print(f"{name:18s} {objective.name:40s} reached {float(res.values[0]):.3f}", flush=True)
+        print(f"{name:18s} {objective.name:40s} reached {float(res.values[0]):.3f}, "
+              f"saturated px {100 * metrics.saturated_share(res.images):.1f}%", flush=True)
     path = featviz.images.save(torch.cat(images), Path(args.out) / "objectives.png",
                                labels=list(kinds), ncol=len(kinds))
     print(f"wrote {path}")

@@ -62,12 +62,15 @@ def test_render_with_ema_changes_the_image(tmp_path):
 
 
 def test_render_with_an_adam_floor_changes_the_image(tmp_path):
-    outs = [tmp_path / "plain.png", tmp_path / "floor.png"]
-    for out, floor in zip(outs, [[], ["--adam-floor", "1"]], strict=True):
+    # --adam-floor 0 is plain Adam, the Fourier image's default
+    outs = [tmp_path / "plain.png", tmp_path / "zero.png", tmp_path / "floor.png"]
+    for out, floor in zip(outs, [[], ["--adam-floor", "0"], ["--adam-floor", "1"]],
+                          strict=True):
         assert main(["render", *RANDOM, "--objective", "channel:features.4:0", "--size", "32",
                      "--steps", "24", "--seed", "1", *floor, "--no-progress",
                      "--out", str(out)]) == 0
-    plain, floored = (np.asarray(Image.open(o), dtype=np.int16) for o in outs)
+    plain, zero, floored = (np.asarray(Image.open(o), dtype=np.int16) for o in outs)
+    assert np.array_equal(plain, zero)
     assert np.abs(plain - floored).max() > 2
 
 

@@ -176,7 +176,7 @@ BAD = [
     ("sweep", "--channels 0-x", ["--channels takes 'all', a range like 0-63"]),
     ("deconv", "--mode upside", ["invalid choice: 'upside'", "guided"]),
     ("erf", "--init pretrained", ["invalid choice: 'pretrained'", "trained"]),
-    ("render", "--adam-floor -1", ["--adam-floor", "must be a finite number above 0"]),
+    ("render", "--adam-floor -1", ["--adam-floor", "must be a finite number of at least 0"]),
     ("render", "--compile fastest", ["invalid choice: 'fastest'", "reduce-overhead"]),
     ("render", "--colour red", ["unrecognized arguments: --colour red"]),
     ("models", "--all", ["unrecognized arguments: --all"]),

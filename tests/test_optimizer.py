@@ -7,6 +7,7 @@ import torch
 
 import featviz
 from featviz import objectives as obj
+from featviz import param
 from featviz.core.render.optimizer import FlooredAdam
 from featviz.errors import FeatvizError
 
@@ -81,8 +82,47 @@ def test_render_with_a_floor_rises_and_is_batch_invariant(tiny):
                           adam_floor=0.5, progress=False)
     assert torch.allclose(both.images[:1], one.images, atol=1e-5)
     plain = featviz.render(tiny, obj.channel("conv2", 1), size=32, steps=24, seed=5,
-                           progress=False)
+                           adam_floor=0, progress=False)
     assert not torch.allclose(plain.images, one.images, atol=1e-3)
+
+
+def test_render_takes_the_floor_a_parameterization_declares(tiny):
+    # a parameterization declares its floor as it declares its rate; render's own adam_floor
+    # overrides it, and featviz's images declare none (plain Adam)
+    assert param.image(32, seed=5).adam_floor == 0.0
+    kw = dict(size=32, steps=24, progress=False)
+    declared = param.image(32, seed=5)
+    declared.adam_floor = 2.0
+    a = featviz.render(tiny, obj.channel("conv2", 1), declared, **kw)
+    b = featviz.render(tiny, obj.channel("conv2", 1), param.image(32, seed=5), adam_floor=2,
+                       **kw)
+    overridden = param.image(32, seed=5)
+    overridden.adam_floor = 2.0
+    c = featviz.render(tiny, obj.channel("conv2", 1), overridden, adam_floor=0, **kw)
+    plain = featviz.render(tiny, obj.channel("conv2", 1), param.image(32, seed=5), **kw)
+    assert torch.equal(a.images, b.images)
+    assert torch.equal(c.images, plain.images)
+    assert not torch.allclose(a.images, plain.images, atol=1e-3)
+    assert a.history[-1] > a.history[0]
+
+
+def test_a_module_that_declares_nothing_gets_plain_adam(tiny):
+    # a parameterization of the user's own, not a featviz one: Adam at 0.05, no floor, the
+    # last step's image
+    class Mine(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.x = torch.nn.Parameter(torch.full((1, 3, 32, 32), 0.5))
+
+        def forward(self):
+            return self.x.clamp(0, 1)
+
+    torch.manual_seed(0)
+    a, b = Mine(), Mine()
+    kw = dict(steps=8, seed=1, transforms="none", progress=False)
+    featviz.render(tiny, obj.channel("conv2", 1), a, **kw)
+    featviz.render(tiny, obj.channel("conv2", 1), b, lr=0.05, ema=0, adam_floor=0, **kw)
+    assert torch.equal(a.x, b.x)
 
 
 def test_adam_floor_is_flooredadam_at_the_render_rate(tiny):

@@ -60,27 +60,30 @@ samples = whole_number(1, MAX_STEPS)
 seed = whole_number(0, MAX_SEED)
 
 
-def positive_float(text: str) -> float:
-    """A finite number above zero, such as a learning rate."""
+def _number(text: str, ok: Callable[[float], bool], rule: str) -> float:
+    """``text`` as a finite float that passes ``ok``; else an argparse error saying ``rule``."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0 (e.g. 0.05), "
-                                         f"got {text!r}")
+    if not (math.isfinite(value) and ok(value)):
+        raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number above zero, such as a learning rate."""
+    return _number(text, lambda v: v > 0, "a finite number above 0 (e.g. 0.05)")
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number of at least zero, such as a floor that 0 turns off."""
+    return _number(text, lambda v: v >= 0, "a finite number of at least 0 (e.g. 1)")
 
 
 def finite_float(text: str) -> float:
     """Any finite number, such as an objective value to reach."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number (e.g. 250), got {text!r}")
-    return value
+    return _number(text, lambda v: True, "a finite number (e.g. 250)")
 
 
 def _per_channel(text: str, positive_only: bool) -> tuple[float, ...]:

@@ -729,11 +729,12 @@ def _add_course_args(p: argparse.ArgumentParser) -> None:
                    help="show an exponential moving average of the parameters with this decay "
                         "in [0, 1), e.g. 0.95: it cancels the optimizer's step-to-step jitter "
                         "(default: the parameterization's; 0: the last step's)")
-    p.add_argument("--adam-floor", type=types.positive_float, default=None, metavar="K",
+    p.add_argument("--adam-floor", type=types.non_negative_float, default=None, metavar="K",
                    help="floor Adam's denominator at K times its mean over each image's "
-                        "coefficients, e.g. 0.5: coefficients the model barely responds to "
-                        "(grid frequencies, grain) move in proportion to their gradient "
-                        "(default: plain Adam)")
+                        "coefficients: coefficients the model barely responds to (grid "
+                        "frequencies, grain) move in proportion to their gradient; 0: plain "
+                        "Adam (default: the parameterization's, plain Adam for all of "
+                        "featviz's)")
     stop = p.add_mutually_exclusive_group()
     stop.add_argument("--until-converged", action="store_true",
                       help="stop before --steps once the objective under fixed held-out "

@@ -20,7 +20,8 @@ class Parameterization(nn.Module):
     in their constructor: :attr:`lr` (Adam's learning rate meant for them),
     :attr:`lr_schedule` (its course over the steps, a name :mod:`featviz.core.render.schedule`
     knows), :attr:`ema` (the decay of the average of the parameters render shows, 0 for the
-    last step's), :attr:`transforms` (the preset ``render(transforms="auto")`` picks),
+    last step's), :attr:`adam_floor` (Adam's denominator floor, a multiple of each image's
+    mean; 0 for plain Adam), :attr:`transforms` (the preset ``render(transforms="auto")`` picks),
     :attr:`saliency` (whether render should accumulate the saliency map |dL/dx|),
     :attr:`channels`, :attr:`alpha` and :attr:`display` (how its images are best shown: None
     as they are, ``"stretch"`` with their contrast stretched, see
@@ -32,6 +33,7 @@ class Parameterization(nn.Module):
     lr: float = 0.05
     lr_schedule: str = "constant"
     ema: float = 0.0
+    adam_floor: float = 0.0
     transforms: str = "standard"
     saliency: bool = False
     channels: int = 3

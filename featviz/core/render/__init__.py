@@ -99,7 +99,8 @@ def render(
     parameterization's. ``adam_floor``: Adam's denominator is at least this multiple of its
     mean over each image's coefficients (:class:`~featviz.core.render.optimizer.FlooredAdam`),
     so coefficients the model barely responds to (grid frequencies, grain) move in proportion
-    to their gradient instead of as far as the motif's; None or 0: plain Adam.
+    to their gradient instead of as far as the motif's; 0: plain Adam; None takes the
+    parameterization's (``p.adam_floor``: 0 for all of featviz's).
     """
     with torch.inference_mode(False), torch.enable_grad():
         plan = prepare(model, objective, param, steps=steps, size=size, batch=batch,

@@ -136,7 +136,8 @@ def prepare(model: nn.Module, objective: Objective | str, param: nn.Module | Non
     trainable = [p for p in param.parameters() if p.requires_grad]
     pipeline = _transforms.resolve(_preset(transforms, param), img_size)
     amp = amp_allowed(amp, device)
-    opt = optimizer(trainable) if optimizer else _adam(trainable, lr, adam_floor)
+    floor = declared.adam_floor if adam_floor is None else adam_floor
+    opt = optimizer(trainable) if optimizer else _adam(trainable, lr, floor)
     stop = _convergence.parse(stop_at)
     decay = check_decay(declared.ema if ema is None else ema)
     return Plan(
