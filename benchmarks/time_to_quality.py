@@ -100,9 +100,9 @@ WINDOW = 3
 # sigmoid's colours to 0 and 1), and the floor at the default rate trades 1-4 % of the
 # held-out objective for its lower high-frequency share.
 # With 1e4 x the clipping regularizer subtracted (the "clip" candidates) the rails stay at
-# 0-1 % (fewer than the defaults') at no cost in speed (floor 1: median 3.06x, 9 of 12), and
-# floor 2 matches the defaults at step 512; not the default yet, as the wall's weight is
-# measured on InceptionV1's channel scale only.
+# 0-1 % (no more than the defaults') and floor 1 stays as fast (median 3.06x, 9 of 12; 2.96x,
+# 10 of 12 without the wall), and floor 2 matches the defaults at step 512; not the default
+# yet, as the wall's weight is measured on InceptionV1's channel scale only.
 CANDIDATES: dict[str, dict] = {
     "defaults": {},
     # the floor and the average at the default rate: less fine grain, a slower climb
