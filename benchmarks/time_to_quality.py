@@ -101,8 +101,10 @@ WINDOW = 3
 # held-out objective for its lower high-frequency share.
 # With 1e4 x the clipping regularizer subtracted (the "clip" candidates) the rails stay at
 # 0-1 % (no more than the defaults') and floor 1 stays as fast (median 3.06x, 9 of 12; 2.96x,
-# 10 of 12 without the wall), and floor 2 matches the defaults at step 512; not the default
-# yet, as the wall's weight is measured on InceptionV1's channel scale only.
+# 10 of 12 without the wall), and floor 2 matches the defaults at step 512. render's
+# rail_guard is that wall with its push relative to the objective's own pull (the "guard"
+# candidates): the same course on these channels, 0.0 % saturated at guard 2, and no weight
+# to tune for a logit or another model.
 CANDIDATES: dict[str, dict] = {
     "defaults": {},
     # the floor and the average at the default rate: less fine grain, a slower climb
@@ -129,6 +131,12 @@ CANDIDATES: dict[str, dict] = {
                                      "clipping": 1e4},
     "lr 0.1 ema 0.95 floor 2 clip": {"lr": 0.1, "ema": 0.95, "adam_floor": 2.0,
                                      "clipping": 1e4},
+    # the same wall as render's rail_guard: the push off 0 and 1 a multiple of the objective's
+    # own mean pull on the image (1e4 above is 0.4-5x that pull on these channels)
+    "lr 0.1 ema 0.95 floor 1 guard 1": {"lr": 0.1, "ema": 0.95, "adam_floor": 1.0,
+                                        "rail_guard": 1.0},
+    "lr 0.1 ema 0.95 floor 1 guard 2": {"lr": 0.1, "ema": 0.95, "adam_floor": 1.0,
+                                        "rail_guard": 2.0},
 }
 
 

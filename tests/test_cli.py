@@ -86,6 +86,19 @@ def test_render_with_clipping_keeps_colours_off_the_rails(tmp_path):
     assert shares[0] > 0.3 and shares[1] < 0.05
 
 
+def test_render_with_a_rail_guard_keeps_colours_off_the_rails(tmp_path):
+    # the same wall as --clipping, its weight relative to the objective's pull: no tuning
+    shares = []
+    for guard in [None, "4"]:
+        out = tmp_path / f"{guard}.png"
+        assert main(["render", *RANDOM, "--objective", "channel:features.4:0", "--size", "32",
+                     "--steps", "32", "--lr", "0.5", "--seed", "1", "--no-progress",
+                     "--out", str(out), *(["--rail-guard", guard] if guard else [])]) == 0
+        img = np.asarray(Image.open(out)) / 255
+        shares.append(((img <= 0.02) | (img >= 0.98)).any(axis=-1).mean())
+    assert shares[0] > 0.3 and shares[1] < 0.05
+
+
 def test_layers_lists_shapes(capsys):
     assert main(["layers", "--model", "mobilenet_v2", "--weights", "random"]) == 0
     text = capsys.readouterr().out

@@ -177,6 +177,7 @@ BAD = [
     ("deconv", "--mode upside", ["invalid choice: 'upside'", "guided"]),
     ("erf", "--init pretrained", ["invalid choice: 'pretrained'", "trained"]),
     ("render", "--adam-floor -1", ["--adam-floor", "must be a finite number of at least 0"]),
+    ("render", "--rail-guard -2", ["--rail-guard", "must be a finite number of at least 0"]),
     ("render", "--compile fastest", ["invalid choice: 'fastest'", "reduce-overhead"]),
     ("render", "--colour red", ["unrecognized arguments: --colour red"]),
     ("models", "--all", ["unrecognized arguments: --all"]),

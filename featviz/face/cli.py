@@ -735,6 +735,11 @@ def _add_course_args(p: argparse.ArgumentParser) -> None:
                         "frequencies, grain) move in proportion to their gradient; 0: plain "
                         "Adam (default: the parameterization's, plain Adam for all of "
                         "featviz's)")
+    p.add_argument("--rail-guard", type=types.non_negative_float, default=None, metavar="K",
+                   help="push colour values within 0.05 of 0 or 1 back inside with K times "
+                        "the objective's mean pull on a value, e.g. 2: keeps fast courses off "
+                        "flat black, white and pure-colour areas at any objective scale; 0: "
+                        "none (default: the parameterization's, none for all of featviz's)")
     stop = p.add_mutually_exclusive_group()
     stop.add_argument("--until-converged", action="store_true",
                       help="stop before --steps once the objective under fixed held-out "
@@ -747,7 +752,7 @@ def _add_course_args(p: argparse.ArgumentParser) -> None:
 def _course_options(args: argparse.Namespace) -> dict:
     stop_at = "converged" if args.until_converged else args.stop_at
     return {"lr_schedule": args.lr_schedule, "stop_at": stop_at, "ema": args.ema,
-            "adam_floor": args.adam_floor}
+            "adam_floor": args.adam_floor, "rail_guard": args.rail_guard}
 
 
 def _sweep(args: argparse.Namespace) -> int:

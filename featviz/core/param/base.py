@@ -21,10 +21,11 @@ class Parameterization(nn.Module):
     :attr:`lr_schedule` (its course over the steps, a name :mod:`featviz.core.render.schedule`
     knows), :attr:`ema` (the decay of the average of the parameters render shows, 0 for the
     last step's), :attr:`adam_floor` (Adam's denominator floor, a multiple of each image's
-    mean; 0 for plain Adam), :attr:`transforms` (the preset ``render(transforms="auto")`` picks),
-    :attr:`saliency` (whether render should accumulate the saliency map |dL/dx|),
-    :attr:`channels`, :attr:`alpha` and :attr:`display` (how its images are best shown: None
-    as they are, ``"stretch"`` with their contrast stretched, see
+    mean; 0 for plain Adam), :attr:`rail_guard` (the push off 0 and 1, a multiple of the
+    objective's mean pull on a value; 0 for none), :attr:`transforms` (the preset
+    ``render(transforms="auto")`` picks), :attr:`saliency` (whether render should accumulate
+    the saliency map |dL/dx|), :attr:`channels`, :attr:`alpha` and :attr:`display` (how its
+    images are best shown: None as they are, ``"stretch"`` with their contrast stretched, see
     :func:`featviz.images.stretch`). The per-image seeds it was built from are :attr:`seeds`
     (None when it was given generators instead); :attr:`seed_given` tells whether they were
     chosen by the caller or drawn at random.
@@ -34,6 +35,7 @@ class Parameterization(nn.Module):
     lr_schedule: str = "constant"
     ema: float = 0.0
     adam_floor: float = 0.0
+    rail_guard: float = 0.0
     transforms: str = "standard"
     saliency: bool = False
     channels: int = 3

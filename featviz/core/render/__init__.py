@@ -62,6 +62,7 @@ def render(
     stop_at: StopSpec = None,
     ema: float | None = None,
     adam_floor: float | None = None,
+    rail_guard: float | None = None,
 ) -> RenderResult:
     """Optimize images so that ``objective`` on ``model``'s activations is as high as possible.
 
@@ -100,7 +101,12 @@ def render(
     mean over each image's coefficients (:class:`~featviz.core.render.optimizer.FlooredAdam`),
     so coefficients the model barely responds to (grid frequencies, grain) move in proportion
     to their gradient instead of as far as the motif's; 0: plain Adam; None takes the
-    parameterization's (``p.adam_floor``: 0 for all of featviz's).
+    parameterization's (``p.adam_floor``: 0 for all of featviz's). ``rail_guard``: colour
+    values within 0.05 of 0 or 1 are pushed back inside with this multiple of the mean
+    |gradient| the objective puts on the image's values
+    (:class:`~featviz.core.render.stages.RailGuard`), which keeps fast courses off flat black,
+    white and pure-colour areas at any objective scale; 0: none; None takes the
+    parameterization's (``p.rail_guard``: 0 for all of featviz's).
     """
     with torch.inference_mode(False), torch.enable_grad():
         plan = prepare(model, objective, param, steps=steps, size=size, batch=batch,
@@ -108,7 +114,7 @@ def render(
                        redirect_relu=redirect_relu, memory_format=memory_format,
                        saliency=saliency, compile=compile, stop_early=stop_early,
                        lr_schedule=lr_schedule, stop_at=stop_at, ema=ema,
-                       adam_floor=adam_floor)
+                       adam_floor=adam_floor, rail_guard=rail_guard)
         recorder = Recorder(steps, record_every, thresholds, plan.device, plan.objective.name,
                             plan.lr, progress)
         return _run(plan, recorder, Interrupt(interrupt))

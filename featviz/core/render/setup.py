@@ -32,7 +32,7 @@ from . import schedule as _schedule
 from .averaging import ParameterAverage, check_decay
 from .forward import Forward, amp_allowed, compile_mode, fast_forward
 from .optimizer import FlooredAdam
-from .stages import AlphaBlend, SaliencyMap, Stage
+from .stages import AlphaBlend, RailGuard, SaliencyMap, Stage
 
 OptimizerFactory = Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer]
 _DECLARED = Parameterization  # what a module that declares nothing is taken to declare
@@ -119,7 +119,7 @@ def prepare(model: nn.Module, objective: Objective | str, param: nn.Module | Non
             memory_format: str, saliency: bool | None, compile: bool | str,
             stop_early: bool, lr_schedule: _schedule.ScheduleSpec = None,
             stop_at: _convergence.StopSpec = None, ema: float | None = None,
-            adam_floor: float | None = None) -> Plan:
+            adam_floor: float | None = None, rail_guard: float | None = None) -> Plan:
     """Decide a render (see :func:`featviz.render` for the arguments)."""
     objective = _objective(objective)
     if steps < 0:
@@ -145,7 +145,8 @@ def prepare(model: nn.Module, objective: Objective | str, param: nn.Module | Non
         lr=lr, device=device, pipeline=fit_to_model(model, objective, pipeline, img_size, amp),
         streams=_transforms.ImageStreams(stream_seeds(seeds, "transforms"), device),
         stages=_stages(seeds, img_size, device, rgba,
-                       declared.saliency if saliency is None else saliency),
+                       declared.saliency if saliency is None else saliency,
+                       declared.rail_guard if rail_guard is None else rail_guard),
         optimizer=opt, channels_last=memory_format == "channels_last", amp=amp,
         redirect_steps=redirect_relu, compile_mode=compile_mode(compile),
         stop_early=stop_early, alpha=rgba,
@@ -302,10 +303,14 @@ def _preset(transforms, param: nn.Module):
 
 
 def _stages(seeds: list[int], size: tuple[int, int], device: torch.device, rgba: bool,
-            saliency: bool) -> list[Stage]:
-    """The loop's pluggable steps: alpha blending for RGBA images (backgrounds from their own
-    per-image streams), then the saliency map of the images the transforms receive."""
+            saliency: bool, rail_guard: float = 0.0) -> list[Stage]:
+    """The loop's pluggable steps: the push off the rails on the parameterization's colours,
+    alpha blending for RGBA images (backgrounds from their own per-image streams), then the
+    saliency map of the images the transforms receive."""
     stages: list[Stage] = []
+    guard = RailGuard(rail_guard, colours=-1 if rgba else None)
+    if guard.weight:
+        stages.append(guard)
     if rgba:
         streams = _transforms.ImageStreams(stream_seeds(seeds, "background"), device)
         stages.append(AlphaBlend(streams, size))

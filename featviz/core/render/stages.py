@@ -1,6 +1,6 @@
 """Pluggable steps of the render loop. A stage sees each step's images before the transforms,
 may adjust the objective's values, and hears when the backward pass is done; render builds the
-list of stages from what the parameterization declares (alpha, saliency).
+list of stages from what the parameterization declares (rail guard, alpha, saliency).
 
     img = stage.images(img)        # before transforms and model
     values = stage.values(values)  # after the objective
@@ -9,10 +9,15 @@ list of stages from what the parameterization declares (alpha, saliency).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from ...errors import FeatvizError
 from ..param import alpha as _alpha
 from ..transforms import ImageStreams
+
+RAIL_MARGIN = 0.05  # as objectives.clipping's: colours within 5 % of 0 or 1 are pushed back
 
 
 class Stage:
@@ -69,3 +74,56 @@ class SaliencyMap(Stage):
         """The map scaled to [0, 1] per image, on the CPU."""
         peak = self.total.flatten(1).amax(dim=1).clamp_min(1e-20).view(-1, 1, 1, 1)
         return (self.total / peak).cpu()
+
+
+class _PushOffRails(torch.autograd.Function):
+    """Identity forward; backward adds, to each colour value within ``margin`` of 0 or 1, a
+    push back inside of ``weight`` times the mean |gradient| over its image."""
+
+    @staticmethod
+    def forward(ctx, img: torch.Tensor, weight: float, margin: float, colours: int | None
+                ) -> torch.Tensor:
+        ctx.save_for_backward(img)
+        ctx.weight, ctx.margin, ctx.colours = weight, margin, colours
+        return img.view_as(img)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (img,) = ctx.saved_tensors
+        colour = img[:, :ctx.colours]
+        # the loss falls as the objective rises: a negative gradient raises a value
+        side = (colour > 1 - ctx.margin).to(grad.dtype) - (colour < ctx.margin).to(grad.dtype)
+        pull = grad[:, :ctx.colours].detach().abs().flatten(1).mean(dim=1).view(-1, 1, 1, 1)
+        grad = grad.clone()
+        grad[:, :ctx.colours] += ctx.weight * pull * side
+        return grad, None, None, None
+
+
+class RailGuard(Stage):
+    """Keeps colours off the rails (0 and 1), where a sigmoid image under large Adam steps
+    stalls in flat black, white or pure-colour areas. Each colour value within
+    :data:`RAIL_MARGIN` of a rail gets a gradient pushing it back inside, ``weight`` times the
+    mean |gradient| the objective puts on its image's values that step. Being relative to the
+    objective's own pull, the push needs no tuning to the objective's scale (a channel of
+    InceptionV1 at 300-1300, a logit at 20), unlike a clipping penalty subtracted with a fixed
+    weight; the objective's values, and so the history, are the objective's alone."""
+
+    def __init__(self, weight: float, colours: int | None = None):
+        # colours: the bands guarded, as a slice's end (None: all; -1: all but RGBA's alpha)
+        self.weight = check_rail_guard(weight)
+        self.colours = colours
+
+    def images(self, img: torch.Tensor) -> torch.Tensor:
+        if not img.requires_grad:
+            return img
+        return _PushOffRails.apply(img, self.weight, RAIL_MARGIN, self.colours)
+
+
+def check_rail_guard(weight) -> float:
+    """``weight`` as a float, or an error naming the bad value and what is expected."""
+    ok = not isinstance(weight, bool) and isinstance(weight, int | float)
+    if not ok or not math.isfinite(weight) or weight < 0:
+        raise FeatvizError(f"rail_guard must be a number >= 0 (the push off 0 and 1 as a "
+                           f"multiple of the objective's mean pull on a colour value, e.g. 2; "
+                           f"0: none), got {weight!r}")
+    return float(weight)
