@@ -101,12 +101,10 @@ def render(
     mean over each image's coefficients (:class:`~featviz.core.render.optimizer.FlooredAdam`),
     so coefficients the model barely responds to (grid frequencies, grain) move in proportion
     to their gradient instead of as far as the motif's; 0: plain Adam; None takes the
-    parameterization's (``p.adam_floor``: 0 for all of featviz's). ``rail_guard``: colour
-    values within 0.05 of 0 or 1 are pushed back inside with this multiple of the mean
-    |gradient| the objective puts on the image's values
-    (:class:`~featviz.core.render.stages.RailGuard`), which keeps fast courses off flat black,
-    white and pure-colour areas at any objective scale; 0: none; None takes the
-    parameterization's (``p.rail_guard``: 0 for all of featviz's).
+    parameterization's (``p.adam_floor``: 0 for all of featviz's). ``rail_guard``: colours
+    within 0.05 of 0 or 1 pushed back with this multiple of the objective's mean pull on the
+    image (:class:`~featviz.core.render.stages.RailGuard`): no flat black, white or pure-colour
+    areas at any objective scale; 0: none; None: the parameterization's (0 for featviz's).
     """
     with torch.inference_mode(False), torch.enable_grad():
         plan = prepare(model, objective, param, steps=steps, size=size, batch=batch,
