@@ -105,7 +105,7 @@ class RailGuard(Stage):
     :data:`RAIL_MARGIN` of a rail gets a gradient pushing it back inside, ``weight`` times the
     mean |gradient| the objective puts on its image's values that step. Being relative to the
     objective's own pull, the push needs no tuning to the objective's scale (a channel of
-    InceptionV1 at 300-1300, a logit at 20), unlike a clipping penalty subtracted with a fixed
+    InceptionV1 at 300-1300, one of MobileNetV2 at 20), unlike a clipping penalty of fixed
     weight; the objective's values, and so the history, are the objective's alone."""
 
     def __init__(self, weight: float, colours: int | None = None):
