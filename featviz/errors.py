@@ -1,8 +1,10 @@
-"""Error types of featviz and the helper that suggests the names a user probably meant."""
+"""Error types of featviz, the helper that suggests the names a user probably meant, and the
+check of a setting that must be a number >= 0."""
 
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
 
 
@@ -67,3 +69,12 @@ def unknown(kind: str, name: str, candidates: Iterable[str], hint: str = "") -> 
     if hint:
         msg += f" ({hint})"
     return UnknownNameError(msg)
+
+
+def non_negative(name: str, value, meaning: str) -> float:
+    """``value`` as a float when it is a finite number >= 0 (not a bool), else an error naming
+    the setting, what it means and the bad value."""
+    ok = not isinstance(value, bool) and isinstance(value, int | float)
+    if not ok or not math.isfinite(value) or value < 0:
+        raise FeatvizError(f"{name} must be a number >= 0 ({meaning}), got {value!r}")
+    return float(value)

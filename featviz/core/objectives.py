@@ -474,7 +474,10 @@ def l2(constant: float = 0.5) -> Objective:
                      [INPUT], f"l2({_num(constant)})")
 
 
-def clipping(margin: float = 0.05) -> Objective:
+RAIL_MARGIN = 0.05  # colours this close to 0 or 1 count as on the rails (clipping, RailGuard)
+
+
+def clipping(margin: float = RAIL_MARGIN) -> Objective:
     """Mean distance of the colour values from ``[margin, 1 - margin]``: zero for every value
     inside, growing linearly past it. Subtracted with a large weight (about 1e4 for a channel of
     InceptionV1) it keeps a render off the rails, where a sigmoid parameterization under Adam

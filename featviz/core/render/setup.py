@@ -5,14 +5,13 @@ transforms and their random streams, the loop's stages, the optimizer, and how t
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ...errors import FeatvizError
+from ...errors import FeatvizError, non_negative
 from .. import param as _param
 from .. import transforms as _transforms
 from ..hooks import LayerTap, channels_last, frozen
@@ -104,13 +103,12 @@ class Plan:
 def _adam(trainable: list[torch.Tensor], lr: float, floor: float | None
           ) -> torch.optim.Optimizer:
     """render's own optimizer: Adam, with its denominator floored when ``floor`` is given."""
-    if floor is not None and (isinstance(floor, bool) or not isinstance(floor, int | float)
-                              or not math.isfinite(floor) or floor < 0):
-        raise FeatvizError(f"adam_floor must be a number >= 0 (a multiple of each image's mean "
-                           f"Adam denominator, e.g. 0.5; 0 or None: plain Adam), got {floor!r}")
+    if floor is not None:
+        floor = non_negative("adam_floor", floor, "a multiple of each image's mean Adam "
+                             "denominator, e.g. 0.5; 0 or None: plain Adam")
     if not floor:
         return torch.optim.Adam(trainable, lr=lr)
-    return FlooredAdam(trainable, lr=lr, floor=float(floor))
+    return FlooredAdam(trainable, lr=lr, floor=floor)
 
 
 def prepare(model: nn.Module, objective: Objective | str, param: nn.Module | None, *,

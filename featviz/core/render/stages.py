@@ -9,15 +9,12 @@ list of stages from what the parameterization declares (rail guard, alpha, salie
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from ...errors import FeatvizError
+from ...errors import non_negative
+from ..objectives import RAIL_MARGIN
 from ..param import alpha as _alpha
 from ..transforms import ImageStreams
-
-RAIL_MARGIN = 0.05  # as objectives.clipping's: colours within 5 % of 0 or 1 are pushed back
 
 
 class Stage:
@@ -110,7 +107,9 @@ class RailGuard(Stage):
 
     def __init__(self, weight: float, colours: int | None = None):
         # colours: the bands guarded, as a slice's end (None: all; -1: all but RGBA's alpha)
-        self.weight = check_rail_guard(weight)
+        self.weight = non_negative("rail_guard", weight, "the push off 0 and 1 as a multiple of "
+                                   "the objective's mean pull on a colour value, e.g. 2; 0: "
+                                   "none")
         self.colours = colours
 
     def images(self, img: torch.Tensor) -> torch.Tensor:
@@ -118,12 +117,3 @@ class RailGuard(Stage):
             return img
         return _PushOffRails.apply(img, self.weight, RAIL_MARGIN, self.colours)
 
-
-def check_rail_guard(weight) -> float:
-    """``weight`` as a float, or an error naming the bad value and what is expected."""
-    ok = not isinstance(weight, bool) and isinstance(weight, int | float)
-    if not ok or not math.isfinite(weight) or weight < 0:
-        raise FeatvizError(f"rail_guard must be a number >= 0 (the push off 0 and 1 as a "
-                           f"multiple of the objective's mean pull on a colour value, e.g. 2; "
-                           f"0: none), got {weight!r}")
-    return float(weight)
