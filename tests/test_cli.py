@@ -89,6 +89,22 @@ def test_render_with_a_wall_keeps_colours_off_the_rails(tmp_path, wall):
     assert shares[0] > 0.3 and shares[1] < 0.05
 
 
+def test_render_polish_changes_the_last_steps_and_is_checked_against_steps(tmp_path, capsys):
+    outs = [tmp_path / "plain.png", tmp_path / "polished.png"]
+    for out, flags in zip(outs, [[], ["--polish", "8"]], strict=True):
+        assert main(["render", *RANDOM, "--objective", "channel:features.4:0", "--size", "32",
+                     "--steps", "16", "--seed", "1", "--no-progress", "--out", str(out),
+                     *flags]) == 0
+    plain, polished = (np.asarray(Image.open(o), dtype=np.int16) for o in outs)
+    assert np.abs(plain - polished).max() > 2
+    assert main(["render", *RANDOM, "--objective", "channel:features.4:0", "--size", "32",
+                 "--steps", "4", "--polish", "5", "--no-progress",
+                 "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "polish must be a whole number of steps from 0 to steps (4)" in err
+    assert "Traceback" not in err
+
+
 def test_layers_lists_shapes(capsys):
     assert main(["layers", "--model", "mobilenet_v2", "--weights", "random"]) == 0
     text = capsys.readouterr().out

@@ -178,6 +178,7 @@ BAD = [
     ("erf", "--init pretrained", ["invalid choice: 'pretrained'", "trained"]),
     ("render", "--adam-floor -1", ["--adam-floor", "must be a finite number of at least 0"]),
     ("render", "--rail-guard -2", ["--rail-guard", "must be a finite number of at least 0"]),
+    ("render", "--polish -1", ["--polish must be at least 0, got -1"]),
     ("render", "--compile fastest", ["invalid choice: 'fastest'", "reduce-overhead"]),
     ("render", "--colour red", ["unrecognized arguments: --colour red"]),
     ("models", "--all", ["unrecognized arguments: --all"]),

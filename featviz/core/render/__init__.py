@@ -63,48 +63,39 @@ def render(
     ema: float | None = None,
     adam_floor: float | None = None,
     rail_guard: float | None = None,
+    polish: int = 0,
 ) -> RenderResult:
     """Optimize images so that ``objective`` on ``model``'s activations is as high as possible.
 
-    ``param`` defaults to ``param.image(size, batch, seed=seed, channels=C)`` (Fourier, C the
-    channels the model takes, colour decorrelated when they are RGB) on the model's device;
-    ``size`` defaults to the model's ``input_size`` (else 224) and ``batch`` to what the
-    objective drives. A :class:`~featviz.param.Parameterization` declares the defaults render
-    uses: its learning rate (``lr``), its transforms (``transforms="auto"``:
-    ``"standard"``, or ``"none"`` for a CPPN; also ``"distill"``, ``"none"``, a list or a
-    callable), whether it wants the ``saliency`` map (|dL/dx| accumulated into
-    ``result.saliency``; MACO does), and its seeds. ``optimizer`` builds another optimizer than
-    Adam from the parameters. RGBA images are blended over a new random smooth background each
-    step and their objective scaled by (1 - mean alpha). ``seed`` repeats a run exactly on the
-    CPU: image ``i`` draws its start and its transforms from seed ``seed + i`` alone (or
-    ``seed[i]`` given a list), so batching never changes an image; give it here or to the
-    parameterization, once. ``thresholds`` keep snapshots; ``amp`` runs the model under bf16
-    autocast (CUDA, or CPUs); ``redirect_relu`` steps use lucid's redirected ReLU gradient so
-    dead units still get a signal; ``memory_format="channels_last"`` runs the model in NHWC
-    order (its own tensors are put back afterwards); ``compile`` (True, or a ``torch.compile``
-    mode such as ``"reduce-overhead"``) runs the steps after the redirected ones through a
-    compiled copy of the model cut after the objective's deepest layer, compiled once per
-    model, layers and mode in a process (pays on GPUs over many steps, costs on most CPUs).
-    Gradients are on inside, also when called under ``torch.no_grad()`` or
-    ``torch.inference_mode()``. ``interrupt``: ``"auto"`` returns what was made so far at the
-    first Ctrl-C (``interrupted=True``) in an interactive session and lets Ctrl-C stop a script
-    or a test run; ``"return"`` always keeps it, ``"raise"`` never; a second Ctrl-C always
-    interrupts. ``lr_schedule``: the rate over the steps, ``"constant"`` or ``"cosine"`` (see
-    :mod:`featviz.core.render.schedule`) or a function of the fraction done; None takes the
-    parameterization's. ``stop_at``: end before ``steps`` once the held-out objective (fixed
-    transforms the optimization never draws) has stopped rising (``"converged"``) or reached a
-    number for every image; ``result.held_out`` keeps what those checks measured. ``ema``: the
-    images shown (snapshots, held-out checks, the result) come from an exponential moving
-    average of the parameters with this decay, which cancels Adam's step-to-step jitter (see
-    :mod:`featviz.core.render.averaging`); 0 shows the last step's, None takes the
-    parameterization's. ``adam_floor``: Adam's denominator is at least this multiple of its
-    mean over each image's coefficients (:class:`~featviz.core.render.optimizer.FlooredAdam`),
-    so coefficients the model barely responds to (grid frequencies, grain) move in proportion
-    to their gradient instead of as far as the motif's; 0: plain Adam; None takes the
-    parameterization's (``p.adam_floor``: 0 for all of featviz's). ``rail_guard``: colours
-    within 0.05 of 0 or 1 pushed back with this multiple of the objective's mean pull on the
-    image (:class:`~featviz.core.render.stages.RailGuard`): no flat black, white or pure-colour
-    areas at any objective scale; 0: none; None: the parameterization's (0 for featviz's).
+    ``param`` defaults to ``param.image(size, batch, seed=seed, channels=C)`` (Fourier, colour
+    decorrelated for RGB) on the model's device; ``size`` to the model's ``input_size`` (else
+    224); ``batch`` to what the objective drives. A :class:`~featviz.param.Parameterization`
+    declares the defaults render uses (``lr``, ``transforms="auto"``, ``saliency``,
+    ``lr_schedule``, ``ema``, ``adam_floor``, ``rail_guard``, its seeds); an argument given
+    here wins. ``transforms``: ``"standard"``, ``"distill"``, ``"none"``, a list or a callable.
+    ``optimizer`` builds another optimizer than Adam. RGBA images are blended over a new random
+    background each step, their objective scaled by (1 - mean alpha). ``seed`` repeats a run
+    exactly on the CPU: image ``i`` draws from ``seed + i`` alone (or ``seed[i]``), so batching
+    never changes an image. ``thresholds`` keep snapshots; ``amp``: bf16 autocast;
+    ``redirect_relu`` steps use lucid's redirected ReLU gradient (dead units get a signal);
+    ``memory_format="channels_last"``: NHWC; ``compile`` (True or a ``torch.compile`` mode)
+    runs the later steps through a compiled copy of the model cut after the deepest layer
+    (pays on GPUs). Gradients are on inside, also under ``torch.no_grad()``. ``interrupt``:
+    ``"auto"`` keeps what was made at a Ctrl-C in an interactive session (``interrupted=True``)
+    and lets it stop a script; ``"return"`` always keeps it, ``"raise"`` never.
+    ``lr_schedule``: ``"constant"``, ``"cosine"`` or a function of the fraction done
+    (:mod:`.schedule`). ``stop_at``: stop once the held-out objective (transforms the
+    optimization never draws) stops rising (``"converged"``) or reaches a number
+    (``result.held_out``). ``ema``: the images shown come from a moving average of the
+    parameters with this decay (:mod:`.averaging`), cancelling Adam's step-to-step jitter.
+    ``adam_floor``: Adam's denominator at least this multiple of its mean over each image
+    (:class:`~.optimizer.FlooredAdam`): coefficients the model barely responds to (grid
+    frequencies, grain) move in proportion to their gradient. ``rail_guard``: colours within
+    0.05 of 0 or 1 pushed back with this multiple of the objective's mean pull on the image
+    (:class:`~.stages.RailGuard`). ``polish``: the last this many steps see the images as shown,
+    without transforms, so the image shown is the one optimized last (a few per cent more
+    activation on it, a little more fine grain); 0: none. For ``ema``, ``adam_floor``,
+    ``rail_guard``, 0 is off and None takes the parameterization's.
     """
     with torch.inference_mode(False), torch.enable_grad():
         plan = prepare(model, objective, param, steps=steps, size=size, batch=batch,
@@ -112,7 +103,8 @@ def render(
                        redirect_relu=redirect_relu, memory_format=memory_format,
                        saliency=saliency, compile=compile, stop_early=stop_early,
                        lr_schedule=lr_schedule, stop_at=stop_at, ema=ema,
-                       adam_floor=adam_floor, rail_guard=rail_guard)
+                       adam_floor=adam_floor, rail_guard=rail_guard,
+                       polish=polish)
         recorder = Recorder(steps, record_every, thresholds, plan.device, plan.objective.name,
                             plan.lr, progress)
         return _run(plan, recorder, Interrupt(interrupt))

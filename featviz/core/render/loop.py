@@ -27,7 +27,7 @@ def optimize(plan: Plan, forward: Forward, recorder: Recorder, interrupt: Interr
         img = plan.param()
         for stage in plan.stages:
             img = stage.images(img)
-        acts = forward(plan.view(img), step)
+        acts = forward(plan.view(img, step=step), step)
         acts[INPUT] = img
         values = plan.evaluate(acts)
         for stage in plan.stages:

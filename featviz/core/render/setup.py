@@ -62,6 +62,9 @@ class Plan:
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     stop_rule: _convergence.StopRule | None = None
     average: ParameterAverage | None = None
+    # the last steps' view: the images as shown, only fitted to the model (``polish``)
+    bare: Callable | None = None
+    polish_from: int | None = None
 
     @property
     def n_images(self) -> int:
@@ -72,11 +75,14 @@ class Plan:
         average when ``ema`` asks for one, else the current ones."""
         return self.param() if self.average is None else self.average.images()
 
-    def view(self, img: torch.Tensor, streams: _transforms.ImageStreams | None = None
-             ) -> torch.Tensor:
+    def view(self, img: torch.Tensor, streams: _transforms.ImageStreams | None = None,
+             step: int | None = None) -> torch.Tensor:
         """What the model sees of the images: randomly transformed (from ``streams``, by
-        default the render's own), in the model's memory layout."""
-        x = self.pipeline(img, self.streams if streams is None else streams)
+        default the render's own), in the model's memory layout; from step ``polish_from``
+        on, the images untransformed."""
+        polishing = self.bare is not None and step is not None and step >= self.polish_from
+        pipeline = self.bare if polishing else self.pipeline
+        x = pipeline(img, self.streams if streams is None else streams)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def evaluate(self, acts: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -117,7 +123,8 @@ def prepare(model: nn.Module, objective: Objective | str, param: nn.Module | Non
             memory_format: str, saliency: bool | None, compile: bool | str,
             stop_early: bool, lr_schedule: _schedule.ScheduleSpec = None,
             stop_at: _convergence.StopSpec = None, ema: float | None = None,
-            adam_floor: float | None = None, rail_guard: float | None = None) -> Plan:
+            adam_floor: float | None = None, rail_guard: float | None = None,
+            polish: int = 0) -> Plan:
     """Decide a render (see :func:`featviz.render` for the arguments)."""
     objective = _objective(objective)
     if steps < 0:
@@ -138,6 +145,7 @@ def prepare(model: nn.Module, objective: Objective | str, param: nn.Module | Non
     opt = optimizer(trainable) if optimizer else _adam(trainable, lr, floor)
     stop = _convergence.parse(stop_at)
     decay = check_decay(declared.ema if ema is None else ema)
+    polish = _polish(polish, steps)
     return Plan(
         model=model, objective=objective, param=param, steps=steps, seeds=seeds, size=img_size,
         lr=lr, device=device, pipeline=fit_to_model(model, objective, pipeline, img_size, amp),
@@ -151,7 +159,18 @@ def prepare(model: nn.Module, objective: Objective | str, param: nn.Module | Non
         scheduler=_schedule.scheduler(
             opt, declared.lr_schedule if lr_schedule is None else lr_schedule, steps),
         stop_rule=None if stop is None else _convergence.StopRule(stop, seeds, device),
-        average=ParameterAverage(param, decay) if decay else None)
+        average=ParameterAverage(param, decay) if decay else None,
+        bare=fit_to_model(model, objective, _transforms.Compose([]), img_size, amp)
+        if polish else None,
+        polish_from=steps - polish + 1)
+
+
+def _polish(polish: int, steps: int) -> int:
+    """``polish`` checked: a whole number of steps from 0 to ``steps``."""
+    if isinstance(polish, bool) or not isinstance(polish, int) or not 0 <= polish <= steps:
+        raise FeatvizError(f"polish must be a whole number of steps from 0 to steps ({steps}): "
+                         f"the last steps run without transforms; got {polish!r}")
+    return polish
 
 
 def fit_to_model(model: nn.Module, objective: Objective, pipeline: Callable,
