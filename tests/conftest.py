@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import featviz
+from featviz import objectives as obj
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("FEATVIZ_SHARED", REPO.parent / "shared"))
@@ -160,6 +161,20 @@ def one_thread():
 @pytest.fixture
 def tiny():
     return make_tiny()
+
+
+def check_setting_batch_invariant(model: nn.Module, **setting) -> None:
+    """A render setting (``rail_guard=2``) changes the image, leaves each image of a batch as
+    it is alone, and at 0 is the same as not given."""
+    (name, value), = setting.items()
+    kw = dict(size=32, steps=24, lr=0.2, progress=False)
+    one = featviz.render(model, obj.channel("conv2", 1), seed=5, **setting, **kw)
+    both = featviz.render(model, obj.channel("conv2", 1), seed=[5, 6], **setting, **kw)
+    torch.testing.assert_close(both.images[:1], one.images, atol=1e-5, rtol=0)
+    plain = featviz.render(model, obj.channel("conv2", 1), seed=5, **kw)
+    zero = featviz.render(model, obj.channel("conv2", 1), seed=5, **{name: 0}, **kw)
+    assert torch.equal(plain.images, zero.images)
+    assert not torch.allclose(plain.images, one.images, atol=1e-3)
 
 
 def hook_free(model: nn.Module) -> bool:

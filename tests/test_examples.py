@@ -161,13 +161,16 @@ def test_channel_strength_benchmark_prints_its_table(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "channel_strength.py"),
                            "--targets", "mixed3a:12,mixed3a:65", "--images",
                            str(SHARED / "images"), "--size", "64", "--steps", "4",
-                           "--threads", "1", "--out", str(tmp_path)],
+                           "--polish", "2", "--threads", "1", "--out", str(tmp_path),
+                           "--figure", str(tmp_path / "sheet.png")],
                           capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=REPO)
     assert proc.returncode in (0, 1), proc.stderr  # 1: a target missed, as at 4 steps
     rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("| mixed3a:")]
     assert [r.split(" | ")[0] for r in rows] == ["| mixed3a:12", "| mixed3a:65"]
-    assert all(re.search(r"\| [\d.]+x \| [\d.]+% \|", r) for r in rows)
+    assert all(re.search(r"\| [\d.]+x \| [\d.]+ \| [\d.]+% \| 0\.\d+ \|", r) for r in rows)
     assert (tmp_path / "mixed3a_12.png").is_file() and "weakest ratio" in proc.stdout
+    sheet = Image.open(tmp_path / "sheet.png")  # two 150 px tiles side by side, labelled
+    assert sheet.width > 2 * 150 and 150 < sheet.height < 200
 
 
 def test_building_blocks_example(tmp_path):

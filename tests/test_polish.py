@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import check_setting_batch_invariant
 
 import featviz
 from featviz import objectives as obj
@@ -51,14 +52,7 @@ def test_polish_raises_the_objective_on_the_image_as_shown(tiny):
 
 
 def test_polish_keeps_renders_batch_invariant_and_zero_is_none(tiny):
-    kw = dict(size=32, steps=24, lr=0.2, progress=False)
-    one = featviz.render(tiny, obj.channel("conv2", 1), seed=5, polish=8, **kw)
-    both = featviz.render(tiny, obj.channel("conv2", 1), seed=[5, 6], polish=8, **kw)
-    torch.testing.assert_close(both.images[:1], one.images, atol=1e-5, rtol=0)
-    plain = featviz.render(tiny, obj.channel("conv2", 1), seed=5, **kw)
-    zero = featviz.render(tiny, obj.channel("conv2", 1), seed=5, polish=0, **kw)
-    assert torch.equal(plain.images, zero.images)
-    assert not torch.allclose(plain.images, one.images, atol=1e-3)
+    check_setting_batch_invariant(tiny, polish=8)
 
 
 @pytest.mark.parametrize("bad", [-1, 25, 2.5, True])

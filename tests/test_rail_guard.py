@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import check_setting_batch_invariant
 
 import featviz
 from featviz import objectives as obj
@@ -76,14 +77,7 @@ def test_the_guard_keeps_a_render_off_the_rails(tiny):
 
 
 def test_render_guard_is_batch_invariant_and_zero_is_none(tiny):
-    kw = dict(size=32, steps=24, lr=0.2, progress=False)
-    one = featviz.render(tiny, obj.channel("conv2", 1), seed=5, rail_guard=2, **kw)
-    both = featviz.render(tiny, obj.channel("conv2", 1), seed=[5, 6], rail_guard=2, **kw)
-    torch.testing.assert_close(both.images[:1], one.images, atol=1e-5, rtol=0)
-    plain = featviz.render(tiny, obj.channel("conv2", 1), seed=5, **kw)
-    zero = featviz.render(tiny, obj.channel("conv2", 1), seed=5, rail_guard=0, **kw)
-    assert torch.equal(plain.images, zero.images)
-    assert not torch.allclose(plain.images, one.images, atol=1e-3)
+    check_setting_batch_invariant(tiny, rail_guard=2)
 
 
 def test_render_takes_the_guard_a_parameterization_declares(tiny):
