@@ -1,15 +1,19 @@
 """How strong and how clean are channel visualizations of a real model (InceptionV1 by default)?
 
 For each (layer, channel) it renders a 224-px image (Fourier + decorrelated colour + the
-"standard" transforms, Adam 0.05, 1e4 x the clipping regularizer subtracted, channels of one
-layer rendered together as a batch, each image from its own seed) and prints, as a markdown
-table: the channel's mean activation on the rendered image, the highest mean activation that
-channel reaches on any photo of the image folder (each resized on its shorter side and
-centre-cropped, streamed in batches), the photo that reaches it, their ratio, and the share
-of saturated pixels (any colour value within 0.02 of 0 or 1).
-The images are written to --out for a look.
+"standard" transforms, Adam 0.05, 1e4 x the clipping regularizer subtracted, the last 32
+steps without transforms (render's polish), channels of one layer rendered together as a
+batch, each image from its own seed) and prints, as a markdown table: the channel's mean
+activation on the rendered image, the highest mean activation that channel reaches on any
+photo of the image folder (each resized on its shorter side and centre-cropped, streamed in
+batches), the photo that reaches it, their ratio, the channel's mean activation under 16
+random standard transforms the render never drew (held out: how robust the image is), the
+share of saturated pixels (any colour value within 0.02 of 0 or 1) and the image's
+high-frequency share (power above half the Nyquist frequency: fine grain). The images are
+written to --out for a look, and with --figure as one labelled sheet.
 
     python benchmarks/channel_strength.py --steps 512 --out out/strength
+    python benchmarks/channel_strength.py --polish 0       # every step transformed
     python benchmarks/channel_strength.py --model mobilenet_v2 --images ../shared/images
 """
 
@@ -67,6 +71,31 @@ def best_photos(model, folder: str, size: int, targets: dict[str, list[int]],
     return best
 
 
+def report(model, img: torch.Tensor, layer: str, c: int, best: tuple[float, str],
+           secs: float) -> tuple[float, float]:
+    """Print the table's row for one render; return its ratio to the best photo and its
+    saturated share."""
+    rendered = float(channel_means(model, img, layer, c)[0])
+    value, photo = best
+    ratio = rendered / value if value > 0 else float("inf")
+    sat = featviz.metrics.saturated_share(img)
+    held_out = featviz.transforms.resolve("standard", tuple(img.shape[-2:]))
+    held = float(featviz.metrics.robust_objective(model, obj.channel(layer, c), img,
+                                                  held_out)[0])
+    print(f"| {layer}:{c} | {rendered:.1f} | {value:.1f} | {photo} | {ratio:.1f}x | "
+          f"{held:.1f} | {100 * sat:.2f}% | {featviz.metrics.high_frequency_share(img):.3f} | "
+          f"{secs:.0f} |", flush=True)
+    return ratio, sat
+
+
+def save_sheet(renders: dict[str, torch.Tensor], path: str, tile: int = 150) -> None:
+    """The renders shrunk to ``tile`` px (antialiased), labelled, eight to a row."""
+    small = [torch.nn.functional.interpolate(img, size=(tile, tile), mode="bilinear",
+                                             antialias=True, align_corners=False).clamp(0, 1)
+             for img in renders.values()]
+    featviz.images.save(torch.cat(small), path, labels=list(renders), ncol=8)
+
+
 def _targets(text: str) -> dict[str, list[int]]:
     """``"L:C,L:C"`` grouped by layer, in order."""
     grouped: dict[str, list[int]] = defaultdict(list)
@@ -96,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clipping", type=float, default=1e4,
                     help="weight of the clipping regularizer subtracted from each channel "
                          "(default 1e4: keeps colours off 0 and 1; 0 renders without it)")
+    ap.add_argument("--polish", type=int, default=32, metavar="N",
+                    help="the last N steps without transforms (render's polish; default 32, "
+                         "0: every step transformed)")
+    ap.add_argument("--figure", help="also write the renders, 150 px, as one labelled sheet")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", default="out/strength")
     args = ap.parse_args(argv)
@@ -108,9 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     best = best_photos(model, args.images, args.size, targets)
     print(f"{args.model}, {args.steps} steps, {args.size} px; best photo of "
           f"{len(featviz.images.list_images(args.images))} in {args.images}")
-    print("| layer:channel | rendered mean | best photo | (which) | ratio | saturated px | s |")
-    print("|---|---:|---:|---|---:|---:|---:|")
-    ratios, sats = [], []
+    print("| layer:channel | rendered mean | best photo | (which) | ratio | held out | "
+          "saturated px | high-freq. share | s |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|")
+    ratios, sats, renders = [], [], {}
     for layer, channels in targets.items():
         t0 = time.perf_counter()
         objective = obj.channel(layer, channels if len(channels) > 1 else channels[0])
@@ -118,19 +152,17 @@ def main(argv: list[str] | None = None) -> int:
             objective = objective - args.clipping * obj.clipping()
         res = featviz.render(model, objective, steps=args.steps, size=args.size, seed=args.seed,
                              progress=False, lr=args.lr, ema=args.ema,
-                             adam_floor=args.adam_floor, transforms=args.transforms)
+                             adam_floor=args.adam_floor, transforms=args.transforms,
+                             polish=args.polish)
         secs = (time.perf_counter() - t0) / len(channels)
         for i, c in enumerate(channels):
-            img = res.images[i:i + 1]
-            rendered = float(channel_means(model, img, layer, c)[0])
-            value, photo = best[layer, c]
-            ratio = rendered / value if value > 0 else float("inf")
-            sat = featviz.metrics.saturated_share(img)
+            img = renders[f"{layer}:{c}"] = res.images[i:i + 1]
+            featviz.images.save(img, Path(args.out) / f"{layer}_{c}.png")
+            ratio, sat = report(model, img, layer, c, best[layer, c], secs)
             ratios.append(ratio)
             sats.append(sat)
-            featviz.images.save(img, Path(args.out) / f"{layer}_{c}.png")
-            print(f"| {layer}:{c} | {rendered:.1f} | {value:.1f} | {photo} | {ratio:.1f}x | "
-                  f"{100 * sat:.2f}% | {secs:.0f} |", flush=True)
+    if args.figure:
+        save_sheet(renders, args.figure)
     print(f"\nweakest ratio {min(ratios):.1f}x (target >= 5x); most saturated "
           f"{100 * max(sats):.2f}% (target < 2%); images in {args.out}/")
     return 0 if min(ratios) >= 5 and max(sats) < 0.02 else 1
