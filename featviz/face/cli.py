@@ -742,8 +742,8 @@ def _add_course_args(p: argparse.ArgumentParser) -> None:
                         "none (default: the parameterization's, none for all of featviz's)")
     p.add_argument("--polish", type=types.whole_number(0), default=0, metavar="N",
                    help="run the last N of --steps without transforms, so the image shown is "
-                        "the one optimized last: a few per cent more activation on it, a "
-                        "little more fine grain (default 0)")
+                        "the one optimized last: a stronger image as shown, a slightly less "
+                        "transform-robust one, e.g. 32 (default 0)")
     stop = p.add_mutually_exclusive_group()
     stop.add_argument("--until-converged", action="store_true",
                       help="stop before --steps once the objective under fixed held-out "

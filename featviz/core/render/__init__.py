@@ -93,8 +93,8 @@ def render(
     frequencies, grain) move in proportion to their gradient. ``rail_guard``: colours within
     0.05 of 0 or 1 pushed back with this multiple of the objective's mean pull on the image
     (:class:`~.stages.RailGuard`). ``polish``: the last this many steps see the images as shown,
-    without transforms, so the image shown is the one optimized last (a few per cent more
-    activation on it, a little more fine grain); 0: none. For ``ema``, ``adam_floor``,
+    without transforms, so the image shown is the one optimized last (a stronger image as shown,
+    a slightly less transform-robust one); 0: none. For ``ema``, ``adam_floor``,
     ``rail_guard``, 0 is off and None takes the parameterization's.
     """
     with torch.inference_mode(False), torch.enable_grad():
