@@ -82,7 +82,8 @@ def render(
     runs the later steps through a compiled copy of the model cut after the deepest layer
     (pays on GPUs). Gradients are on inside, also under ``torch.no_grad()``. ``interrupt``:
     ``"auto"`` keeps what was made at a Ctrl-C in an interactive session (``interrupted=True``)
-    and lets it stop a script; ``"return"`` always keeps it, ``"raise"`` never.
+    and lets it stop a script; ``"return"`` always keeps it, ``"raise"`` never; a second
+    Ctrl-C always interrupts.
     ``lr_schedule``: ``"constant"``, ``"cosine"`` or a function of the fraction done
     (:mod:`.schedule`). ``stop_at``: stop once the held-out objective (transforms the
     optimization never draws) stops rising (``"converged"``) or reaches a number
@@ -92,9 +93,9 @@ def render(
     (:class:`~.optimizer.FlooredAdam`): coefficients the model barely responds to (grid
     frequencies, grain) move in proportion to their gradient. ``rail_guard``: colours within
     0.05 of 0 or 1 pushed back with this multiple of the objective's mean pull on the image
-    (:class:`~.stages.RailGuard`). ``polish``: the last this many steps see the images as shown,
-    without transforms, so the image shown is the one optimized last (a stronger image as shown,
-    a slightly less transform-robust one); 0: none. For ``ema``, ``adam_floor``,
+    (:class:`~.stages.RailGuard`). ``polish``: that many last steps see the images untransformed,
+    so the image shown is the one optimized last (stronger as shown, slightly less robust to
+    transforms); 0: none. For ``ema``, ``adam_floor``,
     ``rail_guard``, 0 is off and None takes the parameterization's.
     """
     with torch.inference_mode(False), torch.enable_grad():
