@@ -48,12 +48,6 @@ MODELS = {
 }
 
 
-def channel_means(model, images: torch.Tensor, layer: str, channel: int) -> torch.Tensor:
-    """Mean activation of one channel for each image of a batch (no transforms)."""
-    with frozen(model), LayerTap(model, [layer]) as tap, torch.no_grad():
-        return tap(images)[layer][:, channel].mean(dim=(1, 2))
-
-
 def best_photos(model, folder: str, size: int, targets: dict[str, list[int]],
                 batch: int = 50) -> dict[tuple[str, int], tuple[float, str]]:
     """For each (layer, channel): its highest mean activation over the photos of ``folder``
@@ -75,13 +69,13 @@ def report(model, img: torch.Tensor, layer: str, c: int, best: tuple[float, str]
            secs: float) -> tuple[float, float]:
     """Print the table's row for one render; return its ratio to the best photo and its
     saturated share."""
-    rendered = float(channel_means(model, img, layer, c)[0])
+    unit = obj.channel(layer, c)
+    rendered = float(featviz.metrics.objective_value(model, unit, img)[0])
     value, photo = best
     ratio = rendered / value if value > 0 else float("inf")
     sat = featviz.metrics.saturated_share(img)
     held_out = featviz.transforms.resolve("standard", tuple(img.shape[-2:]))
-    held = float(featviz.metrics.robust_objective(model, obj.channel(layer, c), img,
-                                                  held_out)[0])
+    held = float(featviz.metrics.robust_objective(model, unit, img, held_out)[0])
     print(f"| {layer}:{c} | {rendered:.1f} | {value:.1f} | {photo} | {ratio:.1f}x | "
           f"{held:.1f} | {100 * sat:.2f}% | {featviz.metrics.high_frequency_share(img):.3f} | "
           f"{secs:.0f} |", flush=True)

@@ -62,7 +62,8 @@ class Plan:
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     stop_rule: _convergence.StopRule | None = None
     average: ParameterAverage | None = None
-    # the last steps' view: the images as shown, only fitted to the model (``polish``)
+    # ``polish``: from step ``polish_from`` on, the model sees ``bare``: the images as shown,
+    # only fitted to the model's input size (both None without a polish)
     bare: Callable | None = None
     polish_from: int | None = None
 
@@ -80,7 +81,8 @@ class Plan:
         """What the model sees of the images: randomly transformed (from ``streams``, by
         default the render's own), in the model's memory layout; from step ``polish_from``
         on, the images untransformed."""
-        polishing = self.bare is not None and step is not None and step >= self.polish_from
+        polishing = self.polish_from is not None and step is not None \
+            and step >= self.polish_from
         pipeline = self.bare if polishing else self.pipeline
         x = pipeline(img, self.streams if streams is None else streams)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -162,7 +164,7 @@ def prepare(model: nn.Module, objective: Objective | str, param: nn.Module | Non
         average=ParameterAverage(param, decay) if decay else None,
         bare=fit_to_model(model, objective, _transforms.Compose([]), img_size, amp)
         if polish else None,
-        polish_from=steps - polish + 1)
+        polish_from=steps - polish + 1 if polish else None)
 
 
 def _polish(polish: int, steps: int) -> int:
