@@ -34,6 +34,7 @@ renders all channels in one batch and reports the time per image.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -48,6 +49,7 @@ import featviz
 from featviz import metrics
 from featviz import objectives as obj
 from featviz import transforms as T
+from featviz.core import prune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import import_lucent  # noqa: E402  (lucent 0.1.8 on today's kornia)
@@ -143,7 +145,28 @@ CANDIDATES: dict[str, dict] = {
     "lr 0.1 ema 0.95 floor 1 guard 2 NHWC": {"lr": 0.1, "ema": 0.95, "adam_floor": 1.0,
                                              "rail_guard": 2.0,
                                              "memory_format": "channels_last"},
+    # the same with every branch of the layer's block computed ("prune": False switches off
+    # render's leaving out of the branches no read channel comes from; the images are the
+    # same to the bit, so the two columns differ in seconds only)
+    "lr 0.1 ema 0.95 floor 1 guard 2 NHWC unpruned": {
+        "lr": 0.1, "ema": 0.95, "adam_floor": 1.0, "rail_guard": 2.0,
+        "memory_format": "channels_last", "prune": False},
 }
+
+
+@contextlib.contextmanager
+def pruning(on: bool):
+    """render with (the default) or without the branches no read channel comes from left
+    out (featviz.core.prune); a switch for this comparison, not a render option."""
+    if on:
+        yield
+        return
+    saved = prune.might_prune
+    prune.might_prune = lambda model, channels: False
+    try:
+        yield
+    finally:
+        prune.might_prune = saved
 
 
 def climbed(objective: obj.Objective, settings: dict) -> obj.Objective:
@@ -232,8 +255,9 @@ def featviz_run(model, layer: str, channel: int, seed: int, settings: dict, ref:
     objective = obj.channel(layer, channel)
     rendered = climbed(objective, settings)
     marks = list(range(EVERY, steps + 1, EVERY))
-    res = featviz.render(model, rendered, size=224, steps=steps, seed=seed, progress=False,
-                         thresholds=marks, record_every=EVERY, **settings)
+    with pruning(settings.pop("prune", True)):
+        res = featviz.render(model, rendered, size=224, steps=steps, seed=seed, progress=False,
+                             thresholds=marks, record_every=EVERY, **settings)
     clock = dict(zip(res.history_steps, res.history_times, strict=True))
     last = last_window(res.snapshots, res.steps_done) or [res.images]
     run = Run(res.seconds, res.images, quality(model, objective, last), res.steps_done)

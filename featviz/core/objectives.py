@@ -35,16 +35,21 @@ class Objective:
     ``fn(acts)`` returns a tensor of shape ``[B]``; ``layers`` names the layers it reads
     (:data:`~featviz.hooks.INPUT` for the image, :data:`~featviz.hooks.OUTPUT` for the logits);
     ``batch_size`` is the smallest batch it needs (an objective with ``batch=3`` needs 4).
+    ``channels`` names, for a layer it reads only some channels of, those channels (a layer
+    not in it is read whole); a render may leave out what feeds only the other channels.
     """
 
     def __init__(self, fn: Callable[[Acts], torch.Tensor], layers: Iterable[str], name: str,
-                 batch_size: int = 0, targets: Mapping[int, str] | None = None):
+                 batch_size: int = 0, targets: Mapping[int, str] | None = None,
+                 channels: Mapping[str, Iterable[int]] | None = None):
         self.fn = fn
         self.layers = frozenset(layers)
         self.name = name
         self.batch_size = batch_size
         # image index -> name of what drives that image alone (for labels of batched renders)
         self.targets = dict(targets or {})
+        self.channels = {k: frozenset(v) for k, v in (channels or {}).items()
+                         if k in self.layers}
 
     def label(self, i: int) -> str:
         """A short description of what drives image ``i`` of the batch."""
@@ -61,7 +66,7 @@ class Objective:
         if self.targets:
             raise FeatvizError(f"{self.name} already drives particular images of the batch")
         return Objective(_on_element(self.fn, batch, self.name), self.layers,
-                         f"{self.name}@{batch}", batch + 1, {batch: self.name})
+                         f"{self.name}@{batch}", batch + 1, {batch: self.name}, self.channels)
 
     # -- algebra -------------------------------------------------------------------------
     def _combine(self, other: Objective | float, op, symbol: str, flip: bool = False) -> Objective:
@@ -72,15 +77,17 @@ class Objective:
                 targets[i] = f"{targets[i]} {symbol} {name}" if i in targets else name
             return Objective(lambda acts: op(a(acts), b(acts)), a.layers | b.layers,
                              f"({a.name} {symbol} {b.name})", max(a.batch_size, b.batch_size),
-                             targets)
+                             targets, merge_channels(a, b))
         if not isinstance(other, numbers.Real):
             return NotImplemented
         c = float(other)
         if flip:
             return Objective(lambda acts: op(c, self(acts)), self.layers,
-                             f"({_num(c)} {symbol} {self.name})", self.batch_size, self.targets)
+                             f"({_num(c)} {symbol} {self.name})", self.batch_size, self.targets,
+                             self.channels)
         return Objective(lambda acts: op(self(acts), c), self.layers,
-                         f"({self.name} {symbol} {_num(c)})", self.batch_size, self.targets)
+                         f"({self.name} {symbol} {_num(c)})", self.batch_size, self.targets,
+                         self.channels)
 
     def __add__(self, other):
         return self._combine(other, lambda a, b: a + b, "+")
@@ -109,7 +116,7 @@ class Objective:
 
     def __neg__(self):
         return Objective(lambda acts: -self(acts), self.layers, f"-{self.name}", self.batch_size,
-                         self.targets)
+                         self.targets, self.channels)
 
     @staticmethod
     def sum(objectives: Iterable[Objective]) -> Objective:
@@ -121,6 +128,17 @@ class Objective:
         for o in objectives[1:]:
             total = total + o
         return total
+
+
+def merge_channels(a: Objective, b: Objective) -> dict[str, frozenset[int]]:
+    """The channels two objectives read together: per layer the union, where both read only
+    some; a layer either reads whole is read whole."""
+    merged = {}
+    for layer in a.layers | b.layers:
+        parts = [o.channels.get(layer) for o in (a, b) if layer in o.layers]
+        if all(p is not None for p in parts):
+            merged[layer] = frozenset().union(*parts)
+    return merged
 
 
 def _num(c: float) -> str:
@@ -151,11 +169,12 @@ def _batch_size(acts: Acts) -> int:
     return next(iter(acts.values())).shape[0]
 
 
-def _make(fn, layers, name, batch: int | None) -> Objective:
+def _make(fn, layers, name, batch: int | None, channels=None) -> Objective:
     if batch is None:
-        return Objective(fn, layers, name)
+        return Objective(fn, layers, name, channels=channels)
     label = f"{name}@{batch}"
-    return Objective(_on_element(fn, batch, label), layers, label, batch + 1, {batch: name})
+    return Objective(_on_element(fn, batch, label), layers, label, batch + 1, {batch: name},
+                     channels)
 
 
 def _channels_of(layer: str, act: torch.Tensor) -> int:
@@ -194,7 +213,7 @@ def channel(layer: str, n: int | Sequence[int], batch: int | None = None) -> Obj
         return _channel_list(layer, [int(c) for c in n])
     n = int(n)
     return _make(lambda acts: _mean_rest(_channel_map(layer, acts[layer], n)), [layer],
-                 f"channel({layer}, {n})", batch)
+                 f"channel({layer}, {n})", batch, {layer: [n]})
 
 
 def _channel_list(layer: str, channels: list[int]) -> Objective:
@@ -220,7 +239,8 @@ def _channel_list(layer: str, channels: list[int]) -> Objective:
 
     short = f"{channels[0]}..{channels[-1]}" if len(channels) > 3 else ", ".join(map(str, channels))
     return Objective(fn, [layer], f"channel({layer}, [{short}])", len(channels),
-                     {i: f"channel({layer}, {c})" for i, c in enumerate(channels)})
+                     {i: f"channel({layer}, {c})" for i, c in enumerate(channels)},
+                     {layer: channels})
 
 
 def neuron(layer: str, n: int, x: int | None = None, y: int | None = None,
@@ -248,7 +268,7 @@ def neuron(layer: str, n: int, x: int | None = None, y: int | None = None,
         return plane[:, cy, cx]
 
     where = "" if x is None and y is None else f", x={x}, y={y}"
-    return _make(fn, [layer], f"neuron({layer}, {n}{where})", batch)
+    return _make(fn, [layer], f"neuron({layer}, {n}{where})", batch, {layer: [n]})
 
 
 def class_token(layer: str, n: int, batch: int | None = None) -> Objective:
@@ -457,7 +477,8 @@ def interpolate(a: Objective, b: Objective, n: int) -> Objective:
 
     targets = {i: f"{_num(round(1 - t, 2))}*{a.name} + {_num(round(t, 2))}*{b.name}"
                for i, t in enumerate(steps)}
-    return Objective(fn, a.layers | b.layers, f"interpolate({a.name}, {b.name})", n, targets)
+    return Objective(fn, a.layers | b.layers, f"interpolate({a.name}, {b.name})", n, targets,
+                     merge_channels(a, b))
 
 
 # -- regularizers: penalties on the image (pre-transform), to be subtracted -------------

@@ -11,12 +11,14 @@ CUDA graphs can replay. Models whose ``forward`` branches on tensor values canno
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import fx, nn
 
 from ..errors import FeatvizError
+from . import layouts as _layouts
+from . import prune as _prune
 from .hooks import OUTPUT, PSEUDO_LAYERS, resolve_layer
 
 #: ``torch.compile`` modes render's ``compile=`` accepts (True means "default").
@@ -28,14 +30,25 @@ class TruncationError(FeatvizError):
 
 
 class _KeepLayers(fx.Tracer):
-    """Trace through everything except the wanted layers (and torch's own leaf modules)."""
+    """Trace through everything except the wanted layers (and torch's own leaf modules);
+    the modules in ``through`` are traced into too, and the node each call of one returns is
+    kept in ``returned``."""
 
-    def __init__(self, keep: set[int]):
+    def __init__(self, keep: set[int], through: set[int] = frozenset()):
         super().__init__()
-        self.keep = keep
+        self.keep, self.through = keep, through
+        self.returned: dict[int, fx.Node] = {}
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if id(m) in self.through:
+            return False
         return id(m) in self.keep or super().is_leaf_module(m, module_qualified_name)
+
+    def call_module(self, m: nn.Module, forward, args, kwargs):
+        out = super().call_module(m, forward, args, kwargs)
+        if id(m) in self.through and isinstance(out, fx.Proxy):
+            self.returned[id(m)] = out.node  # the last call wins, as for the kept layers
+        return out
 
 
 class Truncated:
@@ -47,9 +60,11 @@ class Truncated:
     compiled form).
     """
 
-    def __init__(self, graph_module: fx.GraphModule, names: list[str]):
+    def __init__(self, graph_module: fx.GraphModule, names: list[str],
+                 pruned: tuple[str, ...] = ()):
         self.graph_module = graph_module
         self.names = names
+        self.pruned = pruned  # the layers whose unread branches were left out (see truncate)
         self.run: Callable[[torch.Tensor], tuple] = graph_module
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -65,38 +80,68 @@ class Truncated:
 
     def compiled(self, mode: str = "default") -> Truncated:
         """A copy whose graph runs through ``torch.compile(mode=mode)`` (compiled on first use)."""
-        twin = Truncated(self.graph_module, self.names)
+        twin = Truncated(self.graph_module, self.names, self.pruned)
         twin.run = torch.compile(self.graph_module, mode=mode, dynamic=False)
         return twin
 
 
-def truncate(model: nn.Module, layers: Iterable[str]) -> Truncated:
+def truncate(model: nn.Module, layers: Iterable[str],
+             channels: Mapping[str, frozenset[int]] | None = None,
+             probe: torch.Tensor | None = None) -> Truncated:
     """Trace ``model`` and cut it after the deepest of ``layers`` (names as
     :func:`~featviz.hooks.resolve_layer` takes them; :data:`~featviz.hooks.OUTPUT` keeps the
     whole model). Each layer's last call in the forward pass is the one returned, and outputs
     that later in-place operations would overwrite are cloned, as :class:`LayerTap` does.
+    With ``channels`` (``{layer: channels read}``, as :attr:`Objective.channels`) and a
+    ``probe`` (one image the model takes), branches of a channel concatenation that feed none
+    of those channels are left out (:mod:`featviz.core.prune`; those channels then read 0).
     Raises :class:`TruncationError` when ``torch.fx`` cannot trace the model.
     """
     names = [n for n in dict.fromkeys(layers) if n not in PSEUDO_LAYERS or n == OUTPUT]
     modules = {n: resolve_layer(model, n) for n in names if n != OUTPUT}
-    tracer = _KeepLayers({id(m) for m in modules.values()})
+    channels = dict(channels or {}) if probe is not None else {}
+    through = {id(m) for n, m in modules.items() if n in channels and _prune.returns_concat(m)}
+    tracer = _KeepLayers({id(m) for m in modules.values()}, through)
     try:
         graph = tracer.trace(model)
     except Exception as err:  # the tracer raises many types; all mean "not traceable"
         raise TruncationError(f"torch.fx cannot trace {type(model).__name__}: "
                               f"{type(err).__name__}: {err}") from err
-    nodes = list(graph.nodes)
+    found = _layer_nodes(model, graph, modules, tracer.returned)
+    _cut(graph, names, found)
+    gm = fx.GraphModule(model, graph)
+    pruned = ()
+    if channels:
+        pruned = _prune.prune(gm, {n: found[n] for n in modules}, channels, probe,
+                              _layouts.declared(model))
+    return Truncated(gm, names, pruned)
+
+
+def _layer_nodes(model: nn.Module, graph: fx.Graph, modules: dict[str, nn.Module],
+                 returned: dict[int, fx.Node]) -> dict[str, fx.Node]:
+    """The node of each layer's last call: a call of the module, or what a module traced into
+    returned."""
     found: dict[str, fx.Node] = {}
-    for node in nodes:  # the last call of a layer wins, as in LayerTap
+    for node in graph.nodes:  # the last call of a layer wins, as in LayerTap
         if node.op == "call_module":
             sub = model.get_submodule(node.target)
             for name, module in modules.items():
                 if sub is module:
                     found[name] = node
+    for name, module in modules.items():
+        if id(module) in returned:
+            found[name] = returned[id(module)]
     missing = [n for n in modules if n not in found]
     if missing:
         raise TruncationError(f"layer {missing[0]!r} is not called as a module in the traced "
                               "forward pass (unused, or inside a module the tracer keeps whole)")
+    return found
+
+
+def _cut(graph: fx.Graph, names: list[str], found: dict[str, fx.Node]) -> None:
+    """Drop everything after the deepest wanted node and return the wanted nodes (adds the
+    model's output to ``found`` under OUTPUT when asked)."""
+    nodes = list(graph.nodes)
     output = next(n for n in nodes if n.op == "output")
     if OUTPUT in names:
         found[OUTPUT] = output.args[0]
@@ -116,26 +161,39 @@ def truncate(model: nn.Module, layers: Iterable[str]) -> Truncated:
         results.append(node)
     graph.output(tuple(results))
     graph.lint()
-    return Truncated(fx.GraphModule(model, graph), names)
 
 
-# compiled truncations per model, so that renders of one layer (a sweep's batches) compile once
+# truncations per model, so that renders of one layer (a sweep's batches) trace and compile once
 _CACHE: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
-_KEEP = 4  # compiled graphs kept per model
+_KEEP = 4  # graphs kept per model
+
+
+def cached(model: nn.Module, layers: Iterable[str], mode: str | None = "default",
+           channels: Mapping[str, frozenset[int]] | None = None,
+           probe: torch.Tensor | None = None) -> Truncated:
+    """:func:`truncate` (pruned as it says, with ``channels`` and ``probe``), then
+    ``torch.compile`` in ``mode`` (None: run the graph as it is), cached per model, layers,
+    channels and mode: a second render of the same layers reuses the graph instead of tracing
+    and compiling again."""
+    if mode is not None and mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+    names = tuple(dict.fromkeys(layers))
+    read = tuple(sorted((k, tuple(sorted(v))) for k, v in (channels or {}).items()))
+    shape = None if probe is None else (tuple(probe.shape[1:]), probe.dtype)
+    # a module or parameter swapped into the model since (a new head, a replaced block, new
+    # weights) means a new trace
+    structure = tuple(id(t) for t in (*model.modules(), *model.parameters(), *model.buffers()))
+    per_model = _CACHE.setdefault(model, {})
+    key = (names, mode, read, shape, structure)
+    if key not in per_model:
+        while len(per_model) >= _KEEP:  # the oldest goes: compiled graphs hold memory
+            del per_model[next(iter(per_model))]
+        made = truncate(model, names, channels, probe)
+        per_model[key] = made if mode is None else made.compiled(mode)
+    return per_model[key]
 
 
 def compiled(model: nn.Module, layers: Iterable[str], mode: str = "default") -> Truncated:
     """:func:`truncate` then ``torch.compile``, cached per model, layers and mode: a second
     render of the same layers reuses the compiled graph instead of compiling again."""
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
-    names = tuple(dict.fromkeys(layers))
-    # a module swapped into the model since (a new head, a replaced block) means a new trace
-    structure = tuple(id(m) for m in model.modules())
-    per_model = _CACHE.setdefault(model, {})
-    key = (names, mode, structure)
-    if key not in per_model:
-        while len(per_model) >= _KEEP:  # the oldest goes: compiled graphs hold memory
-            del per_model[next(iter(per_model))]
-        per_model[key] = truncate(model, names).compiled(mode)
-    return per_model[key]
+    return cached(model, layers, mode)

@@ -96,10 +96,16 @@ class LocalResponseNorm(nn.LocalResponseNorm):
         self.register_buffer("band", band.float()[:, :, None, None], persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.band.shape[0]:
-            return super().forward(x)
-        mean_square = F.conv2d(x * x, self.band.to(x.dtype)) / self.size
-        return x / (mean_square * self.alpha + self.k).pow(self.beta)
+        return _banded_lrn(x, self.band, self.size, self.alpha, self.beta, self.k)
+
+
+@torch.fx.wrap  # one call in traced graphs (featviz.truncate): its shape check runs then
+def _banded_lrn(x: torch.Tensor, band: torch.Tensor, size: int, alpha: float, beta: float,
+                k: float) -> torch.Tensor:
+    if x.dim() != 4 or x.shape[1] != band.shape[0]:
+        return F.local_response_norm(x, size, alpha, beta, k)
+    mean_square = F.conv2d(x * x, band.to(x.dtype)) / size
+    return x / (mean_square * alpha + k).pow(beta)
 
 
 def _lrn(channels: int) -> LocalResponseNorm:

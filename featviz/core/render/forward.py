@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ...errors import FeatvizError
+from .. import prune as _prune
 from .. import truncate as _truncate
 from ..backward_rules import ReluBackwardRule
 from ..hooks import LayerTap
@@ -20,10 +21,12 @@ from ..layouts import normalize
 
 class Forward:
     """Runs the model on a step's transformed images and returns the tapped activations
-    (float32). Steps up to ``redirect_steps`` use the redirected ReLU gradient through the
-    tap; later steps use ``fast`` (the compiled truncated model) when there is one."""
+    (float32): through ``fast`` (the model traced and cut after the objective's layers, its
+    unread branches left out, compiled when asked) once it is built at the first step and
+    worth it, else through the tap. A compiled graph skips the steps up to ``redirect_steps``
+    (lucid's redirected ReLU gradient, which the tap carries)."""
 
-    def __init__(self, tap: LayerTap, fast: Callable | None, redirect_steps: int, amp: bool,
+    def __init__(self, tap: LayerTap, fast: _FastForward | None, redirect_steps: int, amp: bool,
                  device: torch.device, dtype: torch.dtype = torch.float32):
         self.tap, self.fast = tap, fast
         self.redirect_steps, self.amp, self.device = redirect_steps, amp, device
@@ -31,17 +34,30 @@ class Forward:
 
     def __call__(self, x: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         rule = ReluBackwardRule("redirect") if step <= self.redirect_steps else None
+        x = x.to(self.dtype)
+        fast = self._fast(x, rule is not None)
         with rule or contextlib.nullcontext(), self._autocast():
-            x = x.to(self.dtype)
-            if self.fast is not None and rule is None:
-                self.tap.remove()  # its hooks would fire inside the compiled graph
-                acts = normalize(self.fast(x), self.tap.layouts, tuple(x.shape[-2:]))
+            if fast is not None:
+                acts = normalize(fast(x), self.tap.layouts, tuple(x.shape[-2:]))
             else:
                 acts = self.tap(x)
         # objectives are computed in float32, whatever the model ran in
         if self.amp or self.dtype != torch.float32:
             return {k: v.float() if v.is_floating_point() else v for k, v in acts.items()}
         return acts
+
+    def _fast(self, x: torch.Tensor, ruled: bool) -> _FastForward | None:
+        """The graph for this step, built at the first; None where the tap runs it."""
+        if self.fast is not None and self.fast.run is None:
+            self.tap.remove()  # tracing must not meet the tap's hooks
+            built = self.fast.build(x)
+            self.tap.__enter__()
+            if not built:
+                self.fast = None
+        if self.fast is None or (ruled and self.fast.mode is not None):
+            return None
+        self.tap.remove()  # its hooks would fire inside the graph
+        return self.fast
 
     def _autocast(self):
         if not self.amp:
@@ -59,14 +75,37 @@ def amp_allowed(amp: bool, device: torch.device) -> bool:
 
 
 class _FastForward:
-    """The compiled truncated model. If its first call fails to compile (no C++ compiler, an
-    op the compiler lacks), a warning, and the same traced graph runs eagerly from then on."""
+    """The model traced and cut after the objective's layers (:mod:`featviz.core.truncate`),
+    built at the first step's images: its unread branches left out, compiled in ``mode``
+    (None: run eagerly, where backward rules apply as in the tap). If the compiled graph's
+    first call fails (no C++ compiler, an op the compiler lacks), a warning, and the same
+    traced graph runs eagerly from then on."""
 
-    def __init__(self, truncated: _truncate.Truncated):
-        self.run: Callable[[torch.Tensor], dict[str, torch.Tensor]] = truncated
+    def __init__(self, model: nn.Module, layers: Sequence[str], mode: str | None,
+                 channels: Mapping[str, frozenset[int]]):
+        self.model, self.layers, self.mode, self.channels = model, layers, mode, channels
+        self.run: _truncate.Truncated | None = None
         self.checked = False
 
+    def build(self, x: torch.Tensor) -> bool:
+        """Trace at ``x`` (its first image shows the shapes); False where the tap is as good
+        (no compile mode and no branch to leave out) or the model cannot be traced."""
+        probe = x[:1].detach() if self.channels else None
+        try:
+            made = _truncate.cached(self.model, self.layers, self.mode, self.channels, probe)
+        except _truncate.TruncationError as err:
+            if self.mode is not None:
+                warnings.warn(f"compile=True needs a model torch.fx can trace; rendering "
+                              f"without it ({err})", stacklevel=5)
+            return False
+        if self.mode is None and not made.pruned:
+            return False
+        self.run = made
+        return True
+
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.mode is None:
+            return self.run(x)
         # each step is a new iteration for CUDA graphs ("reduce-overhead"): the last step's
         # outputs may be overwritten (no-op without CUDA graphs)
         torch.compiler.cudagraph_mark_step_begin()
@@ -79,7 +118,8 @@ class _FastForward:
         except Exception as err:  # an eager rerun raises again if the model itself is at fault
             warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); rendering "
                           "without it", stacklevel=3)
-            self.run = _truncate.Truncated(self.run.graph_module, self.run.names)
+            self.run = _truncate.Truncated(self.run.graph_module, self.run.names,
+                                           self.run.pruned)
             acts = self.run(x)
         self.checked = True
         return acts
@@ -96,14 +136,11 @@ def compile_mode(compile: bool | str | None) -> str | None:
     return mode
 
 
-def fast_forward(model: nn.Module, layers: Sequence[str], mode: str | None):
-    """What runs the model in the steps without a backward rule: None (the hook-based tap),
-    or, with a compile mode, the compiled truncated model."""
-    if mode is None:
+def fast_forward(model: nn.Module, layers: Sequence[str], mode: str | None,
+                 channels: Mapping[str, frozenset[int]]) -> _FastForward | None:
+    """What runs the model instead of the hook-based tap, built at the first step: a traced
+    graph with the branches no read channel comes from left out (``channels``, the
+    objective's), compiled in ``mode``; None (the tap) where neither can apply."""
+    if mode is None and not _prune.might_prune(model, channels):
         return None
-    try:
-        return _FastForward(_truncate.compiled(model, layers, mode))
-    except _truncate.TruncationError as err:
-        warnings.warn(f"compile=True needs a model torch.fx can trace; rendering without it "
-                      f"({err})", stacklevel=4)
-        return None
+    return _FastForward(model, layers, mode, channels)

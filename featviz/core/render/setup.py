@@ -14,7 +14,7 @@ from torch import nn
 from ...errors import FeatvizError, non_negative
 from .. import param as _param
 from .. import transforms as _transforms
-from ..hooks import LayerTap, channels_last, frozen
+from ..hooks import LayerTap, channels_last, frozen, hook_count
 from ..model_info import (
     fixed_input_size,
     image_channels,
@@ -100,10 +100,13 @@ class Plan:
         """The model frozen, in the layout asked for, with hooks on the objective's layers
         (all put back on exit, also on errors); yields what runs it each step."""
         layout = channels_last(self.model) if self.channels_last else contextlib.nullcontext()
+        # hooks of the user's own would not fire in a traced graph: the tap runs it whole
+        channels = self.objective.channels if self.stop_early and not hook_count(self.model) \
+            else {}
         with frozen(self.model), layout, \
                 LayerTap(self.model, self.objective.layers, stop_early=self.stop_early) as tap:
             # traced in eval mode: a forward's `if self.training` branches are fixed by tracing
-            fast = fast_forward(self.model, self.objective.layers, self.compile_mode)
+            fast = fast_forward(self.model, self.objective.layers, self.compile_mode, channels)
             yield Forward(tap, fast, self.redirect_steps, self.amp, self.device,
                           model_dtype(self.model))
 
