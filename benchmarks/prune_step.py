@@ -44,6 +44,8 @@ def branch_channels(block: str) -> list[tuple[str, int]]:
 
 @contextlib.contextmanager
 def pruning(on: bool):
+    """Renders with (the default) or without the unread branches left out: a switch for
+    these comparisons, not a render option (the images are the same either way)."""
     saved = prune.might_prune
     if not on:
         prune.might_prune = lambda model, channels: False

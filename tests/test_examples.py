@@ -156,6 +156,17 @@ def test_inception_step_benchmark_prints_its_table():
     assert all(r.endswith("x |") for r in rows)
 
 
+def test_prune_step_benchmark_prints_its_table():
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "prune_step.py"),
+                           "--size", "64", "--steps", "2", "--threads", "1"],
+                          capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("| mixed")]
+    assert len(rows) == 3 * 4 * 2  # three blocks, four branches, two layouts
+    assert all(re.search(r"\| [\d.]+ \| [\d.]+ \| [\d.]+x \|$", r) for r in rows)
+    assert "median speed-up per layer and layout" in proc.stdout
+
+
 @needs_weights
 def test_channel_strength_benchmark_prints_its_table(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "channel_strength.py"),

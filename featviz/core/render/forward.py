@@ -1,6 +1,7 @@
 """How one render step runs the model: through the layer tap (hooks; with lucid's redirected
-ReLU gradient for the first steps), or through a compiled copy of the model cut after the
-objective's deepest layer; under bf16 autocast when asked."""
+ReLU gradient for the first steps), or through the model traced and cut after the objective's
+deepest layer, its branches that feed no channel the objective reads left out, compiled when
+asked; under bf16 autocast when asked."""
 
 from __future__ import annotations
 
