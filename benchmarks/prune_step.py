@@ -9,7 +9,7 @@ branch of ``mixed3b``, ``mixed4c`` and ``mixed5a``, with and without that prunin
 NHWC order. The two variants alternate per channel; each figure is the median step after the
 warm-up (every step's time is recorded).
 
-    python benchmarks/prune_step.py                  # 224 px, 2 threads, about 3 min
+    python benchmarks/prune_step.py                  # 224 px, 2 threads, about 2 min
     python benchmarks/prune_step.py --threads 1 --steps 24
 """
 

@@ -14,11 +14,19 @@ from PIL import Image
 pytestmark = pytest.mark.slow
 
 
-def _run(script: str, *args: str) -> str:
-    proc = subprocess.run([sys.executable, str(REPO / "examples" / script), *args],
+def _script(folder: str, script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / folder / script), *args],
                           capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=REPO)
+
+
+def _run(script: str, *args: str) -> str:
+    proc = _script("examples", script, *args)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
+
+
+def _bench(script: str, *args: str) -> subprocess.CompletedProcess:
+    return _script("benchmarks", script, *args)
 
 
 @needs_weights
@@ -56,9 +64,7 @@ def test_centering_example(tmp_path):
 
 @needs_weights
 def test_decorrelation_benchmark_quick(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "decorrelation_vs_jitter.py"),
-                           "--quick", "--out", str(tmp_path)], capture_output=True, text=True,
-                          timeout=HANG_GUARD_S, cwd=REPO)
+    proc = _bench("decorrelation_vs_jitter.py", "--quick", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     for config in ("pixel", "Fourier + colour + robustness"):
         assert f"| {config} |" in proc.stdout
@@ -137,18 +143,14 @@ def test_parameterizations_example_quick_on_a_tiny_model(tmp_path):
 
 
 def test_transforms_cost_benchmark_prints_its_table():
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "transforms_cost.py"),
-                           "--cases", "24x2", "--calls", "3", "--rounds", "1"],
-                          capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=REPO)
+    proc = _bench("transforms_cost.py", "--cases", "24x2", "--calls", "3", "--rounds", "1")
     assert proc.returncode == 0, proc.stderr
     row = [ln for ln in proc.stdout.splitlines() if ln.startswith("| 24 | 2 |")]
     assert len(row) == 1 and row[0].count("x |") == 2
 
 
 def test_inception_step_benchmark_prints_its_table():
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "inception_step.py"),
-                           "--size", "64", "--repeats", "1", "--threads", "1"],
-                          capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=REPO)
+    proc = _bench("inception_step.py", "--size", "64", "--repeats", "1", "--threads", "1")
     assert proc.returncode == 0, proc.stderr
     rows = [ln for ln in proc.stdout.splitlines() if ln.startswith(("| conv2d2", "| mixed"))]
     assert [r.split(" | ")[0] for r in rows] == ["| conv2d2", "| mixed3b", "| mixed4c",
@@ -157,9 +159,7 @@ def test_inception_step_benchmark_prints_its_table():
 
 
 def test_prune_step_benchmark_prints_its_table():
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "prune_step.py"),
-                           "--size", "64", "--steps", "2", "--threads", "1"],
-                          capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=REPO)
+    proc = _bench("prune_step.py", "--size", "64", "--steps", "2", "--threads", "1")
     assert proc.returncode == 0, proc.stderr
     rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("| mixed")]
     assert len(rows) == 3 * 4 * 2  # three blocks, four branches, two layouts
@@ -169,12 +169,10 @@ def test_prune_step_benchmark_prints_its_table():
 
 @needs_weights
 def test_channel_strength_benchmark_prints_its_table(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "channel_strength.py"),
-                           "--targets", "mixed3a:12,mixed3a:65", "--images",
-                           str(SHARED / "images"), "--size", "64", "--steps", "4",
-                           "--polish", "2", "--threads", "1", "--out", str(tmp_path),
-                           "--figure", str(tmp_path / "sheet.png")],
-                          capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=REPO)
+    proc = _bench("channel_strength.py", "--targets", "mixed3a:12,mixed3a:65", "--images",
+                  str(SHARED / "images"), "--size", "64", "--steps", "4", "--polish", "2",
+                  "--threads", "1", "--out", str(tmp_path),
+                  "--figure", str(tmp_path / "sheet.png"))
     assert proc.returncode in (0, 1), proc.stderr  # 1: a target missed, as at 4 steps
     rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("| mixed3a:")]
     assert [r.split(" | ")[0] for r in rows] == ["| mixed3a:12", "| mixed3a:65"]
