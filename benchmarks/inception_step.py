@@ -1,12 +1,15 @@
-"""InceptionV1's render step with PyTorch's local response normalization and with featviz's.
+"""InceptionV1's render step with PyTorch's modules and with featviz's own two.
 
-featviz's InceptionV1 computes LRN's sum over neighbouring channels with a 1x1 convolution by a
-banded matrix (``featviz.models.inception_v1.LocalResponseNorm``); PyTorch's
-``nn.LocalResponseNorm`` pools the squares with ``avg_pool3d``. This times, per layer, a
-forward stopped after the layer plus the backward of one channel's mean to the input (the
-floor of a render step), batch 1, with the model's own LRNs and with PyTorch's swapped in; the
-two alternate per repetition, and each figure is the median. Weights are random (speed does
-not depend on them), so it runs anywhere.
+featviz's InceptionV1 differs from a plain PyTorch build in two places, with the same values
+and gradients: LRN's sum over neighbouring channels is a 1x1 convolution by a banded matrix
+(``featviz.models.inception_v1.LocalResponseNorm``; PyTorch's ``nn.LocalResponseNorm`` pools
+the squares with ``avg_pool3d``), and the batch norms that hold the Caffe biases add them
+(``CaffeBias``; ``nn.BatchNorm2d`` runs a full batch norm, forward and backward). This times,
+per layer, a forward stopped after the layer plus the backward of one channel's mean to the
+input (the floor of a render step), batch 1, in three builds: PyTorch's LRN and batch norms,
+featviz's LRN with batch norms, and the model as featviz has it. They alternate per
+repetition, and each figure is the median. Weights are random, Caffe-style (speed does not
+depend on them), so it runs anywhere.
 
     python benchmarks/inception_step.py                  # 224 px, all CPU threads
     python benchmarks/inception_step.py --threads 1 --size 128
@@ -30,13 +33,24 @@ from featviz.models import inception_v1
 LAYERS = ("conv2d2", "mixed3b", "mixed4c", "mixed5a")
 
 
-def swap_lrn(model: nn.Module, pytorchs: bool) -> None:
-    """Put PyTorch's LRN (``pytorchs``) or featviz's in the model's two LRN places."""
+#: the builds timed: (label, PyTorch's LRN, PyTorch's batch norms)
+BUILDS = (("PyTorch's LRN and batch norms", True, True),
+          ("featviz's LRN, batch norms", False, True),
+          ("featviz's LRN and bias adds", False, False))
+
+
+def swap(model: nn.Module, pytorchs_lrn: bool, pytorchs_norm: bool) -> None:
+    """Put PyTorch's LRN or featviz's in the model's two LRN places, and make its batch
+    norms PyTorch's or featviz's (the same parameters and buffers either way)."""
     net = model.net
     for seq, i, channels in ((net.maxpool1, 1, 64), (net.maxpool2, 0, 192)):
         old = seq[i]
-        seq[i] = (nn.LocalResponseNorm(old.size, old.alpha, old.beta, old.k) if pytorchs else
-                  inception_v1.LocalResponseNorm(channels, old.size, old.alpha, old.beta, old.k))
+        seq[i] = (nn.LocalResponseNorm(old.size, old.alpha, old.beta, old.k) if pytorchs_lrn
+                  else inception_v1.LocalResponseNorm(channels, old.size, old.alpha, old.beta,
+                                                      old.k))
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.__class__ = nn.BatchNorm2d if pytorchs_norm else inception_v1.CaffeBias
 
 
 def step_ms(tap: LayerTap, layer: str, x: torch.Tensor) -> float:
@@ -46,18 +60,17 @@ def step_ms(tap: LayerTap, layer: str, x: torch.Tensor) -> float:
     return 1000 * (time.perf_counter() - t0)
 
 
-def layer_times(model: nn.Module, layer: str, x: torch.Tensor, repeats: int
-                ) -> dict[bool, float]:
-    """Median ms per step with PyTorch's LRN (True) and featviz's (False), alternating."""
-    times: dict[bool, list[float]] = {True: [], False: []}
+def layer_times(model: nn.Module, layer: str, x: torch.Tensor, repeats: int) -> list[float]:
+    """Median ms per step of each of BUILDS, alternating."""
+    times: list[list[float]] = [[] for _ in BUILDS]
     with LayerTap(model, [layer]) as tap:  # the tap counts its layer once, before timing
         for rep in range(repeats + 2):
-            for pytorchs in (True, False):
-                swap_lrn(model, pytorchs)
+            for k, (_, lrn, norm) in enumerate(BUILDS):
+                swap(model, lrn, norm)
                 ms = step_ms(tap, layer, x)
                 if rep >= 2:  # two warm-up rounds
-                    times[pytorchs].append(ms)
-    return {k: statistics.median(v) for k, v in times.items()}
+                    times[k].append(ms)
+    return [statistics.median(t) for t in times]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,13 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     x = torch.rand(1, 3, args.size, args.size, requires_grad=True)
     print(f"InceptionV1, batch 1, {args.size} px, {args.threads} thread(s), CPU; forward to the "
           "layer + backward to the input, median ms\n")
-    print("| layer | PyTorch's LRN | featviz's LRN | speed-up |")
-    print("|---|---:|---:|---:|")
+    print("| layer | layout | " + " | ".join(label for label, _, _ in BUILDS)
+          + " | LRN speed-up | bias adds' speed-up | both |")
+    print("|---|---|" + "---:|" * (len(BUILDS) + 3))
     for layer in LAYERS:
-        t = layer_times(model, layer, x, args.repeats)
-        print(f"| {layer} | {t[True]:.1f} | {t[False]:.1f} | {t[True] / t[False]:.2f}x |",
-              flush=True)
-    swap_lrn(model, False)
+        for layout, fmt in (("NCHW", torch.contiguous_format), ("NHWC", torch.channels_last)):
+            model.to(memory_format=fmt)
+            t = layer_times(model, layer, x.detach().contiguous(memory_format=fmt)
+                            .requires_grad_(), args.repeats)
+            print(f"| {layer} | {layout} | " + " | ".join(f"{ms:.1f}" for ms in t)
+                  + f" | {t[0] / t[1]:.2f}x | {t[1] / t[2]:.2f}x | {t[0] / t[2]:.2f}x |",
+                  flush=True)
+    model.to(memory_format=torch.contiguous_format)
+    swap(model, False, False)
     return 0
 
 

@@ -153,9 +153,10 @@ def test_inception_step_benchmark_prints_its_table():
     proc = _bench("inception_step.py", "--size", "64", "--repeats", "1", "--threads", "1")
     assert proc.returncode == 0, proc.stderr
     rows = [ln for ln in proc.stdout.splitlines() if ln.startswith(("| conv2d2", "| mixed"))]
-    assert [r.split(" | ")[0] for r in rows] == ["| conv2d2", "| mixed3b", "| mixed4c",
-                                                  "| mixed5a"]
-    assert all(r.endswith("x |") for r in rows)
+    assert [r.split(" | ")[:2] for r in rows] == [
+        [f"| {layer}", layout] for layer in ("conv2d2", "mixed3b", "mixed4c", "mixed5a")
+        for layout in ("NCHW", "NHWC")]
+    assert all(r.count("x |") == 3 for r in rows)
 
 
 def test_prune_step_benchmark_prints_its_table():

@@ -55,6 +55,75 @@ def test_local_response_norm_is_pytorchs_arithmetic(channels):
         assert torch.allclose(grad_a, grad_b, rtol=1e-12, atol=1e-12)
 
 
+def _plain_norm(unit: inception_v1.CaffeBias) -> nn.BatchNorm2d:
+    """PyTorch's batch norm with ``unit``'s parameters and statistics."""
+    plain = nn.BatchNorm2d(unit.num_features, eps=unit.eps)
+    plain.load_state_dict(unit.state_dict())
+    return plain.eval()
+
+
+def _through(norm: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """``norm``'s output, the gradient to ``x`` of a weighted sum, and the output's grad_fn."""
+    x = x.detach().requires_grad_(True)
+    out = norm(x)
+    weights = torch.linspace(-1, 2, out.numel()).view_as(out)
+    grad, = torch.autograd.grad((out * weights).sum(), x)
+    return out.detach(), grad, type(out.grad_fn).__name__
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_caffe_bias_adds_the_bias_with_the_batch_norms_values_to_the_bit(random_v1, layout):
+    """Each ``bn`` holds a Caffe bias (weight 1, mean 0, variance 1 - eps): it adds the bias,
+    which gives the batch norm's values and gradient to the bit, without the batch norm's
+    backward pass; a fresh model is such an identity too."""
+    units = [m for m in random_v1.modules() if isinstance(m, inception_v1.CaffeBias)]
+    assert len(units) == 57
+    torch.manual_seed(1)
+    for unit in (units[0], units[-1]):
+        unit.eval().requires_grad_(False)
+        with torch.no_grad():
+            unit.bias.copy_(torch.randn(unit.num_features))
+        assert torch.equal(unit.running_var, torch.full_like(unit.running_var, 1 - unit.eps))
+        x = (30 * torch.randn(2, unit.num_features, 5, 7)).contiguous(memory_format=layout)
+        ours, grad, fn = _through(unit, x)
+        theirs, their_grad, their_fn = _through(_plain_norm(unit), x)
+        assert fn == "AddBackward0" and their_fn.startswith("NativeBatchNormBackward")
+        assert torch.equal(ours, theirs) and torch.equal(grad, their_grad)
+        assert not torch.equal(ours, x)  # the bias is there
+
+
+def test_caffe_bias_runs_the_batch_norm_when_it_is_not_the_identity(random_v1):
+    """Other weights (changed in place), training mode, a weight that takes gradients or
+    another dtype: the batch norm runs, with its own values."""
+    unit = inception_v1.CaffeBias(6, eps=0.001).eval().requires_grad_(False)
+    x = torch.randn(2, 6, 4, 4)
+    assert _through(unit, x)[2] == "AddBackward0"
+    with torch.no_grad():
+        unit.weight.mul_(2)  # in place: the same tensor, a new version
+    ours, grad, fn = _through(unit, x)
+    assert fn.startswith("NativeBatchNormBackward")
+    assert torch.allclose(ours, 2 * x, atol=1e-5) and torch.allclose(grad, _through(
+        _plain_norm(unit), x)[1])
+    with torch.no_grad():
+        unit.weight.fill_(1)
+    assert _through(unit, x)[2] == "AddBackward0"  # the identity again
+    unit.weight.requires_grad_(True)
+    out = unit(x)
+    out.sum().backward()
+    assert unit.weight.grad is not None  # the batch norm's gradient reaches its weight
+    unit.weight.requires_grad_(False)
+    assert _through(unit, x)[2] == "AddBackward0"
+    # bf16 activations (autocast) with float32 parameters: the batch norm's mixed-type kernel
+    assert _through(unit, x.bfloat16())[2].startswith("NativeBatchNormBackward")
+    # judged in the dtype it runs in: float32's 1 - eps plus eps is not 1 in float64
+    assert _through(unit.double(), x.double())[2].startswith("NativeBatchNormBackward")
+    with pytest.raises(ValueError, match="expected 4D input"):
+        unit.float()(x[0])  # as BatchNorm2d says it
+    unit.train()
+    out = unit(x)
+    assert torch.allclose(out.mean((0, 2, 3)), unit.bias, atol=1e-5)  # batch statistics
+
+
 def test_caffe_preprocessing_is_built_in(random_v1):
     """The wrapper feeds the network ``255 * x - (123, 117, 104)``, as Caffe did."""
     probe = torch.rand(2, 3, 16, 16)

@@ -12,6 +12,8 @@ pre-ReLU sum addressable (``inception4a.pre_relu``, lucid's ``mixed4a_pre_relu``
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,11 +56,69 @@ class ConvUnit(nn.Module):
                  relu: bool = True):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, kernel, stride, padding, bias=False)
-        self.bn = nn.BatchNorm2d(cout, eps=0.001)
+        self.bn = CaffeBias(cout, eps=0.001)
         self.relu = nn.ReLU() if relu else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.relu(self.bn(self.conv(x)))
+
+
+class CaffeBias(nn.BatchNorm2d):
+    """A batch norm that holds a Caffe convolution's bias (see the module docstring). While it
+    is the identity plus the bias, which it checks again whenever its statistics, weight or
+    ``eps`` change, it adds the bias: the same values and gradient to the bit as the batch
+    norm, whose backward pass alone costs up to a sixth of a render step on the CPU
+    (``benchmarks/inception_step.py``). Anything else (training mode, other weights, a weight
+    or bias that takes gradients, another dtype than its own, under ``torch.compile``) runs
+    the batch norm."""
+
+    def reset_running_stats(self) -> None:
+        super().reset_running_stats()
+        # Caffe's identity: weight 1, mean 0, variance 1 - eps (a fresh model is one too)
+        self.running_var.fill_(1 - self.eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or self.weight is None or self.running_var is None:
+            return super().forward(x)
+        return _bias_or_norm(x, self.weight, self.bias, self.running_mean, self.running_var,
+                             self.eps)
+
+
+# whether a batch norm's weight, statistics and eps make it the identity plus its bias, by
+# id(weight), with the tensors' versions it was checked at (an entry goes with its weight)
+_IDENTITY: dict[int, tuple] = {}
+
+
+def _is_identity(weight: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, eps: float
+                 ) -> bool:
+    stamp = (id(mean), id(var), weight._version, mean._version, var._version, eps)
+    known = _IDENTITY.get(id(weight))
+    if known is None or known[0] != stamp:
+        if known is None:
+            weakref.finalize(weight, _IDENTITY.pop, id(weight), None)
+        with torch.no_grad():
+            # the scale the CPU kernel computes: weight / sqrt(var + eps), in the weight's dtype
+            scale = weight * (1 / torch.sqrt(var + torch.tensor(eps, dtype=var.dtype)))
+            exact = bool((scale == 1).all()) and bool((mean == 0).all())
+        known = _IDENTITY[id(weight)] = (stamp, exact)
+    return known[1]
+
+
+# under torch.compile the batch norm runs (the compiler fuses it; the checks would break its
+# graph)
+_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
+
+
+@torch.fx.wrap  # one call in traced graphs (featviz.truncate): its checks run then
+def _bias_or_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                  mean: torch.Tensor, var: torch.Tensor, eps: float) -> torch.Tensor:
+    if x.dim() != 4:  # as BatchNorm2d says it
+        raise ValueError(f"expected 4D input (got {x.dim()}D input)")
+    trained = torch.is_grad_enabled() and (weight.requires_grad or bias.requires_grad)
+    if _compiling() or trained or x.dtype != bias.dtype \
+            or not _is_identity(weight, mean, var, eps):
+        return F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
+    return x + bias.view(1, -1, 1, 1)
 
 
 class InceptionBlock(nn.Module):
