@@ -1,8 +1,9 @@
 """Decorrelation or jitter? Which does more against high-frequency "mosaic" patterns.
 
-Renders K channels from three depths x S seeds in six configurations:
+Renders K channels from three depths x S seeds in seven configurations:
 pixel, pixel + transformation robustness, Fourier + decorrelated colour, Fourier + colour +
-robustness (the "standard" transforms), and two further parameterizations with robustness:
+robustness (the "standard" transforms; featviz's defaults), the same with the fast course of
+benchmarks/time_to_quality.py, and two further parameterizations with robustness:
 MACO (fixed natural-image magnitude, phase optimized) and lucid's Laplacian pyramid; and
 reads, at each step budget (snapshots of one run):
 the objective reached, the objective under held-out random transforms, the high-frequency share
@@ -31,13 +32,17 @@ from featviz import transforms as T
 
 HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("FEATVIZ_SHARED", HERE.parent.parent / "shared"))
-CONFIGS = {  # name: (parameterization, transformation robustness)
-    "pixel": ("pixel", False),
-    "pixel + robustness": ("pixel", True),
-    "Fourier + colour": ("fourier", False),
-    "Fourier + colour + robustness": ("fourier", True),
-    "MACO + robustness": ("maco", True),
-    "Laplacian + robustness": ("laplacian", True),
+# The fast course of the time-to-quality benchmark (render's lr, ema, adam_floor, rail_guard):
+# reported beside the defaults so that its pictures are judged here too, not only its speed.
+FAST = {"lr": 0.1, "ema": 0.95, "adam_floor": 1.0, "rail_guard": 2.0}
+CONFIGS = {  # name: (parameterization, transformation robustness, further render settings)
+    "pixel": ("pixel", False, {}),
+    "pixel + robustness": ("pixel", True, {}),
+    "Fourier + colour": ("fourier", False, {}),
+    "Fourier + colour + robustness": ("fourier", True, {}),
+    "Fourier + colour + robustness, fast course": ("fourier", True, FAST),
+    "MACO + robustness": ("maco", True, {}),
+    "Laplacian + robustness": ("laplacian", True, {}),
 }
 
 
@@ -52,13 +57,14 @@ def make_param(kind: str, size: int, gens: list[torch.Generator]):
     return param.image(size, batch, fft=fft, decorrelate=fft, generator=gens)
 
 
-def render_config(model, objective, size: int, batch: int, kind: str, robust: bool,
+def render_config(model, objective, size: int, batch: int, config: tuple,
                   steps: int, budgets: list[int], seed: int):
+    kind, robust, settings = config
     gens = [torch.Generator().manual_seed(seed + i) for i in range(batch)]
     p = make_param(kind, size, gens)
     res = featviz.render(model, objective, p, steps=steps, thresholds=budgets,
                          transforms="standard" if robust else "none", seed=seed,
-                         progress=False, record_every=4)
+                         progress=False, record_every=4, **settings)
     return res
 
 
@@ -66,13 +72,13 @@ def channel_rows(model, layers: dict[str, list[int]], size: int, seeds: int, ste
                  budgets: list[int]) -> list[dict]:
     rows = []
     held_out = T.standard()
-    for name, (kind, robust) in CONFIGS.items():
+    for name, config in CONFIGS.items():
         per_budget: dict[int, dict[str, list[float]]] = {b: {} for b in budgets}
         ms, reach = [], []
         for layer, channels in layers.items():
             objective = obj.channel(layer, channels)
             for s in range(seeds):
-                res = render_config(model, objective, size, len(channels), kind, robust,
+                res = render_config(model, objective, size, len(channels), config,
                                     steps, budgets, 1000 * s)
                 ms.append(res.seconds * 1000 / max(res.steps_done, 1))
                 reach += [r for r in metrics.steps_to_fraction(res.history,
@@ -104,8 +110,8 @@ def transfer_rows(size: int, steps: int, classes: int) -> list[dict]:
     rows = []
     targets = list(range(classes))
     objective = obj.Objective.sum(obj.logit(c, batch=i) for i, c in enumerate(targets))
-    for name, (kind, robust) in CONFIGS.items():
-        res = render_config(src, objective, size, len(targets), kind, robust, steps, [steps], 0)
+    for name, config in CONFIGS.items():
+        res = render_config(src, objective, size, len(targets), config, steps, [steps], 0)
         with torch.no_grad():
             pred = dst(res.images).argmax(1)
         rows.append({"config": name, "transfer": float((pred == torch.tensor(targets))

@@ -66,7 +66,8 @@ def test_centering_example(tmp_path):
 def test_decorrelation_benchmark_quick(tmp_path):
     proc = _bench("decorrelation_vs_jitter.py", "--quick", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    for config in ("pixel", "Fourier + colour + robustness"):
+    for config in ("pixel", "Fourier + colour + robustness",
+                   "Fourier + colour + robustness, fast course"):
         assert f"| {config} |" in proc.stdout
     assert (tmp_path / "decorrelation_vs_jitter.png").exists()
 
