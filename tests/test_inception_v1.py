@@ -107,6 +107,11 @@ def test_caffe_bias_runs_the_batch_norm_when_it_is_not_the_identity(random_v1):
     with torch.no_grad():
         unit.weight.fill_(1)
     assert _through(unit, x)[2] == "AddBackward0"  # the identity again
+    unit.weight.data[3] = 0  # an ablation through .data: no version counter sees it
+    ours, _, fn = _through(unit, x)
+    assert fn.startswith("NativeBatchNormBackward") and not ours[:, 3].any()
+    unit.weight.data[3] = 1
+    assert _through(unit, x)[2] == "AddBackward0"
     unit.weight.requires_grad_(True)
     out = unit(x)
     out.sum().backward()

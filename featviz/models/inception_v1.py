@@ -66,11 +66,11 @@ class ConvUnit(nn.Module):
 class CaffeBias(nn.BatchNorm2d):
     """A batch norm that holds a Caffe convolution's bias (see the module docstring). While it
     is the identity plus the bias, which it checks again whenever its statistics, weight or
-    ``eps`` change, it adds the bias: the same values and gradient to the bit as the batch
-    norm, whose backward pass alone costs up to a sixth of a render step on the CPU
-    (``benchmarks/inception_step.py``). Anything else (training mode, other weights, a weight
-    or bias that takes gradients, another dtype than its own, under ``torch.compile``) runs
-    the batch norm."""
+    ``eps`` change (in place too), it adds the bias on the CPU: the same values and gradient
+    to the bit as the batch norm, whose backward pass alone costs up to a sixth of a render
+    step there (``benchmarks/inception_step.py``). Anything else (training mode, other
+    weights, a weight or bias that takes gradients, another dtype than its own, another
+    device, under ``torch.compile``) runs the batch norm."""
 
     def reset_running_stats(self) -> None:
         super().reset_running_stats()
@@ -85,23 +85,28 @@ class CaffeBias(nn.BatchNorm2d):
 
 
 # whether a batch norm's weight, statistics and eps make it the identity plus its bias, by
-# id(weight), with the tensors' versions it was checked at (an entry goes with its weight)
+# id(weight): copies of the tensors it was judged on, eps, the verdict (an entry goes with its
+# weight). Comparing with the copies (about 2 us a unit on the CPU) also sees changes that bump
+# no version counter, such as ``bn.weight.data[c] = 0`` to ablate a channel.
 _IDENTITY: dict[int, tuple] = {}
 
 
 def _is_identity(weight: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, eps: float
                  ) -> bool:
-    stamp = (id(mean), id(var), weight._version, mean._version, var._version, eps)
+    now = (weight, mean, var)
     known = _IDENTITY.get(id(weight))
-    if known is None or known[0] != stamp:
-        if known is None:
-            weakref.finalize(weight, _IDENTITY.pop, id(weight), None)
-        with torch.no_grad():
-            # the scale the CPU kernel computes: weight / sqrt(var + eps), in the weight's dtype
-            scale = weight * (1 / torch.sqrt(var + torch.tensor(eps, dtype=var.dtype)))
-            exact = bool((scale == 1).all()) and bool((mean == 0).all())
-        known = _IDENTITY[id(weight)] = (stamp, exact)
-    return known[1]
+    if known is not None and known[1] == eps and all(  # a dtype's rounding decides it too
+            t.dtype == seen.dtype and torch.equal(t, seen)
+            for t, seen in zip(now, known[0], strict=True)):
+        return known[2]
+    if known is None:
+        weakref.finalize(weight, _IDENTITY.pop, id(weight), None)
+    with torch.no_grad():
+        # the scale the CPU kernel computes: weight / sqrt(var + eps), in the weight's dtype
+        scale = weight * (1 / torch.sqrt(var + torch.tensor(eps, dtype=var.dtype)))
+        exact = bool((scale == 1).all()) and bool((mean == 0).all())
+        _IDENTITY[id(weight)] = (tuple(t.detach().clone() for t in now), eps, exact)
+    return exact
 
 
 # under torch.compile the batch norm runs (the compiler fuses it; the checks would break its
@@ -115,7 +120,8 @@ def _bias_or_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     if x.dim() != 4:  # as BatchNorm2d says it
         raise ValueError(f"expected 4D input (got {x.dim()}D input)")
     trained = torch.is_grad_enabled() and (weight.requires_grad or bias.requires_grad)
-    if _compiling() or trained or x.dtype != bias.dtype \
+    # on a GPU the check would wait for the device at every unit: the batch norm runs there
+    if _compiling() or trained or x.dtype != bias.dtype or x.device.type != "cpu" \
             or not _is_identity(weight, mean, var, eps):
         return F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
     return x + bias.view(1, -1, 1, 1)
