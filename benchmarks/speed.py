@@ -148,6 +148,24 @@ def import_lucent():
     return types.SimpleNamespace(param=param, render=render)
 
 
+@contextlib.contextmanager
+def lucents_hooks_removed(model: torch.nn.Module):
+    """lucent 0.1.8's ``render_vis`` puts a forward hook on every module and never removes
+    them: each call leaves one more per module, which every later forward pass runs, lucent's
+    and featviz's (and featviz's InceptionV1 calls a watched unit's modules one by one instead
+    of its one fused convolution). Remove what a call added, so each render, lucent's as
+    featviz's, starts from the model as it was."""
+    before = {module: set(module._forward_hooks) for module in model.modules()}
+    try:
+        yield
+    finally:
+        for module in model.modules():
+            for key in set(module._forward_hooks) - before.get(module, set()):
+                del module._forward_hooks[key]
+                module._forward_hooks_with_kwargs.pop(key, None)
+                module._forward_hooks_always_called.pop(key, None)
+
+
 class _TimedAdam(torch.optim.Adam):
     """Adam that notes the time of each step, to read lucent's per-step cost."""
 
@@ -174,12 +192,13 @@ def lucent_ms(lucent, net, layer: str, batch: int, size: int, steps: int,
         return opt
 
     warm = 2
-    lucent.render.render_vis(
-        net, f"{layer.replace('.', '_')}:0",
-        param_f=lambda: lucent.param.image(size, batch=batch),
-        optimizer=make_opt, thresholds=(warm + steps,), progress=False, show_image=False,
-        fixed_image_size=fixed,
-    )
+    with lucents_hooks_removed(net):
+        lucent.render.render_vis(
+            net, f"{layer.replace('.', '_')}:0",
+            param_f=lambda: lucent.param.image(size, batch=batch),
+            optimizer=make_opt, thresholds=(warm + steps,), progress=False, show_image=False,
+            fixed_image_size=fixed,
+        )
     stamps = opts[0].stamps
     if model_device(net).type == "cpu":  # the median step, as for the others
         steps_ms = sorted(1000 * (b - a) for a, b in zip(stamps[warm - 1:], stamps[warm:],

@@ -51,7 +51,7 @@ from featviz import transforms as T
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prune_step import pruning  # noqa: E402  (render without featviz.core.prune)
-from speed import import_lucent  # noqa: E402  (lucent 0.1.8 on today's kornia)
+from speed import import_lucent, lucents_hooks_removed  # noqa: E402  (lucent 0.1.8 on today's kornia)
 
 HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("FEATVIZ_SHARED", HERE.parent.parent / "shared"))
@@ -220,9 +220,10 @@ def lucent_run(lucent, model, layer: str, channel: int, seed: int, steps: int) -
 
     marks = sorted({max(1, steps - k * EVERY) for k in range(WINDOW)})
     t0 = time.perf_counter()
-    shown = lucent.render.render_vis(model, f"{name}:{channel}", param_f=param_f,
-                                     thresholds=marks, preprocess=False, progress=False,
-                                     show_image=False)
+    with lucents_hooks_removed(model):
+        shown = lucent.render.render_vis(model, f"{name}:{channel}", param_f=param_f,
+                                         thresholds=marks, preprocess=False, progress=False,
+                                         show_image=False)
     seconds = time.perf_counter() - t0
     window = [torch.from_numpy(np.ascontiguousarray(im)).permute(0, 3, 1, 2).float()
               for im in shown]

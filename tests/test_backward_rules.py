@@ -62,6 +62,19 @@ def test_redirect_only_for_dead_elements():
     torch.testing.assert_close(grad[1], torch.tensor([-1.0, 0.0, -2.0]))
 
 
+def test_redirect_keeps_the_normal_gradient_where_all_live_and_bounds_the_top():
+    """A batch whose every element has a live unit gets the plain gradient; on a bounded ReLU
+    (ReLU6) a dead element's gradient passes where it pushes a value back below the top."""
+    x = torch.tensor([[1.0, -1.0, 7.0], [2.0, -3.0, 0.5]])
+    g = torch.tensor([[2.0, -3.0, -1.0], [-1.0, 1.0, 4.0]])
+    mask = ((x > 0) & (x < 6)).float()
+    torch.testing.assert_close(_grad(F.relu6, x, g, "redirect"), g * mask)
+    dead = torch.tensor([[-1.0, 7.0, 8.0, -2.0]])
+    pushes = torch.tensor([[-1.0, 2.0, -2.0, 3.0]])  # up, down (in), up (out), down (out)
+    torch.testing.assert_close(_grad(F.relu6, dead, pushes, "redirect"),
+                               torch.tensor([[-1.0, 2.0, 0.0, 0.0]]))
+
+
 def test_reused_module_gets_rule_each_call():
     model = ReusedReluNet()
     rule = ReluBackwardRule("deconvnet")

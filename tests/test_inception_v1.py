@@ -12,6 +12,7 @@ from torch import nn
 
 import featviz
 from featviz import objectives as obj
+from featviz.core import truncate
 from featviz.core.hooks import LayerTap
 from featviz.errors import UnknownNameError, WeightsError
 from featviz.models import inception_v1
@@ -127,6 +128,73 @@ def test_caffe_bias_runs_the_batch_norm_when_it_is_not_the_identity(random_v1):
     unit.train()
     out = unit(x)
     assert torch.allclose(out.mean((0, 2, 3)), unit.bias, atol=1e-5)  # batch statistics
+
+
+def _logits_and_grad(model: nn.Module, x: torch.Tensor, fold: bool
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's logits on ``x`` and the gradient of a weighted sum of them to ``x``, with
+    every unit folding its bias into its convolution or not."""
+    units = [m for m in model.modules() if isinstance(m, inception_v1.ConvUnit)]
+    for unit in units:
+        unit.fold_bias = fold
+    try:
+        x = x.detach().requires_grad_(True)
+        out = model(x)
+        grad, = torch.autograd.grad((out * torch.linspace(-1, 1, out.shape[1])).sum(), x)
+    finally:
+        for unit in units:
+            del unit.fold_bias  # back to the class's
+    return out.detach(), grad
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_units_fold_the_bias_into_the_convolution(layout):
+    """A unit nobody watches runs one convolution with the bias: the logits and the gradient
+    to the image are those of the convolution then the bias add (up to float rounding: some
+    of PyTorch's convolution kernels start their sum from the bias), and the unit's autograd
+    graph has no add."""
+    torch.manual_seed(3)
+    model = featviz.models.load("inceptionv1", weights=None).eval().requires_grad_(False)
+    with torch.no_grad():
+        for unit in model.modules():
+            if isinstance(unit, inception_v1.CaffeBias):
+                unit.bias.copy_(torch.randn(unit.num_features))
+    model = model.to(memory_format=layout)
+    x = torch.rand(1, 3, 96, 96).contiguous(memory_format=layout)
+    folded, unfolded = _logits_and_grad(model, x, True), _logits_and_grad(model, x, False)
+    for a, b in zip(folded, unfolded, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))
+    stem = model.net.conv1(x.requires_grad_(True))
+    assert type(stem.grad_fn.next_functions[0][0]).__name__ == "ConvolutionBackward0"
+
+
+def test_a_watched_unit_runs_module_by_module(random_v1):
+    """A hook on a unit's batch norm (a tap on ``conv2d0_pre_relu``) or convolution sees it
+    called; the traced graph keeps such a layer too, and its mark is gone afterwards; an
+    ablation through ``.data`` reaches the folded convolution."""
+    x = torch.rand(1, 3, 64, 64)
+    with LayerTap(random_v1, ["conv2d0_pre_relu", "conv2d0"]) as tap:
+        acts = tap(x)
+    assert (acts["conv2d0_pre_relu"] < 0).any()  # before the ReLU
+    assert torch.equal(acts["conv2d0"], acts["conv2d0_pre_relu"].relu())
+    seen = []
+    handle = random_v1.net.conv2.conv.register_forward_hook(lambda m, i, o: seen.append(o))
+    try:
+        random_v1(x)
+    finally:
+        handle.remove()
+    assert len(seen) == 1
+    made = truncate.truncate(random_v1, ["conv2d0_pre_relu"])
+    assert torch.equal(made(x)["conv2d0_pre_relu"], acts["conv2d0_pre_relu"])
+    bn = random_v1.net.conv1.bn
+    assert not bn._forward_hooks and not random_v1.net.conv1.conv._forward_hooks
+    bn.weight.data[5] = 0  # an ablation: the batch norm runs, channel 5 is its bias alone
+    try:
+        out = random_v1.net.conv1(255 * x)
+    finally:
+        bn.weight.data[5] = 1
+    assert torch.equal(out[:, 5], bn.bias[5].relu().expand_as(out[:, 5]))
+    assert not torch.equal(random_v1.net.conv1(255 * x)[:, 5], out[:, 5])
 
 
 def test_caffe_preprocessing_is_built_in(random_v1):

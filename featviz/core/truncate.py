@@ -102,11 +102,17 @@ def truncate(model: nn.Module, layers: Iterable[str],
     channels = dict(channels or {}) if probe is not None else {}
     through = {id(m) for n, m in modules.items() if n in channels and _prune.returns_concat(m)}
     tracer = _KeepLayers({id(m) for m in modules.values()}, through)
+    # a kept layer carries a hook while traced, as under a tap: a model that goes past modules
+    # nobody watches (InceptionV1's units fold a bias into the convolution) calls it then
+    marks = [m.register_forward_hook(_unwatched) for m in modules.values()]
     try:
         graph = tracer.trace(model)
     except Exception as err:  # the tracer raises many types; all mean "not traceable"
         raise TruncationError(f"torch.fx cannot trace {type(model).__name__}: "
                               f"{type(err).__name__}: {err}") from err
+    finally:
+        for mark in marks:
+            mark.remove()
     found = _layer_nodes(model, graph, modules, tracer.returned)
     _cut(graph, names, found)
     gm = fx.GraphModule(model, graph)
@@ -115,6 +121,10 @@ def truncate(model: nn.Module, layers: Iterable[str],
         pruned = _prune.prune(gm, {n: found[n] for n in modules}, channels, probe,
                               _layouts.declared(model))
     return Truncated(gm, names, pruned)
+
+
+def _unwatched(module: nn.Module, args, out) -> None:
+    """A forward hook that does nothing (tracing calls no hooks): the mark of a kept layer."""
 
 
 def _layer_nodes(model: nn.Module, graph: fx.Graph, modules: dict[str, nn.Module],

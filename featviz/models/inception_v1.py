@@ -59,8 +59,29 @@ class ConvUnit(nn.Module):
         self.bn = CaffeBias(cout, eps=0.001)
         self.relu = nn.ReLU() if relu else nn.Identity()
 
+    #: whether the bias may go into the convolution's own call (see :meth:`forward`)
+    fold_bias = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.bn(self.conv(x)))
+        conv, bn = self.conv, self.bn
+        if (not self.fold_bias or not isinstance(bn, CaffeBias) or bn.training
+                or bn.weight is None or bn.running_var is None or conv.padding_mode != "zeros"
+                or _watched(conv) or _watched(bn)):
+            return self.relu(bn(conv(x)))
+        # one convolution with the bias: the batch norm's result (while it is the identity)
+        # without a separate pass over the map, forward or backward
+        return self.relu(_conv_bias_or_norm(
+            x, conv.weight, conv.stride, conv.padding, conv.dilation, conv.groups,
+            bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps))
+
+
+def _watched(module: nn.Module) -> bool:
+    """Whether a hook waits on ``module``'s call (a tap, or a layer kept while tracing): then
+    it must be called as itself."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or getattr(module, "_backward_pre_hooks", None)
+                or torch.nn.modules.module._global_forward_hooks
+                or torch.nn.modules.module._global_forward_pre_hooks)
 
 
 class CaffeBias(nn.BatchNorm2d):
@@ -119,12 +140,31 @@ def _bias_or_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                   mean: torch.Tensor, var: torch.Tensor, eps: float) -> torch.Tensor:
     if x.dim() != 4:  # as BatchNorm2d says it
         raise ValueError(f"expected 4D input (got {x.dim()}D input)")
-    trained = torch.is_grad_enabled() and (weight.requires_grad or bias.requires_grad)
-    # on a GPU the check would wait for the device at every unit: the batch norm runs there
-    if _compiling() or trained or x.dtype != bias.dtype or x.device.type != "cpu" \
-            or not _is_identity(weight, mean, var, eps):
+    if not _adds_bias(x, weight, bias, mean, var, eps):
         return F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
     return x + bias.view(1, -1, 1, 1)
+
+
+def _adds_bias(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
+               var: torch.Tensor, eps: float) -> bool:
+    """Whether the batch norm on ``x`` may be its bias alone."""
+    trained = torch.is_grad_enabled() and (weight.requires_grad or bias.requires_grad)
+    # on a GPU the check would wait for the device at every unit: the batch norm runs there
+    return not (_compiling() or trained or x.dtype != bias.dtype or x.device.type != "cpu"
+                or not _is_identity(weight, mean, var, eps))
+
+
+@torch.fx.wrap  # one call in traced graphs: its checks run when the graph does
+def _conv_bias_or_norm(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation,
+                       groups: int, bn_weight: torch.Tensor, bias: torch.Tensor,
+                       mean: torch.Tensor, var: torch.Tensor, eps: float) -> torch.Tensor:
+    """The convolution then the batch norm: in one convolution with the bias where
+    :func:`_bias_or_norm` would add it (the same values to the bit: the bias is added after
+    the sum, as the add does), else the two as they are."""
+    if x.dim() == 4 and _adds_bias(x, bn_weight, bias, mean, var, eps):
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    return _bias_or_norm(F.conv2d(x, weight, None, stride, padding, dilation, groups),
+                         bn_weight, bias, mean, var, eps)
 
 
 class InceptionBlock(nn.Module):
