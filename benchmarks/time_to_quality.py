@@ -14,6 +14,10 @@ depths (mixed3b, mixed4c, mixed5a), each channel with its own seed:
   snapshot and the two before it) at most 5 % above lucent's. A candidate that never gets
   there within its steps counts as its full time.
 
+Both render the same model object; lucent's ``render_vis`` leaves a forward hook on every
+module at each call, which this removes after each lucent render (``lucents_hooks_removed``),
+so that no render runs the hooks of the ones before it.
+
 Every number of a row comes from one run, side by side (the machine is shared and noisy). The
 table prints per channel and the medians; ``--figure`` writes lucent 512 steps / featviz
 defaults / featviz at its time-to-quality point for four channels, and ``--batch`` also

@@ -157,7 +157,7 @@ def test_inception_step_benchmark_prints_its_table():
     assert [r.split(" | ")[:2] for r in rows] == [
         [f"| {layer}", layout] for layer in ("conv2d2", "mixed3b", "mixed4c", "mixed5a")
         for layout in ("NCHW", "NHWC")]
-    assert all(r.count("x |") == 3 for r in rows)
+    assert all(r.count("x |") == 4 for r in rows)
 
 
 def test_prune_step_benchmark_prints_its_table():

@@ -149,10 +149,10 @@ def _logits_and_grad(model: nn.Module, x: torch.Tensor, fold: bool
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_units_fold_the_bias_into_the_convolution(layout):
-    """A unit nobody watches runs one convolution with the bias: the logits and the gradient
-    to the image are those of the convolution then the bias add (up to float rounding: some
-    of PyTorch's convolution kernels start their sum from the bias), and the unit's autograd
-    graph has no add."""
+    """A unit nobody watches runs one convolution with the bias (the stem's input gradient by
+    phases): the logits and the gradient to the image are those of the convolution then the
+    bias add (up to float rounding: some of PyTorch's convolution kernels start their sum from
+    the bias), and the unit's autograd graph has no add."""
     torch.manual_seed(3)
     model = featviz.models.load("inceptionv1", weights=None).eval().requires_grad_(False)
     with torch.no_grad():
@@ -164,8 +164,10 @@ def test_units_fold_the_bias_into_the_convolution(layout):
     folded, unfolded = _logits_and_grad(model, x, True), _logits_and_grad(model, x, False)
     for a, b in zip(folded, unfolded, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))
-    stem = model.net.conv1(x.requires_grad_(True))
-    assert type(stem.grad_fn.next_functions[0][0]).__name__ == "ConvolutionBackward0"
+    stem = model.net.conv1(x.requires_grad_(True))  # its input gradient by phases
+    assert type(stem.grad_fn.next_functions[0][0]).__name__ == "_StemConvBackward"
+    unit = model.net.conv2(stem)
+    assert type(unit.grad_fn.next_functions[0][0]).__name__ == "ConvolutionBackward0"
 
 
 def test_a_watched_unit_runs_module_by_module(random_v1):

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core import stem_conv
+
 #: Caffe's mean pixel, RGB, on the 0-255 scale (BVLC's ``bvlc_googlenet`` preprocessing)
 CAFFE_MEAN_RGB = (123.0, 117.0, 104.0)
 
@@ -162,9 +164,18 @@ def _conv_bias_or_norm(x: torch.Tensor, weight: torch.Tensor, stride, padding, d
     :func:`_bias_or_norm` would add it (the same values to the bit: the bias is added after
     the sum, as the add does), else the two as they are."""
     if x.dim() == 4 and _adds_bias(x, bn_weight, bias, mean, var, eps):
-        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
-    return _bias_or_norm(F.conv2d(x, weight, None, stride, padding, dilation, groups),
+        return _conv(x, weight, bias, stride, padding, dilation, groups)
+    return _bias_or_norm(_conv(x, weight, None, stride, padding, dilation, groups),
                          bn_weight, bias, mean, var, eps)
+
+
+def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding,
+          dilation, groups: int) -> torch.Tensor:
+    """``F.conv2d``; the stem (7x7, stride 2, on the image's three channels) with its input
+    gradient by phases on the CPU (:mod:`featviz.core.stem_conv`)."""
+    if not _compiling() and stem_conv.applies(x, weight, stride, padding, dilation, groups):
+        return stem_conv.stem_conv2d(x, weight, bias, stride, padding)
+    return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
 
 class InceptionBlock(nn.Module):
