@@ -6,12 +6,13 @@ and gradients: LRN's sum over neighbouring channels is a 1x1 convolution by a ba
 the squares with ``avg_pool3d``); the batch norms that hold the Caffe biases add them
 (``CaffeBias``; ``nn.BatchNorm2d`` runs a full batch norm, forward and backward); and a unit
 nobody watches passes that bias to its convolution, which adds it in the same call
-(``ConvUnit.fold_bias``; equal up to float rounding). This times, per layer, a forward stopped
-after the layer plus the backward of one channel's mean to the input (the floor of a render
-step), batch 1, in four builds: PyTorch's LRN and batch norms, featviz's LRN with batch norms,
-featviz's LRN with bias adds, and the model as featviz has it. They alternate per repetition,
-and each figure is the median. Weights are random, Caffe-style (speed does not
-depend on them), so it runs anywhere.
+(``ConvUnit.fold_bias``; equal up to float rounding), the stem's among them, whose input
+gradient then runs by pixel phases (``featviz.core.stem_conv``). This times, per layer, a
+forward stopped after the layer plus the backward of one channel's mean to the input (the
+floor of a render step), batch 1, in four builds: PyTorch's LRN and batch norms, featviz's
+LRN with batch norms, featviz's LRN with bias adds, and the model as featviz has it. They
+alternate per repetition, and each figure is the median. Weights are random, Caffe-style
+(speed does not depend on them), so it runs anywhere.
 
     python benchmarks/inception_step.py                  # 224 px, all CPU threads
     python benchmarks/inception_step.py --threads 1 --size 128
@@ -39,7 +40,7 @@ LAYERS = ("conv2d2", "mixed3b", "mixed4c", "mixed5a")
 BUILDS = (("PyTorch's LRN and batch norms", True, True, False),
           ("featviz's LRN, batch norms", False, True, False),
           ("featviz's LRN and bias adds", False, False, False),
-          ("featviz's LRN, bias in the convolution", False, False, True))
+          ("featviz's LRN, bias in the convolution, stem by phases", False, False, True))
 
 
 def swap(model: nn.Module, pytorchs_lrn: bool, pytorchs_norm: bool, fold: bool = True) -> None:
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"InceptionV1, batch 1, {args.size} px, {args.threads} thread(s), CPU; forward to the "
           "layer + backward to the input, median ms\n")
     print("| layer | layout | " + " | ".join(build[0] for build in BUILDS)
-          + " | LRN speed-up | bias adds' speed-up | bias in the convolution | all |")
+          + " | LRN speed-up | bias adds' speed-up | bias in the convolution + stem | all |")
     print("|---|---|" + "---:|" * (len(BUILDS) + 3))
     for layer in LAYERS:
         for layout, fmt in (("NCHW", torch.contiguous_format), ("NHWC", torch.channels_last)):
