@@ -60,3 +60,6 @@ def test_only_what_it_serves():
     assert not stem_conv.applies(x.detach(), w.detach(), **ok)
     with torch.no_grad():
         assert not stem_conv.applies(x, w.detach(), **ok)
+    with pytest.raises(ValueError, match="no gradient to the weight or the bias"):
+        stem_conv.stem_conv2d(x, w.detach(), torch.zeros(4, requires_grad=True), (2, 2),
+                              (1, 1))

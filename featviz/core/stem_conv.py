@@ -3,11 +3,11 @@ gradient is cheap on the CPU.
 
 The gradient of a stride-``s`` convolution to its input is a transposed convolution. With the
 image's three channels as its output, PyTorch's CPU kernels run it at a fraction of their speed
-(about 5x the forward's time for InceptionV1's 7x7 stride-2 stem, where it is ~5 % of a render
-step). Each of the input's ``s x s`` pixel phases is a plain stride-1 convolution of the output
+(about 5x the forward's time for InceptionV1's 7x7 stride-2 stem, 5-10 % of a render step).
+Each of the input's ``s x s`` pixel phases is a plain stride-1 convolution of the output
 gradient with a sub-kernel (the sub-pixel convolution of Shi et al. 2016, run backwards), so
-here they run as one convolution with ``3 s^2`` output channels, then a pixel shuffle: the same
-gradient up to float rounding, in about 40 % of the time. The forward pass is PyTorch's own.
+here they run as one convolution with ``in_channels * s^2`` outputs, then a pixel shuffle: the
+same gradient up to float rounding, in about 40 % of the time. The forward pass is PyTorch's.
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ def stem_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
                 padding) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, stride, padding)`` (where :func:`applies`), its gradient to
     ``x`` computed by phases; no gradient reaches ``weight`` or ``bias``."""
+    if torch.is_grad_enabled() and (weight.requires_grad
+                                    or (bias is not None and bias.requires_grad)):
+        raise ValueError("stem_conv2d gives no gradient to the weight or the bias: use "
+                         "F.conv2d where they take one")
     return _StemConv.apply(x, weight, bias, int(tuple(stride)[0]), tuple(padding))
 
 

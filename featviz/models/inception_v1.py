@@ -161,8 +161,9 @@ def _conv_bias_or_norm(x: torch.Tensor, weight: torch.Tensor, stride, padding, d
                        groups: int, bn_weight: torch.Tensor, bias: torch.Tensor,
                        mean: torch.Tensor, var: torch.Tensor, eps: float) -> torch.Tensor:
     """The convolution then the batch norm: in one convolution with the bias where
-    :func:`_bias_or_norm` would add it (the same values to the bit: the bias is added after
-    the sum, as the add does), else the two as they are."""
+    :func:`_bias_or_norm` would add it (the same values up to float rounding: oneDNN adds the
+    bias after the sum, as the add does; PyTorch's fallback kernel starts from it), else the
+    two as they are."""
     if x.dim() == 4 and _adds_bias(x, bn_weight, bias, mean, var, eps):
         return _conv(x, weight, bias, stride, padding, dilation, groups)
     return _bias_or_norm(_conv(x, weight, None, stride, padding, dilation, groups),
