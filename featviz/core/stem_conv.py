@@ -3,7 +3,7 @@ gradient is cheap on the CPU.
 
 The gradient of a stride-``s`` convolution to its input is a transposed convolution. With the
 image's three channels as its output, PyTorch's CPU kernels run it at a fraction of their speed
-(about 5x the forward's time for InceptionV1's 7x7 stride-2 stem, 5-10 % of a render step).
+(about 5x the forward's time for InceptionV1's 7x7 stride-2 stem, a tenth of a render step).
 Each of the input's ``s x s`` pixel phases is a plain stride-1 convolution of the output
 gradient with a sub-kernel (the sub-pixel convolution of Shi et al. 2016, run backwards), so
 here they run as one convolution with ``in_channels * s^2`` outputs, then a pixel shuffle: the

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import stem_conv
+from ..core.hooks import hook_count
 
 #: Caffe's mean pixel, RGB, on the 0-255 scale (BVLC's ``bvlc_googlenet`` preprocessing)
 CAFFE_MEAN_RGB = (123.0, 117.0, 104.0)
@@ -80,9 +81,7 @@ class ConvUnit(nn.Module):
 def _watched(module: nn.Module) -> bool:
     """Whether a hook waits on ``module``'s call (a tap, or a layer kept while tracing): then
     it must be called as itself."""
-    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-                or getattr(module, "_backward_pre_hooks", None)
-                or torch.nn.modules.module._global_forward_hooks
+    return bool(hook_count(module) or torch.nn.modules.module._global_forward_hooks
                 or torch.nn.modules.module._global_forward_pre_hooks)
 
 
@@ -164,10 +163,13 @@ def _conv_bias_or_norm(x: torch.Tensor, weight: torch.Tensor, stride, padding, d
     :func:`_bias_or_norm` would add it (the same values up to float rounding: oneDNN adds the
     bias after the sum, as the add does; PyTorch's fallback kernel starts from it), else the
     two as they are."""
-    if x.dim() == 4 and _adds_bias(x, bn_weight, bias, mean, var, eps):
+    if x.dim() != 4:  # the convolution takes it; the batch norm says what is wrong
+        return _bias_or_norm(_conv(x, weight, None, stride, padding, dilation, groups),
+                             bn_weight, bias, mean, var, eps)
+    if _adds_bias(x, bn_weight, bias, mean, var, eps):
         return _conv(x, weight, bias, stride, padding, dilation, groups)
-    return _bias_or_norm(_conv(x, weight, None, stride, padding, dilation, groups),
-                         bn_weight, bias, mean, var, eps)
+    return F.batch_norm(_conv(x, weight, None, stride, padding, dilation, groups), mean, var,
+                        bn_weight, bias, False, 0.0, eps)
 
 
 def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding,
