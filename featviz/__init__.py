@@ -10,15 +10,18 @@ The package is built in tiers, each importing only from the tiers below it:
 render loop, image files), ``featviz.models`` (model specs and loaders), ``featviz.methods``
 (projections, inversion, receptive fields, feature maps, attribution, neuron groups,
 activation grids, semantic dictionaries, activation atlases) and ``featviz.face``
-(the command line, sweeps, the gallery). The modules users import by their short names
-(``featviz.objectives``, ``featviz.param``, ``featviz.deconv``, ...) are the same module
-objects under both names.
+(the command line, sweeps, the gallery). The modules users reach by their short names
+(``featviz.objectives``, ``featviz.param``, ``featviz.deconv``, ``featviz.cli``, ...) are the same
+module objects under both names, imported when first used: ``import featviz`` loads the core
+and the render loop only.
 """
 
 import importlib
+import os
 import sys
+from types import ModuleType
 
-from . import errors
+from . import _short_names, errors
 from .core.render import RenderResult, render
 from .errors import (
     ChannelError,
@@ -32,38 +35,31 @@ from .errors import (
 
 __version__ = "0.1.0"
 
-# short name -> the module in its tier; `import featviz.X` and `from featviz.X import ...` keep
-# working for every module that had a top-level home before the tiers
-SHORT_NAMES = {
-    **{m: f"core.{m}" for m in ("hooks", "backward_rules", "truncate", "objectives",
-                                "transforms", "images", "metrics", "markdown", "param")},
-    **{m: f"methods.{m}" for m in ("deconv", "dataset", "occlusion", "inversion",
-                                   "receptive_field", "featuremaps", "groups", "attribution",
-                                   "activation_grid", "semantic_dictionary",
-                                   "building_blocks", "atlas_store", "atlas")},
-    **{m: f"face.{m}" for m in ("cli", "sweep", "gallery", "blocks_page", "atlas_page",
-                                "display")},
-    "cifar": "models.cifar",
-}
+# short name -> the module in its tier, for every public module directly under core, methods and
+# face (and models.cifar); `import featviz.X`, `from featviz.X import ...` and `featviz.X` all
+# give the tier module, imported on first use
+_ALIASES = _short_names.derive(os.path.dirname(__file__))
+_short_names.install(__name__, _ALIASES)
+# a short name that is also an attribute here (featviz.render, the function) is reached only by
+# import statements; its module is registered now so that importing it never replaces the attribute
+SHORT_NAMES = {short: full for short, full in _ALIASES.items() if short not in globals()}
+sys.modules.update({f"{__name__}.{short}": importlib.import_module(f"{__name__}.{full}")
+                    for short, full in _ALIASES.items() if short not in SHORT_NAMES})
+_SUBPACKAGES = ("core", "models", "methods", "face")
 
 
-def _alias_short_names() -> None:
-    """Import every tier and register each module (and its submodules) under its short name
-    as well, so that both names give the same module object (one copy of each class)."""
-    for full in SHORT_NAMES.values():
-        importlib.import_module(f"{__name__}.{full}")
-    for short, full in SHORT_NAMES.items():
-        prefix = f"{__name__}.{full}"
-        for name in [n for n in sys.modules if n == prefix or n.startswith(prefix + ".")]:
-            sys.modules[f"{__name__}.{short}{name[len(prefix):]}"] = sys.modules[name]
-    # the module that holds render() is reached as featviz.core.render; featviz.render is the
-    # function itself
-    sys.modules[f"{__name__}.render"] = sys.modules[f"{__name__}.core.render"]
+def __getattr__(name: str) -> ModuleType:
+    """``featviz.gallery``, ``featviz.models``, ...: import a short-named module or a tier the
+    first time it is asked for (PEP 562); the import system then keeps it as an attribute."""
+    if name in SHORT_NAMES or name in _SUBPACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-_alias_short_names()
-globals().update({short: sys.modules[f"{__name__}.{short}"] for short in SHORT_NAMES})
-models = sys.modules[f"{__name__}.models"]
+def __dir__() -> list[str]:
+    """The attributes, with the short names and tiers not imported yet."""
+    return sorted({*globals(), *SHORT_NAMES, *_SUBPACKAGES})
+
 
 __all__ = [
     "render", "RenderResult", "hooks", "images", "models", "objectives", "param", "transforms",

@@ -40,6 +40,11 @@ class NonFiniteLossError(FeatvizError, FloatingPointError):
     """The loss became NaN or infinite during an optimization."""
 
 
+class SizeError(FeatvizError, ValueError):
+    """An image size that is neither one side nor (height, width), or a rectangle given to a
+    method that takes squares only."""
+
+
 def closest(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
     """Return up to ``n`` of ``candidates`` that look most like ``name``.
 

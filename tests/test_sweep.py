@@ -149,8 +149,8 @@ def test_corrupt_or_cut_manifest_lines_are_ignored_with_a_warning(tmp_path):
 def test_same_image_on_one_rank_or_two(tmp_path):
     model = make_tiny()
     kw = {**TINY, "steps": 6, "transforms": "standard", "size": 24, "seed": 3}
-    one = sw.sweep(model, tmp_path / "one", ["conv2", "conv3"], "0,2,5,6,9", batch_size=4, **kw)
-    two = [sw.sweep(model, tmp_path / "two", ["conv2", "conv3"], "0,2,5,6,9", batch_size=3,
+    one = sw.sweep(model, tmp_path / "one", ["conv2", "conv3"], "0,2,5,6,9", batch=4, **kw)
+    two = [sw.sweep(model, tmp_path / "two", ["conv2", "conv3"], "0,2,5,6,9", batch=3,
                     rank=r, world_size=2, **kw) for r in (0, 1)]
     assert one.rendered == 10 and [t.rendered for t in two] == [5, 5]
     split = {(r["layer"], r["channel"]): r for t in two for r in t.records}
@@ -188,7 +188,7 @@ def test_a_signal_between_batches_stops_after_the_writes(tmp_path):
             os.kill(os.getpid(), signal.SIGTERM)
 
     before = signal.getsignal(signal.SIGTERM)
-    res = sw.sweep(make_tiny(), tmp_path, ["conv3"], "0-5", batch_size=2,
+    res = sw.sweep(make_tiny(), tmp_path, ["conv3"], "0-5", batch=2,
                    **{**TINY, "log": log})
     assert res.interrupted and res.signal == signal.SIGTERM
     assert res.rendered == 2 and len(_lines(tmp_path)) == 2
@@ -239,8 +239,8 @@ def test_without_a_launcher_no_process_group(monkeypatch):
 
 def test_a_sweep_with_another_parameterization_records_it(tmp_path):
     model = make_tiny()
-    res = sw.sweep(model, tmp_path, ["conv3"], "0-1", parameterization="maco", **TINY)
+    res = sw.sweep(model, tmp_path, ["conv3"], "0-1", param="maco", **TINY)
     assert {r["settings"]["param"] for r in res.records} == {"maco"}
     assert {r["settings"]["lr"] for r in res.records} == {featviz.param.maco(8).lr}
     with pytest.raises(FeatvizError, match=r"param: 'maco' then, 'laplacian' now"):
-        sw.sweep(model, tmp_path, ["conv3"], "0-1", parameterization="laplacian", **TINY)
+        sw.sweep(model, tmp_path, ["conv3"], "0-1", param="laplacian", **TINY)

@@ -111,10 +111,16 @@ def read_tensor(path: str | os.PathLike, what: str) -> torch.Tensor:
     return value.float()
 
 
+def safe_name(text: str) -> str:
+    """``text`` as a file name part: each run of characters other than ``A-Za-z0-9._-``
+    becomes one ``_``, with none at either end (empty when nothing safe is left)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+
+
 def folder_name(layer: str) -> str:
     """The folder of ``layer``'s channel images: the name with anything but ``A-Za-z0-9._-``
-    replaced."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", layer).strip("_") or "layer"
+    replaced (:func:`safe_name`), ``layer`` when nothing is left."""
+    return safe_name(layer) or "layer"
 
 
 def image_file(layer: str, channel: int) -> str:

@@ -17,18 +17,20 @@ from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from ..errors import FeatvizError
 from .files import write_atomic
+from .sizes import SizeLike, hw
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
-def load(path: str | os.PathLike, size: int | tuple[int, int] | None = None,
+def load(path: str | os.PathLike, size: SizeLike | None = None,
          fit: str = "crop", device: str | torch.device | None = None,
          channels: int = 3) -> torch.Tensor:
     """Read an image file as a [1,C,H,W] float tensor in [0, 1]: RGB (``channels=3``) or
     grayscale (``channels=1``, PIL's luminance of the RGB image).
 
-    With ``size``, ``fit="crop"`` resizes the shorter side and cuts the centre (aspect kept),
-    ``fit="resize"`` stretches the whole image to the size. An unreadable file raises an error
+    With ``size`` (one side or (height, width)), ``fit="crop"`` scales the image until it
+    covers the size and cuts the centre (aspect kept), ``fit="resize"`` stretches the whole
+    image to the size. An unreadable file raises an error
     naming its path.
     """
     if channels not in (1, 3):
@@ -66,8 +68,8 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def _fit(im: Image.Image, size: int | tuple[int, int], fit: str) -> Image.Image:
-    h, w = (size, size) if isinstance(size, int) else size
+def _fit(im: Image.Image, size: SizeLike, fit: str) -> Image.Image:
+    h, w = hw(size)
     if fit == "resize":
         return im.resize((w, h), Image.BILINEAR)
     if fit != "crop":

@@ -96,7 +96,8 @@ def guess(name: str, act: torch.Tensor, image: tuple[int, int], prefix: int = 1)
     """Recognize a layout from a shape, for an input image of ``image`` (h, w): 2-D vectors;
     3-D token sequences that fill a grid of the image's aspect (no class token) or do so after
     the model's ``prefix`` leading tokens; 4-D maps whose last two sides have the image's
-    aspect (NCHW), else whose middle two do (NHWC)."""
+    aspect (NCHW), else whose middle two do (NHWC), else the same two with the image's aspect
+    less an unpadded border (a rectangle only, see :func:`_bordered`)."""
     shape = list(act.shape)
     if act.dim() == 2:
         return "vector"
@@ -109,6 +110,10 @@ def guess(name: str, act: torch.Tensor, image: tuple[int, int], prefix: int = 1)
         if _aspect(shape[2], shape[3], image):
             return "nchw"
         if _aspect(shape[1], shape[2], image):
+            return "nhwc"
+        if _bordered(shape[2], shape[3], image):
+            return "nchw"
+        if _bordered(shape[1], shape[2], image):
             return "nhwc"
     raise FeatvizError(f"cannot tell where the channels and the grid are in layer {name!r}'s "
                        f"output {shape}; declare it: featviz.models.wrap(net, layouts="
@@ -157,6 +162,22 @@ def normalize(acts: dict[str, torch.Tensor], table: Mapping[str, str],
 def _aspect(h: int, w: int, image: tuple[int, int]) -> bool:
     """Whether an ``h x w`` map has the image's aspect, up to the rounding of strides."""
     return h > 0 and w > 0 and abs(h * image[1] - w * image[0]) < max(image) * 1.0
+
+
+def _bordered(h: int, w: int, image: tuple[int, int]) -> bool:
+    """Whether an ``h x w`` map is a rectangular image less a border of one width on every
+    side, then strided: unpadded convolutions take the same pixels off both sides, which
+    changes the aspect of a rectangle (a 60x92 image gives 56x88 after two 3x3 ones). Solved
+    for the stride ``s`` and the border ``k`` from ``h = (H - k) / s``, ``w = (W - k) / s``:
+    a fit needs the map to lie the image's way (``s > 0``) and the border to be at most half
+    the shorter side (down to ``-s``: padding that rounds up). A square image never gets
+    here: its maps have its aspect exactly."""
+    rows, cols = image
+    if h <= 0 or w <= 0 or h == w or rows == cols:
+        return False
+    stride = (cols - rows) / (w - h)
+    border = rows - stride * h
+    return stride > 0 and -stride <= border <= min(rows, cols) / 2
 
 
 def _grid(n: int, image: tuple[int, int]) -> tuple[int, int] | None:

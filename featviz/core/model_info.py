@@ -3,8 +3,12 @@ the channels its first convolution takes. One home each, so they are answered al
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
+
+from .sizes import SizeLike, compact, hw
 
 DEFAULT_INPUT_SIZE = 224  # ImageNet's, for a model that does not say
 
@@ -18,10 +22,29 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def input_size(model: nn.Module, size: int | None = None) -> int:
-    """``size`` when given, else the model's ``input_size`` attribute (set by
-    :func:`featviz.models.load`/``wrap``), else 224."""
-    return int(size or getattr(model, "input_size", DEFAULT_INPUT_SIZE))
+def input_size(model: nn.Module, size: SizeLike | None = None) -> int | tuple[int, int]:
+    """The image size to use for ``model``: one side for a square, (height, width) for a
+    rectangle (a square pair comes back as its side, so both spellings take one path).
+    :func:`input_hw` always gives the pair.
+
+    Args:
+        model: the network; its ``input_size`` attribute (set by
+            :func:`featviz.models.load`/``wrap``) is the default, else 224.
+        size: the size asked for: one side, (height, width), or None (or 0) for the default.
+    """
+    if size is None or (not isinstance(size, Sequence) and size == 0):
+        size = getattr(model, "input_size", None) or DEFAULT_INPUT_SIZE
+    return compact(size)
+
+
+def input_hw(model: nn.Module, size: SizeLike | None = None) -> tuple[int, int]:
+    """:func:`input_size` as a (height, width) pair, for code that works on either shape.
+
+    Args:
+        model: the network (its ``input_size`` is the default).
+        size: one side, (height, width), or None for the model's.
+    """
+    return hw(input_size(model, size))
 
 
 def input_channels(model: nn.Module) -> int | None:
@@ -57,9 +80,7 @@ def fixed_input_size(model: nn.Module) -> tuple[int, int] | None:
     :func:`featviz.models.wrap` with ``fixed_size=True`` and for model families known to need
     it, such as vision transformers); None for a model that takes any size."""
     size = getattr(model, "featviz_fixed_size", None)
-    if size is None:
-        return None
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    return None if size is None else hw(size)
 
 
 def class_names(model: nn.Module) -> list[str] | None:

@@ -7,7 +7,9 @@ do not depend on which other images share its batch); a seed repeats a run exact
 The geometric transforms are affine maps; :class:`Compose` multiplies consecutive ones into a
 single matrix per image and resamples once (``grid_sample``), instead of warping the image once
 per transform. Integer shifts (pad, jitter, crop) land on pixel centres, so on their own they
-copy pixels (up to float32 rounding of the sampling coordinates, below 1e-4).
+copy pixels (up to float32 rounding of the sampling coordinates, below 1e-4). Images may be
+rectangles: sizes are (height, width), scale and rotation act about the centre in square
+pixels, and pad/jitter change both sides by the same number of pixels.
 
 Presets: ``"standard"`` (lucid's ``render_vis``), ``"distill"`` (the Distill article's
 figures) and ``"none"``.
@@ -21,7 +23,9 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-Size = tuple[int, int]
+from .sizes import SizeLike, hw
+
+Size = tuple[int, int]  # (height, width), as every transform reads a size
 
 
 class ImageStreams:
@@ -231,10 +235,11 @@ class rotate(Affine):  # noqa: N801
 
 
 class crop(Affine):  # noqa: N801
-    """Cut the central ``size`` pixels (an int or (h, w)), e.g. to remove padding again."""
+    """Cut the central ``size`` pixels (one side or (height, width)), e.g. to remove padding
+    again."""
 
-    def __init__(self, size: int | Size):
-        self.size = (size, size) if isinstance(size, int) else tuple(size)
+    def __init__(self, size: SizeLike):
+        self.size = hw(size)
 
     def out_size(self, size: Size) -> Size:
         if self.size[0] > size[0] or self.size[1] > size[1]:
@@ -252,12 +257,13 @@ class crop(Affine):  # noqa: N801
 
 
 class fit(Affine):  # noqa: N801
-    """Bring the image to exactly ``size`` (an int or (h, w)), for a model that takes no
-    other: the central part when the image is larger (lucid's pad-then-crop: what padding
-    added is cut off again), the whole image resampled up when it is smaller."""
+    """Bring the image to exactly ``size`` (one side or (height, width)), for a model that
+    takes no other: the central part when the image is larger (lucid's pad-then-crop: what
+    padding added is cut off again), the whole image resampled up when it is smaller; each
+    axis on its own, so a rectangle may be cut along one and stretched along the other."""
 
-    def __init__(self, size: int | Size):
-        self.size = (size, size) if isinstance(size, int) else tuple(size)
+    def __init__(self, size: SizeLike):
+        self.size = hw(size)
 
     def out_size(self, size: Size) -> Size:
         return self.size
@@ -277,7 +283,7 @@ class fit(Affine):  # noqa: N801
         return f"fit({self.size})"
 
 
-def fitted(pipeline: Callable, size: Size) -> Callable:
+def fitted(pipeline: Callable, size: SizeLike) -> Callable:
     """``pipeline`` followed by :class:`fit` to ``size``: fused into its affine run when it is
     a :class:`Compose`, so the step still resamples once."""
     if isinstance(pipeline, Compose):
@@ -339,8 +345,10 @@ class Compose(Transform):
                 raise TypeError(f"transforms must be callables, got {t!r}")
         self._plan: _Plan | None = None
 
-    def out_size(self, size: Size) -> Size:
-        """The size the model sees for an image of ``size`` (only affine transforms known)."""
+    def out_size(self, size: SizeLike) -> Size:
+        """The (height, width) the model sees for an image of ``size`` (one side or (height,
+        width)); only the affine transforms are known to change it."""
+        size = hw(size)
         for t in self.transforms:
             if isinstance(t, Affine):
                 size = t.out_size(size)
@@ -428,7 +436,7 @@ def standard() -> Compose:
     ])
 
 
-def distill(size: int | Size) -> Compose:
+def distill(size: SizeLike) -> Compose:
     """The Distill article's figures: pad 16, jitter 16, scale {1, .975, 1.025, .95, 1.05},
     rotate -5..5 degrees, jitter 8, then crop the padding back off to ``size``."""
     return Compose([
@@ -444,7 +452,7 @@ def distill(size: int | Size) -> Compose:
 PRESETS = ("standard", "distill", "none")
 
 
-def resolve(spec: str | Sequence | Callable | None, size: int | Size) -> Callable:
+def resolve(spec: str | Sequence | Callable | None, size: SizeLike) -> Callable:
     """Turn what a user passed as ``transforms=`` into a callable ``f(x, generator)``.
 
     A preset name, ``None``/``"none"`` (identity), a list or tuple (composed in order: never

@@ -20,6 +20,7 @@ from pathlib import Path
 from ..core.files import output_path
 from ..core.images import image_format
 from ..errors import FeatvizError
+from .devices import available_devices, present
 
 #: The largest ``--steps`` (and ``--samples``): far past any useful render, and small enough
 #: that a typo such as ``--steps 100000000000`` is caught instead of running for years.
@@ -55,9 +56,30 @@ def whole_number(low: int, high: int | None = None, unit: str = "") -> Callable[
 steps = whole_number(0, MAX_STEPS)
 positive = whole_number(1)
 index = whole_number(0)
-size = whole_number(MIN_SIZE, MAX_SIZE, "pixels")
+side = whole_number(MIN_SIZE, MAX_SIZE, "pixels")
 samples = whole_number(1, MAX_STEPS)
 seed = whole_number(0, MAX_SEED)
+
+
+def size(text: str) -> int | tuple[int, int]:
+    """An image size: one side (``224``, a square) or ``HxW``, height x width (``224x320``:
+    224 high, 320 wide), each side from MIN_SIZE to MAX_SIZE pixels. A single number is read
+    (and refused) as :data:`side` reads it; ``HxH`` comes back as its side, so both spellings
+    of a square run and record alike.
+
+    Args:
+        text: the option's text.
+    """
+    if "x" not in text.lower():
+        return side(text)
+    height, _, width = text.lower().partition("x")
+    try:
+        h, w = side(height.strip()), side(width.strip())
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be one side or HxW (height x width, e.g. 224x320), each a whole number "
+            f"from {MIN_SIZE} to {MAX_SIZE} pixels; got {text!r}") from None
+    return h if h == w else (h, w)
 
 
 def _number(text: str, ok: Callable[[float], bool], rule: str) -> float:
@@ -183,34 +205,10 @@ def device(text: str) -> str:
     except RuntimeError:
         raise argparse.ArgumentTypeError(f"names an unknown device {text!r}; this machine "
                                          f"has: {', '.join(available_devices())}") from None
-    if dev.type != "cpu" and not _present(dev):
+    if dev.type != "cpu" and not present(dev):
         raise argparse.ArgumentTypeError(f"names {text!r}, a device this machine does not "
                                          f"have; it has: {', '.join(available_devices())}")
     return text
-
-
-def available_devices() -> list[str]:
-    """The devices of this machine that ``--device`` accepts."""
-    import torch
-
-    found = ["cpu"]
-    if torch.cuda.is_available():
-        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if torch.backends.mps.is_available():
-        found.append("mps")
-    return found
-
-
-def _present(dev) -> bool:
-    """Whether this machine has ``dev`` (a torch.device that is not the CPU)."""
-    import torch
-
-    backend = torch.backends.mps if dev.type == "mps" else getattr(torch, dev.type, None)
-    is_available = getattr(backend, "is_available", None)
-    if is_available is None or not is_available():
-        return False
-    count = getattr(backend, "device_count", lambda: 1)()
-    return dev.index is None or dev.index < count
 
 
 def existing_file(text: str) -> str:

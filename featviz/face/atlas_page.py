@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from ..core import images as _images
 from ..core import notebook as _nb
 from ..core.files import write_text
+from ..core.sizes import hw
 from ..methods.atlas import Atlas
 from ..methods.atlas_store import ActivationStore
 
@@ -56,16 +57,17 @@ def _patches(store: ActivationStore, where: dict, indices: list[int],
     ``where`` holds the store's image, y and x columns."""
     images, ys, xs = (where[c][indices] for c in ("image", "y", "x"))
     h, w = store.map_shape
+    rows, cols = hw(store.size)
     out = []
     for img, y, x in zip(images.tolist(), ys.tolist(), xs.tolist(), strict=True):
         try:
-            photo = _images.load(store.images[img], size=store.size)[0]
+            photo = _images.load(store.images[img], size=(rows, cols))[0]
         except Exception:  # a moved or deleted photo: the page is still worth having
             continue
-        step = store.size / max(h, w)
+        step = max(rows, cols) / max(h, w)
         cy, cx, half = (y + 0.5) * step, (x + 0.5) * step, 1.5 * step
-        top = int(max(0, min(store.size - 2 * half, cy - half)))
-        left = int(max(0, min(store.size - 2 * half, cx - half)))
+        top = int(max(0, min(rows - 2 * half, cy - half)))
+        left = int(max(0, min(cols - 2 * half, cx - half)))
         crop = photo[:, top:top + int(2 * half), left:left + int(2 * half)]
         crop = F.interpolate(crop[None], size=(side, side), mode="bilinear",
                              align_corners=False)[0]

@@ -3,10 +3,11 @@
 Jupyter shows the last value of a cell through its ``_repr_html_`` / ``_repr_png_``. Every
 featviz result defines them on its own class, calling down to :mod:`featviz.core.notebook`
 for the PNG bytes, inline images and the size budget (classes of the lower tiers cannot
-import this module: imports flow face -> methods -> models -> core). This module holds what
-belongs to the face tier: the view of a sweep (:class:`SweepFolder`, and
-:class:`~featviz.face.sweep.SweepResult`'s display), :func:`html` / :func:`png` for any
-result, and :data:`RICH` — which result class shows itself how.
+import this module: imports flow face -> methods -> models -> core). So do the sweep's own
+views, :class:`SweepFolder` and :class:`~featviz.face.sweep.SweepResult`'s display, which
+live in :mod:`featviz.face.sweep` (and are named here too). This module holds
+:func:`html` / :func:`png` for any result, and :data:`RICH` — which result class shows
+itself how.
 
 In a notebook::
 
@@ -17,13 +18,8 @@ In a notebook::
 
 from __future__ import annotations
 
-import html as _html
-import os
-from pathlib import Path
 from typing import Any
 
-from ..core import images as _images
-from ..core import notebook as _nb
 from ..core.render import RenderResult
 from ..errors import FeatvizError
 from ..methods import (
@@ -39,8 +35,9 @@ from ..methods import (
     receptive_field,
     semantic_dictionary,
 )
-from .gallery import collect
-from .sweep import SweepResult, read_settings
+from .sweep import SweepFolder, SweepResult
+
+__all__ = ["RICH", "html", "png", "SweepFolder", "sweep_result_html"]
 
 #: every result class -> the rich forms it shows itself in (besides a short ``__repr__``)
 RICH: dict[type, tuple[str, ...]] = {
@@ -67,9 +64,6 @@ RICH: dict[type, tuple[str, ...]] = {
     atlas.Atlas: ("html", "png"),
 }
 
-_SWEEP_LAYERS = 8  # layers a sweep view shows
-_SWEEP_CHANNELS = 32  # channels per layer it shows
-
 
 def html(result: Any) -> str:
     """The HTML a notebook shows for ``result`` (any featviz result; see :data:`RICH`), e.g.
@@ -89,50 +83,11 @@ def png(result: Any) -> bytes:
     return method()
 
 
-class SweepFolder:
-    """A sweep folder (``featviz sweep --out FOLDER`` or :func:`featviz.sweep.sweep`) as a
-    notebook shows it: its settings, then per layer (at most 8) a labelled grid of its
-    finished channels' images (at most 32), the objective under each. For the full set with
-    the dataset patches, write the gallery: ``featviz gallery FOLDER``."""
-
-    def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder)
-
-    def __repr__(self) -> str:
-        return f"SweepFolder({str(self.folder)!r})"
-
-    def _repr_html_(self) -> str:
-        page = _nb.Budget()
-        try:
-            by_layer = collect(self.folder)
-        except FeatvizError as err:
-            return f"<p>{_html.escape(str(err))}</p>"
-        settings = read_settings(self.folder)
-        keys = ("model", "steps", "size", "param", "seed")
-        page.text("<p>" + _html.escape(" · ".join(f"{k} {settings[k]}" for k in keys
-                                                   if settings.get(k) is not None)) + "</p>")
-        for layer, recs in list(by_layer.items())[:_SWEEP_LAYERS]:
-            shown = recs[:_SWEEP_CHANNELS]
-            tiles = [_images.load(self.folder / r["file"], size=96)[0] for r in shown]
-            labels = [f"{r['channel']}: {r.get('value', float('nan')):.3g}" for r in shown]
-            more = f" ({len(shown)} of {len(recs)})" if len(recs) > len(shown) else ""
-            page.text(f"<p><b>{_html.escape(layer)}</b>{more}</p>")
-            page.image(_images.grid(tiles, labels, ncol=8), layer)
-        if len(by_layer) > _SWEEP_LAYERS:
-            page.text(f"<p>{_SWEEP_LAYERS} of {len(by_layer)} layers shown</p>")
-        page.text(f"<p>all of it: <code>featviz gallery {_html.escape(str(self.folder))}"
-                  "</code></p>")
-        return page.html(f"sweep {self.folder.name}")
-
-
 def sweep_result_html(result: SweepResult) -> str:
-    """What :class:`SweepResult` shows: this rank's counts and time, then the folder's
-    images (:class:`SweepFolder`) when it knows its folder."""
-    state = (f"interrupted by signal {result.signal}" if result.interrupted else "finished")
-    counts = _nb.table(["rank", "jobs in all", "this rank's", "rendered", "already done",
-                        "seconds", "state"],
-                       [(f"{result.rank}/{result.world_size}", result.total, result.share,
-                         result.rendered, result.skipped, f"{result.seconds:.1f}", state)])
-    if result.folder is None or not any(Path(result.folder).glob("manifest.rank*.jsonl")):
-        return counts
-    return counts + SweepFolder(result.folder)._repr_html_()
+    """What :class:`SweepResult` shows (its own ``_repr_html_``): this rank's counts and
+    time, then the folder's images (:class:`SweepFolder`) when it knows its folder.
+
+    Args:
+        result: what one rank of a sweep did.
+    """
+    return result._repr_html_()

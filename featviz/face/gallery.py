@@ -9,13 +9,11 @@ from __future__ import annotations
 import base64
 import html
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..core.files import write_text
-from ..errors import FeatvizError
-from .sweep import folder_name, manifest_files, read_manifests, read_settings
+from .sweep import collect, folder_name, read_settings
 
 _STYLE = """body{font-family:sans-serif;margin:16px;color:#222}
 a{color:#225}
@@ -55,30 +53,6 @@ def _page(title: str, body: str) -> str:
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>"
             f"{body}</body></html>")
-
-
-def collect(folder: str | os.PathLike) -> dict[str, list[dict]]:
-    """The finished jobs of a sweep folder by layer (layers in sweep order, channels
-    ascending): records whose image file exists; of several records of one job, the last.
-    A folder without a manifest raises an error that says what was expected."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FeatvizError(f"sweep folder not found: {folder}")
-    if not manifest_files(folder):
-        raise FeatvizError(f"{folder} holds no sweep manifest (expected manifest.rank*.jsonl, "
-                           f"written by `featviz sweep --out {folder}`)")
-    latest: dict[tuple[str, int], dict] = {}
-    for rec in read_manifests(folder):
-        if (folder / rec["file"]).is_file():
-            latest[(rec["layer"], rec["channel"])] = rec
-        else:
-            warnings.warn(f"{folder / rec['file']} is missing; channel {rec['channel']} of "
-                          f"{rec['layer']} left out", stacklevel=2)
-    order = list(read_settings(folder).get("layers", {}))
-    by_layer: dict[str, list[dict]] = {layer: [] for layer in order}
-    for (layer, _), rec in sorted(latest.items(), key=lambda kv: kv[0][1]):
-        by_layer.setdefault(layer, []).append(rec)
-    return {layer: recs for layer, recs in by_layer.items() if recs}
 
 
 def _settings_line(settings: Mapping) -> str:

@@ -24,7 +24,7 @@ from ..core import notebook as _nb
 from ..core import objectives as _objectives
 from ..core import param as _param
 from ..core.hooks import frozen, on_output
-from ..core.model_info import class_names, input_size, model_device
+from ..core.model_info import class_names, input_hw, model_device
 from ..core.render import RenderResult, render
 from ..errors import FeatvizError
 from .activation_grid import CELL_TRANSFORMS, GRID_COSSIM_POW, agreement, check_cell
@@ -235,15 +235,15 @@ def _class_names(store: ActivationStore) -> dict[int, str]:
 # -- class attribution of cells ---------------------------------------------------------------
 
 def cell_classes(model: nn.Module, layer: str, means: np.ndarray, *, top: int = 3,
-                 size: int | None = None, batch_size: int = 32) -> list[list[tuple[str, float]]]:
+                 size: int | tuple[int, int] | None = None, batch_size: int = 32
+                 ) -> list[list[tuple[str, float]]]:
     """Per cell the ``top`` classes its average vector speaks for: the rest of the network
     run on the layer's map filled with the vector at every position, each class logit minus
     its value for a map of zeros (a documented simplification of the article's gradient ×
     vector, which would need a backward pass per class; this one needs one forward pass per
-    cell and gives every class at once)."""
+    cell and gives every class at once) on a grey image of ``size`` (a side or (h, w))."""
     names = class_names(model)
-    size = input_size(model, size)
-    grey = torch.full((1, 3, size, size), 0.5, device=model_device(model))
+    grey = torch.full((1, 3, *input_hw(model, size)), 0.5, device=model_device(model))
     vecs = torch.as_tensor(means, dtype=torch.float32)
     out = []
     with frozen(model), torch.no_grad():

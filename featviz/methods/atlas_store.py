@@ -27,6 +27,7 @@ from torch import nn
 from ..core.files import write_atomic, write_text
 from ..core.hooks import LayerTap, frozen, resolve_layer
 from ..core.model_info import class_names, image_channels, input_size, model_device
+from ..core.sizes import SizeLike
 from ..errors import FeatvizError
 from . import attribution as _attribution
 from . import dataset as _dataset
@@ -42,7 +43,8 @@ class ActivationStore:
     numbers at ``layer``, read shard by shard (:meth:`shards`) or all at once
     (:meth:`vectors`, float32 [N, C]). ``images`` names every source image in order, ``labels``
     its class name ('' where none); ``attribute`` names the classes whose attribution each
-    vector carries (see :func:`collect`)."""
+    vector carries (see :func:`collect`); ``size`` is the photos' size, one side or
+    [height, width]."""
 
     folder: Path
     manifest: dict
@@ -100,9 +102,11 @@ class ActivationStore:
                 f"{self.channels} at {self.layer} from {len(self.images)} images)")
 
 
-def _settings(layer: str, size: int, positions: str | int, seed: int,
+def _settings(layer: str, size: int | tuple[int, int], positions: str | int, seed: int,
               attribute: Sequence[int]) -> dict:
-    return {"layer": layer, "size": size, "positions": positions, "seed": seed,
+    # a rectangle as the list JSON gives back, so a resumed run compares equal
+    return {"layer": layer, "size": size if isinstance(size, int) else list(size),
+            "positions": positions, "seed": seed,
             "attribute": list(attribute)}
 
 
@@ -201,7 +205,7 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def collect(model: nn.Module, source: _dataset.Source, layer: str,
-            folder: str | os.PathLike, *, size: int | None = None, batch_size: int = 32,
+            folder: str | os.PathLike, *, size: SizeLike | None = None, batch_size: int = 32,
             positions: str | int = "all", seed: int = 0,
             attribute: Sequence[int | str] = (), progress: bool = True,
             stop_after: int | None = None) -> ActivationStore:
@@ -209,10 +213,12 @@ def collect(model: nn.Module, source: _dataset.Source, layer: str,
     through ``model`` ``batch_size`` images at a time and write the activation vectors of
     ``layer`` into ``folder``: at every position (``positions="all"``) or at ``positions``
     random ones per image (seeded by ``seed`` and the image's number), float16, with image,
-    position and class. The layer tap stops each pass after ``layer``; with ``attribute``
-    (class indices or names of the model's classes) the whole model runs and each vector also
-    gets its attribution to each of those classes (gradient × activation summed over
-    channels, the linear approximation the article uses), which class atlases select on.
+    position and class; each photo is scaled to cover ``size`` (one side or (height, width);
+    default the model's input size) and centre-cropped to it. The layer tap stops each pass
+    after ``layer``; with ``attribute`` (class indices or names of the model's classes) the
+    whole model runs and each vector also gets its attribution to each of those classes
+    (gradient × activation summed over channels, the linear approximation the article uses),
+    which class atlases select on.
     Only one batch is held in memory. Run again on the same folder it continues where the
     last run stopped (an interrupted run included) without duplicates; ``stop_after`` ends
     the run after that many batches (for tests and timing)."""

@@ -16,6 +16,7 @@ from ..core import images as _images
 from ..core import model_info
 from ..core import notebook as _nb
 from ..core.render import RenderResult
+from ..core.sizes import side
 from . import attribution as _attribution
 from . import groups as _groups
 from .activation_grid import ActivationGrid, activation_grid
@@ -112,7 +113,9 @@ def building_blocks(model: nn.Module, image: torch.Tensor, layer: str, *,
     when given), activation grids at ``grid_layers`` (default: ``layer``; ``cell`` px per
     position), ``groups`` neuron groups with their renders and spatial maps, and the
     attribution of the top ``classes`` classes to the groups. ``steps`` for every render;
-    ``method`` the factorization (``"pca"`` for layers with negative activations)."""
+    ``method`` the factorization (``"pca"`` for layers with negative activations). ``size``
+    is one side: the page lays every picture in a square tile."""
+    side(size, "building_blocks", "its page lays every picture in a square tile")
     if image.dim() == 3:
         image = image[None]
     seconds: dict[str, float] = {}

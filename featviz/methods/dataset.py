@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..core import images as _images
+from ..core.sizes import SizeLike, hw
 from ..errors import ChannelError, FeatvizError
 
 Source = str | os.PathLike | Iterable
@@ -29,7 +30,7 @@ Source = str | os.PathLike | Iterable
 LUMA = (0.299, 0.587, 0.114)
 
 
-def _pil_to_tensor(im: Image.Image, size: int, fit: str, channels: int = 3) -> torch.Tensor:
+def _pil_to_tensor(im: Image.Image, size: SizeLike, fit: str, channels: int = 3) -> torch.Tensor:
     im = _images.to_rgb(im) if channels != 1 else _images.to_rgb(im).convert("L")
     arr = np.asarray(_images._fit(im, size, fit), dtype=np.float32) / 255.0
     arr = arr[..., None] if arr.ndim == 2 else arr
@@ -51,7 +52,7 @@ def _as_channels(t: torch.Tensor, channels: int, where: str) -> torch.Tensor:
                        f"channels")
 
 
-def _tensor_image(t: torch.Tensor, size: int, where: str, channels: int = 3) -> torch.Tensor:
+def _tensor_image(t: torch.Tensor, size: SizeLike, where: str, channels: int = 3) -> torch.Tensor:
     if t.dim() == 4 and t.shape[0] == 1:
         t = t[0]
     if t.dim() == 2:
@@ -60,17 +61,20 @@ def _tensor_image(t: torch.Tensor, size: int, where: str, channels: int = 3) -> 
         raise FeatvizError(f"{where}: expected an image tensor [C,H,W], got {list(t.shape)}")
     t = t.float() / 255.0 if not t.is_floating_point() else t.float()
     t = _as_channels(t, channels, where)
-    s = size / min(t.shape[1:])
-    h, w = max(size, round(t.shape[1] * s)), max(size, round(t.shape[2] * s))
+    rows, cols = hw(size)
+    # scaled until it covers the size (aspect kept), then the centre cut out
+    s = max(rows / t.shape[1], cols / t.shape[2])
+    h, w = max(rows, round(t.shape[1] * s)), max(cols, round(t.shape[2] * s))
     t = F.interpolate(t[None], (h, w), mode="bilinear", antialias=True, align_corners=False)[0]
-    top, left = (h - size) // 2, (w - size) // 2
-    return t[:, top:top + size, left:left + size].clamp(0, 1)
+    top, left = (h - rows) // 2, (w - cols) // 2
+    return t[:, top:top + rows, left:left + cols].clamp(0, 1)
 
 
-def iter_images(source: Source, size: int, fit: str = "crop",
+def iter_images(source: Source, size: SizeLike, fit: str = "crop",
                 channels: int = 3) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield ``(name, image [C,size,size] in [0, 1])`` from a folder, an iterable or a dataset,
-    with the ``channels`` the model takes.
+    """Yield ``(name, image [C,H,W] in [0, 1])`` from a folder, an iterable or a dataset,
+    with the ``channels`` the model takes, each scaled to cover ``size`` (one side or
+    (height, width)) and centre-cropped to it (``fit="crop"``) or stretched (``"resize"``).
 
     For an RGB model greyscale images are repeated to RGB, RGBA is blended over white, 16-bit
     images are scaled to [0, 1] (see :func:`featviz.images.to_rgb`); for a grayscale one they
@@ -81,7 +85,7 @@ def iter_images(source: Source, size: int, fit: str = "crop",
         yield name, img
 
 
-def iter_labelled(source: Source, size: int, fit: str = "crop", channels: int = 3
+def iter_labelled(source: Source, size: SizeLike, fit: str = "crop", channels: int = 3
                   ) -> Iterator[tuple[str, Label | None, torch.Tensor]]:
     """:func:`iter_images` with the class of each image: ``(name, label or None, image)``,
     labels from a labelled folder or from a dataset's ``(image, class index)`` items."""
@@ -101,8 +105,8 @@ def iter_labelled(source: Source, size: int, fit: str = "crop", channels: int = 
         yield name, _label_of(source, item, name), _to_image(image, i, size, fit, channels)
 
 
-def _to_image(item: object, i: int, size: int, fit: str, channels: int) -> torch.Tensor:
-    """Item ``i`` of a source (a path, a PIL image or a tensor) as an image [C,size,size]."""
+def _to_image(item: object, i: int, size: SizeLike, fit: str, channels: int) -> torch.Tensor:
+    """Item ``i`` of a source (a path, a PIL image or a tensor) as an image of ``size``."""
     if isinstance(item, (str, os.PathLike)):
         return _images.load(item, size=size, fit=fit, channels=channels)[0]
     if isinstance(item, Image.Image):
@@ -128,17 +132,17 @@ def spatial_activation(layer: str, act: torch.Tensor, channel: int) -> torch.Ten
     return act[:, channel]
 
 
-def iter_batches(source: Source, size: int, batch_size: int, fit: str = "crop",
+def iter_batches(source: Source, size: SizeLike, batch_size: int, fit: str = "crop",
                  channels: int = 3) -> Iterator[tuple[list[str], torch.Tensor]]:
-    """Group :func:`iter_images` into batches ``(names, [B,C,size,size])``."""
+    """Group :func:`iter_images` into batches ``(names, [B,C,H,W])``."""
     for names, _, batch in iter_labelled_batches(source, size, batch_size, fit, channels):
         yield names, batch
 
 
-def iter_labelled_batches(source: Source, size: int, batch_size: int, fit: str = "crop",
+def iter_labelled_batches(source: Source, size: SizeLike, batch_size: int, fit: str = "crop",
                           channels: int = 3
                           ) -> Iterator[tuple[list[str], list[Label | None], torch.Tensor]]:
-    """Group :func:`iter_labelled` into batches ``(names, labels, [B,C,size,size])``; no more
+    """Group :func:`iter_labelled` into batches ``(names, labels, [B,C,H,W])``; no more
     than one batch of images is read ahead of the consumer."""
     names: list[str] = []
     labels: list[Label | None] = []

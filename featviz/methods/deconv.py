@@ -364,8 +364,8 @@ class _Scan:
     kept: dict[int, torch.Tensor]
 
 
-def _scan(model: nn.Module, images, layer: str, channels: list[int], k: int, size: int,
-          batch_size: int) -> _Scan:
+def _scan(model: nn.Module, images, layer: str, channels: list[int], k: int,
+          size: int | tuple[int, int], batch_size: int) -> _Scan:
     """Stream ``images`` through ``model`` once, batch by batch, keeping each channel's ``k``
     strongest units and only the images among them."""
     device = model_device(model)
@@ -401,7 +401,7 @@ def top_k(
     channels: Iterable[int],
     k: int = 9,
     *,
-    size: int | None = None,
+    size: int | tuple[int, int] | None = None,
     batch_size: int = 32,
     mode: str | Sequence[str] = "deconvnet",
     labels: str | os.PathLike | None = None,
@@ -412,9 +412,9 @@ def top_k(
     ``images`` is a folder, a :class:`~featviz.methods.dataset.LabelledFolder`, an iterable of
     images or an indexable dataset; it is streamed in batches of ``batch_size`` (only the
     current top-k images are kept). A folder's ``labels.tsv`` (or the ``labels`` file) gives
-    each entry the class of its photo. Each image is resized on its shorter side and
-    centre-cropped to ``size`` (default: the model's input size). For every hit the patch the
-    unit sees (its theoretical receptive field) is cut from the image and from the unit's
+    each entry the class of its photo. Each image is scaled to cover ``size`` (a side or
+    (h, w); default: the model's input size) and its centre cut out. For every hit the patch
+    the unit sees (its theoretical receptive field) is cut from the image and from the unit's
     projection, shown with its own contrast (:func:`display_patch`); ``mode`` is one mode of
     :func:`project` or several (each entry then holds them all, the first as ``projection``).
     ``signal`` trims the box, for each channel, to the square around the unit's centre that

@@ -89,7 +89,8 @@ class FeatureMaps:
             maps = (maps - maps.min()) / (maps.max() - maps.min()).clamp_min(1e-12)
         tiles = colorize(maps.clamp(0, 1), cmap)
         size = max(32, 96 // max(1, maps.shape[-1] // 32))
-        tiles = torch.nn.functional.interpolate(tiles, size=(size, size), mode="nearest")
+        height = max(1, round(size * maps.shape[-2] / maps.shape[-1]))  # a rectangle's aspect
+        tiles = torch.nn.functional.interpolate(tiles, size=(height, size), mode="nearest")
         return _images.grid(tiles, ncol=ncol or math.ceil(math.sqrt(len(tiles))), pad=2)
 
     def stats(self) -> Stats:

@@ -33,8 +33,9 @@ from ..core import images as _images
 from ..core import notebook as _nb
 from ..core import objectives as _objectives
 from ..core.hooks import LayerTap, frozen
-from ..core.model_info import image_channels, input_size, model_device
+from ..core.model_info import fixed_input_size, image_channels, input_hw, model_device
 from ..core.render import RenderResult, render
+from ..core.sizes import SizeLike
 from ..errors import ChannelError, FeatvizError, unknown
 from .deconv import as_batch
 
@@ -387,12 +388,13 @@ class NeuronGroups:
         page.image(_images.grid(tiles, labels, ncol=min(len(tiles), 4)), "neuron groups")
         return page.html(f"neuron groups: {self.layer}")
 
-    def render(self, model: nn.Module, size: int = 128, steps: int = 256, seed: int = 0,
+    def render(self, model: nn.Module, size: SizeLike = 128, steps: int = 256, seed: int = 0,
                cossim_pow: float = 0.0, **render_kw: Any) -> RenderResult:
         """Render every group's direction, image ``j`` for group ``j``, in one batched
         :func:`featviz.render` call (``objectives.direction`` with one vector per image;
-        ``cossim_pow`` > 0 weights it by the cosine, lucid's variant); ``render_kw`` go to
-        ``featviz.render`` (``progress=False``, ``param=...``, ...)."""
+        ``cossim_pow`` > 0 weights it by the cosine, lucid's variant); ``size`` is one side or
+        (height, width); ``render_kw`` go to ``featviz.render`` (``progress=False``,
+        ``param=...``, ...)."""
         objective = _objectives.direction(self.layer, self.directions, cossim_pow=cossim_pow)
         result = render(model, objective, size=size, steps=steps, seed=seed, **render_kw)
         result.labels = [f"group {j}" for j in range(self.k)]
@@ -405,11 +407,11 @@ def _photo_for(model: nn.Module, image: torch.Tensor | str | os.PathLike) -> tor
     takes one size only)."""
     channels = image_channels(model)
     if isinstance(image, (str, os.PathLike)):
-        fixed = getattr(model, "featviz_fixed_size", None)
+        fixed = fixed_input_size(model)
         if fixed:
-            return _images.load(image, size=int(fixed), channels=channels)
+            return _images.load(image, size=fixed, channels=channels)
         img = _images.load(image, channels=channels)
-        scale = input_size(model) / min(img.shape[-2:])
+        scale = min(input_hw(model)) / min(img.shape[-2:])
         size = [max(1, round(s * scale)) for s in img.shape[-2:]]
         return F.interpolate(img, size=size, mode="bilinear", align_corners=False,
                              antialias=True).clamp(0, 1)

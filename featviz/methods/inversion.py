@@ -33,6 +33,7 @@ from ..core.metrics import psnr, ssim  # also reached as featviz.inversion.psnr/
 from ..core.model_info import image_channels, model_device
 from ..core.objectives import Objective
 from ..core.render import render
+from ..core.sizes import SizeLike, hw
 from ..errors import FeatvizError
 
 #: The paper's pixel-range and neighbour-difference scales, on a [0, 1] image.
@@ -213,7 +214,7 @@ class InversionSweep:
         return page.html(f"inversion from {len(self.results)} layers")
 
 
-def _prepare(model: nn.Module, img: torch.Tensor, size: int | None) -> torch.Tensor:
+def _prepare(model: nn.Module, img: torch.Tensor, size: SizeLike | None) -> torch.Tensor:
     if not torch.is_tensor(img):
         raise TypeError("img must be an image tensor (load files with featviz.images.load)")
     img = img[None] if img.dim() == 3 else img
@@ -222,12 +223,14 @@ def _prepare(model: nn.Module, img: torch.Tensor, size: int | None) -> torch.Ten
         raise ValueError(f"invert takes one image [1,{channels},H,W] in [0, 1] (the model's "
                          f"channels), got {list(img.shape)}")
     size = size or getattr(model, "input_size", None)
-    if size and tuple(img.shape[-2:]) != (size, size):
+    if size and tuple(img.shape[-2:]) != hw(size):
         import warnings
 
-        warnings.warn(f"resizing the {img.shape[-2]}x{img.shape[-1]} image to {size}x{size} "
-                      "(the model's input size; pass size= to choose another)", stacklevel=3)
-        img = F.interpolate(img.float(), (size, size), mode="bilinear", antialias=True,
+        h, w = hw(size)
+        warnings.warn(f"resizing the {img.shape[-2]}x{img.shape[-1]} image to {h}x{w} "
+                      "(the model's input size; pass size= to choose another, one side or "
+                      "(height, width))", stacklevel=3)
+        img = F.interpolate(img.float(), (h, w), mode="bilinear", antialias=True,
                             align_corners=False).clamp(0, 1)
     return img.float().cpu()
 
@@ -249,7 +252,7 @@ def _run(model, img, layer, objective_for, *, steps, fft, init, lr, lambda_alpha
         objective = objective - lambda_alpha * alpha_norm(alpha)
     if lambda_tv:
         objective = objective - lambda_tv * tv_beta(beta)
-    start = _prepare(model, init, original.shape[-1]) if init is not None else None
+    start = _prepare(model, init, tuple(original.shape[-2:])) if init is not None else None
     p = _param.image(tuple(original.shape[-2:]), 1, fft=fft, init=start, seed=seed,
                      channels=original.shape[1])
     t0 = time.perf_counter()
@@ -286,7 +289,7 @@ def invert(
     jitter: int = 2,
     transforms: Sequence | None = None,
     seed: int = 0,
-    size: int | None = None,
+    size: SizeLike | None = None,
     progress: bool = True,
 ) -> Inversion:
     """Reconstruct ``img`` ([1,C,H,W] in [0, 1], C the model's channels) from the activations
@@ -294,8 +297,9 @@ def invert(
 
     Starts from noise (or ``init``), in the Fourier (``fft``) or pixel parameterization, with
     random shifts of up to ``jitter`` pixels each step as in the paper (or any ``transforms``).
-    ``kind="cosine"`` matches directions instead of values. An image of another size than the
-    model's input is resized, with a warning.
+    ``kind="cosine"`` matches directions instead of values. An image of another size than
+    ``size`` (one side or (height, width); default the model's input size) is resized, with a
+    warning.
     """
     return _run(model, img, layer, lambda l, t: matching(l, t, kind), steps=steps, fft=fft,
                 init=init, lr=lr, lambda_alpha=lambda_alpha, alpha=alpha, lambda_tv=lambda_tv,
@@ -322,12 +326,13 @@ def caricature(
     lambda_tv: float = 0.0,
     transforms: Sequence | str | None = "distill",
     seed: int = 0,
-    size: int | None = None,
+    size: SizeLike | None = None,
     progress: bool = True,
 ) -> Inversion:
     """lucid's caricature: an image that the layer sees as even more like ``img`` than ``img``
     itself (maximizes the alignment with Φ(img)), with transformation robustness that keeps
-    the image size (the "distill" preset crops its padding back off)."""
+    the image size (the "distill" preset crops its padding back off); ``size`` as in
+    :func:`invert`."""
     return _run(model, img, layer, lambda l, t: caricature_objective(l, t, cossim_pow),
                 steps=steps, fft=fft, init=None, lr=lr, lambda_alpha=0.0, alpha=6.0,
                 lambda_tv=lambda_tv, beta=2.0, transforms=transforms, seed=seed,

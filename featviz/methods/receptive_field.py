@@ -34,6 +34,7 @@ from ..core import notebook as _nb
 from ..core.backward_rules import RELU_LIKE
 from ..core.files import write_atomic
 from ..core.hooks import LayerTap, frozen, resolve_layer
+from ..core.sizes import SizeLike
 from ..errors import FeatvizError
 
 
@@ -114,10 +115,11 @@ def _linearize(net: nn.Module) -> nn.Module:
     return twin
 
 
-def _supports(twin: nn.Module, layer: str, size: int):
-    """Run the linearized copy once on a ``size`` x ``size`` input; return the layer's map size
-    and a function giving the input box (top, left, bottom, right) a unit depends on."""
-    x = torch.ones(1, model_info.image_channels(twin), size, size, dtype=torch.float64,
+def _supports(twin: nn.Module, layer: str, size: tuple[int, int]):
+    """Run the linearized copy once on an input of ``size`` (height, width); return the
+    layer's map size and a function giving the input box (top, left, bottom, right) a unit
+    depends on."""
+    x = torch.ones(1, model_info.image_channels(twin), *size, dtype=torch.float64,
                    device=model_info.model_device(twin), requires_grad=True)
     with _Linearized(), LayerTap(twin, [layer]) as tap:
         act = tap(x)[layer]
@@ -136,24 +138,25 @@ def _supports(twin: nn.Module, layer: str, size: int):
     return tuple(act.shape[2:]), box
 
 
-def theoretical(model: nn.Module, layer: str, input_size: int | None = None,
+def theoretical(model: nn.Module, layer: str, input_size: SizeLike | None = None,
                 max_size: int = 2048) -> ReceptiveField:
     """Measure the theoretical receptive field of ``layer`` (size, jump, offset).
 
-    Starts at ``input_size`` (default: the model's, else 224) and doubles the input while the
-    centre unit's field touches the border, up to ``max_size``; beyond that ``clipped`` is set.
+    Starts at ``input_size`` (one side or (height, width); default: the model's, else 224) and
+    doubles the input while the centre unit's field touches the border, until its longer side
+    would pass ``max_size``; beyond that ``clipped`` is set.
     """
     resolve_layer(model, layer)  # a clear error for a wrong name before any copying
     twin = _linearize(model)
-    size = model_info.input_size(model, input_size)
+    rows, cols = model_info.input_hw(model, input_size)
     while True:
-        (h, w), unit_box = _supports(twin, layer, size)
+        (h, w), unit_box = _supports(twin, layer, (rows, cols))
         y, x = h // 2, w // 2
         box = unit_box(y, x)
-        touches = box[0] == 0 or box[1] == 0 or box[2] == size or box[3] == size
-        if not touches or size * 2 > max_size:
+        touches = box[0] == 0 or box[1] == 0 or box[2] == rows or box[3] == cols
+        if not touches or max(rows, cols) * 2 > max_size:
             break
-        size *= 2
+        rows, cols = rows * 2, cols * 2
     # neighbours' boxes are shifted by the jump (compare the far edges when clipped)
     jump = [1, 1]
     if h > 1:
@@ -379,14 +382,15 @@ def _reinitialized(model: nn.Module, seed: int) -> nn.Module:
     return twin.eval()
 
 
-def _inputs(inputs, size: int, samples: int, seed: int, channels: int = 3):
-    """Yield [B,C,size,size] batches: uniform noise, or images from a folder/iterable."""
+def _inputs(inputs, size: tuple[int, int], samples: int, seed: int, channels: int = 3):
+    """Yield [B,C,H,W] batches of ``size`` (H, W): uniform noise, or images from a
+    folder/iterable."""
     if isinstance(inputs, str) and inputs == "noise":
         gen = torch.Generator().manual_seed(seed)
         done = 0
         while done < samples:
             n = min(8, samples - done)
-            yield torch.rand(n, channels, size, size, generator=gen)
+            yield torch.rand(n, channels, *size, generator=gen)
             done += n
         return
     from .dataset import iter_batches
@@ -420,10 +424,24 @@ def _centre_gradient(tap: LayerTap, x: torch.Tensor, mode, layer: str, channel: 
     return grad, unit
 
 
+def _warn_if_cut(layer: str, trf: ReceptiveField, size: tuple[int, int]) -> None:
+    """Warn when the theoretical field is larger than the input of ``size`` (height, width),
+    so the effective one is cut at the borders."""
+    rows, cols = size
+    if trf.size[0] <= rows and trf.size[1] <= cols:
+        return
+    import warnings
+
+    where = f"{rows}-px" if rows == cols else f"{rows}x{cols}-px"
+    warnings.warn(f"the theoretical receptive field of {layer!r} ({trf.size[0]} px) is larger "
+                  f"than the {where} input: the effective field is cut at the borders; "
+                  f"pass input_size >= {trf.size[0]} to see all of it", stacklevel=3)
+
+
 def effective(
     model: nn.Module,
     layer: str,
-    input_size: int | None = None,
+    input_size: SizeLike | None = None,
     samples: int = 32,
     inputs: str | os.PathLike | object = "noise",
     weights: str = "trained",
@@ -437,29 +455,24 @@ def effective(
     input, absolute (or ``squared``), summed over colour channels and averaged over ``samples``
     inputs: uniform noise (``"noise"``) or images from a folder / iterable. ``weights``:
     ``"trained"`` (the model as it is), ``"random"`` (a re-initialized copy) or ``"uniform"``
-    (Luo's case: a copy with equal positive weights and no nonlinearities). The model itself
-    is never changed.
+    (Luo's case: a copy with equal positive weights and no nonlinearities). ``input_size``:
+    one side or (height, width), default the model's. The model itself is never changed.
     """
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
     if weights not in ERF_WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(ERF_WEIGHTS)}, got {weights!r}")
     resolve_layer(model, layer)
-    size = model_info.input_size(model, input_size)
+    size = model_info.input_hw(model, input_size)
     trf = theoretical(model, layer, input_size=size)
-    if trf.size[0] > size or trf.size[1] > size:
-        import warnings
-
-        warnings.warn(f"the theoretical receptive field of {layer!r} ({trf.size[0]} px) is larger "
-                      f"than the {size}-px input: the effective field is cut at the borders; "
-                      f"pass input_size >= {trf.size[0]} to see all of it", stacklevel=2)
+    _warn_if_cut(layer, trf, size)
     if weights == "uniform":
         net, mode, dtype = _linearize(model), _Linearized(), torch.float64
     else:
         net = _reinitialized(model, seed) if weights == "random" else model
         mode, dtype = contextlib.nullcontext(), torch.float32
     device = model_info.model_device(net)
-    total = torch.zeros(size, size, dtype=torch.float64)
+    total = torch.zeros(size, dtype=torch.float64)
     count = 0
     unit = (0, 0)
     with frozen(net), LayerTap(net, [layer]) as tap:

@@ -21,6 +21,7 @@ from ..core import images as _images
 from ..core import notebook as _nb
 from ..core import objectives as _objectives
 from ..core.render import render
+from ..core.sizes import side
 from ..errors import FeatvizError, unknown
 from .activation_grid import layer_vectors
 
@@ -121,6 +122,10 @@ class SemanticDictionary:
         return img
 
 
+# why the pictures of channels take one side only
+_SQUARE_TILES = "each channel's picture fills a square tile"
+
+
 def _resized(img: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(img.float(), size=(size, size), mode="bilinear", antialias=True,
                          align_corners=False).clamp(0, 1)
@@ -146,7 +151,9 @@ def channel_renders(model: nn.Module, layer: str, channels: Sequence[int], *, si
 
     With ``folder``, pictures already there (``LAYER/cNNNN.png``, the layout ``featviz sweep``
     writes) are read instead of rendered, and new ones are written there, so each channel is
-    rendered once across photos and runs. The rest render in one batch."""
+    rendered once across photos and runs. The rest render in one batch. ``size`` is one side:
+    the pictures fill square tiles (a rectangle is a :class:`~featviz.errors.SizeError`)."""
+    side(size, "channel_renders", _SQUARE_TILES)
     found: dict[int, torch.Tensor] = {}
     todo = []
     for c in dict.fromkeys(int(c) for c in channels):
@@ -176,7 +183,9 @@ def semantic_dictionary(model: nn.Module, image: torch.Tensor, layer: str, *, n:
     towards ``target`` (``by="attribution"``: a class index or objective, as
     :func:`featviz.attribution.attribute` takes), with each channel's feature visualization.
     Pictures come from ``renders`` (channel -> image) or ``folder`` where they exist there,
-    and the missing ones are rendered once, in one batch (``size``, ``steps``, ``seed``)."""
+    and the missing ones are rendered once, in one batch (``size``, one side: the pictures
+    fill square tiles; ``steps``, ``seed``)."""
+    side(size, "semantic_dictionary", _SQUARE_TILES)
     if image.dim() == 3:
         image = image[None]
     scores = _ranking(model, image, layer, by, target)

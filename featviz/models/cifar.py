@@ -7,11 +7,18 @@ own module object so that each is addressable as a layer and none fires twice pe
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import register
+from .spec import ModelSpec, Request, WeightsSource
+
 DEPTHS = (20, 32, 44, 56, 110)
+# no public address serves these in this layout: a file or random weights only
+WEIGHTS = WeightsSource("a local state_dict file only (--weights PATH)", kind="files")
 
 
 class _ZeroPadShortcut(nn.Module):
@@ -78,5 +85,21 @@ class CifarResNet(nn.Module):
 
 
 def cifar_resnet(depth: int = 20, num_classes: int = 10) -> CifarResNet:
-    """Build a randomly initialized CIFAR ResNet of the given depth (6n+2)."""
+    """Build a randomly initialized CIFAR ResNet.
+
+    Args:
+        depth: the number of layers, 6n+2 (20, 32, 44, 56, 110).
+        num_classes: the outputs of its last layer.
+    """
     return CifarResNet(depth, num_classes)
+
+
+def _build(depth: int, request: Request) -> CifarResNet:
+    return cifar_resnet(depth)
+
+
+#: one spec per depth: ``load("cifar_resnet20")``; ImageNet's statistics, as they were trained
+SPECS = tuple(register(ModelSpec(
+    name=f"cifar_resnet{depth}", build=partial(_build, depth), family="cifar",
+    description=f"CIFAR-10 ResNet-{depth} (He et al. 2016: 6n+2 layers, zero-padded shortcuts)",
+    input_size=32, weights=WEIGHTS)) for depth in DEPTHS)

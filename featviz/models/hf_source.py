@@ -14,15 +14,21 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
 
 from ..errors import FeatvizError, WeightsError
-from .sources import random_weights, require, source_stats
+from .imagenet import IMAGENET_MEAN, IMAGENET_STD
+from .preprocess import Preprocessed
+from .registry import register
+from .sources import require, source_stats
+from .spec import Family, ModelSpec, Request, WeightsSource
+from .weights import default_spelled, load_state_dict_file, random_weights
 
-if TYPE_CHECKING:  # featviz.models imports this module
-    from . import Preprocessed
+# transformers reads every weights= itself: "default" from the hub or the folder, or a file
+WEIGHTS = WeightsSource("the model's own, from the Hugging Face hub or its folder",
+                        kind="source")
 
 # parameters that are leading tokens of a token sequence, [1, K, C] each
 _PREFIX_PARAMETERS = ("cls_token", "distillation_token", "dist_token", "register_tokens")
@@ -37,9 +43,19 @@ def wrap_hf(model: nn.Module, processor: Any = None, mean: Sequence[float] | Non
     output's ``.logits``. ``input_size`` defaults to ``config.image_size``; ``fixed_size``
     (default: whether its forward takes ``interpolate_pos_encoding``, i.e. checks the size)
     says it takes no other size. The number of leading tokens of its token sequences is
-    counted from its class, distillation and register token parameters."""
-    from . import IMAGENET_MEAN, IMAGENET_STD, Preprocessed  # here: they import this module
+    counted from its class, distillation and register token parameters.
 
+    Args:
+        model: the ``transformers`` image classifier.
+        processor: its image processor, for its statistics and size; None for none.
+        mean: the normalization mean (default: the processor's, else ImageNet's).
+        std: the normalization std (default: the processor's, else ImageNet's).
+        input_size: the image side (default: ``config.image_size``, else the processor's,
+            else 224).
+        fixed_size: whether it takes ``input_size`` only (default: whether it checks it).
+        name: what messages and labels call it (default: ``config.name_or_path``).
+        layouts: the layouts of layers whose shape does not tell them.
+    """
     if not isinstance(model, nn.Module):
         raise FeatvizError(f"wrap_hf needs a transformers model (an nn.Module), got "
                            f"{type(model).__name__}")
@@ -68,11 +84,18 @@ def load_hf(name: str, weights: str | os.PathLike | None = "default",
     ``AutoModelForImageClassification``, wrapped by :func:`wrap_hf` with its image processor's
     statistics when it has one. ``weights``: ``"default"`` (the model's own,
     ``from_pretrained``), ``None`` (its config, random initialization) or a local state_dict
-    file. ``options`` go to ``from_pretrained``/``from_config``."""
-    from . import load_state_dict_file  # here: this module is imported by featviz.models
+    file. ``options`` go to ``from_pretrained``/``from_config``.
 
+    Args:
+        name: a hub id or a local folder, without ``hf:``.
+        weights: ``"default"``, a local state_dict file, or None.
+        mean: the normalization mean (default: the processor's, else ImageNet's).
+        std: the normalization std, as ``mean``.
+        options: keyword arguments for ``from_pretrained``/``from_config``.
+    """
     transformers = require("transformers", "hf", "Hugging Face models")
     auto = transformers.AutoModelForImageClassification
+    weights = default_spelled(weights)
     try:
         if weights == "default":
             net = auto.from_pretrained(name, **options)
@@ -110,3 +133,25 @@ def _processor_size(processor: Any) -> int | None:
     get = size.get if isinstance(size, Mapping) else lambda key: getattr(size, key, None)
     value = get("height") or get("shortest_edge")
     return int(value) if value else None
+
+
+def _build(request: Request) -> Preprocessed:
+    return load_hf(request.member, request.weights, request.mean, request.std,
+                   **request.options)
+
+
+def spec(name: str) -> ModelSpec:
+    """The spec of Hugging Face model ``name``; transformers finds it when it is built.
+
+    Args:
+        name: a hub id or a local folder, after ``hf:``.
+    """
+    return ModelSpec(name=f"hf:{name}", build=_build, family="hf",
+                     description="a transformers image classifier with its processor's "
+                                 "preprocessing", weights=WEIGHTS, takes_options=True)
+
+
+FAMILY = register(Family(
+    "hf", spec=spec, prefix="hf", usage="hf:ID_OR_FOLDER", weights=WEIGHTS.description,
+    description="a Hugging Face transformers image classifier by hub id or saved folder "
+                '(pip install "featviz[hf]")', takes_options=True))

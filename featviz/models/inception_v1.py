@@ -20,6 +20,9 @@ from torch import nn
 
 from ..core import stem_conv
 from ..core.hooks import hook_count
+from .imagenet import imagenet_classes
+from .registry import register
+from .spec import ModelSpec, WeightsSource
 
 #: Caffe's mean pixel, RGB, on the 0-255 scale (BVLC's ``bvlc_googlenet`` preprocessing)
 CAFFE_MEAN_RGB = (123.0, 117.0, 104.0)
@@ -265,3 +268,20 @@ class InceptionV1(nn.Module):
             x = getattr(self, name)(x)
         x = self.inception5b(self.inception5a(self.maxpool4(x)))
         return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
+
+
+#: the file of BVLC GoogLeNet weights ``load("inceptionv1")`` looks for in $FEATVIZ_MODELS
+INCEPTION_V1_FILE = "googlenet_bvlc_imagenet.pth"
+
+#: ``load("inceptionv1")``: Caffe's preprocessing (``255 * x - CAFFE_MEAN_RGB``) as a mean
+#: and std on [0, 1] images; its weights from a file (no public address serves them in
+#: torchvision's layout)
+SPEC = register(ModelSpec(
+    name="inceptionv1", build=lambda request: InceptionV1(), family="inceptionv1",
+    description="BVLC GoogLeNet as in the paper (LRN, 5x5 branches): lucid's and Distill's "
+                "InceptionV1, lucid's layer names",
+    mean=tuple(v / 255 for v in CAFFE_MEAN_RGB), std=(1 / 255,) * 3,
+    layer_aliases=LUCID_NAMES, classes=imagenet_classes,
+    weights=WeightsSource(f"$FEATVIZ_MODELS/{INCEPTION_V1_FILE}", kind="env",
+                          env="FEATVIZ_MODELS", file=INCEPTION_V1_FILE,
+                          what="BVLC GoogLeNet weights in torchvision's layout")))

@@ -36,9 +36,14 @@ def spatial_layers(model: nn.Module, size: int | None = None) -> list[SpatialLay
     more than once per pass (their output is ambiguous), return no single tensor, give other
     than one map per image (attention windows, or a position bias that does not depend on the
     image at all), give attention weights (token by token) or whose layout cannot be told from
-    their shape are left out."""
+    their shape are left out.
+
+    Args:
+        model: the model to probe.
+        size: the image side to probe with (default: the model's).
+    """
     fixed = model_info.fixed_input_size(model)
-    hw = fixed or (model_info.input_size(model, size),) * 2
+    hw = fixed or model_info.input_hw(model, size)
     table = _layouts.declared(model)
     found: dict[str, SpatialLayer | None] = {}
     runs: dict[str, int] = {}
@@ -74,13 +79,22 @@ def _attention_weights(layer: SpatialLayer, sequence_lengths: set[int]) -> bool:
 def middle_layer(model: nn.Module, size: int | None = None) -> str:
     """The path of the spatial layer halfway along the forward pass (see
     :func:`spatial_layers`): a layer of mid-level features, neither the stem's edges nor the
-    head's pooled vector, for rendering a model nobody has looked into yet."""
+    head's pooled vector, for rendering a model nobody has looked into yet.
+
+    Args:
+        model: the model to probe.
+        size: the image side to probe with (default: the model's).
+    """
     return middle_of(spatial_layers(model, size)).name
 
 
 def middle_of(layers: list[SpatialLayer]) -> SpatialLayer:
     """The layer halfway along ``layers`` (as :func:`spatial_layers` lists them), or a
-    :class:`FeatvizError` when there is none."""
+    :class:`FeatvizError` when there is none.
+
+    Args:
+        layers: the spatial layers, in the order the forward pass runs them.
+    """
     if not layers:
         raise FeatvizError("no layer of the model gives a spatial map (every output is a "
                            "vector, a tuple, or of a layout featviz cannot tell); name a layer "

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
 
 from ..errors import WeightsError, unknown
-from .sources import random_weights, require, source_stats
+from .preprocess import Preprocessed
+from .registry import register
+from .sources import require, source_stats
+from .spec import Family, ModelSpec, Request, WeightsSource
+from .weights import default_spelled, load_state_dict_file, random_weights
 
-if TYPE_CHECKING:  # featviz.models imports this module
-    from . import Preprocessed
+# timm reads every weights= itself: "default" from the hub, or a file
+WEIGHTS = WeightsSource("timm's pretrained, from the Hugging Face hub", kind="source")
 
 
 def load_timm(name: str, weights: str | os.PathLike | None = "default",
@@ -28,12 +32,19 @@ def load_timm(name: str, weights: str | os.PathLike | None = "default",
     ``"vit_small_patch16_224.augreg_in21k"``) wrapped for featviz. ``weights``: ``"default"``
     (timm's pretrained weights, downloaded from the Hugging Face hub), a local state_dict file,
     or ``None`` for random initialization. ``options`` go to ``timm.create_model``
-    (``img_size=64`` for a smaller vision transformer). ``mean``/``std`` override timm's."""
-    from . import Preprocessed, load_state_dict_file  # here: this module is imported by them
+    (``img_size=64`` for a smaller vision transformer). ``mean``/``std`` override timm's.
 
+    Args:
+        name: the timm model's name, without ``timm:``.
+        weights: ``"default"``, a local state_dict file, or None.
+        mean: the normalization mean (default: timm's for the model).
+        std: the normalization std (default: timm's).
+        options: keyword arguments for ``timm.create_model``.
+    """
     timm = require("timm", "timm", "timm models")
     if not timm.is_model(name):
         raise unknown("model", name, timm.list_models(), hint="any timm model (timm.list_models())")
+    weights = default_spelled(weights)
     net = _create(timm, name, pretrained=weights == "default", **options)
     if not random_weights(weights) and weights != "default":
         load_state_dict_file(net, weights)
@@ -73,3 +84,25 @@ def _size(asked: int | Sequence[int] | None, default: Sequence[int]) -> tuple[in
     if isinstance(asked, int):
         return asked, asked
     return int(asked[0]), int(asked[1])
+
+
+def _build(request: Request) -> Preprocessed:
+    return load_timm(request.member, request.weights, request.mean, request.std,
+                     **request.options)
+
+
+def spec(name: str) -> ModelSpec:
+    """The spec of timm model ``name``; timm checks the name when it is built.
+
+    Args:
+        name: the model's name after ``timm:``.
+    """
+    return ModelSpec(name=f"timm:{name}", build=_build, family="timm",
+                     description="a timm model with timm's preprocessing", weights=WEIGHTS,
+                     takes_options=True)
+
+
+FAMILY = register(Family(
+    "timm", spec=spec, prefix="timm", usage="timm:NAME", weights=WEIGHTS.description,
+    description='any timm model, with its own preprocessing (pip install "featviz[timm]")',
+    takes_options=True))

@@ -5,7 +5,8 @@ current images, [B,C,H,W] in [0, 1] (``channels=C``: 3 for RGB, the default, 1 f
 N for multispectral bands; RGBA [B,4,H,W] with an alpha channel), whose ``parameters()``
 the optimizer changes, and which declares its learning rate, preferred transforms, whether it
 wants a saliency map, and the seeds its images come from (``seed=``: one number, image ``i``
-uses ``seed + i``), so ``render(..., param=...)`` takes any of them.
+uses ``seed + i``), so ``render(..., param=...)`` takes any of them. Every ``size`` is one
+side (a square) or ``(height, width)``: ``image((48, 80))`` makes [B,3,48,80].
 
 - ``image(size, batch, fft=True, decorrelate=None, alpha=False, channels=3)``: lucid's pixel
   or Fourier image with decorrelated colour (ImageNet's for RGB, a matrix from
@@ -25,8 +26,9 @@ import os
 
 import torch
 
-from ...errors import FeatvizError, unknown
+from ...errors import FeatvizError, SizeError, unknown
 from ..seeds import Seed
+from ..sizes import SizeLike, hw
 from .bands import band_correlation, band_covariance, covariance_sqrt
 from .base import Parameterization, seeded
 from .color import (
@@ -67,11 +69,12 @@ __all__ = ["Parameterization", "ImageParam", "MacoParam", "image", "maco", "lapl
            "AlignedRaw", "GroupSharedRaw", "group_shared"]
 
 
-def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
-    h, w = (size, size) if isinstance(size, int) else tuple(size)
+def _hw(size: SizeLike) -> tuple[int, int]:
+    """(height, width) of ``size`` (one side or a pair), at least 2x2."""
+    h, w = hw(size)
     if h < 2 or w < 2:
-        raise ValueError(f"image size must be at least 2x2 pixels, got {h}x{w}")
-    return int(h), int(w)
+        raise SizeError(f"image size must be at least 2x2 pixels, got {h}x{w}")
+    return h, w
 
 
 class ImageParam(Parameterization):
@@ -146,7 +149,7 @@ class MacoParam(ImageParam):
 
 
 def image(
-    size: int | tuple[int, int],
+    size: SizeLike,
     batch: int = 1,
     fft: bool = True,
     decorrelate: Decorrelate = None,
@@ -178,7 +181,7 @@ def image(
                    device, init, seed)
 
 
-def _check(size: int | tuple[int, int], batch: int, channels: int = 3,
+def _check(size: SizeLike, batch: int, channels: int = 3,
            alpha: bool = False) -> tuple[int, int]:
     """The (height, width) of ``size``, after checking the batch and the channel count."""
     if batch < 1:
@@ -204,7 +207,7 @@ def _finish(p: Parameterization, device, init: torch.Tensor | None = None,
 
 
 def maco(
-    size: int | tuple[int, int],
+    size: SizeLike,
     batch: int = 1,
     spectrum: torch.Tensor | str | os.PathLike | None = None,
     init: torch.Tensor | None = None,
@@ -246,7 +249,7 @@ def _magnitude(spectrum, size: tuple[int, int], channels: int) -> torch.Tensor:
 
 
 def laplacian(
-    size: int | tuple[int, int],
+    size: SizeLike,
     batch: int = 1,
     levels: int = 4,
     decorrelate: Decorrelate = None,
@@ -268,7 +271,7 @@ def laplacian(
 
 
 def cppn(
-    size: int | tuple[int, int],
+    size: SizeLike,
     batch: int = 1,
     hidden: int = 24,
     layers: int = 8,
@@ -288,7 +291,7 @@ def cppn(
 
 
 def aligned(
-    size: int | tuple[int, int],
+    size: SizeLike,
     batch: int,
     fft: bool = True,
     decorrelate: Decorrelate = None,
@@ -312,7 +315,7 @@ def aligned(
 
 
 def group_shared(
-    size: int | tuple[int, int],
+    size: SizeLike,
     weights: torch.Tensor,
     sd: float = 0.01,
     generator: Generators = None,
@@ -343,7 +346,7 @@ KINDS = {
 }
 
 
-def make(kind: str, size: int | tuple[int, int], batch: int = 1, *,
+def make(kind: str, size: SizeLike, batch: int = 1, *,
          decorrelate: Decorrelate = None, alpha: bool = False, spectrum=None,
          init: torch.Tensor | None = None, seed: Seed = None, generator: Generators = None,
          device: str | torch.device | None = None, channels: int = 3) -> Parameterization:

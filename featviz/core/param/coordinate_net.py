@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..sizes import SizeLike, hw
 from .base import Parameterization
 from .noise import Generators
 
@@ -78,9 +79,14 @@ class CPPN(Parameterization):
         grid = torch.stack([xx, yy])
         return grid.repeat(self.batch, 1, 1)[None].to(self.weights[0].device)
 
-    def at(self, size: int | tuple[int, int]) -> torch.Tensor:
-        """The images sampled at another ``size`` (the network is resolution-free)."""
-        size = (size, size) if isinstance(size, int) else tuple(size)
+    def at(self, size: SizeLike) -> torch.Tensor:
+        """The images sampled at another ``size`` (the network is resolution-free).
+
+        Args:
+            size: one side or (height, width); another aspect ratio than the render's
+                shows more (or less) of the same pattern, not a stretched one.
+        """
+        size = hw(size)
         net = self.coordinates(size)
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):

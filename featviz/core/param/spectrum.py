@@ -16,6 +16,7 @@ import torch
 
 from ...errors import FeatvizError
 from ..files import read_tensor
+from ..sizes import SizeLike, hw
 from .color import rgb_to_decorrelated
 from .fourier import rfft2_frequencies
 
@@ -33,14 +34,9 @@ AMPLITUDE = (0.0684, 0.0417, 0.0602)
 EXPONENT = (1.316, 1.492, 1.412)
 
 
-def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
-    h, w = (size, size) if isinstance(size, int) else tuple(size)
-    return int(h), int(w)
-
-
-def spectrum_shape(size: int | tuple[int, int], channels: int = 3) -> tuple[int, int, int]:
+def spectrum_shape(size: SizeLike, channels: int = 3) -> tuple[int, int, int]:
     """The shape a spectrum for an image of ``size`` must have: ``[C, H, W//2+1]``."""
-    h, w = _hw(size)
+    h, w = hw(size)
     return (channels, h, w // 2 + 1)
 
 
@@ -62,7 +58,7 @@ def image_spectrum(images: torch.Tensor) -> torch.Tensor:
     return spec.mean(dim=0)
 
 
-def mean_spectrum(folder: str | os.PathLike, size: int | tuple[int, int]) -> torch.Tensor:
+def mean_spectrum(folder: str | os.PathLike, size: SizeLike) -> torch.Tensor:
     """The mean magnitude spectrum of the photos in ``folder``, each centre-cropped and resized
     to ``size``: a natural-image prior for :func:`featviz.param.maco` (save it with
     ``torch.save`` and pass the file later). Needs at least :data:`MIN_IMAGES` readable images."""
@@ -78,16 +74,16 @@ def mean_spectrum(folder: str | os.PathLike, size: int | tuple[int, int]) -> tor
                            f"for a good prior)")
     total = torch.zeros(spectrum_shape(size))
     for p in paths:  # one at a time: a large folder never has to fit in memory
-        total += image_spectrum(_images.load(p, size=_hw(size)))
+        total += image_spectrum(_images.load(p, size=hw(size)))
     return total / len(paths)
 
 
-def power_law_spectrum(size: int | tuple[int, int], amplitude=AMPLITUDE,
+def power_law_spectrum(size: SizeLike, amplitude=AMPLITUDE,
                        exponent=EXPONENT) -> torch.Tensor:
     """The default MACO magnitude: ``amplitude[c] / f ** exponent[c]`` per decorrelated colour
     channel (f in cycles per pixel, the zero frequency counted as the lowest one); one channel
     per amplitude."""
-    h, w = _hw(size)
+    h, w = hw(size)
     f = rfft2_frequencies(h, w).clamp_min(1.0 / max(h, w))
     a = torch.tensor(amplitude, dtype=torch.float32).view(-1, 1, 1)
     e = torch.tensor(exponent, dtype=torch.float32).view(-1, 1, 1)
@@ -125,12 +121,12 @@ def load_spectrum(path: str | os.PathLike) -> torch.Tensor:
     return read_tensor(path, "spectrum")
 
 
-def check_spectrum(spectrum: torch.Tensor, size: int | tuple[int, int],
+def check_spectrum(spectrum: torch.Tensor, size: SizeLike,
                    channels: int = 3) -> torch.Tensor:
     """Return ``spectrum`` as float32 if it fits an image of ``size`` and ``channels``, else
     raise an error that names the shape needed and how to make one."""
     want = spectrum_shape(size, channels)
-    h, w = _hw(size)
+    h, w = hw(size)
     if tuple(spectrum.shape) != want:
         raise FeatvizError(f"a spectrum for {h}x{w} images must have shape [{channels}, {h}, "
                            f"{w // 2 + 1}] ({channels} channels x rfft2 bins), got "

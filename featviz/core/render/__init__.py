@@ -14,7 +14,8 @@ from __future__ import annotations
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,14 +23,13 @@ from torch import nn
 from ..model_info import class_names, model_device
 from ..objectives import Objective
 from ..seeds import Seed
-from .convergence import StopSpec
+from . import options as _options
 from .interrupt import Interrupt
 from .loop import optimize
 from .optimizer import FlooredAdam
 from .recorder import Recorder
 from .result import RenderResult
-from .schedule import ScheduleSpec
-from .setup import OptimizerFactory, Plan, preferred_transforms, prepare
+from .setup import Plan, preferred_transforms, prepare
 from .stages import SaliencyMap
 
 __all__ = ["render", "RenderResult", "Plan", "prepare", "preferred_transforms",
@@ -39,76 +39,60 @@ __all__ = ["render", "RenderResult", "Plan", "prepare", "preferred_transforms",
 def render(
     model: nn.Module,
     objective: Objective | str,
-    param: nn.Module | None = None,
+    param: nn.Module | str | None = None,
     *,
     steps: int = 512,
     size: int | tuple[int, int] | None = None,
     batch: int | None = None,
-    transforms: str | Sequence | Callable | None = "auto",
-    lr: float | None = None,
-    optimizer: OptimizerFactory | None = None,
-    thresholds: Iterable[int] = (),
     seed: Seed = None,
-    progress: bool = True,
-    amp: bool = False,
-    redirect_relu: int = 16,
-    record_every: int = 16,
-    stop_early: bool = True,
-    memory_format: str = "contiguous",
-    saliency: bool | None = None,
-    compile: bool | str = False,
-    interrupt: str = "auto",
-    lr_schedule: ScheduleSpec = None,
-    stop_at: StopSpec = None,
-    ema: float | None = None,
-    adam_floor: float | None = None,
-    rail_guard: float | None = None,
-    polish: int = 0,
+    lr: float | None = None,
+    course: Mapping[str, Any] | None = None,
+    robustness: Mapping[str, Any] | None = None,
+    speed: Mapping[str, Any] | None = None,
+    output: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> RenderResult:
     """Optimize images so that ``objective`` on ``model``'s activations is as high as possible.
 
-    ``param`` defaults to ``param.image(size, batch, seed=seed, channels=C)`` (Fourier, colour
-    decorrelated for RGB) on the model's device; ``size`` to the model's ``input_size`` (else
-    224); ``batch`` to what the objective drives. A :class:`~featviz.param.Parameterization`
-    declares the defaults render uses (``lr``, ``transforms="auto"``, ``saliency``,
-    ``lr_schedule``, ``ema``, ``adam_floor``, ``rail_guard``, its seeds); an argument given
-    here wins. ``transforms``: ``"standard"``, ``"distill"``, ``"none"``, a list or a callable.
-    ``optimizer`` builds another optimizer than Adam. RGBA images are blended over a new random
-    background each step, their objective scaled by (1 - mean alpha). ``seed`` repeats a run
-    exactly on the CPU: image ``i`` draws from ``seed + i`` alone (or ``seed[i]``), so batching
-    never changes an image. ``thresholds`` keep snapshots; ``amp``: bf16 autocast;
-    ``redirect_relu`` steps use lucid's redirected ReLU gradient (dead units get a signal);
-    ``memory_format="channels_last"``: NHWC; ``compile`` (True or a ``torch.compile`` mode)
-    runs the later steps through a compiled copy of the model cut after the deepest layer
-    (pays on GPUs). Gradients are on inside, also under ``torch.no_grad()``. ``interrupt``:
-    ``"auto"`` keeps what was made at a Ctrl-C in an interactive session (``interrupted=True``)
-    and lets it stop a script; ``"return"`` always keeps it, ``"raise"`` never; a second
-    Ctrl-C always interrupts.
-    ``lr_schedule``: ``"constant"``, ``"cosine"`` or a function of the fraction done
-    (:mod:`.schedule`). ``stop_at``: stop once the held-out objective (transforms the
-    optimization never draws) stops rising (``"converged"``) or reaches a number
-    (``result.held_out``). ``ema``: the images shown come from a moving average of the
-    parameters with this decay (:mod:`.averaging`), cancelling Adam's step-to-step jitter.
-    ``adam_floor``: Adam's denominator at least this multiple of its mean over each image
-    (:class:`~.optimizer.FlooredAdam`): coefficients the model barely responds to (grid
-    frequencies, grain) move in proportion to their gradient. ``rail_guard``: colours within
-    0.05 of 0 or 1 pushed back with this multiple of the objective's mean pull on the image
-    (:class:`~.stages.RailGuard`). ``polish``: that many last steps see the images untransformed,
-    so the image shown is the one optimized last (stronger as shown, slightly less robust to
-    transforms); 0: none. For ``ema``, ``adam_floor``,
-    ``rail_guard``, 0 is off and None takes the parameterization's.
+    Args:
+        model: any ``nn.Module`` that takes images (``featviz.models.load`` adds the
+            preprocessing its weights expect).
+        objective: an :class:`~featviz.objectives.Objective`, or a string such as
+            ``"mixed4a:476"`` or ``"channel:mixed4a:476 - 0.5*l1"``.
+        param: the images' parameterization: a module (``featviz.param.image(...)``), a kind
+            name (``"fourier"``, ``"pixel"``, ``"maco"``, ``"laplacian"``, ``"cppn"``), or None
+            for lucid's Fourier image with decorrelated colour. A
+            :class:`~featviz.param.Parameterization` declares the defaults of ``lr``,
+            ``transforms``, ``lr_schedule``, ``ema``, ``adam_floor``, ``rail_guard`` and
+            ``saliency``; a value given here wins.
+        steps: optimization steps.
+        size: image side in pixels, or ``(height, width)``; default: the model's input size.
+        batch: images optimized together; default: what the objective drives.
+        seed: image ``i`` draws from ``seed + i`` alone (or ``seed[i]``), so batching never
+            changes an image; None: a fresh draw.
+        lr: Adam's learning rate; default: the parameterization's.
+        course: options of the optimizer's course, e.g. ``{"ema": 0.95, "adam_floor": 1}``.
+        robustness: options of what the images must survive, e.g. ``{"polish": 32}``.
+        speed: options of how the model runs, e.g. ``{"memory_format": "channels_last"}``.
+        output: options of what is reported and kept, e.g. ``{"progress": False}``.
+        **options: any option by its name (``ema=0.95``), as in the groups.
+
+    Every option is declared once in :mod:`featviz.core.render.options`; the list below is
+    made from those declarations.
     """
+    chosen = _options.gather(
+        {"steps": steps, "size": size, "batch": batch, "seed": seed, "lr": lr, **options},
+        {"course": course, "robustness": robustness, "speed": speed, "output": output})
     with torch.inference_mode(False), torch.enable_grad():
-        plan = prepare(model, objective, param, steps=steps, size=size, batch=batch,
-                       transforms=transforms, lr=lr, optimizer=optimizer, seed=seed, amp=amp,
-                       redirect_relu=redirect_relu, memory_format=memory_format,
-                       saliency=saliency, compile=compile, stop_early=stop_early,
-                       lr_schedule=lr_schedule, stop_at=stop_at, ema=ema,
-                       adam_floor=adam_floor, rail_guard=rail_guard,
-                       polish=polish)
-        recorder = Recorder(steps, record_every, thresholds, plan.device, plan.objective.name,
-                            plan.lr, progress)
-        return _run(plan, recorder, Interrupt(interrupt))
+        plan = prepare(model, objective, param, chosen)
+        s = plan.settings
+        recorder = Recorder(plan.steps, s.record_every, s.thresholds, plan.device,
+                            plan.objective.name, plan.lr, s.progress)
+        return _run(plan, recorder, Interrupt(s.interrupt))
+
+
+render.__doc__ += "\n" + "\n".join("    " + line for line in
+                                    _options.help_text().splitlines()) + "\n"
 
 
 def _run(plan: Plan, recorder: Recorder, stop: Interrupt) -> RenderResult:

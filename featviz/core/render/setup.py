@@ -5,13 +5,14 @@ transforms and their random streams, the loop's stages, the optimizer, and how t
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from ...errors import FeatvizError, non_negative
+from ...errors import FeatvizError
 from .. import param as _param
 from .. import transforms as _transforms
 from ..hooks import LayerTap, channels_last, frozen, hook_count
@@ -19,6 +20,7 @@ from ..model_info import (
     fixed_input_size,
     image_channels,
     input_channels,
+    input_hw,
     input_size,
     model_device,
     model_dtype,
@@ -27,8 +29,9 @@ from ..objectives import Objective, parse
 from ..param import Parameterization
 from ..seeds import Seed, image_seeds, stream_seeds
 from . import convergence as _convergence
+from . import options as _options
 from . import schedule as _schedule
-from .averaging import ParameterAverage, check_decay
+from .averaging import ParameterAverage
 from .forward import Forward, amp_allowed, compile_mode, fast_forward
 from .optimizer import FlooredAdam
 from .stages import AlphaBlend, RailGuard, SaliencyMap, Stage
@@ -66,6 +69,7 @@ class Plan:
     # only fitted to the model's input size (both None without a polish)
     bare: Callable | None = None
     polish_from: int | None = None
+    settings: _options.Settings | None = None  # every option's value, as resolved
 
     @property
     def n_images(self) -> int:
@@ -114,60 +118,52 @@ class Plan:
 def _adam(trainable: list[torch.Tensor], lr: float, floor: float | None
           ) -> torch.optim.Optimizer:
     """render's own optimizer: Adam, with its denominator floored when ``floor`` is given."""
-    if floor is not None:
-        floor = non_negative("adam_floor", floor, "a multiple of each image's mean Adam "
-                             "denominator, e.g. 0.5; 0 or None: plain Adam")
     if not floor:
         return torch.optim.Adam(trainable, lr=lr)
     return FlooredAdam(trainable, lr=lr, floor=floor)
 
 
-def prepare(model: nn.Module, objective: Objective | str, param: nn.Module | None, *,
-            steps: int, size, batch: int | None, transforms, lr: float | None,
-            optimizer: OptimizerFactory | None, seed: Seed, amp: bool, redirect_relu: int,
-            memory_format: str, saliency: bool | None, compile: bool | str,
-            stop_early: bool, lr_schedule: _schedule.ScheduleSpec = None,
-            stop_at: _convergence.StopSpec = None, ema: float | None = None,
-            adam_floor: float | None = None, rail_guard: float | None = None,
-            polish: int = 0) -> Plan:
-    """Decide a render (see :func:`featviz.render` for the arguments)."""
+def prepare(model: nn.Module, objective: Objective | str, param: nn.Module | str | None,
+            chosen: Mapping[str, Any]) -> Plan:
+    """Decide a render (see :func:`featviz.render`).
+
+    Args:
+        model: the model whose activations the objective reads.
+        objective: an objective, or its string.
+        param: the parameterization, its kind name, or None for the default image.
+        chosen: the options the caller gave, by name (:func:`.options.gather`); the rest
+            come from the parameterization's declarations and the library defaults.
+    """
     objective = _objective(objective)
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    if memory_format not in ("contiguous", "channels_last"):
-        raise ValueError(f"memory_format must be 'contiguous' or 'channels_last', "
-                         f"got {memory_format!r}")
+    _options.check_given(chosen)
+    basic = {k: chosen.get(k, _options.BY_NAME[k].default) for k in ("size", "batch", "seed")}
     device = model_device(model)
-    param, seeds = _parameterization(model, objective, param, size, batch, seed)
+    param, seeds = _parameterization(model, objective, param, **basic)
     param = param.to(device)
     img_size, rgba = _probe(param, model, objective, len(seeds))
-    declared = param if isinstance(param, Parameterization) else _DECLARED
-    lr = float(declared.lr if lr is None else lr)
+    s = _options.resolve(chosen, param if isinstance(param, Parameterization) else _DECLARED)
+    lr = float(s.lr)
     trainable = [p for p in param.parameters() if p.requires_grad]
-    pipeline = _transforms.resolve(_preset(transforms, param), img_size)
-    amp = amp_allowed(amp, device)
-    floor = declared.adam_floor if adam_floor is None else adam_floor
-    opt = optimizer(trainable) if optimizer else _adam(trainable, lr, floor)
-    stop = _convergence.parse(stop_at)
-    decay = check_decay(declared.ema if ema is None else ema)
-    polish = _polish(polish, steps)
+    pipeline = _transforms.resolve(s.transforms, img_size)
+    amp = amp_allowed(s.amp, device)
+    opt = s.optimizer(trainable) if s.optimizer else _adam(trainable, lr, s.adam_floor)
+    stop = _convergence.parse(s.stop_at)
+    polish = _polish(s.polish, s.steps)
     return Plan(
-        model=model, objective=objective, param=param, steps=steps, seeds=seeds, size=img_size,
-        lr=lr, device=device, pipeline=fit_to_model(model, objective, pipeline, img_size, amp),
+        model=model, objective=objective, param=param, steps=s.steps, seeds=seeds,
+        size=img_size, lr=lr, device=device,
+        pipeline=fit_to_model(model, objective, pipeline, img_size, amp),
         streams=_transforms.ImageStreams(stream_seeds(seeds, "transforms"), device),
-        stages=_stages(seeds, img_size, device, rgba,
-                       declared.saliency if saliency is None else saliency,
-                       declared.rail_guard if rail_guard is None else rail_guard),
-        optimizer=opt, channels_last=memory_format == "channels_last", amp=amp,
-        redirect_steps=redirect_relu, compile_mode=compile_mode(compile),
-        stop_early=stop_early, alpha=rgba,
-        scheduler=_schedule.scheduler(
-            opt, declared.lr_schedule if lr_schedule is None else lr_schedule, steps),
+        stages=_stages(seeds, img_size, device, rgba, s.saliency, s.rail_guard),
+        optimizer=opt, channels_last=s.memory_format == "channels_last", amp=amp,
+        redirect_steps=s.redirect_relu, compile_mode=compile_mode(s.compile),
+        stop_early=s.stop_early, alpha=rgba,
+        scheduler=_schedule.scheduler(opt, s.lr_schedule, s.steps),
         stop_rule=None if stop is None else _convergence.StopRule(stop, seeds, device),
-        average=ParameterAverage(param, decay) if decay else None,
+        average=ParameterAverage(param, s.ema) if s.ema else None,
         bare=fit_to_model(model, objective, _transforms.Compose([]), img_size, amp)
         if polish else None,
-        polish_from=steps - polish + 1 if polish else None)
+        polish_from=s.steps - polish + 1 if polish else None, settings=s)
 
 
 def _polish(polish: int, steps: int) -> int:
@@ -192,8 +188,7 @@ def fit_to_model(model: nn.Module, objective: Objective, pipeline: Callable,
     error = _dry_run(model, objective, out, amp)
     if error is None:
         return pipeline
-    own = input_size(model)
-    for candidate in dict.fromkeys([size, (own, own)]):
+    for candidate in dict.fromkeys([size, input_hw(model)]):
         if candidate != out and _dry_run(model, objective, candidate, amp) is None:
             return _transforms.fitted(pipeline, candidate)
     raise FeatvizError(f"the model rejected a {out[0]}x{out[1]} input ({error}); if it takes "
@@ -243,19 +238,19 @@ def _objective(objective: Objective | str) -> Objective:
     return objective
 
 
-def _parameterization(model: nn.Module, objective: Objective, param: nn.Module | None, size,
-                      batch: int | None, seed: Seed) -> tuple[nn.Module, list[int]]:
-    """The parameterization and one seed per image. Without one, render makes lucid's Fourier
-    image from ``seed``, with the channels the model takes; a parameterization built from
-    seeds brings its own, and a different ``seed`` for render is an error (a seed enters
-    once)."""
-    if param is None:
+def _parameterization(model: nn.Module, objective: Objective, param: nn.Module | str | None,
+                      size, batch: int | None, seed: Seed) -> tuple[nn.Module, list[int]]:
+    """The parameterization and one seed per image. Without one (or with a kind's name),
+    render makes lucid's Fourier image (or that kind) from ``seed``, with the channels the
+    model takes; a parameterization built from seeds brings its own, and a different
+    ``seed`` for render is an error (a seed enters once)."""
+    if param is None or isinstance(param, str):
         given = len(seed) if isinstance(seed, Sequence) else 0
         batch = batch or max(objective.batch_size, given, 1)
         seeds = image_seeds(seed, batch)
         # the model's own channel count; decorrelated colour only for RGB (image's default)
-        return _param.image(input_size(model, size), batch, seed=seeds,
-                            channels=image_channels(model)), seeds
+        return _param.make(param or "fourier", input_size(model, size), batch, seed=seeds,
+                           channels=image_channels(model)), seeds
     declared = isinstance(param, Parameterization)
     own = param.seeds if declared else None
     n = param.batch if declared else _batch_of(param)
@@ -316,12 +311,6 @@ def _check_channels(param: nn.Module, probe: torch.Tensor, wanted: int | None) -
                            f"{wanted} channels; make it with param.image(..., "
                            f"channels={wanted})")
     return alpha
-
-
-def _preset(transforms, param: nn.Module):
-    if isinstance(transforms, str) and transforms == "auto":
-        return preferred_transforms(param)
-    return transforms
 
 
 def _stages(seeds: list[int], size: tuple[int, int], device: torch.device, rgba: bool,

@@ -23,8 +23,9 @@ line is ignored with a warning and its job is rendered again.
 The package, one module a job: :mod:`.jobs` (the job list, paths, shares and batches),
 :mod:`.ranks` (the ``torchrun`` process group), :mod:`.manifest` (each job's files and manifest
 line, and which jobs are done), :mod:`.settings` (``sweep.json`` and the resume check),
-:mod:`.run` (:func:`sweep` itself) and :mod:`.report` (gathering the ranks' results, the
-summary). Every public name is importable from the package itself.
+:mod:`.run` (:func:`sweep` itself), :mod:`.report` (gathering the ranks' results, the
+summary) and :mod:`.view` (reading a folder back: its finished jobs, its notebook view).
+Every public name is importable from the package itself.
 """
 
 from ...core.files import image_file
@@ -50,9 +51,10 @@ from .ranks import distributed, distributed_env
 from .report import gather_results, summary
 from .run import SweepResult, sweep
 from .settings import SETTINGS_FILE, read_settings
+from .view import SweepFolder, collect
 
 __all__ = ["Job", "SweepResult", "sweep", "job_list", "shard", "batches", "channel_counts",
            "parse_channel_spec", "read_manifests", "done_jobs", "Manifest", "distributed",
            "distributed_env", "summary", "gather_results", "read_settings", "image_file",
            "topk_file", "folder_name", "SETTINGS_FILE", "IMAGE_SETTINGS", "manifest_files",
-           "MANIFEST_GLOB"]
+           "MANIFEST_GLOB", "SweepFolder", "collect"]

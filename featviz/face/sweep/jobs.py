@@ -11,6 +11,7 @@ from torch import nn
 
 from ...core import model_info
 from ...core.files import folder_name
+from ...core.sizes import SizeLike, hw
 from ...errors import ChannelError, FeatvizError, ObjectiveSyntaxError
 
 
@@ -71,14 +72,16 @@ def parse_channel_spec(text: str | Sequence[int]) -> list[int] | None:
     return sorted(set(chans))
 
 
-def channel_counts(model: nn.Module, layers: Sequence[str], size: int) -> dict[str, int]:
-    """Run one grey image through ``model`` and return the channel count of each layer (the
-    taps hand every layer channels-first, whatever its layout). An unknown layer raises an
-    error listing the closest names; one that does not run, an error saying so."""
+def channel_counts(model: nn.Module, layers: Sequence[str],
+                   size: SizeLike) -> dict[str, int]:
+    """Run one grey image of ``size`` (one side or (height, width)) through ``model`` and
+    return the channel count of each layer (the taps hand every layer channels-first,
+    whatever its layout). An unknown layer raises an error listing the closest names; one
+    that does not run, an error saying so."""
     from ...core.hooks import LayerTap, frozen
     from ...core.objectives import _channels_of
 
-    x = torch.full((1, model_info.image_channels(model), size, size), 0.5,
+    x = torch.full((1, model_info.image_channels(model), *hw(size)), 0.5,
                    device=model_info.model_device(model), dtype=model_info.model_dtype(model))
     with frozen(model), LayerTap(model, layers, stop_early=False) as tap, torch.no_grad():
         acts = tap(x)
@@ -86,7 +89,7 @@ def channel_counts(model: nn.Module, layers: Sequence[str], size: int) -> dict[s
 
 
 def _layer_channels(model: nn.Module, layers: Sequence[str], channels: str | Sequence[int],
-                    size: int) -> dict[str, list[int]]:
+                    size: SizeLike) -> dict[str, list[int]]:
     """The channels to sweep of each layer: ``channels`` (as :func:`parse_channel_spec` reads
     it) or, for ``"all"``, every channel the layer has. A channel past a layer's last raises a
     :class:`ChannelError` before anything is rendered."""

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ...errors import FeatvizError
+from ..devices import default_device
 
 
 def distributed_env() -> tuple[int, int, int] | None:
@@ -31,24 +32,24 @@ def distributed_env() -> tuple[int, int, int] | None:
 @contextlib.contextmanager
 def distributed(device: str | None = None) -> Iterator[tuple[int, int, str]]:
     """Join the ``torchrun`` process group when there is one and yield (rank, world size,
-    device); without a launcher yield (0, 1, device) and start nothing. The device is
-    ``cuda:LOCAL_RANK`` when ``device`` is None or ``"cuda"`` and CUDA is there, with the NCCL
-    backend; otherwise gloo on the CPU. The group is destroyed on exit."""
+    device); without a launcher yield (0, 1, device) and start nothing. ``device`` None means
+    :func:`~featviz.face.devices.default_device`. Under a launcher a CUDA device becomes
+    ``cuda:LOCAL_RANK`` unless it names its index, with the NCCL backend; otherwise gloo. The
+    group is destroyed on exit."""
     import torch.distributed as dist
 
     env = distributed_env()
-    cuda = torch.cuda.is_available() if device is None else str(device).startswith("cuda")
+    device = device or default_device()
+    cuda = str(device).startswith("cuda")
     if env is None:
-        yield 0, 1, device or ("cuda" if cuda else "cpu")
+        yield 0, 1, device
         return
     if not dist.is_available():
         raise FeatvizError("this PyTorch build has no torch.distributed; run without torchrun")
     rank, world, local = env
     if cuda:
-        device = device if device and ":" in str(device) else f"cuda:{local}"
+        device = device if ":" in str(device) else f"cuda:{local}"
         torch.cuda.set_device(torch.device(device))
-    else:
-        device = device or "cpu"
     # a rank may wait at the final gather for hours while others finish their share
     dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(days=7))
     try:

@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,15 +18,19 @@ from torch import nn
 
 from ...core import images as _images
 from ...core import model_info
+from ...core import notebook as _nb
 from ...core import param as _param
 from ...core import render as _render
 from ...core.objectives import channel
+from ...core.render import options as _options
+from ...core.sizes import SizeLike
 from ...errors import FeatvizError
 from ...methods.dataset import labelled
 from ...methods.deconv import top_k
 from .jobs import Job, _layer_channels, _unique_layers, batches, job_list, shard
 from .manifest import Manifest, _jsonable, _write_job, done_jobs
 from .settings import _agree_settings
+from .view import SweepFolder
 
 
 @dataclass
@@ -49,10 +54,16 @@ class SweepResult:
     folder: Path | None = None  # the sweep's output folder, for its notebook view
 
     def _repr_html_(self) -> str:
-        """This rank's counts and the folder's images (Jupyter; see featviz.display)."""
-        from ..display import sweep_result_html  # display imports this module
-
-        return sweep_result_html(self)
+        """This rank's counts and time, then the folder's images (:class:`.view.SweepFolder`)
+        when it knows its folder (Jupyter; see featviz.display)."""
+        state = f"interrupted by signal {self.signal}" if self.interrupted else "finished"
+        counts = _nb.table(["rank", "jobs in all", "this rank's", "rendered", "already done",
+                            "seconds", "state"],
+                           [(f"{self.rank}/{self.world_size}", self.total, self.share,
+                             self.rendered, self.skipped, f"{self.seconds:.1f}", state)])
+        if self.folder is None or not any(Path(self.folder).glob("manifest.rank*.jsonl")):
+            return counts
+        return counts + SweepFolder(self.folder)._repr_html_()
 
 
 @dataclass(frozen=True)
@@ -61,7 +72,7 @@ class _Recipe:
     resolved by :func:`_recipe`, so that the recorded settings hold the values used."""
 
     param: str
-    size: int
+    size: int | tuple[int, int]  # one side, or (height, width) of a rectangle
     steps: int
     lr: float
     transforms: str
@@ -73,9 +84,15 @@ class _Recipe:
 
     def settings(self, extra: Mapping[str, Any] | None) -> dict:
         """The settings recorded with the sweep and each image: ``extra`` (what describes the
-        model) and this recipe's image settings, as JSON gives them back."""
+        model) and this recipe's image settings, as JSON gives them back. Of the other render
+        options, those that change the images and differ from the default are recorded (so a
+        folder made before they existed resumes as it was); the speed options are not."""
         images = self.images
-        return _jsonable({**dict(extra or {}), "steps": self.steps, "size": self.size,
+        changing = {n: v for n, v in self.render_options.items()
+                    if _options.BY_NAME[n].group in ("course", "robustness")
+                    and v != _options.BY_NAME[n].default}
+        return _jsonable({**dict(extra or {}), **changing, "steps": self.steps,
+                          "size": self.size,
                           "lr": self.lr, "param": self.param, "transforms": self.transforms,
                           "seed": self.seed,
                           "images": str(Path(images).resolve()) if images is not None else None,
@@ -90,13 +107,12 @@ def sweep(
     layers: Sequence[str],
     channels: str | Sequence[int] = "all",
     *,
+    param: str = "fourier",
     steps: int = 512,
-    size: int | None = None,
-    batch_size: int = 16,
-    lr: float | None = None,
-    transforms: str = "auto",
+    size: SizeLike | None = None,
+    batch: int = 16,
     seed: int = 0,
-    parameterization: str = "fourier",
+    lr: float | None = None,
     images: str | os.PathLike | None = None,
     labels: str | os.PathLike | None = None,
     k: int = 9,
@@ -104,28 +120,45 @@ def sweep(
     world_size: int = 1,
     settings: Mapping[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
-    render_options: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> SweepResult:
     """Render rank ``rank``'s share of every ``channels`` x ``layers`` job into ``out``.
 
-    ``channels`` is ``"all"``, a string like ``"0-63"``/``"1,5,9"`` or a list; ``steps``,
-    ``size`` (default: the model's), ``lr`` (default: the parameterization's), ``transforms``
-    and ``seed`` are passed to :func:`featviz.render` (job (layer, c) uses seed ``seed + c``);
-    ``parameterization`` names one of :data:`featviz.param.KINDS`; ``images`` (a folder) adds
-    each channel's top-``k`` dataset patches, with the class of each photo where the folder
-    holds a ``labels.tsv`` (or ``labels`` names a labels file). ``settings`` adds what
-    describes the model (``model``, ``weights``, ``mean``, ``std``) to the recorded settings.
-    Under ``torchrun`` pass the rank and world size (see :func:`distributed`); rank 0 then
-    checks the folder's settings for every rank and the ranks meet once at the end. Jobs
-    already done are skipped; SIGINT/SIGTERM stops after the finished images are recorded
-    (``interrupted``). ``render_options`` go to every render as they are: the speed options
-    ``amp``, ``memory_format`` and ``compile`` (not recorded as image settings).
+    Jobs already done are skipped; SIGINT/SIGTERM stops after the finished images are
+    recorded (``interrupted``). Under ``torchrun`` pass the rank and world size (see
+    :func:`distributed`); rank 0 then checks the folder's settings for every rank and the
+    ranks meet once at the end. The render options have :func:`featviz.render`'s names.
+
+    Args:
+        model: the model whose channels are rendered.
+        out: the sweep folder (created; reused to resume).
+        layers: the layers whose channels are rendered.
+        channels: ``"all"``, a string like ``"0-63"``/``"1,5,9"``, or a list.
+        param: the parameterization of every image, one of :data:`featviz.param.KINDS`.
+        steps: optimization steps of each image.
+        size: one side or (height, width), recorded as a number or [height, width];
+            default: the model's input size.
+        batch: channels of one layer rendered together.
+        seed: job (layer, c) starts from seed ``seed + c``, on any rank.
+        lr: Adam's learning rate; default (and recorded): the parameterization's.
+        images: a folder of photos: also keep each channel's top-``k`` dataset patches, with
+            the class of each photo where the folder holds a ``labels.tsv``.
+        labels: a labels file for ``images`` instead of its ``labels.tsv``.
+        k: patches per channel with ``images``.
+        rank: this process's rank.
+        world_size: how many ranks share the jobs.
+        settings: what describes the model (``model``, ``weights``, ``mean``, ``std``), added
+            to the recorded settings.
+        log: where progress lines go (default: printed).
+        **options: any other option of :func:`featviz.render` (``transforms``, ``ema``,
+            ``polish``, ``memory_format``, ...; also as groups, ``course={...}``). Those that
+            change the images are recorded with them; the speed options are not.
     """
     log = log or (lambda msg: print(msg, flush=True))
-    layers = _check_arguments(batch_size, steps, k, layers, images, labels)
-    recipe = _recipe(model, parameterization, size=size, steps=steps, lr=lr,
-                     transforms=transforms, seed=seed, images=images, k=k,
-                     render_options=render_options, labels=labels)
+    batch, param, options = _old_spellings(batch, param, options)
+    layers = _check_arguments(batch, steps, k, layers, images, labels)
+    recipe = _recipe(model, param, size=size, steps=steps, lr=lr, seed=seed, images=images,
+                     k=k, options=options, labels=labels)
     per_layer = _layer_channels(model, layers, channels, recipe.size)
     out, meta = Path(out), recipe.settings(settings)
     _agree_settings(out, meta, per_layer, rank)
@@ -134,9 +167,36 @@ def sweep(
         f"{result.skipped} already done, {len(pending)} to render")
     start = time.perf_counter()
     with Manifest(out, rank) as manifest, _Stop() as stop:
-        _run_batches(model, out, pending, batch_size, recipe, meta, manifest, stop, result, log)
+        _run_batches(model, out, pending, batch, recipe, meta, manifest, stop, result, log)
     _finish(result, stop.signum, time.perf_counter() - start, log)
     return result
+
+
+# the names sweep had before it took render's: still read, with a warning
+_OLD = {"batch_size": "batch", "parameterization": "param", "render_options": "**options"}
+# a sweep runs each render itself: these are its own to set
+_SWEEPS_OWN = ("progress", "interrupt", "thresholds")
+
+
+def _old_spellings(batch: int, param: str, options: dict) -> tuple[int, str, dict]:
+    """``batch``, ``param`` and the render options, with the old keywords ``batch_size``,
+    ``parameterization`` and ``render_options`` read into them (a DeprecationWarning each);
+    the options are gathered and checked as render's, less those a sweep sets itself."""
+    for old, new in _OLD.items():
+        if old in options:
+            warnings.warn(f"sweep({old}=...) is now sweep({new}=...), as in render",
+                          DeprecationWarning, stacklevel=3)
+    batch = options.pop("batch_size", batch)
+    param = options.pop("parameterization", param)
+    options = {**(options.pop("render_options", None) or {}), **options}
+    groups = {g: options.pop(g) for g in list(options) if g in _options.GROUPS}
+    chosen = _options.gather(options, groups, where="sweep()")
+    own = [name for name in chosen if name in _SWEEPS_OWN]
+    if own:
+        raise FeatvizError(f"sweep sets {', '.join(own)} of each render itself; leave "
+                           f"{'it' if len(own) == 1 else 'them'} out")
+    _options.check_given(chosen)
+    return batch, param, chosen
 
 
 def _check_arguments(batch_size: int, steps: int, k: int, layers: Sequence[str],
@@ -161,21 +221,21 @@ def _check_arguments(batch_size: int, steps: int, k: int, layers: Sequence[str],
     return layers
 
 
-def _recipe(model: nn.Module, parameterization: str, *, size: int | None, steps: int,
-            lr: float | None, transforms: str, seed: int, images: str | os.PathLike | None,
-            k: int, render_options: Mapping[str, Any] | None,
-            labels: str | os.PathLike | None = None) -> _Recipe:
+def _recipe(model: nn.Module, param: str, *, size: SizeLike | None, steps: int,
+            lr: float | None, seed: int, images: str | os.PathLike | None, k: int,
+            options: Mapping[str, Any], labels: str | os.PathLike | None = None) -> _Recipe:
     """The recipe of a sweep, with ``size`` defaulting to the model's input size, ``lr`` to the
     parameterization's own rate and ``transforms="auto"`` to its preferred preset. An unknown
     parameterization raises here, before the model runs."""
     size = model_info.input_size(model, size)
-    probe = _param.make(parameterization, size, channels=model_info.image_channels(model))
+    probe = _param.make(param, size, channels=model_info.image_channels(model))
     if lr is None:  # record the rate used, not "default", so a resume compares real values
         lr = float(getattr(probe, "lr", 0.05))
+    transforms = options.get("transforms", "auto")
     if transforms == "auto":
         transforms = _render.preferred_transforms(probe)
-    return _Recipe(parameterization, size, steps, lr, transforms, seed, images, k,
-                   dict(render_options or {}), labels)
+    rest = {n: v for n, v in options.items() if n != "transforms"}
+    return _Recipe(param, size, steps, lr, transforms, seed, images, k, rest, labels)
 
 
 def _share(out: Path, jobs: Sequence[Job], meta: Mapping, rank: int,
