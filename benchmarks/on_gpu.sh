@@ -28,8 +28,8 @@ has() { [[ ",$parts," == *",$1,"* ]]; }
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0)
       if torch.cuda.is_available() else 'no GPU')" 2>&1 | tee "$out/device.txt"
 if has tests; then
-    timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_render.py \
-        tests/test_truncate.py tests/test_real_mobilenet.py -k "cuda or bf16" \
+    timeout 150 python3 -m pytest -q -p no:cacheprovider tests/core/test_render.py \
+        tests/core/test_truncate.py tests/models/test_real_mobilenet.py -k "cuda or bf16" \
         2>&1 | tee "$out/tests.txt"
 fi
 if has speed; then

@@ -20,7 +20,8 @@ from .files import load_vector
 
 _HEADER = """objective strings: terms joined with '+' or '-', each with an optional 'WEIGHT*'
 (kinds in any case; spaces around ':', '+', '-' and '*' do not matter):"""
-_FOOTER = """  e.g. channel:features.14:12   or   channel:mixed4a:97 - 0.5*neuron:mixed4a:3
+_FOOTER = """  LAYER:C                   short for channel:LAYER:C where LAYER is no kind's name
+  e.g. channel:features.14:12   or   mixed4a:476   or   channel:mixed4a:97 - 0.5*neuron:mixed4a:3
 A '+' or '-' starts a new term only where one follows it ([WEIGHT*]KIND:); anywhere else it
 belongs to the term: a range 0-63, a weight -0.5* or 1e-3*, a '-' inside a layer name."""
 _HELP_COLUMN = 28  # where the help of each kind starts in GRAMMAR
@@ -293,9 +294,23 @@ def _unknown_kind(kind: str) -> str:
     return f"unknown objective kind {kind!r}; did you mean {near[0]!r}? (kinds: {kinds})"
 
 
+# the channels of the short form LAYER:C: a number, a range or a list of them
+_CHANNEL_SPEC = re.compile(r"\s*\d[\d\s,-]*")
+
+
+def _short_channel(kind: str, args: list[str]) -> tuple[str, list[str]]:
+    """``LAYER:C`` (lucid's and lucent's ``"mixed4a:476"``) as ``channel:LAYER:C``, where the
+    first piece is no kind's name; any other term as it is."""
+    if kind.lower() not in KINDS and len(args) == 1 and kind \
+            and not re.match(_NUMBER, kind) and _CHANNEL_SPEC.fullmatch(args[0]):
+        return "channel", [kind, args[0]]
+    return kind, args
+
+
 def _term(spec: str, sign: float, text: str) -> Term:
     """One term read and checked: a known kind with the right number of arguments."""
     weight, kind, args = _pieces(text)
+    kind, args = _short_channel(kind, args)
     t = Term(sign * float(weight or 1), kind.lower(), tuple(args), text.strip(), spec)
     if t.kind not in KINDS:
         raise t.error(_unknown_kind(kind))
@@ -363,6 +378,7 @@ def expand(spec: str) -> list[str]:
     split = _split_terms(spec)
     if len(split) == 1 and split[0][0] == 1:
         weight, kind, args = _pieces(split[0][1])
+        kind, args = _short_channel(kind, args)
         if weight is None and kind.lower() == "channel" and len(args) == 2:
             return [f"channel:{args[0]}:{c}" for c in parse_channels(args[1], spec)]
     return [spec]

@@ -97,17 +97,28 @@ def run(args: argparse.Namespace, load: common.Loader) -> int:
     return _write_render(args, finished, labels, stopped, many=len(specs) > 1)
 
 
+def _plain_channel(spec: str) -> tuple[str, int] | None:
+    """(LAYER, C) where ``spec`` is one ``channel:LAYER:C`` term of weight 1 (read by the
+    objective grammar), else None."""
+    from ...core.objectives import terms
+
+    first, *more = terms(spec)
+    if more or first.kind != "channel" or first.weight != 1 or not first.args[1].isdigit():
+        return None
+    return first.args[0], int(first.args[1])
+
+
 def _batches(specs: list[str], batch_size: int):
-    """Group single-image objective strings into batches of at most ``batch_size``."""
+    """Group single-image objective strings into batches of at most ``batch_size``: plain
+    channels of one layer as one vectorized objective, anything else as a sum of per-image
+    objectives."""
     from ...core.objectives import Objective, channel, parse
 
     for start in range(0, len(specs), batch_size):
         chunk = specs[start:start + batch_size]
-        parts = [s.split(":") for s in chunk]
-        if len(chunk) > 1 and all(p[0] == "channel" and len(p) == 3 and p[1] == parts[0][1]
-                                  and "+" not in s for p, s in zip(parts, chunk, strict=True)):
-            # one vectorized objective for channels of one layer
-            yield chunk, channel(parts[0][1], [int(p[2]) for p in parts])
+        plain = [_plain_channel(s) for s in chunk]
+        if len(chunk) > 1 and all(p is not None and p[0] == plain[0][0] for p in plain):
+            yield chunk, channel(plain[0][0], [c for _, c in plain])
         elif len(chunk) == 1:
             yield chunk, parse(chunk[0])
         else:

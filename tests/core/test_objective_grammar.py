@@ -180,3 +180,18 @@ def test_labels_of_batched_builders_come_from_the_same_definition():
     assert obj.channel("l", [4, 7]).targets == {0: "channel(l, 4)", 1: "channel(l, 7)"}
     assert obj.direction("l", torch.ones(2, 6)).targets == {0: "direction(l, #0)",
                                                             1: "direction(l, #1)"}
+def test_layer_colon_channel_is_short_for_a_channel():
+    """lucid's and lucent's "mixed4a:476": a first piece that is no kind's name, then a
+    channel spec, reads as channel:LAYER:C; kinds and malformed terms keep their errors."""
+    from featviz.core.objectives import expand, parse, terms
+
+    assert parse("mixed4a:476").name == parse("channel:mixed4a:476").name
+    assert terms("layer3.0 : 2")[0][:3] == (1.0, "channel", ("layer3.0", "2"))
+    assert expand("mixed4a:0-2") == [f"channel:mixed4a:{c}" for c in range(3)]
+    mixed = parse("mixed4a:476 - 0.5*neuron:mixed4a:3")
+    assert mixed.name == "(channel(mixed4a, 476) - (0.5 * neuron(mixed4a, 3)))"
+    for bad, said in [("chanel:mixed4a:3", "did you mean 'channel'"),
+                      ("mixed4a:x", "unknown objective kind 'mixed4a'"),
+                      ("logit:3:4", "logit takes C")]:
+        with pytest.raises(ObjectiveSyntaxError, match=said):
+            parse(bad)

@@ -1,6 +1,6 @@
 """The renovation (issue 16) changed no image: every parameterization renders bit-identical
 images, histories, snapshots and saliency maps to the code before it, recorded in
-``fixtures/renders.pt`` by ``fixtures/make_renders.py``; and the seed given once to a
+``tests/fixtures/renders.pt`` by ``tests/fixtures/make_renders.py``; and the seed given once to a
 parameterization gives the same images as the old way of passing generators and a seed."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 import featviz
 from featviz import param
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 sys.path.insert(0, str(FIXTURES))
 
 import make_renders  # noqa: E402
