@@ -13,6 +13,7 @@ pre-ReLU sum addressable (``inception4a.pre_relu``, lucid's ``mixed4a_pre_relu``
 from __future__ import annotations
 
 import weakref
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -20,12 +21,16 @@ from torch import nn
 
 from ..core import stem_conv
 from ..core.hooks import hook_count
+from . import bvlc_googlenet
+from .download import CACHE_ENV
 from .imagenet import imagenet_classes
 from .registry import register
 from .spec import ModelSpec, WeightsSource
 
 #: Caffe's mean pixel, RGB, on the 0-255 scale (BVLC's ``bvlc_googlenet`` preprocessing)
 CAFFE_MEAN_RGB = (123.0, 117.0, 104.0)
+#: the ``eps`` of each unit's ``bn`` (its variance holds ``1 - eps``, see the module docstring)
+CAFFE_BIAS_EPS = 0.001
 
 # (in, 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj) of the nine blocks (paper, Table 1)
 BLOCKS = {
@@ -62,7 +67,7 @@ class ConvUnit(nn.Module):
                  relu: bool = True):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, kernel, stride, padding, bias=False)
-        self.bn = CaffeBias(cout, eps=0.001)
+        self.bn = CaffeBias(cout, eps=CAFFE_BIAS_EPS)
         self.relu = nn.ReLU() if relu else nn.Identity()
 
     #: whether the bias may go into the convolution's own call (see :meth:`forward`)
@@ -270,18 +275,32 @@ class InceptionV1(nn.Module):
         return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
 
 
-#: the file of BVLC GoogLeNet weights ``load("inceptionv1")`` looks for in $FEATVIZ_MODELS
+#: the file of BVLC GoogLeNet weights ``load("inceptionv1")`` looks for in featviz's cache
+#: ($FEATVIZ_MODELS, else the user cache folder) and makes there when it is absent
 INCEPTION_V1_FILE = "googlenet_bvlc_imagenet.pth"
 
+
+def fetch_default_weights(target: Path) -> Path:
+    """Make ``target``, the default weights' file: BVLC's caffemodel, downloaded, checked and
+    converted (:func:`featviz.models.bvlc_googlenet.fetch`).
+
+    Args:
+        target: the file to make, in featviz's cache.
+    """
+    template = InceptionV1().state_dict()  # the keys, shapes and dtypes to fill
+    return bvlc_googlenet.fetch(target, template, CAFFE_BIAS_EPS)
+
+
 #: ``load("inceptionv1")``: Caffe's preprocessing (``255 * x - CAFFE_MEAN_RGB``) as a mean
-#: and std on [0, 1] images; its weights from a file (no public address serves them in
-#: torchvision's layout)
+#: and std on [0, 1] images; its weights from featviz's cache, downloaded from BVLC's Caffe
+#: release and converted to torchvision's layout on first use
 SPEC = register(ModelSpec(
     name="inceptionv1", build=lambda request: InceptionV1(), family="inceptionv1",
     description="BVLC GoogLeNet as in the paper (LRN, 5x5 branches): lucid's and Distill's "
                 "InceptionV1, lucid's layer names",
     mean=tuple(v / 255 for v in CAFFE_MEAN_RGB), std=(1 / 255,) * 3,
     layer_aliases=LUCID_NAMES, classes=imagenet_classes,
-    weights=WeightsSource(f"$FEATVIZ_MODELS/{INCEPTION_V1_FILE}", kind="env",
-                          env="FEATVIZ_MODELS", file=INCEPTION_V1_FILE,
-                          what="BVLC GoogLeNet weights in torchvision's layout")))
+    weights=WeightsSource("BVLC's caffemodel (downloaded, checked, converted into featviz's "
+                          "cache)", kind="env", env=CACHE_ENV, file=INCEPTION_V1_FILE,
+                          what="BVLC GoogLeNet weights in torchvision's layout",
+                          fetch=fetch_default_weights)))

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
-from . import registry
+from . import download, registry
 from .preprocess import Preprocessed
 from .spec import Built, ModelSpec, Request, WeightsSource
 from .weights import load_state_dict_file, names_file, random_weights
@@ -40,7 +40,9 @@ def load(
     Args:
         name: the model's name.
         weights: ``"default"`` (the model's published weights: torchvision's best, downloaded
-            into the torch hub cache; ``inceptionv1``'s file in ``$FEATVIZ_MODELS``), a
+            into the torch hub cache; ``inceptionv1``'s file in featviz's cache,
+            ``$FEATVIZ_MODELS`` or else the user cache folder, downloaded from BVLC's Caffe
+            release and converted when absent), a
             torchvision weight enum or its name (``"IMAGENET1K_V1"``), a path to a local
             state_dict file, or None (or ``"random"``) for random initialization.
         mean: the normalization mean, overriding the model's (default: its weights' own, else
@@ -93,11 +95,13 @@ def resolve_weights(source: WeightsSource, name: str, weights: Any) -> Any:
 def _env_file(source: WeightsSource, name: str, weights: Any) -> Path:
     """``"default"`` as the file ``source.file`` in the folder ``$source.env`` names (no
     public address serves it in the layout the builder takes), else an error that says where
-    to get it."""
+    to get it; with ``source.fetch``, the file in featviz's cache, made when absent."""
     if not (isinstance(weights, str) and weights.lower() == "default"):
         raise WeightsError(f"{name} takes weights='default', a file path or None, not "
                            f"{weights!r}")
     folder = os.environ.get(source.env)
+    if source.fetch is not None:
+        return _cached_file(source, name, folder)
     if folder and (Path(folder) / source.file).is_file():
         return Path(folder) / source.file
     where = f"{folder}/{source.file} does not exist" if folder else f"{source.env} is unset"
@@ -105,6 +109,25 @@ def _env_file(source: WeightsSource, name: str, weights: Any) -> Path:
         f"{name} needs {source.what} ({where}): pass weights='{source.file}' (--weights PATH), "
         f"put the file into the folder ${source.env} names, or use weights=None for random "
         "init")
+
+
+def _cached_file(source: WeightsSource, name: str, folder: str | None) -> Path:
+    """The file ``source.file`` in featviz's cache (``folder``, else the user cache folder),
+    made by ``source.fetch`` when absent; an error that says where it was looked for and how
+    else to give the weights."""
+    target = download.cache_folder(source.env) / source.file
+    if not target.is_file():
+        try:
+            source.fetch(target)
+        except WeightsError as err:
+            where = (f"featviz's cache is the folder ${source.env} names" if folder else
+                     f"{source.env} is unset: featviz's cache is the user cache folder")
+            raise WeightsError(
+                f"{name} needs {source.what}: {target} does not exist ({where}), and {err}. "
+                f"Or copy {source.file} from a machine that has it into {target.parent}, "
+                "pass a local file with weights=PATH (--weights PATH), or use weights=None "
+                "for random init") from None
+    return target
 
 
 def _finish(spec: ModelSpec, request: Request, made: Any) -> Preprocessed:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from torch import nn
@@ -22,7 +23,9 @@ from .imagenet import IMAGENET_MEAN, IMAGENET_STD
 #: what a ``weights=`` name (``"default"``, ``"IMAGENET1K_V1"``) asks of a model:
 #: "builder": the builder resolves it (a torchvision enum, a download); featviz reads files.
 #: "env": ``"default"`` is the file ``WeightsSource.file`` in the folder ``$WeightsSource.env``
-#: names; other names are an error. "files": no weights by name, a local file or random only.
+#: names (with ``WeightsSource.fetch``, featviz's cache: that folder, else the user cache
+#: folder, where ``fetch`` makes the file when it is absent); other names are an error.
+#: "files": no weights by name, a local file or random only.
 #: "source": the builder takes every ``weights=`` as given, files included (timm and
 #: transformers read them with the model).
 WEIGHT_KINDS = ("builder", "env", "files", "source")
@@ -41,6 +44,10 @@ class WeightsSource:
         what: for kind "env", what the file holds, for the error that says where to get it.
         input_size: the image side the default weights take where it is not the spec's (a
             torchvision enum's crop size), for the catalog.
+        fetch: for kind "env", makes the file when it is absent (a download): called with the
+            file's path in featviz's cache (the folder ``$env`` names, else the user cache
+            folder); raises :class:`~featviz.errors.WeightsError` when it cannot. None: the
+            file must be there.
     """
 
     description: str = "the builder's own"
@@ -49,6 +56,7 @@ class WeightsSource:
     file: str = ""
     what: str = "weights"
     input_size: int | None = None
+    fetch: Callable[[Path], Any] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in WEIGHT_KINDS:

@@ -236,6 +236,14 @@ def test_class_names_come_with_the_model(random_v1):
 
 
 def test_the_weights_are_asked_for_by_path(monkeypatch, tmp_path):
+    from featviz.models import bvlc_googlenet, download
+
+    # no download from here: a closed local port and a cache folder of the test's own
+    monkeypatch.setattr(bvlc_googlenet, "CAFFEMODEL_URL",
+                        "http://127.0.0.1:9/bvlc_googlenet.caffemodel")
+    monkeypatch.delenv("FEATVIZ_INCEPTIONV1_URL", raising=False)
+    monkeypatch.setattr(download.platformdirs, "user_cache_dir",
+                        lambda name: str(tmp_path / "user" / name))
     monkeypatch.delenv("FEATVIZ_MODELS", raising=False)
     with pytest.raises(WeightsError, match="FEATVIZ_MODELS is unset.*googlenet_bvlc_imagenet"):
         featviz.models.load("inceptionv1")
