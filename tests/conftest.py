@@ -196,12 +196,20 @@ def needs_weights(test):
     return pytest.mark.real(skip(test))
 
 
+#: markers that keep a test out of the quick subset
+NOT_QUICK = ("slow", "real", "heavy")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that takes the real model as a fixture needs the weights as much as one marked
-    ``real``: mark it so that ``-m "not real"`` leaves it out too."""
+    ``real``: mark it so that ``-m "not real"`` leaves it out too. Every test with none of
+    :data:`NOT_QUICK` is marked ``quick``: ``python -m pytest -q -m quick`` runs those (about
+    two minutes on a 2-core CPU; the full run, all of them, several times that)."""
     for item in items:
         if {"mobilenet", "inceptionv1"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.real)
+        if not any(item.get_closest_marker(name) for name in NOT_QUICK):
+            item.add_marker(pytest.mark.quick)
 
 
 @pytest.fixture(scope="session")

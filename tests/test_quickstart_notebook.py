@@ -1,7 +1,8 @@
 """examples/quickstart.ipynb: committed without outputs, and it runs top to bottom in a fresh
 Jupyter kernel (nbclient + ipykernel, the ``notebook`` extra), every result cell showing its
-pictures inline and nothing spamming the output. About 1.5 minutes on a busy 2-core CPU with the
-real InceptionV1 (marker ``slow``); skipped with the reason where no kernel can start."""
+pictures inline and nothing spamming the output. About 25 s on an idle 2-core CPU (several
+times that on a busy one) with the real InceptionV1 (marker ``slow``); skipped with the reason
+where no kernel can start."""
 
 from __future__ import annotations
 

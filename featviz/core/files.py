@@ -3,15 +3,19 @@
 A file is written to a temporary file beside its target and renamed onto it, so a crash or a
 kill never leaves half a file. Only regular files are replaced: a symlink is followed (its
 target is replaced, the link stays), and a device node, FIFO, socket or folder at the path is
-refused with a message, never turned into a regular file.
+refused with a message, never turned into a regular file. A new file gets the mode a plain
+``open()`` gives (0666 less the umask: 0644 under the usual 022), a replaced file keeps its own,
+and folders are made with plain ``mkdir`` modes, so pages and images copied to a web server or a
+shared folder stay readable there.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import secrets
 import stat
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,22 +63,55 @@ def output_path(path: str | os.PathLike) -> Path:
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` to fill a temporary file beside ``path``'s real target, then rename
     it onto the target (see :func:`output_path`); returns ``path``. OS errors become a
-    :class:`~featviz.errors.FeatvizError` naming ``path``."""
+    :class:`~featviz.errors.FeatvizError` naming ``path``.
+
+    The file that lands has the mode a plain ``open()`` would give it (0666 less the umask),
+    or, when it replaces a file, that file's mode.
+
+    Args:
+        path: the file to write (a symlink is followed).
+        write: fills the temporary file whose path it is given.
+    """
     target = output_path(path)
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        old_mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        old_mode = None
+    except OSError as err:
+        raise FeatvizError(f"cannot write {path}: {err.strerror}") from None
+    try:
+        tmp = _new_file(target)
     except OSError as err:
         raise FeatvizError(f"cannot write {path}: {err.strerror} in {target.parent}") from None
-    os.close(fd)
-    tmp = Path(name)
     try:
         write(tmp)
+        if old_mode is not None:
+            os.chmod(tmp, old_mode)
         os.replace(tmp, target)
     except OSError as err:
         raise FeatvizError(f"cannot write {path}: {err.strerror or err}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return Path(path)
+
+
+def _new_file(target: Path) -> Path:
+    """A new empty file beside ``target`` with an unused name, ``.NAME.XXXXXXXX.tmp``.
+
+    Made with ``os.open(..., 0o666)`` rather than :func:`tempfile.mkstemp`: mkstemp makes
+    every file 0600 whatever the umask, and the rename would carry that mode to the target;
+    here the kernel applies the umask (and a folder's default ACL) as for ``open()``.
+    ``O_EXCL`` keeps mkstemp's safety: an existing file or symlink is never opened.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(100):
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, flags, 0o666))
+        except FileExistsError:  # another writer's temporary file: draw another name
+            continue
+        return tmp
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(target.parent))
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

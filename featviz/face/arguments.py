@@ -243,9 +243,35 @@ def writable(path: str | os.PathLike) -> Path:
     return target
 
 
+def _suffixed(text: str, what: str, examples: str) -> str:
+    """``text`` when it ends in a suffix; else an argument error naming it and suggesting
+    ``text.png``: a name without one would be written as a PNG that no viewer, browser or
+    file manager recognizes as an image. A folder is left to :func:`writable`, whose message
+    (it is a folder, give a file path) says more."""
+    if not Path(text).suffix and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"needs a suffix such as {examples} that names the "
+                                         f"{what} format, got {text!r}: write {text}.png")
+    return text
+
+
 def image_out(text: str) -> str:
-    """An image file to write: a suffix PIL can write (.png, .jpg, ...; none means PNG), at
-    a path that can be written."""
+    """An image file to write: a suffix PIL can write (.png, .jpg, ...), at a path that can be
+    written. A name without a suffix is refused, with ``NAME.png`` suggested.
+
+    Args:
+        text: the option's text.
+    """
+    return _checked(_suffixed(text, "image", ".png or .jpg"), image_format, writable)
+
+
+def sheet_out(text: str) -> str:
+    """``featviz render --out``: what :func:`image_out` takes, and also a name without a
+    suffix, which the command refuses itself once it knows how many images there are (with
+    several, ``NAME.png`` is the contact sheet and the images go into the folder ``NAME/``).
+
+    Args:
+        text: the option's text.
+    """
     return _checked(text, image_format, writable)
 
 
@@ -257,9 +283,13 @@ def gif_out(text: str) -> str:
 
 
 def plot_out(text: str) -> str:
-    """A figure to write with matplotlib: a suffix it can write (.png, .pdf, .svg, ...; none
-    means PNG), at a path that can be written."""
-    suffix = Path(text).suffix.lower().lstrip(".")
+    """A figure to write with matplotlib: a suffix it can write (.png, .pdf, .svg, ...), at a
+    path that can be written. A name without a suffix is refused, with ``NAME.png`` suggested.
+
+    Args:
+        text: the option's text.
+    """
+    suffix = Path(_suffixed(text, "figure", ".png or .pdf")).suffix.lower().lstrip(".")
     try:
         from matplotlib.backend_bases import FigureCanvasBase
     except ImportError:  # the plot itself says how to install matplotlib

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from .. import __version__
 from ..errors import FeatvizError
 from .commands import (
     atlas,
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "classes of an image network respond to.",
                     epilog="Exit status: 0 done, 2 bad input (one line says what is wrong), "
                     "130 interrupted (Ctrl-C), 1 a bug in featviz.")
+    parser.add_argument("--version", action="version", version=f"featviz {__version__}",
+                        help="print featviz's version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add(sub)

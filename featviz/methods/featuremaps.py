@@ -9,13 +9,12 @@ softmax); ``report`` writes one self-contained HTML page to browse it all.
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,10 +24,10 @@ from torch import nn
 from ..core import images as _images
 from ..core import markdown
 from ..core import notebook as _nb
-from ..core.files import write_text
-from ..core.hooks import frozen, named_layers, on_output
+from ..core.hooks import frozen, layer_aliases, named_layers, on_output
 from ..core.model_info import class_names, image_channels, model_device
 from ..errors import FeatvizError
+from ._report_page import histogram_image, img_tag, write_page
 
 NORMALIZATIONS = ("channel", "layer", "none")
 
@@ -51,11 +50,23 @@ _VIEW_CHANNELS = 16  # channels shown per layer there
 
 @dataclass(repr=False)
 class FeatureMaps:
-    """Activations of several layers for one image: ``acts[layer]`` is [C,H,W] (or [C])."""
+    """Activations of several layers for one image: ``acts[layer]`` is [C,H,W] (or [C]);
+    ``other_names[layer]``: the layer's other names in the model (``["mixed4a"]`` for
+    InceptionV1's ``"inception4a"``, the module path for an alias), shown beside it."""
 
     acts: dict[str, torch.Tensor]
     image: torch.Tensor
     logits: torch.Tensor | None
+    other_names: dict[str, list[str]] = field(default_factory=dict)
+
+    def title(self, layer: str) -> str:
+        """``layer`` with its other names, ``"inception4a (mixed4a)"``.
+
+        Args:
+            layer: a captured layer's name.
+        """
+        others = self.other_names.get(layer)
+        return f"{layer} ({', '.join(others)})" if others else layer
 
     @property
     def layers(self) -> list[str]:
@@ -143,11 +154,12 @@ class FeatureMaps:
         for layer in self._shown_layers():
             _, shape, mean, std, sparsity, top = stats[layer]
             page.text(f"<tr><td style='padding:2px 8px;vertical-align:top'><b>"
-                      f"{html.escape(layer)}</b><br>{'x'.join(map(str, shape))}<br>mean "
-                      f"{mean:.3g} · max {top:.3g}<br>sparsity {sparsity:.0%}</td><td>")
+                      f"{html.escape(self.title(layer))}</b><br>{'x'.join(map(str, shape))}"
+                      f"<br>mean {mean:.3g} · max {top:.3g}<br>sparsity {sparsity:.0%}</td><td>")
             if self.acts[layer].dim() == 3:
                 page.image(self.grid(layer, max_channels=_VIEW_CHANNELS, ncol=8), layer,
                            max_side=512)
+                page.text(f"<br>{shown_channels(len(self.acts[layer]), _VIEW_CHANNELS)}")
             page.text("</td></tr>")
         page.text("</table>")
         if len(self.layers) > _VIEW_LAYERS:
@@ -251,7 +263,36 @@ def capture(model: nn.Module, img: torch.Tensor, layers: str | Sequence[str] = "
         out = model(img.to(model_device(model)))
     logits = out[0].detach().float().cpu() if torch.is_tensor(out) and out.dim() == 2 else None
     ordered = {n: acts[n] for n in names if n in acts}
-    return FeatureMaps(ordered, img.cpu(), logits)
+    return FeatureMaps(ordered, img.cpu(), logits, _other_names(model, ordered))
+
+
+def _other_names(model: nn.Module, layers: Sequence[str]) -> dict[str, list[str]]:
+    """Each of ``layers``' other names in ``model``: a module path's aliases; an alias's path
+    and its other aliases. A name that is both an alias and a path (InceptionV1's
+    ``maxpool1``) is read as the alias, as :func:`~featviz.core.hooks.resolve_layer` reads it."""
+    aliases = layer_aliases(model)
+    found = {}
+    for layer in layers:
+        path = aliases.get(layer, layer)
+        names = [path] + [a for a, p in aliases.items() if p == path]
+        others = [name for name in names if name != layer]
+        if others:
+            found[layer] = others
+    return found
+
+
+def shown_channels(channels: int, max_channels: int | None) -> str:
+    """Which of a layer's ``channels`` a grid of at most ``max_channels`` shows, in words:
+    ``"channels 0-31 of 512 (the first 32, ...)"`` or ``"all 64 channels"``.
+
+    Args:
+        channels: the layer's channel count.
+        max_channels: the grid's limit (None or 0: no limit).
+    """
+    if not max_channels or channels <= max_channels:
+        return f"all {channels} channels" if channels > 1 else "its one channel"
+    return (f"channels 0-{max_channels - 1} of {channels} (the first {max_channels}, in order; "
+            "each map scaled to its own range)")
 
 
 def read_labels(labels: str | os.PathLike | Sequence[str] | None, n: int) -> list[str]:
@@ -344,9 +385,9 @@ class Comparison:
         for layer, _, _ in self.rows[:12]:
             if self.a.acts[layer].dim() == 3:
                 body.append(f"<h3>{html.escape(layer)}</h3><div class='pair'>"
-                            f"{_img_tag(self.a.grid(layer), 'a')}"
-                            f"{_img_tag(self.b.grid(layer), 'b')}</div>")
-        return _write_page(path, "featviz: compare two inputs", [], "\n".join(body))
+                            f"{img_tag(self.a.grid(layer), 'a')}"
+                            f"{img_tag(self.b.grid(layer), 'b')}</div>")
+        return write_page(path, "featviz: compare two inputs", {}, "\n".join(body))
 
 
 def compare(model: nn.Module, a: torch.Tensor, b: torch.Tensor,
@@ -387,71 +428,31 @@ def _mean_channel_correlation(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(((xs * ys).sum(1)[valid] / (sx * sy)[valid]).mean())
 
 
-def histogram_image(values: torch.Tensor, bins: int = 60, size: tuple[int, int] = (260, 90),
-                    title: str = "") -> Image.Image:
-    """A small log-count histogram drawn with PIL (fast enough for hundreds of layers)."""
-    from PIL import ImageDraw
-
-    v = values.float().flatten()
-    lo, hi = float(v.min()), float(v.max())
-    counts = torch.histc(v, bins=bins, min=lo, max=hi if hi > lo else lo + 1)
-    w, h = size
-    pic = Image.new("RGB", (w, h + 14), (255, 255, 255))
-    draw = ImageDraw.Draw(pic)
-    top = math.log1p(float(counts.max())) or 1.0
-    bar = w / bins
-    for i, c in enumerate(counts.tolist()):
-        height = (h - 4) * math.log1p(c) / top
-        draw.rectangle([i * bar, h - height, (i + 1) * bar - 1, h], fill=(64, 98, 187))
-    draw.text((2, h + 1), f"{lo:.3g}", fill=(0, 0, 0))
-    draw.text((w - 40, h + 1), f"{hi:.3g}", fill=(0, 0, 0))
-    if title:
-        draw.text((2, 1), title, fill=(0, 0, 0))
-    return pic
-
-
-def _img_tag(pic: Image.Image, alt: str) -> str:
-    buf = io.BytesIO()
-    pic.save(buf, format="PNG")
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
-
-
-_STYLE = """body{font-family:sans-serif;margin:0;display:flex}
-nav{width:220px;height:100vh;overflow:auto;border-right:1px solid #ccc;padding:8px;flex:none}
-nav a{display:block;font-size:13px;text-decoration:none;color:#225}
-main{padding:12px;overflow:auto;height:100vh;flex:1}
-section{margin-bottom:28px} img{max-width:100%;image-rendering:pixelated}
-table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ccc;padding:2px 6px}
-.pair img{max-width:48%;margin-right:1%}"""
-
-# counts the images that decoded, so a headless browser test can see they were displayed
-_SCRIPT = """window.addEventListener('load',function(){var n=0;
-document.querySelectorAll('img').forEach(function(i){if(i.naturalWidth>0)n++;});
-document.body.setAttribute('data-images-loaded',n);});"""
-
-
-def _write_page(path, title: str, nav: list[str], body: str) -> Path:
-    links = "".join(f"<a href='#{html.escape(n)}'>{html.escape(n)}</a>" for n in nav)
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-            f"</title><style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>"
-            f"<nav id='layers'><b>layers</b>{links}</nav><main><h1>{html.escape(title)}</h1>"
-            f"{body}</main></body></html>")
-    return write_text(path, page)
-
-
 def report(model: nn.Module, img: torch.Tensor, out: str | os.PathLike,
-           layers: str | Sequence[str] = "all", labels=None, k: int = 5,
+           layers: str | Sequence[str] = "all",
+           labels: str | os.PathLike | Sequence[str] | None = None, k: int = 5,
            max_channels: int = 32) -> Path:
     """Write one self-contained HTML page (images embedded) to browse ``img`` through
-    ``model``: a layer list, per layer its channel grid, histogram and statistics, and the
-    softmax top-k."""
+    ``model``: a layer list, per layer its channel grid (the first ``max_channels``, and the
+    page says which), histogram and statistics, and the softmax top-k. Layers are named by
+    module path with the model's own names beside them (``inception4a (mixed4a)``).
+
+    Args:
+        model: the model.
+        img: one image [1,C,H,W] or [C,H,W] in [0, 1].
+        out: the .html file to write.
+        layers: ``"all"`` or a list of layer names.
+        labels: class names (a list or a file with one per line); default: the model's own,
+            else the class indices.
+        k: how many of the top classes to list.
+        max_channels: the most channels a layer's grid shows, the first ones in order.
+    """
     maps = capture(model, img, layers)
-    picture = _img_tag(_images.to_pil(maps.image), "input")
+    picture = img_tag(_images.to_pil(maps.image), "input")
     sections = [f"<section id='input'><h2>input</h2>{picture}"]
     if maps.logits is not None:
         probs = maps.logits.softmax(0)
-        names = read_labels(labels, len(probs))
+        names = read_labels(labels if labels is not None else class_names(model), len(probs))
         top = probs.topk(min(k, len(probs)))
         rows = "".join(f"<tr><td>{int(i)}</td><td>{html.escape(names[int(i)])}</td>"
                        f"<td>{float(p):.3f}</td></tr>" for p, i in zip(top.values, top.indices,
@@ -463,7 +464,7 @@ def report(model: nn.Module, img: torch.Tensor, out: str | os.PathLike,
     shown: dict[int, str] = {}
     for layer, act in maps.acts.items():
         _, shape, mean, std, sparsity, top = stats[layer]
-        parts = [f"<section id='{html.escape(layer)}'><h2>{html.escape(layer)}</h2>"
+        parts = [f"<section id='{html.escape(layer)}'><h2>{html.escape(maps.title(layer))}</h2>"
                  f"<p>shape {'x'.join(map(str, shape))} · mean {mean:.3f} · std {std:.3f} · "
                  f"sparsity {sparsity:.1%} · max {top:.3f}</p>"]
         if id(act) in shown:  # a container handing on a child's output: show it once
@@ -472,13 +473,15 @@ def report(model: nn.Module, img: torch.Tensor, out: str | os.PathLike,
         else:
             shown[id(act)] = layer
             if act.dim() == 3:
-                parts.append(_img_tag(maps.grid(layer, max_channels=max_channels),
+                parts.append(f"<p>{shown_channels(len(act), max_channels)}</p>")
+                parts.append(img_tag(maps.grid(layer, max_channels=max_channels),
                                       f"{layer} maps"))
-            parts.append(_img_tag(histogram_image(act), f"{layer} histogram"))
+            parts.append(img_tag(histogram_image(act), f"{layer} histogram"))
         parts.append("</section>")
         sections.append("".join(parts))
-    return _write_page(out, "featviz feature maps", ["input", *maps.acts], "\n".join(sections))
+    nav = {"input": "input"} | {layer: maps.title(layer) for layer in maps.acts}
+    return write_page(out, "featviz feature maps", nav, "\n".join(sections))
 
 
 __all__ = ["capture", "FeatureMaps", "Stats", "top_classes", "compare", "Comparison", "report",
-           "colorize", "read_labels"]
+           "colorize", "read_labels", "shown_channels", "histogram_image"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 # the sources, in the order load() consults them (and messages name them); each registers its
 # models when imported, so a new family is one more module here
 from . import torchvision_source, inception_v1, cifar, timm_source, hf_source  # noqa: F401
+from . import vit  # noqa: F401
 # isort: on
 
 from .hf_source import wrap_hf as wrap_hf

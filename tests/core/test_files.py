@@ -75,3 +75,77 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
         "keep.txt"]
     write_text(path, "new")
     assert path.read_text() == "new"
+
+
+@pytest.fixture
+def umask():
+    """Set the process's umask for one test (``umask(0o077)``); the old one comes back."""
+    old = os.umask(0o022)
+    yield os.umask
+    os.umask(old)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_a_new_file_gets_the_mode_open_gives(tmp_path, umask, mask, expected):
+    """Not mkstemp's 0600: a page or image copied to a web server must stay readable there."""
+    umask(mask)
+    with open(tmp_path / "plain.txt", "w") as f:
+        f.write("x")
+    write_text(tmp_path / "page.html", "<p>")
+    featviz.images.save(IMG, tmp_path / "picture.png")
+    assert _mode(tmp_path / "plain.txt") == expected
+    assert _mode(tmp_path / "page.html") == expected
+    assert _mode(tmp_path / "picture.png") == expected
+
+
+def test_a_replaced_file_keeps_its_own_mode(tmp_path, umask):
+    path = tmp_path / "shared.html"
+    path.write_text("old")
+    path.chmod(0o640)
+    write_text(path, "new")
+    assert path.read_text() == "new" and _mode(path) == 0o640
+    umask(0o077)  # the file's own mode wins over the umask too
+    path.chmod(0o664)
+    featviz.images.save(IMG, tmp_path / "shared.png")
+    (tmp_path / "shared.png").chmod(0o664)
+    featviz.images.save(IMG, tmp_path / "shared.png")
+    write_text(path, "newer")
+    assert _mode(path) == 0o664 and _mode(tmp_path / "shared.png") == 0o664
+
+
+def test_a_symlinks_target_keeps_its_mode(tmp_path, umask):
+    target = tmp_path / "target.txt"
+    target.write_text("old")
+    target.chmod(0o604)
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    write_text(link, "new")
+    assert link.is_symlink() and target.read_text() == "new" and _mode(target) == 0o604
+
+
+@pytest.mark.parametrize("mask, expected", [(0o022, 0o755), (0o077, 0o700)])
+def test_folders_are_made_with_plain_mkdir_modes(tmp_path, umask, mask, expected):
+    umask(mask)
+    write_text(tmp_path / "site" / "layer" / "index.html", "<p>")
+    assert _mode(tmp_path / "site") == expected and _mode(tmp_path / "site" / "layer") == expected
+    assert _mode(tmp_path / "site" / "layer" / "index.html") == expected & 0o666
+
+
+def test_temporary_names_never_reuse_a_file_in_the_way(tmp_path, monkeypatch):
+    """A name already taken (another writer's temporary file, a planted symlink) is skipped,
+    never opened."""
+    import secrets
+
+    draws = iter(["taken", "taken", "free"])
+    monkeypatch.setattr(secrets, "token_hex", lambda n: next(draws))
+    decoy = tmp_path / "elsewhere.txt"
+    decoy.write_text("untouched")
+    (tmp_path / ".out.txt.taken.tmp").symlink_to(decoy)
+    write_text(tmp_path / "out.txt", "made")
+    assert (tmp_path / "out.txt").read_text() == "made" and decoy.read_text() == "untouched"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.txt.taken.tmp", "elsewhere.txt",
+                                                         "out.txt"]

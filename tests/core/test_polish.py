@@ -39,6 +39,7 @@ def test_the_last_steps_skip_the_transforms(tiny):
     assert all(x.min() > 0.0 and x.max() < 1.0 for x in steps[7:])  # the sigmoid image itself
 
 
+@pytest.mark.heavy
 def test_polish_raises_the_objective_on_the_image_as_shown(tiny):
     # a neuron at one position: under jitter the render serves its neighbours too; the last
     # steps without transforms serve the position itself
@@ -51,6 +52,7 @@ def test_polish_raises_the_objective_on_the_image_as_shown(tiny):
     assert values[1] > values[0] * 1.05
 
 
+@pytest.mark.heavy
 def test_polish_keeps_renders_batch_invariant_and_zero_is_none(tiny):
     check_setting_batch_invariant(tiny, polish=8)
 

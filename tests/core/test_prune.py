@@ -103,6 +103,7 @@ def branch_weight(net, branch: str) -> torch.Tensor:
     (obj.channel("block", 1) + 0.5 * obj.channel("block", 4) - 0.01 * obj.l2(), "c"),
 ])
 @pytest.mark.parametrize("memory_format", ["contiguous", "channels_last"])
+@pytest.mark.heavy
 def test_render_is_the_same_to_the_bit(net, monkeypatch, objective, unread, memory_format):
     kw = dict(FAST, memory_format=memory_format, batch=max(objective.batch_size, 1))
     with ConvCalls(branch_weight(net, unread)) as pruned_calls:
@@ -176,6 +177,7 @@ def test_objectives_say_which_channels_they_read():
     assert obj.Objective(lambda acts: acts["m"].mean((1, 2, 3)), ["m"], "own").channels == {}
 
 
+@pytest.mark.heavy
 def test_inception_v1_blocks_are_pruned_to_the_bit(monkeypatch):
     model = featviz.models.load("inceptionv1", weights=None)
     x = torch.rand(1, 3, 96, 96)
@@ -192,6 +194,7 @@ def test_inception_v1_blocks_are_pruned_to_the_bit(monkeypatch):
     ("inception_v3", "Mixed_5b", 100, 80),
     ("densenet121", "features.denseblock2", 20, 64),
 ])
+@pytest.mark.heavy
 def test_torchvisions_concatenating_blocks_are_pruned(name, layer, channel, size):
     model = featviz.models.load(name, weights=None).eval()
     x = torch.rand(2, 3, size, size)

@@ -417,6 +417,7 @@ def test_streams_read_the_same_numbers_however_they_are_read():
 
 
 @pytest.mark.parametrize("make", [T.standard, lambda: T.distill(40)])
+@pytest.mark.heavy
 def test_planned_matrices_equal_drawing_call_by_call(make, monkeypatch):
     """With image streams, Compose builds many calls' matrices at once; the images are those
     of building them call by call (forced here by a non-affine step at the end), over more

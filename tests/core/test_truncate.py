@@ -106,6 +106,7 @@ def test_bad_compile_mode_lists_the_modes(tiny):
         featviz.render(tiny, obj.channel("conv3", 0), compile="fastest", **FAST)
 
 
+@pytest.mark.heavy
 def test_failed_compile_falls_back_to_the_traced_graph(tiny, monkeypatch, one_thread):
     def broken(*args, **kwargs):
         def run(x):
@@ -121,6 +122,7 @@ def test_failed_compile_falls_back_to_the_traced_graph(tiny, monkeypatch, one_th
     assert hook_free(tiny)
 
 
+@pytest.mark.heavy
 def test_compiled_render_matches_eager_and_restores_model(one_thread):
     """A real torch.compile (inductor) of the truncated model: same images as the hook path up
     to float rounding, the model back in training mode with its gradients and weights."""

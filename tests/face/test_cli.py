@@ -15,6 +15,7 @@ from featviz.cli import main
 RANDOM = ["--model", "mobilenet_v2", "--weights", "random", "--device", "cpu"]
 
 
+@pytest.mark.heavy
 def test_render_many_channels_in_batches(tmp_path, capsys):
     out = tmp_path / "sheet.png"
     code = main(["render", *RANDOM, "--objective", "channel:features.4:0-4", "--batch-size", "2",
@@ -38,6 +39,7 @@ def test_render_single_with_gif(tmp_path):
     assert Image.open(gif).n_frames == 3
 
 
+@pytest.mark.heavy
 def test_render_until_converged_with_a_cosine_rate(tmp_path, capsys):
     out = tmp_path / "one.png"
     code = main(["render", *RANDOM, "--objective", "channel:features.4:0", "--size", "32",
@@ -51,6 +53,7 @@ def test_render_until_converged_with_a_cosine_rate(tmp_path, capsys):
     assert Image.open(out).size == (32, 32)
 
 
+@pytest.mark.heavy
 def test_render_with_ema_changes_the_image(tmp_path):
     outs = [tmp_path / "plain.png", tmp_path / "ema.png"]
     for out, ema in zip(outs, ["0", "0.9"], strict=True):
@@ -61,6 +64,7 @@ def test_render_with_ema_changes_the_image(tmp_path):
     assert np.abs(plain - ema).max() > 2  # the average, not the last step
 
 
+@pytest.mark.heavy
 def test_render_with_an_adam_floor_changes_the_image(tmp_path):
     # --adam-floor 0 is plain Adam, the Fourier image's default
     outs = [tmp_path / "plain.png", tmp_path / "zero.png", tmp_path / "floor.png"]
@@ -75,6 +79,7 @@ def test_render_with_an_adam_floor_changes_the_image(tmp_path):
 
 
 @pytest.mark.parametrize("wall", [["--clipping", "1000"], ["--rail-guard", "4"]])
+@pytest.mark.heavy
 def test_render_with_a_wall_keeps_colours_off_the_rails(tmp_path, wall):
     # --clipping subtracts a penalty of fixed weight; --rail-guard's push is relative to the
     # objective's pull: both hold a render at a large rate off 0 and 1
@@ -89,6 +94,7 @@ def test_render_with_a_wall_keeps_colours_off_the_rails(tmp_path, wall):
     assert shares[0] > 0.3 and shares[1] < 0.05
 
 
+@pytest.mark.heavy
 def test_render_polish_changes_the_last_steps_and_is_checked_against_steps(tmp_path, capsys):
     outs = [tmp_path / "plain.png", tmp_path / "polished.png"]
     for out, flags in zip(outs, [[], ["--polish", "8"]], strict=True):
@@ -124,6 +130,7 @@ def test_layers_shows_aliases(capsys):
     (["--objective", "logit:1000"], "valid: 0-999"),
     (["--objective", "channel:features.4:0", "--ema", "1.5"], "ema must be a number in [0, 1)"),
 ])
+@pytest.mark.heavy
 def test_render_errors_are_clear(tmp_path, capsys, args, expected):
     code = main(["render", *RANDOM, *args, "--size", "32", "--steps", "2", "--no-progress",
                  "--out", str(tmp_path / "x.png")])
@@ -143,12 +150,14 @@ def test_unknown_model(capsys):
     assert "'resnet50'" in capsys.readouterr().err
 
 
+@pytest.mark.heavy
 def test_python_dash_m_is_the_same_command():
     proc = subprocess.run([sys.executable, "-m", "featviz", "render", "--help"],
                           capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 0 and "--objective" in proc.stdout and "neuron:LAYER" in proc.stdout
 
 
+@pytest.mark.heavy
 def test_batch_size_does_not_change_images(tmp_path):
     import numpy as np
 
@@ -185,6 +194,7 @@ def test_unreadable_init_image_names_path(tmp_path, capsys):
     assert "broken.jpg" in capsys.readouterr().err
 
 
+@pytest.mark.heavy
 def test_invert_command(tmp_path, capsys):
     import numpy as np
 
@@ -197,6 +207,7 @@ def test_invert_command(tmp_path, capsys):
     assert Image.open(out).size[0] > 3 * 48
 
 
+@pytest.mark.heavy
 def test_deconv_topk_occlude_commands(tmp_path, capsys):
     import numpy as np
 
@@ -217,6 +228,7 @@ def test_deconv_topk_occlude_commands(tmp_path, capsys):
         assert (tmp_path / name).stat().st_size > 0
 
 
+@pytest.mark.heavy
 def test_erf_command(tmp_path, capsys):
     out = tmp_path / "erf.png"
     assert main(["erf", "--model", "cifar_resnet20", "--weights", "random", "--device", "cpu",
@@ -246,6 +258,7 @@ def test_maps_command(tmp_path, capsys):
 @pytest.mark.parametrize("choice", [["--param", "maco"], ["--param", "laplacian"],
                                     ["--param", "cppn"], ["--alpha"],
                                     ["--param", "pixel", "--alpha"]])
+@pytest.mark.heavy
 def test_render_with_each_parameterization(tmp_path, choice):
     out = tmp_path / "p.png"
     code = main(["render", *RANDOM, "--objective", "channel:features.4:1", *choice, "--size",
@@ -276,6 +289,7 @@ def _render_png(tmp_path, name: str, *args: str) -> bytes:
         return im.tobytes()
 
 
+@pytest.mark.heavy
 def test_render_spells_parameterizations_as_sweep_does(tmp_path):
     """--param takes the library's kinds with fourier as the default; --pixel is the old
     spelling of --param pixel and renders the same image."""
@@ -343,6 +357,7 @@ def test_maco_spectrum_from_a_folder_needs_enough_photos(tmp_path, capsys):
     assert code == 2 and "holds 2 image file(s)" in capsys.readouterr().err
 
 
+@pytest.mark.heavy
 def test_speed_options_reach_render_and_sweep(tmp_path, monkeypatch):
     """--amp, --channels-last and --compile [MODE] are handed to every render, of `render`
     and of `sweep` alike."""

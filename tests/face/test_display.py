@@ -154,6 +154,7 @@ def test_feature_maps_stats_and_comparison(tiny, photo):
     check(featuremaps.compare(tiny, photo, photo.flip(-1)))
 
 
+@pytest.mark.heavy
 def test_feature_maps_of_many_layers_show_a_few(tiny, photo):
     maps = featuremaps.capture(tiny, photo)
     many = featuremaps.FeatureMaps({f"l{i}": maps.acts["conv3"] for i in range(40)},

@@ -146,3 +146,48 @@ def test_report_renders_in_headless_chromium(tmp_path):
     subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1000,800",
                     out.as_uri()], capture_output=True, timeout=HANG_GUARD_S)
     assert Image.open(shot).size == (1000, 800)
+
+
+@pytest.fixture(scope="module")
+def random_inception():
+    """InceptionV1 as ``load`` builds it, with random weights: its layer names and aliases are
+    what these tests read, not what it learned."""
+    import featviz
+
+    torch.manual_seed(0)
+    return featviz.models.load("inceptionv1", weights=None, device="cpu")
+
+
+def test_report_names_layers_by_path_and_alias_and_says_which_channels(tmp_path,
+                                                                        random_inception):
+    layers = ["conv1", "inception4a", "mixed4b"]  # paths and an alias, as a user gives them
+    out = fm.report(random_inception, _img(), tmp_path / "r.html", layers=layers,
+                    max_channels=32)
+    page = out.read_text()
+    # lucid's names beside the module paths, in the headings and the side bar
+    assert "<h2>inception4a (mixed4a)</h2>" in page and "<h2>conv1 (conv2d0)</h2>" in page
+    assert "<h2>mixed4b (inception4b)</h2>" in page
+    assert "<a href='#inception4a'>inception4a (mixed4a)</a>" in page
+    # 512 channels in inception4a and inception4b, 64 in conv1: which ones each grid shows
+    assert page.count("channels 0-31 of 512 (the first 32, in order") == 2
+    assert "all 64 channels" not in page and "channels 0-31 of 64" in page
+    # the top classes by the model's own names, not by index
+    names = re.findall(r"<tr><td>(\d+)</td><td>([^<]*)</td>", page)
+    assert len(names) == 5 and all(name != index for index, name in names)
+
+
+def test_the_notebook_view_says_which_channels_and_names_aliases(random_inception):
+    maps = fm.capture(random_inception, _img(), ["inception4a", "conv2"])
+    assert maps.title("inception4a") == "inception4a (mixed4a)"
+    assert maps.title("conv2") == "conv2 (conv2d1)"
+    view = maps._repr_html_()
+    assert "inception4a (mixed4a)" in view and "channels 0-15 of 512" in view
+
+
+def test_shown_channels_in_words():
+    assert fm.shown_channels(512, 32).startswith("channels 0-31 of 512 (the first 32")
+    assert fm.shown_channels(16, 32) == "all 16 channels"
+    assert fm.shown_channels(600, None) == "all 600 channels"
+    assert fm.shown_channels(1, 32) == "its one channel"
+    plain = fm.capture(make_tiny(), _img(), ["conv1"])  # a model without aliases
+    assert plain.title("conv1") == "conv1" and plain.other_names == {}

@@ -34,6 +34,7 @@ def test_inversion_error_far_below_start():
 
 
 @pytest.mark.parametrize("fft", [True, False])
+@pytest.mark.heavy
 def test_pixel_and_fourier_and_cosine(fft):
     model = make_tiny()
     res = inversion.invert(model, _photo(), "conv1", fft=fft, kind="cosine", **FAST)

@@ -45,6 +45,7 @@ def vgg16():
     ("features.29", 196, 16),  # conv5_3
     ("features.30", 212, 32),  # pool5: wider than 224 px from the centre unit: grows the input
 ])
+@pytest.mark.heavy
 def test_vgg16_known_values(vgg16, layer, size, jump):
     model = vgg16
     field = rf.theoretical(model, layer)
@@ -97,6 +98,7 @@ def test_uniform_erf_is_the_multinomial_closed_form():
     assert erf.area(1.0) == (2 * n + 1) ** 2 and erf.ratio_to() <= 1
 
 
+@pytest.mark.heavy
 def test_erf_measures_and_plot(tmp_path):
     net = _stack(6, relu=True)
     erf = rf.effective(net, "10", input_size=41, samples=4, weights="random")
@@ -111,6 +113,7 @@ def test_erf_measures_and_plot(tmp_path):
     assert "| 10 (random) |" in fields.table()
 
 
+@pytest.mark.heavy
 def test_erf_plot_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     """A save that fails half-way leaves the earlier plot as it was and no temporary file; a
     path that cannot be written is named."""
@@ -137,6 +140,7 @@ def test_erf_plot_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     assert erf.plot(tmp_path / "erf.pdf").read_bytes().startswith(b"%PDF")
 
 
+@pytest.mark.heavy
 def test_erf_bad_input():
     net = _stack(2)
     with pytest.raises(ValueError, match="samples"):
@@ -153,6 +157,7 @@ def test_erf_bad_input():
         rf.effective(_stack(6), "5", input_size=8, samples=1, weights="uniform")
 
 
+@pytest.mark.heavy
 def test_erf_from_an_image_folder_one_channel_squared(tmp_path):
     import numpy as np
     from PIL import Image
@@ -184,6 +189,7 @@ def test_every_relu_spelling_is_an_identity_when_linearized(fn):
     assert torch.equal(y, torch.full_like(y, -2.0)) and torch.equal(grad, torch.ones_like(x))
 
 
+@pytest.mark.heavy
 def test_random_weights_leave_the_callers_random_state_alone():
     net = _stack(3, relu=True)
     torch.manual_seed(123)

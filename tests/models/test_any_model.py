@@ -43,6 +43,7 @@ def test_fit_crops_a_larger_image_and_stretches_a_smaller_one():
                                                        want[..., 1:-1, 1:-1], atol=1e-5)
 
 
+@pytest.mark.heavy
 def test_a_linear_head_net_renders_with_the_default_transforms():
     """The standard transforms give 44 px for a 32 px image; the head takes only 32. A hidden
     layer renders as it is (the taps stop before the head); a logit gets the pipeline fitted
@@ -65,6 +66,7 @@ def test_a_linear_head_net_renders_with_the_default_transforms():
     assert hook_free(model)
 
 
+@pytest.mark.heavy
 def test_a_vision_transformer_renders_a_logit_at_its_own_size():
     torch.manual_seed(0)
     vit = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2,
@@ -91,6 +93,7 @@ def test_a_model_that_takes_no_size_we_can_offer_is_a_clear_error():
     assert hook_free(model)
 
 
+@pytest.mark.heavy
 def test_a_bfloat16_model_on_the_cpu():
     """The parameterization stays float32, the model's input is cast to bf16, objectives are
     float32, and the model stays bf16."""
@@ -137,6 +140,7 @@ def test_a_vit_block_is_a_patch_grid_with_its_class_token_apart():
     obj.neuron(VIT_LAYER, 5, x=1, y=2),
     obj.class_token(VIT_LAYER, 5),
 ], ids=["channel", "neuron", "class_token"])
+@pytest.mark.heavy
 def test_vit_objectives_rise(objective):
     res = featviz.render(small_vit(), objective, steps=48, seed=0, record_every=8,
                          progress=False)
@@ -155,6 +159,7 @@ class ChannelsLast(nn.Module):
         return self.mix(torch.relu(self.stem(x)).permute(0, 2, 3, 1)).mean((1, 2))
 
 
+@pytest.mark.heavy
 def test_a_channels_last_layer_renders_the_channel_asked_for():
     """featviz once read [B, H, W, C] as [B, C, H, W] and maximized a row of the grid: now a
     channel is the mean over the grid of the last axis, and rendering it raises it."""
@@ -195,6 +200,7 @@ def test_layouts_that_do_not_fit_are_errors_that_say_how_to_declare():
         featviz.render(declared, obj.channel("embed", 1), steps=1, progress=False)
 
 
+@pytest.mark.heavy
 def test_torchvision_families_declare_their_layouts():
     from featviz.core.hooks import LayerTap
 

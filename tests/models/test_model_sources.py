@@ -42,6 +42,7 @@ def run(model: nn.Module, objective, steps: int = 12, **options):
 
 # -- timm ------------------------------------------------------------------------------------
 @needs_timm
+@pytest.mark.heavy
 def test_a_timm_resnet_by_name_renders_a_channel_and_a_logit():
     torch.manual_seed(0)
     model = featviz.models.load("timm:resnet18", weights=None)
@@ -111,6 +112,7 @@ def small_hf_vit():
 
 
 @needs_hf
+@pytest.mark.heavy
 def test_a_hugging_face_vit_renders_a_logit_and_a_channel():
     model = featviz.models.wrap_hf(small_hf_vit())
     assert model.featviz_fixed_size == 32 and model.featviz_prefix_tokens == 1
@@ -263,6 +265,7 @@ def test_attention_weights_are_no_spatial_layer():
 
 
 # -- the zoo ------------------------------------------------------------------------------------
+@pytest.mark.heavy
 def test_the_model_zoo_quick_run_prints_its_table():
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, str(Path(REPO, "benchmarks", "model_zoo.py")),

@@ -84,6 +84,7 @@ def test_googlenet_lucid_aliases():
     assert m.net.aux1 is None  # auxiliary heads are never built
 
 
+@pytest.mark.heavy
 def test_layer_table_shapes():
     rows = {name: (kind, shape) for name, kind, shape in
             models.layer_table(models.load("mobilenet_v2", weights=None))}
@@ -100,6 +101,7 @@ def test_layer_table_leaves_no_hooks():
 
 
 @pytest.mark.parametrize("name", ["googlenet", "vgg16", "resnet50", "mobilenet_v2", "alexnet"])
+@pytest.mark.heavy
 def test_required_architectures_build(name):
     m = models.load(name, weights=None)
     assert isinstance(m, models.Preprocessed) and m.name == name

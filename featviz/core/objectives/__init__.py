@@ -8,7 +8,8 @@ regularizers (:func:`l1`, :func:`l2`, :func:`clipping`, :func:`total_variation`,
 return a penalty and are subtracted: ``channel("features.14", 12) - 0.05 * total_variation()``.
 
 The rooms: ``base`` (the class, its algebra, :func:`builder`, which names what a builder
-makes), ``builders``, ``regularizers``, ``grammar`` (the objective strings of the command
+makes), ``builders``, ``transformer`` (MLP units, attention heads and weights of vision
+transformers), ``regularizers``, ``grammar`` (the objective strings of the command
 line: :func:`parse`, :func:`terms`, :func:`register` for a new kind) and ``files`` (direction
 vectors read from files).
 """
@@ -43,6 +44,7 @@ from .grammar import (
     terms,
 )
 from .regularizers import RAIL_MARGIN, blur, clipping, l1, l2, neighbour_difference, total_variation
+from .transformer import HEAD_DIM, attention, attn_head, mlp, mlp_cls, mlp_layer, qkv_layer
 
 __all__ = [
     "Acts", "Objective", "builder", "merge_channels", "show_value",
@@ -52,6 +54,7 @@ __all__ = [
     "GRAMMAR", "KINDS", "MAX_CHANNELS", "Arg", "Kind", "Term", "expand", "grammar_text", "parse",
     "parse_channels", "register", "terms",
     "load_vector",
+    "HEAD_DIM", "attention", "attn_head", "mlp", "mlp_cls", "mlp_layer", "qkv_layer",
 ]
 
 

@@ -58,7 +58,8 @@ def render(
         model: any ``nn.Module`` that takes images (``featviz.models.load`` adds the
             preprocessing its weights expect).
         objective: an :class:`~featviz.objectives.Objective`, or a string such as
-            ``"mixed4a:476"`` or ``"channel:mixed4a:476 - 0.5*l1"``.
+            ``"mixed4a:476"`` (short for ``"channel:mixed4a:476"``) or
+            ``"channel:mixed4a:97 - 0.5*neuron:mixed4a:3"``.
         param: the images' parameterization: a module (``featviz.param.image(...)``), a kind
             name (``"fourier"``, ``"pixel"``, ``"maco"``, ``"laplacian"``, ``"cppn"``), or None
             for lucid's Fourier image with decorrelated colour. A

@@ -34,7 +34,7 @@ class Parser(argparse.ArgumentParser):
         """Print ``message`` as the one line and exit with status 2."""
         # "argument --steps: must be ..." reads "--steps must be ...": the messages of
         # featviz's own argument types are written to follow the option's name
-        message = re.sub(r"^argument (\S+): (?=must |names |cannot )", r"\1 ", message)
+        message = re.sub(r"^argument (\S+): (?=must |names |needs |cannot )", r"\1 ", message)
         self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the "
                      "options)\n")
 
@@ -46,15 +46,19 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     Args:
         p: the parser of a command that loads a model.
     """
+    # the canonical model first: a newcomer reads the start of this line and nothing else
     p.add_argument("--model", required=True,
-                   help="torchvision classifier name (googlenet, vgg16, resnet50, mobilenet_v2, "
-                        "alexnet, ...), cifar_resnet20/32/44/56, timm:NAME (pip install "
-                        "'featviz[timm]') or hf:HUB_ID_OR_FOLDER (pip install 'featviz[hf]'); "
-                        "`featviz models` lists the first two kinds")
+                   help="inceptionv1 (InceptionV1 as in lucid and the Distill articles, BVLC "
+                        "weights, lucid's layer names such as mixed4a), a torchvision "
+                        "classifier (googlenet, vgg16, resnet50, mobilenet_v2, ...), "
+                        "cifar_resnet20/32/44/56, timm:NAME (pip install 'featviz[timm]') or "
+                        "hf:HUB_ID_OR_FOLDER (pip install 'featviz[hf]'); `featviz models` "
+                        "lists every name with its size and weights")
     p.add_argument("--weights", default="DEFAULT",
-                   help="a local state_dict file, a torchvision weight name (DEFAULT: "
-                        "torchvision's best weights, IMAGENET1K_V1, ...; downloaded once into "
-                        "the torch hub cache) or 'random' (default: DEFAULT)")
+                   help="a local state_dict file, the model's own weights by name (DEFAULT: "
+                        "its default ones, which `featviz models` lists; for torchvision "
+                        "classifiers also IMAGENET1K_V1, ..., downloaded once into the torch "
+                        "hub cache) or 'random' (default: DEFAULT)")
     p.add_argument("--mean", type=types.mean,
                    help="input normalization mean, e.g. 0.5,0.5,0.5 (default: the weights')")
     p.add_argument("--std", type=types.std,

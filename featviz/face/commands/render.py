@@ -55,7 +55,7 @@ def add(subparsers: argparse._SubParsersAction) -> None:
                    help="also write the snapshots as an animated GIF here")
     r.add_argument("--init", type=types.existing_file,
                    help="start from this image file instead of noise")
-    r.add_argument("--out", required=True, type=types.image_out,
+    r.add_argument("--out", required=True, type=types.sheet_out,
                    help="image file (.png, .jpg, ...); with several images also a folder of "
                         "the same name without the suffix, holding one PNG per image, and the "
                         "file is a labelled contact sheet")
@@ -161,6 +161,9 @@ def _render_specs(args: argparse.Namespace) -> list[str]:
         raise FeatvizError(f"--out {args.out} needs a suffix such as .png when rendering "
                            f"{len(specs)} images: the contact sheet goes there, the images "
                            f"into the folder {args.out}/")
+    if not Path(args.out).suffix:  # a PNG without .png is a file nothing opens as an image
+        raise FeatvizError(f"--out {args.out} needs a suffix such as .png or .jpg that names "
+                           f"the image format: write {args.out}.png")
     common.warn_if_no_steps(args.steps)
     return specs
 
