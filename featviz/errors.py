@@ -50,6 +50,11 @@ def closest(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
 
     Uses difflib's ratio first; when nothing is close enough it falls back to the candidates
     that share the longest prefix, so a user always gets some real names to look at.
+
+    Args:
+        name: The name that was not found.
+        candidates: The real names.
+        n: At most this many are returned (default 5).
     """
     candidates = list(candidates)
     found = difflib.get_close_matches(name, candidates, n=n, cutoff=0.5)
@@ -66,7 +71,14 @@ def closest(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
 
 
 def unknown(kind: str, name: str, candidates: Iterable[str], hint: str = "") -> UnknownNameError:
-    """Build the error for an unknown ``kind`` (``"layer"``, ``"model"``...) named ``name``."""
+    """Build the error for an unknown ``kind`` (``"layer"``, ``"model"``...) named ``name``.
+
+    Args:
+        kind: What was named, e.g. ``"layer"``.
+        name: The name that was not found.
+        candidates: The real names; the closest are suggested.
+        hint: Added to the message in parentheses when not empty (default none).
+    """
     near = closest(name, candidates)
     msg = f"unknown {kind} {name!r}"
     if near:
@@ -78,7 +90,13 @@ def unknown(kind: str, name: str, candidates: Iterable[str], hint: str = "") -> 
 
 def non_negative(name: str, value, meaning: str) -> float:
     """``value`` as a float when it is a finite number >= 0 (not a bool), else an error naming
-    the setting, what it means and the bad value."""
+    the setting, what it means and the bad value.
+
+    Args:
+        name: The setting's name.
+        value: The value given.
+        meaning: What the setting means, for the error.
+    """
     ok = not isinstance(value, bool) and isinstance(value, int | float)
     if not ok or not math.isfinite(value) or value < 0:
         raise FeatvizError(f"{name} must be a number >= 0 ({meaning}), got {value!r}")

@@ -33,7 +33,11 @@ _KINDS = [(stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
 def output_path(path: str | os.PathLike) -> Path:
     """Where writing ``path`` really lands (a symlink's final target), after checking that it
     can: an error naming ``path`` when it is not a regular file, or when its folder cannot be
-    made (a file in the way, no permission)."""
+    made (a file in the way, no permission).
+
+    Args:
+        path: The file to write (may be a symlink); its folder is made if missing.
+    """
     path = Path(path)
     target = Path(os.path.realpath(path))
     try:
@@ -115,7 +119,12 @@ def _new_file(target: Path) -> Path:
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    """Write ``text`` (UTF-8) to ``path`` atomically.
+
+    Args:
+        path: The file to write; replaced whole, never left half-written.
+        text: What to write, encoded as UTF-8.
+    """
     return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
@@ -129,7 +138,12 @@ def _first_file(folder: Path) -> Path:
 
 def read_tensor(path: str | os.PathLike, what: str) -> torch.Tensor:
     """A float32 tensor saved with ``torch.save`` (.pt, .pth) or ``numpy.save`` (.npy); an
-    error naming ``what`` and the path when it is missing, unreadable or not a tensor."""
+    error naming ``what`` and the path when it is missing, unreadable or not a tensor.
+
+    Args:
+        path: A ``.pt``/``.pth`` file (``torch.save``) or ``.npy`` file (``numpy.save``).
+        what: What the tensor is for (e.g. ``"direction"``), named in errors.
+    """
     import torch
 
     path = Path(path)
@@ -150,17 +164,30 @@ def read_tensor(path: str | os.PathLike, what: str) -> torch.Tensor:
 
 def safe_name(text: str) -> str:
     """``text`` as a file name part: each run of characters other than ``A-Za-z0-9._-``
-    becomes one ``_``, with none at either end (empty when nothing safe is left)."""
+    becomes one ``_``, with none at either end (empty when nothing safe is left).
+
+    Args:
+        text: Any text, e.g. a layer's name.
+    """
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
 
 
 def folder_name(layer: str) -> str:
     """The folder of ``layer``'s channel images: the name with anything but ``A-Za-z0-9._-``
-    replaced (:func:`safe_name`), ``layer`` when nothing is left."""
+    replaced (:func:`safe_name`), ``layer`` when nothing is left.
+
+    Args:
+        layer: The layer's name, as the objective gives it.
+    """
     return safe_name(layer) or "layer"
 
 
 def image_file(layer: str, channel: int) -> str:
     """Where a channel's visualization lies, relative to a sweep's folder (or any folder of
-    channel renders, as the semantic dictionary keeps them)."""
+    channel renders, as the semantic dictionary keeps them).
+
+    Args:
+        layer: The layer's name; its folder is :func:`folder_name`.
+        channel: The channel's index, written with four digits (``c0007.png``).
+    """
     return f"{folder_name(layer)}/c{channel:04d}.png"

@@ -31,6 +31,9 @@ def named_layers(model: nn.Module) -> dict[str, nn.Module]:
     A model wrapper may define ``featviz_layers()`` to expose its inner network under the
     network's own paths (the wrappers of :mod:`featviz.models` do, so ``"features.14"`` works
     on a wrapped MobileNetV2); any other module is addressed by ``named_modules()``.
+
+    Args:
+        model: The network (an ``nn.Module``, possibly a featviz model wrapper).
     """
     fn = getattr(model, "featviz_layers", None)
     if callable(fn):
@@ -39,7 +42,11 @@ def named_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def layer_aliases(model: nn.Module) -> dict[str, str]:
-    """Return the alias -> module path table of ``model`` (empty for a plain module)."""
+    """Return the alias -> module path table of ``model`` (empty for a plain module).
+
+    Args:
+        model: The network (an ``nn.Module``, possibly a featviz model wrapper).
+    """
     return dict(getattr(model, "featviz_aliases", {}) or {})
 
 
@@ -48,6 +55,10 @@ def resolve_layer(model: nn.Module, name: str) -> nn.Module:
 
     Raises an :class:`~featviz.errors.UnknownNameError` listing the closest real names when
     the name does not exist.
+
+    Args:
+        model: The network (an ``nn.Module``, possibly a featviz model wrapper).
+        name: A module path (``"features.14"``) or one of the model's aliases.
     """
     layers = named_layers(model)
     aliases = layer_aliases(model)
@@ -81,6 +92,11 @@ def on_output(model: nn.Module, layers: Iterable[str],
 
     The one place featviz hooks a user's layers: :class:`LayerTap`, the feature-map viewer's
     ``capture`` and :func:`featviz.models.layer_table` are built on it.
+
+    Args:
+        model: The network (an ``nn.Module``, possibly a featviz model wrapper).
+        layers: Names of the layers to hook, module paths or aliases.
+        fn: Called as ``fn(names, output)`` each time one of those modules returns.
     """
     handles: list[torch.utils.hooks.RemovableHandle] = []
     try:
@@ -234,7 +250,11 @@ class LayerTap:
 def only_tensor(output: object) -> object:
     """The tensor in a tuple or list whose other items are None (Hugging Face layers return
     ``(hidden_states,)`` or ``(hidden_states, None)``); any other output as it is. A tuple of
-    several tensors stays one: which of them is "the" output is not ours to guess."""
+    several tensors stays one: which of them is "the" output is not ours to guess.
+
+    Args:
+        output: What a layer returned: a tensor, a tuple or list, or anything else.
+    """
     if isinstance(output, (tuple, list)):
         tensors = [t for t in output if t is not None]
         if len(tensors) == 1 and isinstance(tensors[0], torch.Tensor):
@@ -261,7 +281,11 @@ _LOCKS_GUARD = threading.Lock()
 def model_lock(model: nn.Module) -> threading.RLock:
     """The lock featviz holds on ``model`` while it changes the model's state (modes, flags,
     hooks). Uses of one model from several threads therefore run one after the other, never
-    interleaved; the lock is reentrant, so nested uses in one thread do not wait."""
+    interleaved; the lock is reentrant, so nested uses in one thread do not wait.
+
+    Args:
+        model: The network whose lock to return (one lock per model, made on first use).
+    """
     with _LOCKS_GUARD:
         lock = _LOCKS.get(model)
         if lock is None:
@@ -277,6 +301,9 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
     put back exactly, also when the body raises. The model's lock (:func:`model_lock`) is held
     throughout: another thread's use of the same model waits until this one is done, so no
     thread ever records the state another has changed.
+
+    Args:
+        model: The network to freeze for the body of the ``with``.
     """
     with model_lock(model):
         yield from _frozen(model)
@@ -300,7 +327,11 @@ def _frozen(model: nn.Module) -> Iterator[nn.Module]:
 @contextlib.contextmanager
 def channels_last(model: nn.Module) -> Iterator[nn.Module]:
     """Hold ``model``'s 4-D parameters and buffers in channels-last memory order for the body
-    (faster convolutions on many GPUs), then put the original tensors back exactly."""
+    (faster convolutions on many GPUs), then put the original tensors back exactly.
+
+    Args:
+        model: The network whose 4-D parameters and buffers to hold channels-last.
+    """
     swapped: list[tuple[torch.Tensor, torch.Tensor]] = []
     try:
         for t in [*model.parameters(), *model.buffers()]:
@@ -314,7 +345,11 @@ def channels_last(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def hook_count(model: nn.Module) -> int:
-    """Count the forward, pre-forward and backward hooks left on any module of ``model``."""
+    """Count the forward, pre-forward and backward hooks left on any module of ``model``.
+
+    Args:
+        model: The network whose modules' hooks to count.
+    """
     total = 0
     for m in model.modules():
         total += len(m._forward_hooks) + len(m._forward_pre_hooks)

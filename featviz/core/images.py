@@ -32,6 +32,13 @@ def load(path: str | os.PathLike, size: SizeLike | None = None,
     covers the size and cuts the centre (aspect kept), ``fit="resize"`` stretches the whole
     image to the size. An unreadable file raises an error
     naming its path.
+
+    Args:
+        path: The image file to read.
+        size: One side or (height, width) to bring the image to; None keeps its own size.
+        fit: ``"crop"`` (cover the size and cut the centre) or ``"resize"`` (stretch).
+        device: Where to put the tensor; None leaves it on the CPU.
+        channels: 3 for RGB or 1 for grayscale.
     """
     if channels not in (1, 3):
         raise FeatvizError(f"image files are read as grayscale (channels=1) or RGB (3), not "
@@ -54,7 +61,11 @@ def load(path: str | os.PathLike, size: SizeLike | None = None,
 
 def to_rgb(im: Image.Image) -> Image.Image:
     """Convert any PIL image to 8-bit RGB: greyscale is repeated over the three channels,
-    transparency is blended over white, 16-bit and float images are scaled by their range."""
+    transparency is blended over white, 16-bit and float images are scaled by their range.
+
+    Args:
+        im: A PIL image of any mode.
+    """
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(im, dtype=np.float64)
         top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
@@ -81,7 +92,11 @@ def _fit(im: Image.Image, size: SizeLike, fit: str) -> Image.Image:
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    """The image files directly inside ``folder``, sorted by name."""
+    """The image files directly inside ``folder``, sorted by name.
+
+    Args:
+        folder: The folder to list (not searched recursively).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FeatvizError(f"image folder not found: {folder}")
@@ -92,7 +107,12 @@ def composite(img: torch.Tensor, bands: Sequence[int] | None = None) -> torch.Te
     """The channels of ``img`` ([..., C, H, W]) to show: ``bands``, three channel indices (a
     false-colour composite shown as RGB) or one (grayscale); by default grayscale, RGB and
     RGBA images as they are, and other channel counts as their first three bands (the last
-    repeated for two)."""
+    repeated for two).
+
+    Args:
+        img: Image or batch, [..., C, H, W].
+        bands: Three channel indices (shown as RGB) or one (grayscale); None picks by channel count.
+    """
     c = img.shape[-3]
     if bands is None:
         if c in (1, 3, 4):
@@ -107,7 +127,12 @@ def composite(img: torch.Tensor, bands: Sequence[int] | None = None) -> torch.Te
 
 def as_rgb(img: torch.Tensor, bands: Sequence[int] | None = None) -> torch.Tensor:
     """``img`` [..., C, H, W] as three channels, to show or draw over in colour: grayscale
-    repeated, RGBA without its alpha, N bands as the composite of ``bands``."""
+    repeated, RGBA without its alpha, N bands as the composite of ``bands``.
+
+    Args:
+        img: Image or batch, [..., C, H, W].
+        bands: Channels to show for an N-band image (see :func:`composite`); None: the default.
+    """
     t = composite(img, bands)
     if t.shape[-3] == 1:
         return t.expand(*t.shape[:-3], 3, *t.shape[-2:])
@@ -116,7 +141,12 @@ def as_rgb(img: torch.Tensor, bands: Sequence[int] | None = None) -> torch.Tenso
 
 def to_pil(img: torch.Tensor, bands: Sequence[int] | None = None) -> Image.Image:
     """Turn a [C,H,W] or [1,C,H,W] tensor in [0, 1] (or a [H,W] map) into a PIL image:
-    grayscale, RGB, RGBA, or the false-colour composite of ``bands`` (see :func:`composite`)."""
+    grayscale, RGB, RGBA, or the false-colour composite of ``bands`` (see :func:`composite`).
+
+    Args:
+        img: A [C,H,W] or [1,C,H,W] tensor in [0, 1], or a [H,W] map.
+        bands: Channels to show (see :func:`composite`); None: the default choice.
+    """
     t = img.detach().float().cpu()
     if t.dim() == 4:
         if t.shape[0] != 1:
@@ -133,7 +163,11 @@ def to_pil(img: torch.Tensor, bands: Sequence[int] | None = None) -> Image.Image
 
 
 def from_pil(im: Image.Image) -> torch.Tensor:
-    """A PIL image as a [3,H,W] float tensor in [0, 1]."""
+    """A PIL image as a [3,H,W] float tensor in [0, 1].
+
+    Args:
+        im: A PIL image of any mode (converted by :func:`to_rgb`).
+    """
     arr = np.asarray(to_rgb(im), dtype=np.float32) / 255.0
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
@@ -143,7 +177,15 @@ def grid(images: torch.Tensor | Sequence[torch.Tensor], labels: Sequence[str] | 
     """Lay out a batch [B,C,H,W] (or a list of images) in a grid, each with an optional label
     written underneath; ``ncol`` defaults to a near-square layout. A label wider than its tile
     goes onto two lines, and the end of it (the unit number) always stays visible. A grid of
-    grayscale images is a grayscale image; N-band images show their first three bands."""
+    grayscale images is a grayscale image; N-band images show their first three bands.
+
+    Args:
+        images: A batch [B,C,H,W] or a sequence of images.
+        labels: One label per image, written underneath; None for no labels.
+        ncol: Number of columns; None for a near-square layout.
+        pad: Pixels between tiles and around the edge.
+        background: Grey level (0-255) of the sheet behind the tiles; 255 is white.
+    """
     tiles = [to_pil(t) for t in (images if not torch.is_tensor(images) else images.unbind(0))]
     if not tiles:
         raise ValueError("grid needs at least one image")
@@ -177,7 +219,13 @@ def label_lines(text: str, width: int,
     fits; else two, the second holding the longest end of it that starts after a separator
     (``:``, ``.``, a space...) and fits, the first the rest, cut with "…" when too long. So
     ``channel:features.14:12`` under a 64-pixel tile reads ``channel:fea…`` / ``14:12``: the
-    unit number survives any tile on which it fits at all."""
+    unit number survives any tile on which it fits at all.
+
+    Args:
+        text: The label.
+        width: The widest a line may be, in pixels.
+        font: The font to measure with; None for PIL's default font.
+    """
     font = font or ImageFont.load_default()
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
 
@@ -211,7 +259,14 @@ def band_grid(img: torch.Tensor, names: Sequence[str] | None = None, ncol: int |
               normalize: bool = False) -> Image.Image:
     """One grey tile per channel (band) of one image [C,H,W] or [1,C,H,W] in [0, 1], labelled
     with ``names`` (default ``band 0``, ``band 1``, ...); ``normalize`` stretches each band to
-    its own min-max, for bands of low contrast."""
+    its own min-max, for bands of low contrast.
+
+    Args:
+        img: One image, [C,H,W] or [1,C,H,W], in [0, 1].
+        names: One label per band; None for ``band 0``, ``band 1``, ...
+        ncol: Number of columns; None for a near-square layout.
+        normalize: Stretch each band to its own min-max; False shows values as they are.
+    """
     t = img.detach().float().cpu()
     t = t[0] if t.dim() == 4 and t.shape[0] == 1 else t
     if t.dim() != 3:
@@ -229,7 +284,12 @@ def stretch(img: torch.Tensor, percentile: float = 0.5) -> torch.Tensor:
     (all channels together, so colours keep their balance) clipped at the ``percentile`` and
     ``100 - percentile`` percentiles, then scaled to fill [0, 1]. How the MACO paper's
     reference code shows its images (it clips at 1 %; 0.5 % keeps the clipped, flat areas
-    under 5 % of the pixels); an image without contrast stays as it is."""
+    under 5 % of the pixels); an image without contrast stays as it is.
+
+    Args:
+        img: Images [B,C,H,W] or one image [C,H,W].
+        percentile: Percent of values clipped at each end (default 0.5).
+    """
     batch = img if img.dim() == 4 else img[None]
     flat = batch.detach().float().flatten(1)
     q = torch.tensor([percentile / 100, 1 - percentile / 100], device=flat.device)
@@ -245,7 +305,16 @@ def save(images: torch.Tensor, path: str | os.PathLike, labels: Sequence[str] | 
     """Write one image, or a labelled grid of a batch, as a PNG (or any format PIL knows).
     Grayscale images are written as grayscale; images of N bands as the false-colour
     composite of ``bands`` (three channel indices shown as RGB; default the first three).
-    Four channels are RGBA unless ``alpha=False`` says they are four bands (RGB + NIR)."""
+    Four channels are RGBA unless ``alpha=False`` says they are four bands (RGB + NIR).
+
+    Args:
+        images: One image [C,H,W] or a batch [B,C,H,W].
+        path: The file to write; its suffix picks the format (none: PNG).
+        labels: One label per image, for a grid; None for no labels.
+        ncol: Grid columns; None for a near-square layout.
+        bands: Channel indices to show (see :func:`composite`); None: the default choice.
+        alpha: Treat four channels as RGBA; False treats them as four bands (RGB shown).
+    """
     if bands is None and not alpha and images.shape[-3] == 4:
         bands = (0, 1, 2)
     if bands is not None:
@@ -261,7 +330,11 @@ def save(images: torch.Tensor, path: str | os.PathLike, labels: Sequence[str] | 
 
 def image_format(path: str | os.PathLike) -> str:
     """The PIL format ``path``'s suffix names (no suffix: PNG); an error naming the suffix and
-    the ones that work when PIL cannot write it."""
+    the ones that work when PIL cannot write it.
+
+    Args:
+        path: The file name whose suffix to look up.
+    """
     suffix = Path(path).suffix.lower()
     if not suffix:
         return "PNG"
@@ -276,7 +349,14 @@ def image_format(path: str | os.PathLike) -> str:
 
 def save_gif(frames: Sequence[torch.Tensor], path: str | os.PathLike,
              seconds_per_frame: float = 0.2, labels: Sequence[str] | None = None) -> Path:
-    """Write frames (each one image [C,H,W] or a batch, laid out as a grid) as a looping GIF."""
+    """Write frames (each one image [C,H,W] or a batch, laid out as a grid) as a looping GIF.
+
+    Args:
+        frames: The frames, each one image [C,H,W] or a batch (shown as a grid).
+        path: The GIF file to write.
+        seconds_per_frame: How long each frame shows (default 0.2 s).
+        labels: One label per image of a frame's grid; None for no labels.
+    """
     import imageio.v2 as imageio
 
     if not frames:

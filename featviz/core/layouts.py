@@ -45,13 +45,21 @@ class LayoutTable(dict):
 
 
 def cls_key(layer: str) -> str:
-    """The key under which a tap hands out ``layer``'s class token, [B, C]."""
+    """The key under which a tap hands out ``layer``'s class token, [B, C].
+
+    Args:
+        layer: The layer's name.
+    """
     return layer + CLS_SUFFIX
 
 
 def declared(model: nn.Module) -> LayoutTable:
     """The model's declared layouts, ``{layer path or fnmatch pattern: layout}``, with its
-    ``featviz_prefix_tokens`` (1 when it declares none)."""
+    ``featviz_prefix_tokens`` (1 when it declares none).
+
+    Args:
+        model: The model; reads its ``featviz_layouts`` and ``featviz_prefix_tokens``.
+    """
     table = LayoutTable(getattr(model, "featviz_layouts", {}) or {},
                         int(getattr(model, "featviz_prefix_tokens", 1)))
     for name, layout in table.items():
@@ -63,7 +71,11 @@ def declared(model: nn.Module) -> LayoutTable:
 
 def prefix_tokens(layout: str) -> int | None:
     """How many tokens precede the patch grid in a token layout ("tokens" 0, "tokens+cls" 1,
-    "tokens+K" K); None for a layout that is no token sequence."""
+    "tokens+K" K); None for a layout that is no token sequence.
+
+    Args:
+        layout: A layout name, one of :data:`LAYOUTS`.
+    """
     match = _TOKENS.fullmatch(layout)
     if match is None:
         return None
@@ -80,7 +92,14 @@ def layout_of(name: str, act: torch.Tensor, table: Mapping[str, str],
               image: tuple[int, int]) -> str:
     """The layout of layer ``name``'s output ``act`` for an input image of ``image`` (h, w):
     declared (an exact path first, then the first matching pattern), else recognized from its
-    shape."""
+    shape.
+
+    Args:
+        name: The layer's path in the model.
+        act: The layer's output tensor.
+        table: Declared layouts, ``{path or fnmatch pattern: layout}`` (:func:`declared`).
+        image: The input image's size, (h, w).
+    """
     want = table.get(name) or next((v for k, v in table.items() if fnmatch.fnmatchcase(name, k)),
                                     None)
     if want is not None:
@@ -97,7 +116,14 @@ def guess(name: str, act: torch.Tensor, image: tuple[int, int], prefix: int = 1)
     3-D token sequences that fill a grid of the image's aspect (no class token) or do so after
     the model's ``prefix`` leading tokens; 4-D maps whose last two sides have the image's
     aspect (NCHW), else whose middle two do (NHWC), else the same two with the image's aspect
-    less an unpadded border (a rectangle only, see :func:`_bordered`)."""
+    less an unpadded border (a rectangle only, see :func:`_bordered`).
+
+    Args:
+        name: The layer's path, named in the error when no layout fits.
+        act: The layer's output tensor; only its shape is read.
+        image: The input image's size, (h, w).
+        prefix: How many tokens lead the patch grid (default 1: a class token).
+    """
     shape = list(act.shape)
     if act.dim() == 2:
         return "vector"
@@ -125,7 +151,14 @@ def to_grid(name: str, act: torch.Tensor, layout: str, image: tuple[int, int]
     """``act`` as ``[B, C, H, W]`` (a view where possible) and its class token ``[B, C]`` (None
     when it has none); a vector stays ``[B, C]``. Tokens are laid on a grid of the image's
     aspect (row-major, as patch embeddings flatten them) after the leading ones, of which the
-    first is the class token."""
+    first is the class token.
+
+    Args:
+        name: The layer's path, named in errors.
+        act: The layer's output tensor.
+        layout: Its layout (:func:`layout_of`).
+        image: The input image's size, (h, w), whose aspect the token grid takes.
+    """
     if layout in ("nchw", "vector"):
         return act, None
     if layout == "nhwc":
@@ -146,7 +179,13 @@ def normalize(acts: dict[str, torch.Tensor], table: Mapping[str, str],
               image: tuple[int, int]) -> dict[str, torch.Tensor]:
     """Every activation in the ``[B, C, H, W]`` / ``[B, C]`` form objectives read (for an input
     of ``image`` (h, w)), plus the class tokens under :func:`cls_key`; non-tensor values and
-    pseudo-layers pass through."""
+    pseudo-layers pass through.
+
+    Args:
+        acts: Activations by layer name, as a tap hands them out.
+        table: Declared layouts, ``{path or fnmatch pattern: layout}`` (:func:`declared`).
+        image: The input image's size, (h, w).
+    """
     out: dict[str, torch.Tensor] = {}
     for name, act in acts.items():
         if name.startswith(":") or not isinstance(act, torch.Tensor):

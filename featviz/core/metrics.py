@@ -20,14 +20,24 @@ from .objectives import Objective
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio in dB of two images in [0, 1]."""
+    """Peak signal-to-noise ratio in dB of two images in [0, 1].
+
+    Args:
+        a: One image, values in [0, 1].
+        b: The other image, same shape.
+    """
     mse = float(((a.detach().float() - b.detach().float()) ** 2).mean())
     return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
     """Structural similarity (Wang et al. 2004; 11-px Gaussian window, σ 1.5) of two images in
-    [0, 1], averaged over pixels and channels."""
+    [0, 1], averaged over pixels and channels.
+
+    Args:
+        a: One image [C,H,W] or batch [B,C,H,W] in [0, 1].
+        b: The other, same shape.
+    """
     import kornia
 
     a, b = a.detach().float().cpu(), b.detach().float().cpu()
@@ -37,7 +47,11 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def power_spectrum(img: torch.Tensor) -> torch.Tensor:
     """Centred power spectrum [H, W] of an image [3,H,W]/[1,3,H,W] (or [H,W]), mean removed,
-    averaged over colour channels; index (H//2, W//2) is the zero frequency."""
+    averaged over colour channels; index (H//2, W//2) is the zero frequency.
+
+    Args:
+        img: An image [3,H,W] or [1,3,H,W], or a map [H,W].
+    """
     t = img.detach().double()
     if t.dim() == 4:
         t = t[0]
@@ -56,7 +70,12 @@ def _radius(h: int, w: int) -> torch.Tensor:
 
 
 def high_frequency_share(img: torch.Tensor, cutoff: float = 0.5) -> float:
-    """Share of the image's power (mean removed) above ``cutoff`` x the Nyquist frequency."""
+    """Share of the image's power (mean removed) above ``cutoff`` x the Nyquist frequency.
+
+    Args:
+        img: An image (see :func:`power_spectrum`).
+        cutoff: The threshold as a fraction of the Nyquist frequency (default 0.5).
+    """
     spec = power_spectrum(img)
     total = float(spec.sum())
     if total == 0:
@@ -67,7 +86,12 @@ def high_frequency_share(img: torch.Tensor, cutoff: float = 0.5) -> float:
 def saturated_share(img: torch.Tensor, margin: float = 0.02) -> float:
     """Share of the pixels of ``img`` ([C,H,W] or [B,C,H,W] in [0, 1]) with any colour value
     within ``margin`` of 0 or 1: flat black, white or pure-colour areas where the
-    parameterization's squashing ran out of range."""
+    parameterization's squashing ran out of range.
+
+    Args:
+        img: An image [C,H,W] or batch [B,C,H,W] in [0, 1].
+        margin: How close to 0 or 1 a value counts as saturated (default 0.02).
+    """
     batch = img if img.dim() == 4 else img[None]
     sat = (batch <= margin) | (batch >= 1 - margin)
     return float(sat.any(dim=1).float().mean())
@@ -77,7 +101,12 @@ def checkerboard_energy(img: torch.Tensor, strides: Sequence[int] = (2, 4, 8)) -
     """How much power sits exactly at the frequencies a stride-s grid produces (k/s cycles per
     pixel, k = 1..s-1, in x, y or both), relative to the mean power of the bins around each
     (a 5x5 neighbourhood without the centre). About 1 for images without grid artefacts,
-    large for checkerboards."""
+    large for checkerboards.
+
+    Args:
+        img: An image (see :func:`power_spectrum`).
+        strides: The grid strides whose frequencies to check (default 2, 4 and 8).
+    """
     spec = power_spectrum(img)
     h, w = spec.shape
     ratios = []
@@ -98,7 +127,15 @@ def checkerboard_energy(img: torch.Tensor, strides: Sequence[int] = (2, 4, 8)) -
 
 def objective_value(model: torch.nn.Module, objective: Objective, images: torch.Tensor,
                     transform: Callable | None = None, generator=None) -> torch.Tensor:
-    """The objective of ``images`` [B,3,H,W] (through ``transform`` if given), per image."""
+    """The objective of ``images`` [B,3,H,W] (through ``transform`` if given), per image.
+
+    Args:
+        model: The network.
+        objective: The objective to evaluate.
+        images: The images, [B,3,H,W].
+        transform: Called as ``transform(x, generator)`` before the model; None for none.
+        generator: The random generator handed to ``transform``; None for torch's global one.
+    """
     x = images.to(model_device(model))
     with frozen(model), LayerTap(model, objective.layers) as tap, torch.no_grad():
         seen = transform(x, generator) if transform is not None else x
@@ -110,7 +147,16 @@ def objective_value(model: torch.nn.Module, objective: Objective, images: torch.
 def robust_objective(model: torch.nn.Module, objective: Objective, images: torch.Tensor,
                      transform: Callable, draws: int = 16, seed: int = 12345) -> torch.Tensor:
     """Mean objective per image over ``draws`` random transforms from a seed the render never
-    used: how well the result holds up when the model sees it a little differently."""
+    used: how well the result holds up when the model sees it a little differently.
+
+    Args:
+        model: The network.
+        objective: The objective to evaluate.
+        images: The images, [B,3,H,W].
+        transform: The random transform, called as ``transform(x, generator)``.
+        draws: How many random transforms to average over (default 16).
+        seed: Seed of the transforms' generator.
+    """
     gen = torch.Generator(device=images.device).manual_seed(seed)
     total = torch.zeros(len(images))
     for _ in range(draws):
@@ -121,7 +167,13 @@ def robust_objective(model: torch.nn.Module, objective: Objective, images: torch
 def steps_to_fraction(history: torch.Tensor, steps: Sequence[int], fraction: float = 0.9
                       ) -> list[int | None]:
     """Per image: the first recorded step whose objective reaches ``fraction`` of the final
-    one (relative to the first recorded value); None when it never does."""
+    one (relative to the first recorded value); None when it never does.
+
+    Args:
+        history: Objective values [steps, B], one row per recorded step.
+        steps: The step number of each row of ``history``.
+        fraction: The share of the way from first to final value to reach (default 0.9).
+    """
     out: list[int | None] = []
     for col in history.T.tolist():
         start, end = col[0], col[-1]

@@ -14,7 +14,11 @@ DEFAULT_INPUT_SIZE = 224  # ImageNet's, for a model that does not say
 
 
 def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU for a model with neither)."""
+    """The device of the model's first parameter or buffer (CPU for a model with neither).
+
+    Args:
+        model: The model.
+    """
     for t in model.parameters():
         return t.device
     for t in model.buffers():
@@ -50,7 +54,11 @@ def input_hw(model: nn.Module, size: SizeLike | None = None) -> tuple[int, int]:
 def input_channels(model: nn.Module) -> int | None:
     """The channels of the images the model takes: as it declares them (``featviz_channels``,
     set by :func:`featviz.models.wrap`), else its first convolution's input channels (None
-    when it has neither)."""
+    when it has neither).
+
+    Args:
+        model: The model.
+    """
     declared = getattr(model, "featviz_channels", None)
     if declared is not None:
         return int(declared)
@@ -62,13 +70,21 @@ def input_channels(model: nn.Module) -> int | None:
 
 def image_channels(model: nn.Module) -> int:
     """The channels of the images to make for ``model``: :func:`input_channels`, or 3 (RGB)
-    for a model that does not tell."""
+    for a model that does not tell.
+
+    Args:
+        model: The model.
+    """
     return input_channels(model) or 3
 
 
 def model_dtype(model: nn.Module) -> torch.dtype:
     """The floating dtype of the model's first floating parameter or buffer (float32 for a
-    model with none): what its input must be cast to."""
+    model with none): what its input must be cast to.
+
+    Args:
+        model: The model.
+    """
     for t in [*model.parameters(), *model.buffers()]:
         if t.is_floating_point():
             return t.dtype
@@ -78,13 +94,21 @@ def model_dtype(model: nn.Module) -> torch.dtype:
 def fixed_input_size(model: nn.Module) -> tuple[int, int] | None:
     """The one input size the model takes, when it declares one (``featviz_fixed_size``, set by
     :func:`featviz.models.wrap` with ``fixed_size=True`` and for model families known to need
-    it, such as vision transformers); None for a model that takes any size."""
+    it, such as vision transformers); None for a model that takes any size.
+
+    Args:
+        model: The model.
+    """
     size = getattr(model, "featviz_fixed_size", None)
     return None if size is None else hw(size)
 
 
 def class_names(model: nn.Module) -> list[str] | None:
     """The names of the model's output classes, as it declares them (``featviz_classes``, set
-    by :func:`featviz.models.load` for ImageNet classifiers), else None."""
+    by :func:`featviz.models.load` for ImageNet classifiers), else None.
+
+    Args:
+        model: The model.
+    """
     names = getattr(model, "featviz_classes", None)
     return list(names) if names is not None else None

@@ -36,7 +36,13 @@ _CELL = "border:1px solid #ccc;padding:1px 6px;text-align:left"
 def fit(pic: Image.Image, max_side: int = MAX_SIDE, min_side: int = MIN_SIDE) -> Image.Image:
     """``pic`` scaled to show in a cell: shrunk (antialiased, aspect kept) when its longest
     side passes ``max_side``, enlarged by a whole factor (nearest neighbour, pixels stay
-    sharp) while it stays under ``min_side``."""
+    sharp) while it stays under ``min_side``.
+
+    Args:
+        pic: The picture.
+        max_side: The longest its longest side may be, in pixels.
+        min_side: Enlarge small pictures until their longest side would pass this.
+    """
     side = max(pic.size)
     if side > max_side:
         pic = pic.copy()
@@ -51,7 +57,13 @@ def fit(pic: Image.Image, max_side: int = MAX_SIDE, min_side: int = MIN_SIDE) ->
 def picture(images: torch.Tensor | Sequence[torch.Tensor] | Image.Image,
             labels: Sequence[str] | None = None, ncol: int | None = None) -> Image.Image:
     """One picture of ``images``: a PIL image as it is, one tensor image [C,H,W] (or
-    [1,C,H,W]) without labels as itself, else a labelled grid (:func:`images.grid`)."""
+    [1,C,H,W]) without labels as itself, else a labelled grid (:func:`images.grid`).
+
+    Args:
+        images: A PIL image, one tensor image or a batch, or a sequence of images.
+        labels: One label per image, for a grid; None for no labels.
+        ncol: Grid columns; None for a near-square layout.
+    """
     if isinstance(images, Image.Image):
         return images
     if torch.is_tensor(images) and not labels and (
@@ -61,7 +73,13 @@ def picture(images: torch.Tensor | Sequence[torch.Tensor] | Image.Image,
 
 
 def png(pic: Image.Image, max_side: int = MAX_SIDE, min_side: int = MIN_SIDE) -> bytes:
-    """``pic`` as PNG bytes, sized by :func:`fit`: what ``_repr_png_`` returns."""
+    """``pic`` as PNG bytes, sized by :func:`fit`: what ``_repr_png_`` returns.
+
+    Args:
+        pic: The picture.
+        max_side: Largest side allowed (see :func:`fit`).
+        min_side: Side small pictures are enlarged toward (see :func:`fit`).
+    """
     buf = io.BytesIO()
     fit(pic, max_side, min_side).save(buf, format="PNG", optimize=True)
     return buf.getvalue()
@@ -69,27 +87,49 @@ def png(pic: Image.Image, max_side: int = MAX_SIDE, min_side: int = MIN_SIDE) ->
 
 def data_uri(pic: Image.Image, max_side: int = MAX_SIDE, min_side: int = MIN_SIDE) -> str:
     """``pic`` as a ``data:image/png;base64,...`` URI, sized by :func:`fit` (for pages that
-    place pictures from a script, like ``featviz blocks``)."""
+    place pictures from a script, like ``featviz blocks``).
+
+    Args:
+        pic: The picture.
+        max_side: Largest side allowed (see :func:`fit`).
+        min_side: Side small pictures are enlarged toward (see :func:`fit`).
+    """
     return "data:image/png;base64," + base64.b64encode(png(pic, max_side, min_side)).decode(
         "ascii")
 
 
 def own_size_uri(img: torch.Tensor) -> str:
     """A data URI of an image tensor ([C,H,W] or [1,C,H,W] in [0, 1]) at its own size, for
-    pages whose styles enlarge it (a 32-px render shown at 256 px costs a 32-px PNG)."""
+    pages whose styles enlarge it (a 32-px render shown at 256 px costs a 32-px PNG).
+
+    Args:
+        img: An image tensor [C,H,W] or [1,C,H,W] in [0, 1]; first 3 channels used.
+    """
     img = img[0] if img.dim() == 4 else img
     return data_uri(_images.to_pil(img[:3].float().clamp(0, 1)), max_side=1 << 14, min_side=1)
 
 
 def img_tag(pic: Image.Image, alt: str = "", max_side: int = MAX_SIDE,
             min_side: int = MIN_SIDE) -> str:
-    """An ``<img>`` tag holding ``pic`` inline as a base64 PNG, sized by :func:`fit`."""
+    """An ``<img>`` tag holding ``pic`` inline as a base64 PNG, sized by :func:`fit`.
+
+    Args:
+        pic: The picture.
+        alt: The tag's alt text (escaped); empty by default.
+        max_side: Largest side allowed (see :func:`fit`).
+        min_side: Side small pictures are enlarged toward (see :func:`fit`).
+    """
     return (f'<img alt="{html.escape(alt)}" style="image-rendering:pixelated;max-width:100%" '
             f'src="{data_uri(pic, max_side, min_side)}">')
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """A small HTML table; every cell is escaped (layer names may hold ``<``)."""
+    """A small HTML table; every cell is escaped (layer names may hold ``<``).
+
+    Args:
+        header: The column titles.
+        rows: The rows, each a sequence of cell values.
+    """
     head = "".join(f'<th style="{_CELL}">{html.escape(str(h))}</th>' for h in header)
     body = "".join("<tr>" + "".join(f'<td style="{_CELL}">{html.escape(str(c))}</td>'
                                     for c in row) + "</tr>" for row in rows)
@@ -136,12 +176,21 @@ class Budget:
 
 
 def shape(t: torch.Tensor) -> str:
-    """A tensor's shape as ``3x64x64``: what a short ``__repr__`` shows instead of values."""
+    """A tensor's shape as ``3x64x64``: what a short ``__repr__`` shows instead of values.
+
+    Args:
+        t: The tensor.
+    """
     return "x".join(str(s) for s in t.shape)
 
 
 def numbers(values: Iterable[float], most: int = 6) -> str:
-    """The first ``most`` of ``values`` to four digits, ``...`` after them when there are more."""
+    """The first ``most`` of ``values`` to four digits, ``...`` after them when there are more.
+
+    Args:
+        values: The numbers.
+        most: How many to show at most (default 6).
+    """
     values = list(values)
     shown = ", ".join(f"{float(v):.4g}" for v in values[:most])
     return f"[{shown}{', ...' if len(values) > most else ''}]"
@@ -149,7 +198,12 @@ def numbers(values: Iterable[float], most: int = 6) -> str:
 
 def heat(values: torch.Tensor, cmap: str = "inferno") -> torch.Tensor:
     """A map [H, W] as a colour picture [3,H,W]: scaled by its largest value and coloured by
-    matplotlib's ``cmap`` (grey without matplotlib)."""
+    matplotlib's ``cmap`` (grey without matplotlib).
+
+    Args:
+        values: The map, [H, W], non-negative.
+        cmap: Name of a matplotlib colormap (default ``"inferno"``).
+    """
     v = values.detach().float().cpu()
     v = (v / v.max().clamp_min(1e-12)).clamp(0, 1)
     try:

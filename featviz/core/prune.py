@@ -41,7 +41,12 @@ CONCATS = {torch.cat, torch.concat, torch.concatenate}
 
 def zeros_beside(template: torch.Tensor, channels: int) -> torch.Tensor:
     """Zeros with ``template``'s shape but ``channels`` channels (axis 1), in its dtype, device
-    and memory layout: what stands in for a branch whose channels nobody reads."""
+    and memory layout: what stands in for a branch whose channels nobody reads.
+
+    Args:
+        template: A tensor whose batch, spatial sides, dtype, device and layout to copy.
+        channels: How many channels the zeros have.
+    """
     shape = (template.shape[0], channels, *template.shape[2:])
     nhwc = template.dim() == 4 and not template.is_contiguous() \
         and template.is_contiguous(memory_format=torch.channels_last)
@@ -65,7 +70,12 @@ def _channelwise_input(node: fx.Node, module_of: Callable[[str], nn.Module]) -> 
 
 def concat_behind(node: fx.Node, module_of: Callable[[str], nn.Module]) -> fx.Node | None:
     """The ``torch.cat`` that ``node`` is, or reaches through per-channel operations that
-    nothing else reads, or None."""
+    nothing else reads, or None.
+
+    Args:
+        node: The graph node to start from (a layer's output).
+        module_of: Gives the module a ``call_module`` node's target names.
+    """
     while node.op != "call_function" or node.target not in CONCATS:
         source = _channelwise_input(node, module_of)
         if source is None or len(source.users) != 1:
@@ -77,7 +87,11 @@ def concat_behind(node: fx.Node, module_of: Callable[[str], nn.Module]) -> fx.No
 def returns_concat(module: nn.Module) -> bool:
     """Whether ``module`` (a layer of the user's own code) returns a concatenation through
     per-channel operations: a cheap look at the layer alone, before the whole model is traced
-    into for :func:`prune`."""
+    into for :func:`prune`.
+
+    Args:
+        module: The layer to look at.
+    """
     if type(module).__module__.startswith("torch.nn"):
         return False  # torch's own layers, kept whole by the tracer
     try:
@@ -158,7 +172,15 @@ def prune(gm: fx.GraphModule, outputs: Mapping[str, fx.Node],
     """In ``gm`` (a truncated model whose layer outputs are ``outputs``), leave out the
     branches no read channel comes from: for each layer with ``channels`` whose map is
     channels-first (``layouts``: the model's declared layouts) and is handed out only.
-    ``probe`` (one image the model takes) gives the shapes. Returns the layers pruned."""
+    ``probe`` (one image the model takes) gives the shapes. Returns the layers pruned.
+
+    Args:
+        gm: The truncated model; its graph is changed in place.
+        outputs: Each layer's output node, by layer name.
+        channels: The channels read, by layer name; only these layers are pruned.
+        probe: One image the model takes, run once to learn the shapes.
+        layouts: The model's declared layouts (:func:`featviz.core.layouts.declared`).
+    """
     try:
         with torch.no_grad():
             ShapeProp(gm).propagate(probe)
@@ -189,7 +211,12 @@ def prune(gm: fx.GraphModule, outputs: Mapping[str, fx.Node],
 
 def might_prune(model: nn.Module, channels: Mapping[str, frozenset[int]]) -> bool:
     """Whether a layer read in part (``channels``) is, or sits right behind, a channel
-    concatenation: worth tracing ``model`` for :func:`prune`."""
+    concatenation: worth tracing ``model`` for :func:`prune`.
+
+    Args:
+        model: The model.
+        channels: The channels read, by layer name (layers read whole are absent).
+    """
     for name in channels:
         module = resolve_layer(model, name)
         if isinstance(module, CHANNELWISE_MODULES) or returns_concat(module):

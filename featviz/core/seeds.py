@@ -29,7 +29,12 @@ def new_seed() -> int:
 
 def image_seeds(seed: Seed, n: int) -> list[int]:
     """One seed per image of a batch of ``n``: ``seed + i`` for one number, the list itself
-    for a list (which must have ``n`` entries), or ``new_seed() + i`` for None."""
+    for a list (which must have ``n`` entries), or ``new_seed() + i`` for None.
+
+    Args:
+        seed: One number, a list of ``n`` numbers, or None (a fresh random seed).
+        n: The batch's number of images.
+    """
     if seed is None:
         seed = new_seed()
     if isinstance(seed, Sequence):
@@ -40,11 +45,20 @@ def image_seeds(seed: Seed, n: int) -> list[int]:
 
 
 def stream_seeds(seeds: Sequence[int], purpose: str) -> list[int]:
-    """The seeds of the stream ``purpose`` (a key of :data:`STREAM_OFFSETS`) of each image."""
+    """The seeds of the stream ``purpose`` (a key of :data:`STREAM_OFFSETS`) of each image.
+
+    Args:
+        seeds: Each image's seed (:func:`image_seeds`).
+        purpose: The stream's name, a key of :data:`STREAM_OFFSETS`.
+    """
     offset = STREAM_OFFSETS[purpose]
     return [int(s) + offset for s in seeds]
 
 
 def generators(seeds: Sequence[int]) -> list[torch.Generator]:
-    """One CPU generator per image for its starting noise."""
+    """One CPU generator per image for its starting noise.
+
+    Args:
+        seeds: Each image's seed (:func:`image_seeds`).
+    """
     return [torch.Generator().manual_seed(s) for s in stream_seeds(seeds, "noise")]

@@ -26,7 +26,16 @@ def applies(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation,
             groups: int) -> bool:
     """Whether :func:`stem_conv2d` serves this convolution: a CPU one whose input takes a
     gradient and whose weight does not, on a few channels, with one stride of 2 or more and
-    one padding on both axes, a square kernel, no dilation or groups."""
+    one padding on both axes, a square kernel, no dilation or groups.
+
+    Args:
+        x: The convolution's input.
+        weight: The convolution's weight, [out, in, k, k].
+        stride: The stride per axis.
+        padding: The padding per axis.
+        dilation: The dilation per axis.
+        groups: The number of groups.
+    """
     s, p = tuple(stride), padding
     return (x.device.type == "cpu" and x.dim() == 4 and x.requires_grad
             and torch.is_grad_enabled() and not weight.requires_grad
@@ -39,7 +48,15 @@ def applies(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation,
 def stem_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride,
                 padding) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, stride, padding)`` (where :func:`applies`), its gradient to
-    ``x`` computed by phases; no gradient reaches ``weight`` or ``bias``."""
+    ``x`` computed by phases; no gradient reaches ``weight`` or ``bias``.
+
+    Args:
+        x: The input, [B, C, H, W].
+        weight: The weight; takes no gradient.
+        bias: The bias, or None; takes no gradient.
+        stride: The stride per axis (the same on both).
+        padding: The padding per axis.
+    """
     if torch.is_grad_enabled() and (weight.requires_grad
                                     or (bias is not None and bias.requires_grad)):
         raise ValueError("stem_conv2d gives no gradient to the weight or the bias: use "

@@ -285,7 +285,12 @@ class fit(Affine):  # noqa: N801
 
 def fitted(pipeline: Callable, size: SizeLike) -> Callable:
     """``pipeline`` followed by :class:`fit` to ``size``: fused into its affine run when it is
-    a :class:`Compose`, so the step still resamples once."""
+    a :class:`Compose`, so the step still resamples once.
+
+    Args:
+        pipeline: The transforms, a callable ``f(x, generator)``.
+        size: The size the images are fitted to.
+    """
     if isinstance(pipeline, Compose):
         return Compose([*pipeline.transforms, fit(size)])
     return Compose([pipeline, fit(size)])
@@ -438,7 +443,11 @@ def standard() -> Compose:
 
 def distill(size: SizeLike) -> Compose:
     """The Distill article's figures: pad 16, jitter 16, scale {1, .975, 1.025, .95, 1.05},
-    rotate -5..5 degrees, jitter 8, then crop the padding back off to ``size``."""
+    rotate -5..5 degrees, jitter 8, then crop the padding back off to ``size``.
+
+    Args:
+        size: The size the padding is cropped back to.
+    """
     return Compose([
         pad(16, fill=0.5),
         jitter(16),
@@ -457,6 +466,10 @@ def resolve(spec: str | Sequence | Callable | None, size: SizeLike) -> Callable:
 
     A preset name, ``None``/``"none"`` (identity), a list or tuple (composed in order: never
     silently replaced by the defaults) or any callable.
+
+    Args:
+        spec: ``transforms=``: a preset name, None, a list of transforms or a callable.
+        size: The render's image size, used by the ``"distill"`` preset.
     """
     if spec is None or spec == "none":
         return Compose([])

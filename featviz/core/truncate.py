@@ -96,6 +96,12 @@ def truncate(model: nn.Module, layers: Iterable[str],
     ``probe`` (one image the model takes), branches of a channel concatenation that feed none
     of those channels are left out (:mod:`featviz.core.prune`; those channels then read 0).
     Raises :class:`TruncationError` when ``torch.fx`` cannot trace the model.
+
+    Args:
+        model: The model to trace.
+        layers: The layers whose outputs the cut graph returns.
+        channels: The channels read, by layer name; None: prune nothing.
+        probe: One image the model takes; None: prune nothing.
     """
     names = [n for n in dict.fromkeys(layers) if n not in PSEUDO_LAYERS or n == OUTPUT]
     modules = {n: resolve_layer(model, n) for n in names if n != OUTPUT}
@@ -184,7 +190,15 @@ def cached(model: nn.Module, layers: Iterable[str], mode: str | None = "default"
     """:func:`truncate` (pruned as it says, with ``channels`` and ``probe``), then
     ``torch.compile`` in ``mode`` (None: run the graph as it is), cached per model, layers,
     channels and mode: a second render of the same layers reuses the graph instead of tracing
-    and compiling again."""
+    and compiling again.
+
+    Args:
+        model: The model to trace.
+        layers: The layers whose outputs the cut graph returns.
+        mode: The torch.compile mode (default ``"default"``); None: no compile.
+        channels: The channels read, by layer name; None: prune nothing.
+        probe: One image the model takes; None: prune nothing.
+    """
     if mode is not None and mode not in COMPILE_MODES:
         raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
     names = tuple(dict.fromkeys(layers))
@@ -205,5 +219,11 @@ def cached(model: nn.Module, layers: Iterable[str], mode: str | None = "default"
 
 def compiled(model: nn.Module, layers: Iterable[str], mode: str = "default") -> Truncated:
     """:func:`truncate` then ``torch.compile``, cached per model, layers and mode: a second
-    render of the same layers reuses the compiled graph instead of compiling again."""
+    render of the same layers reuses the compiled graph instead of compiling again.
+
+    Args:
+        model: The model to trace.
+        layers: The layers whose outputs the cut graph returns.
+        mode: The torch.compile mode (default ``"default"``).
+    """
     return cached(model, layers, mode)

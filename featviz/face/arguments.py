@@ -35,7 +35,13 @@ MAX_SEED = 2**63 - 1
 
 def whole_number(low: int, high: int | None = None, unit: str = "") -> Callable[[str], int]:
     """An argument type for a whole number from ``low`` to ``high`` (no upper limit when None);
-    ``unit`` (e.g. ``"pixels"``) is named in the message."""
+    ``unit`` (e.g. ``"pixels"``) is named in the message.
+
+    Args:
+        low: the smallest value accepted.
+        high: the largest value accepted; None for no upper limit.
+        unit: a unit named in the error message; empty for none.
+    """
     span = f"from {low} to {high}" if high is not None else f"at least {low}"
     span += f" {unit}" if unit else ""
 
@@ -94,17 +100,29 @@ def _number(text: str, ok: Callable[[float], bool], rule: str) -> float:
 
 
 def positive_float(text: str) -> float:
-    """A finite number above zero, such as a learning rate."""
+    """A finite number above zero, such as a learning rate.
+
+    Args:
+        text: the command-line text: a number above zero.
+    """
     return _number(text, lambda v: v > 0, "a finite number above 0 (e.g. 0.05)")
 
 
 def non_negative_float(text: str) -> float:
-    """A finite number of at least zero, such as a floor that 0 turns off."""
+    """A finite number of at least zero, such as a floor that 0 turns off.
+
+    Args:
+        text: the command-line text: a number of at least zero.
+    """
     return _number(text, lambda v: v >= 0, "a finite number of at least 0 (e.g. 1)")
 
 
 def finite_float(text: str) -> float:
-    """Any finite number, such as an objective value to reach."""
+    """Any finite number, such as an objective value to reach.
+
+    Args:
+        text: the command-line text: a finite number.
+    """
     return _number(text, lambda v: True, "a finite number (e.g. 250)")
 
 
@@ -129,7 +147,11 @@ def _per_channel(text: str, positive_only: bool) -> tuple[float, ...]:
 def model_option(text: str) -> tuple[str, object]:
     """``KEY=VALUE`` for a timm or Hugging Face builder, e.g. ``in_chans=1`` or
     ``img_size=64``: the value is read as a whole number, a number, true/false or none where it
-    is one, else kept as text."""
+    is one, else kept as text.
+
+    Args:
+        text: the command-line text: ``KEY=VALUE``.
+    """
     key, sep, raw = text.partition("=")
     if not sep or not key.strip().isidentifier():
         raise argparse.ArgumentTypeError(f"must be KEY=VALUE with a Python name as KEY (e.g. "
@@ -145,18 +167,30 @@ def model_option(text: str) -> tuple[str, object]:
 
 def mean(text: str) -> tuple[float, ...]:
     """The input normalization mean: one finite number per input channel (or one for all),
-    e.g. ``0.5,0.5,0.5``."""
+    e.g. ``0.5,0.5,0.5``.
+
+    Args:
+        text: the command-line text: one or more numbers separated by commas.
+    """
     return _per_channel(text, positive_only=False)
 
 
 def std(text: str) -> tuple[float, ...]:
     """The input normalization std: one number above zero per input channel (or one for all;
-    the input is divided by them)."""
+    the input is divided by them).
+
+    Args:
+        text: the command-line text: one or more numbers above zero separated by commas.
+    """
     return _per_channel(text, positive_only=True)
 
 
 def step_list(text: str) -> list[int]:
-    """Step numbers separated by commas, e.g. ``32,128,512``, each from 0 to MAX_STEPS."""
+    """Step numbers separated by commas, e.g. ``32,128,512``, each from 0 to MAX_STEPS.
+
+    Args:
+        text: the command-line text: step numbers separated by commas.
+    """
     convert = whole_number(0, MAX_STEPS)
     try:
         return [convert(v) for v in text.split(",") if v]
@@ -167,7 +201,11 @@ def step_list(text: str) -> list[int]:
 
 
 def position(text: str) -> tuple[int, int]:
-    """A position ``Y,X`` in a layer's map: two whole numbers from 0."""
+    """A position ``Y,X`` in a layer's map: two whole numbers from 0.
+
+    Args:
+        text: the command-line text: ``Y,X``.
+    """
     parts = text.split(",")
     if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
         raise argparse.ArgumentTypeError(f"must be Y,X: two whole numbers from 0, e.g. 3,4; "
@@ -176,7 +214,11 @@ def position(text: str) -> tuple[int, int]:
 
 
 def channel_list(text: str) -> list[int]:
-    """Channels as ``12``, ``0-63``, ``1,5,9`` or a mix such as ``0-3,8``."""
+    """Channels as ``12``, ``0-63``, ``1,5,9`` or a mix such as ``0-3,8``.
+
+    Args:
+        text: the command-line text: a channel list such as ``0-3,8``.
+    """
     from ..core.objectives import parse_channels
 
     try:
@@ -187,7 +229,11 @@ def channel_list(text: str) -> list[int]:
 
 
 def layer_list(text: str) -> list[str]:
-    """Comma-separated layer names, blanks dropped; at least one."""
+    """Comma-separated layer names, blanks dropped; at least one.
+
+    Args:
+        text: the command-line text: layer names separated by commas.
+    """
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
         raise argparse.ArgumentTypeError(f"names no layer: {text!r} (give layer names "
@@ -197,7 +243,11 @@ def layer_list(text: str) -> list[str]:
 
 
 def device(text: str) -> str:
-    """A torch device this machine has: ``cpu``, ``cuda``, ``cuda:1``, ``mps``..."""
+    """A torch device this machine has: ``cpu``, ``cuda``, ``cuda:1``, ``mps``...
+
+    Args:
+        text: the command-line text: a device name such as ``cuda:1``.
+    """
     import torch
 
     try:
@@ -212,7 +262,11 @@ def device(text: str) -> str:
 
 
 def existing_file(text: str) -> str:
-    """A path to an existing file (an input such as an image)."""
+    """A path to an existing file (an input such as an image).
+
+    Args:
+        text: the command-line text: a file path.
+    """
     if not Path(text).is_file():
         what = "a folder" if Path(text).is_dir() else "not found"
         raise argparse.ArgumentTypeError(f"must be an existing file, got {text!r} ({what})")
@@ -233,7 +287,11 @@ def writable(path: str | os.PathLike) -> Path:
     """Check that ``path`` can be written: a regular file or none yet (a symlink counts as
     its target), in a folder that exists or can be made and takes a new file (tried with a
     temporary file, the only check that holds for read-only mounts, ``/proc`` and the like).
-    Returns where the file will land; a FeatvizError naming ``path`` otherwise."""
+    Returns where the file will land; a FeatvizError naming ``path`` otherwise.
+
+    Args:
+        path: the file path to check.
+    """
     target = output_path(path)
     try:
         with tempfile.TemporaryFile(dir=target.parent):
@@ -276,7 +334,11 @@ def sheet_out(text: str) -> str:
 
 
 def gif_out(text: str) -> str:
-    """An animated GIF to write: a ``.gif`` path that can be written."""
+    """An animated GIF to write: a ``.gif`` path that can be written.
+
+    Args:
+        text: the command-line text: a ``.gif`` path.
+    """
     if Path(text).suffix.lower() != ".gif":
         raise argparse.ArgumentTypeError(f"must be a .gif file, got {text!r}")
     return _checked(text, writable)
@@ -303,13 +365,21 @@ def plot_out(text: str) -> str:
 
 
 def file_out(text: str) -> str:
-    """A file to write (an HTML page): a path that can be written."""
+    """A file to write (an HTML page): a path that can be written.
+
+    Args:
+        text: the command-line text: a file path.
+    """
     return _checked(text, writable)
 
 
 def folder_out(text: str) -> str:
     """A folder to write into (made when missing): an error when a file stands there or the
-    folder takes no new file."""
+    folder takes no new file.
+
+    Args:
+        text: the command-line text: a folder path.
+    """
     path = Path(text)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"must be a folder, got {text!r}, a file")
@@ -323,14 +393,22 @@ def folder_out(text: str) -> str:
 
 
 def positions(text: str) -> str | int:
-    """Positions of each image's map to keep: ``all`` or a whole number >= 1 (random ones)."""
+    """Positions of each image's map to keep: ``all`` or a whole number >= 1 (random ones).
+
+    Args:
+        text: the command-line text: ``all`` or a whole number.
+    """
     if text == "all":
         return text
     return whole_number(1)(text)
 
 
 def existing_folder(text: str) -> str:
-    """A path to an existing folder (of images)."""
+    """A path to an existing folder (of images).
+
+    Args:
+        text: the command-line text: a folder path.
+    """
     if not Path(text).is_dir():
         what = "a file" if Path(text).is_file() else "not found"
         raise argparse.ArgumentTypeError(f"must be an existing folder, got {text!r} ({what})")

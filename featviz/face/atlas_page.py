@@ -90,7 +90,15 @@ def _cells(atlas: Atlas, store: ActivationStore, patches: int) -> list[dict]:
 def write(atlas: Atlas, store: ActivationStore, path: str | os.PathLike, title: str = "",
           patches: int = 4) -> Path:
     """Write the page of ``atlas`` (made from ``store``, whose photos give the source
-    patches, ``patches`` per cell) to ``path``: one .html file, pictures embedded."""
+    patches, ``patches`` per cell) to ``path``: one .html file, pictures embedded.
+
+    Args:
+        atlas: the atlas to show.
+        store: the activation store the atlas was made from.
+        path: the .html file to write.
+        title: the page title; empty for a default one.
+        patches: source photo patches shown per cell (default 4).
+    """
     g = atlas.grid
     what = f" of {' vs '.join(atlas.selected)}" if atlas.selected else ""
     title = title or f"featviz activation atlas{what}: {atlas.layer}"

@@ -122,7 +122,13 @@ def _table(blocks: BuildingBlocks) -> str:
 
 
 def write(blocks: BuildingBlocks, path: str | os.PathLike, title: str = "") -> Path:
-    """Write the page of ``blocks`` to ``path`` (one .html file, pictures embedded)."""
+    """Write the page of ``blocks`` to ``path`` (one .html file, pictures embedded).
+
+    Args:
+        blocks: the building blocks to show.
+        path: the .html file to write.
+        title: the page title; empty for a default one.
+    """
     title = title or f"featviz building blocks: {blocks.layer}"
     classes = ", ".join(f"{html.escape(n)} {p:.2f}" for _, n, p in blocks.top_classes)
     dictionary, data = _dictionary(blocks)

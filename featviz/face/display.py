@@ -67,7 +67,11 @@ RICH: dict[type, tuple[str, ...]] = {
 
 def html(result: Any) -> str:
     """The HTML a notebook shows for ``result`` (any featviz result; see :data:`RICH`), e.g.
-    to write into a page of one's own; an error for an object that has none."""
+    to write into a page of one's own; an error for an object that has none.
+
+    Args:
+        result: a featviz result.
+    """
     method = getattr(result, "_repr_html_", None)
     if method is None:
         raise FeatvizError(f"{type(result).__name__} has no HTML view")
@@ -76,7 +80,11 @@ def html(result: Any) -> str:
 
 def png(result: Any) -> bytes:
     """The PNG bytes a notebook shows for ``result``, for results that are one picture; an
-    error for one that has none."""
+    error for one that has none.
+
+    Args:
+        result: a featviz result that is one picture.
+    """
     method = getattr(result, "_repr_png_", None)
     if method is None:
         raise FeatvizError(f"{type(result).__name__} has no PNG view")

@@ -34,7 +34,11 @@ document.body.setAttribute('data-images-loaded',n);});"""
 
 
 def page_name(layer: str) -> str:
-    """The file name of ``layer``'s gallery page."""
+    """The file name of ``layer``'s gallery page.
+
+    Args:
+        layer: the layer's name.
+    """
     return f"layer_{folder_name(layer)}.html"
 
 
@@ -102,7 +106,12 @@ def _top_photos(folder: Path, top: Mapping) -> str:
 def write(folder: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
     """Write the gallery of the sweep in ``folder``: ``index.html`` (default: in the folder,
     else at ``out``) and one ``layer_NAME.html`` page per layer beside it. Returns the index
-    path."""
+    path.
+
+    Args:
+        folder: the sweep folder.
+        out: the index file to write; None for ``index.html`` in ``folder``.
+    """
     folder = Path(folder)
     layers = collect(folder)
     meta = read_settings(folder)

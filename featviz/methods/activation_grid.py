@@ -114,7 +114,14 @@ def agreement(model: nn.Module, layer: str, renders: torch.Tensor,
     """Cosine [N, K] between the activation of ``layer`` at the centre of each render
     [N, 3, s, s] (no transforms) and each target vector [K, C]: how much render i looks like
     target j to the model. Renders of directions should have the largest values on the
-    diagonal (activation grids, atlases)."""
+    diagonal (activation grids, atlases).
+
+    Args:
+        model: the network that judges the renders.
+        layer: the layer whose centre activation is compared.
+        renders: the rendered images, [N, 3, s, s].
+        targets: the target vectors, [K, C].
+    """
     with frozen(model), LayerTap(model, [layer]) as tap, torch.no_grad():
         act = tap(renders[:, :3].to(model_device(model)))[layer].float().cpu()
     got = act[:, :, act.shape[2] // 2, act.shape[3] // 2]
@@ -123,7 +130,13 @@ def agreement(model: nn.Module, layer: str, renders: torch.Tensor,
 
 
 def layer_vectors(model: nn.Module, image: torch.Tensor, layer: str) -> torch.Tensor:
-    """The activation vectors of ``layer`` at every position of one photo, [h, w, C]."""
+    """The activation vectors of ``layer`` at every position of one photo, [h, w, C].
+
+    Args:
+        model: the network to run.
+        image: the photo, [1, 3, H, W] or [3, H, W] in [0, 1].
+        layer: the layer whose activation vectors are returned.
+    """
     if image.dim() == 3:
         image = image[None]
     with frozen(model), LayerTap(model, [layer]) as tap, torch.no_grad():
@@ -152,7 +165,13 @@ def check_cell(model: nn.Module, layer: str, cell: int) -> None:
     """A clear error when ``cell``-pixel images cannot reach ``layer`` (render would quietly
     resize every cell to the model's input size instead, many times slower), naming the
     smallest cell size that can. A model that takes one input size only gets every cell
-    fitted to it by render, as any render."""
+    fitted to it by render, as any render.
+
+    Args:
+        model: the network to be rendered.
+        layer: the layer the cells must reach.
+        cell: the side of each cell, in pixels.
+    """
     if fixed_input_size(model) is not None or _runs_at(model, layer, cell):
         return
     size = cell
@@ -196,7 +215,21 @@ def activation_grid(model: nn.Module, image: torch.Tensor, layer: str, *, cell: 
     factorization of the photo's activations, so neighbouring cells that see alike things
     get alike pictures (lucid's parameterization; 0 renders every cell on its own;
     ``method="pca"`` for a layer with negative activations, where NMF cannot go). Other
-    keywords go to :func:`featviz.render` (``transforms`` defaults to small-cell ones)."""
+    keywords go to :func:`featviz.render` (``transforms`` defaults to small-cell ones).
+
+    Args:
+        model: the network to visualize.
+        image: the photo, [1, 3, H, W] or [3, H, W] in [0, 1].
+        layer: the layer whose positions get a cell each.
+        cell: the side of each cell, in pixels (default 48).
+        steps: optimization steps of the render (default 256).
+        groups: the number of shared group images; 0 renders every cell on its own.
+        cossim_pow: the power of the cosine weighting of the direction objective.
+        seed: the random seed of the render and the factorization.
+        method: the factorization of the groups, ``"nmf"`` (default) or ``"pca"``.
+        progress: show a progress bar.
+        **render_kw: other options for :func:`featviz.render`.
+    """
     if image.dim() == 3:
         image = image[None]
     vectors = layer_vectors(model, image, layer)

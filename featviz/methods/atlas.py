@@ -145,7 +145,13 @@ def _tile(render: torch.Tensor, weight: float, density: str | None,
 
 def compose(cells: np.ndarray, tiles: torch.Tensor, n: int) -> torch.Tensor:
     """Tiles [K, 3, s, s] placed on an ``n``×``n`` grid on white, tile k at row
-    ``cells[k, 0]``, column ``cells[k, 1]``: [1, 3, n·s, n·s]."""
+    ``cells[k, 0]``, column ``cells[k, 1]``: [1, 3, n·s, n·s].
+
+    Args:
+        cells: the grid row and column of each tile, [K, 2].
+        tiles: the tiles, [K, 3, s, s].
+        n: the number of rows and columns of the grid.
+    """
     s = tiles.shape[-1]
     pic = torch.ones(3, n * s, n * s)
     for (row, col), tile in zip(np.asarray(cells).tolist(), tiles, strict=True):
@@ -179,7 +185,24 @@ def activation_atlas(model: nn.Module, store: ActivationStore, n: int = 20, *,
     :func:`grid` dropping cells under ``min_count`` vectors, every kept cell's average
     rendered in one batch (:func:`render_cells`, ``cell`` pixels, ``steps``) and, with
     ``classes``, the classes each average speaks for (:func:`cell_classes`). Timings of each
-    step are in ``seconds``."""
+    step are in ``seconds``.
+
+    Args:
+        model: the network to visualize.
+        store: the collected activation vectors.
+        n: the number of rows and columns of the grid (default 20).
+        where: a layout to reuse; None fits a new one.
+        method: the layout method of a new layout (default ``"auto"``).
+        fit_on: how many vectors a new layout is fitted on.
+        min_count: cells with fewer vectors than this are dropped.
+        cell: the side of each rendered cell, in pixels.
+        steps: optimization steps of the render.
+        cossim_pow: the power of the cosine weighting of the direction objective.
+        seed: the random seed of the layout and the render.
+        classes: also find the classes each cell's average speaks for.
+        progress: show a progress bar.
+        **render_kw: other options for :func:`featviz.render`.
+    """
     seconds: dict[str, float] = {}
     if where is None:
         where = layout(store, method, fit_on=fit_on, seed=seed)
@@ -208,7 +231,14 @@ def select(store: ActivationStore, cls: int | str, *, top: float = 0.02,
     """The store's indices of the vectors that speak most for class ``cls`` (one of the
     classes collected with ``attribute=``, by index or name): positive attribution, and
     among those the ``top`` fraction of all vectors with the largest (at least ``at_least``
-    when that many are positive)."""
+    when that many are positive).
+
+    Args:
+        store: the activation vectors, collected with ``attribute=``.
+        cls: the class, by index or name.
+        top: the fraction of all vectors to keep (default 0.02).
+        at_least: the smallest number to keep when that many are positive.
+    """
     col = _attribution_column(store, cls)
     attr = store.column("attribution")[:, col]
     positive = np.flatnonzero(attr > 0)
@@ -240,7 +270,23 @@ def class_atlas(model: nn.Module, store: ActivationStore, classes: Sequence[int 
     each class the :func:`select`-ed vectors (positive attribution, the ``top`` fraction),
     laid out anew together (a small set: the layout is fitted on all of them), binned and
     rendered as :func:`activation_atlas` does. With two classes each cell's ``side`` is the
-    class whose attribution its vectors carry more of (framed in orange or blue)."""
+    class whose attribution its vectors carry more of (framed in orange or blue).
+
+    Args:
+        model: the network to visualize.
+        store: the activation vectors, collected with ``attribute=``.
+        classes: one class or two, by index or name.
+        n: the number of rows and columns of the grid (default 8).
+        top: the fraction of all vectors selected per class (default 0.02).
+        method: the layout method (default ``"auto"``).
+        min_count: cells with fewer vectors than this are dropped.
+        cell: the side of each rendered cell, in pixels.
+        steps: optimization steps of the render.
+        cossim_pow: the power of the cosine weighting of the direction objective.
+        seed: the random seed of the layout and the render.
+        progress: show a progress bar.
+        **render_kw: other options for :func:`featviz.render`.
+    """
     classes = list(classes)
     if not 1 <= len(classes) <= 2:
         raise FeatvizError(f"a class atlas shows one class or compares two, got {classes!r}")

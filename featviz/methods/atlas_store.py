@@ -221,7 +221,21 @@ def collect(model: nn.Module, source: _dataset.Source, layer: str,
     which class atlases select on.
     Only one batch is held in memory. Run again on the same folder it continues where the
     last run stopped (an interrupted run included) without duplicates; ``stop_after`` ends
-    the run after that many batches (for tests and timing)."""
+    the run after that many batches (for tests and timing).
+
+    Args:
+        model: the network to run.
+        source: a folder, a labelled folder, an iterable or a dataset of images.
+        layer: the layer whose activation vectors are kept.
+        folder: where the store is written (and continued).
+        size: one side or (height, width); None for the model's input size.
+        batch_size: images per pass (default 32).
+        positions: ``"all"``, or how many random positions per image.
+        seed: the random seed of the positions.
+        attribute: classes (indices or names) to attribute each vector to; empty for none.
+        progress: show a progress bar.
+        stop_after: end after this many batches; None runs to the end.
+    """
     from .. import models as _models
 
     resolve_layer(model, layer)  # an unknown layer: an error naming the closest ones

@@ -168,7 +168,11 @@ def as_target(target: int | str | Objective) -> Objective:
     (:func:`~featviz.objectives.logit`), a string is parsed by
     :func:`~featviz.objectives.parse`, an :class:`~featviz.objectives.Objective` is taken as
     it is. One that drives particular images of a batch or reads the input image is refused:
-    attribution evaluates the target on each image alone, at or after a layer."""
+    attribution evaluates the target on each image alone, at or after a layer.
+
+    Args:
+        target: a class index, an objective string or an objective.
+    """
     if isinstance(target, bool) or not isinstance(target, (int, str, Objective)):
         raise TypeError(f"target must be a class index, an objective string or an Objective, "
                         f"got {type(target).__name__}")
@@ -198,7 +202,18 @@ def attribute(model: nn.Module, images: torch.Tensor, layer: str,
     / ``[B, C]``, e.g. a per-channel ``[C, 1, 1]``) along ``steps`` midpoint-rule points, fed
     through the model ``batch_size`` at a time. Gradients are taken with respect to the
     substituted activation only; the model's modes, flags and hooks are restored on return
-    and on any error."""
+    and on any error.
+
+    Args:
+        model: the network.
+        images: the images, [B, C, H, W] in [0, 1].
+        layer: the layer attributed to.
+        target: a class index, an objective string or an objective.
+        method: ``"integrated"`` (default) or ``"gradient"``.
+        steps: integration points of integrated gradients (default 32).
+        baseline: the integration start; None for zeros.
+        batch_size: model inputs per pass (default 16).
+    """
     method, steps, batch_size = _check_args(method, steps, batch_size, baseline)
     objective = as_target(target)
     images = as_batch(images, image_channels(model)).to(model_device(model), model_dtype(model))
@@ -355,7 +370,13 @@ def group_objective(layer: str, direction: torch.Tensor,
                     spatial_map: torch.Tensor | None = None) -> Objective:
     """The objective of one group of ``layer``: the dot product of the activation with
     ``direction`` ``[C]`` at each position, weighted by ``spatial_map`` ``[H, W]`` and summed
-    over positions (None: summed with weight one; a non-spatial layer takes None)."""
+    over positions (None: summed with weight one; a non-spatial layer takes None).
+
+    Args:
+        layer: the layer of the group.
+        direction: the group's channel direction, [C].
+        spatial_map: weights per position, [H, W]; None weighs all positions one.
+    """
     vec = torch.as_tensor(direction, dtype=torch.float32).flatten()
     weights = None if spatial_map is None else torch.as_tensor(spatial_map, dtype=torch.float32)
 
@@ -386,7 +407,19 @@ def attribute_between(model: nn.Module, images: torch.Tensor, source: str, targe
     reduced to the source groups when ``source_directions`` ``[k_s, C_s]`` are given (with
     ``source_maps``, see :meth:`Attribution.to_directions`): ``[B, k_t, k_s]``; else to the
     source positions, summed over channels: ``[B, k_t, H_s, W_s]``. Maps may be shared
-    (``[k, H, W]``) or per image (``[B, k, H, W]``); one attribution runs per image and group."""
+    (``[k, H, W]``) or per image (``[B, k, H, W]``); one attribution runs per image and group.
+
+    Args:
+        model: the network.
+        images: the images, [B, C, H, W] in [0, 1].
+        source: the earlier layer attributed to.
+        target_layer: the later layer whose groups are attributed.
+        target_directions: the target groups' directions, [k_t, C_t].
+        source_maps: the source groups' maps; None without source groups.
+        source_directions: the source groups' directions, [k_s, C_s]; None for positions.
+        target_maps: the target groups' maps; None sums over all positions.
+        **kw: method, steps, baseline and batch_size of :func:`attribute`.
+    """
     if source_maps is not None and source_directions is None:
         raise ValueError("source_maps need source_directions (the groups' channel vectors)")
     directions = torch.as_tensor(target_directions, dtype=torch.float32)
@@ -435,7 +468,14 @@ def class_position_maps(model: nn.Module, layer: str, images: torch.Tensor,
     class (the linear approximation Activation Atlas uses). Unlike :func:`attribute`, one
     forward pass serves all classes, and the backward passes go through the layers after
     ``layer`` only, since the activation is detached there (what collecting an atlas over
-    thousands of photos needs)."""
+    thousands of photos needs).
+
+    Args:
+        model: the network.
+        layer: the layer whose positions are attributed.
+        images: the images, [B, 3, H, W] in [0, 1].
+        classes: the class indices.
+    """
     kept: list[torch.Tensor] = []
 
     def swap(_names, output):

@@ -91,7 +91,15 @@ def group_class_attribution(model: nn.Module, groups: _groups.NeuronGroups,
                             steps: int = 32) -> GroupAttribution:
     """Attribution of each class logit in ``classes`` to each neuron group: the gradient (or
     the path-averaged gradient, ``method="integrated"``) of the logit at the groups' layer,
-    times each group's part of the activation (its map ⊗ its direction), summed."""
+    times each group's part of the activation (its map ⊗ its direction), summed.
+
+    Args:
+        model: the network.
+        groups: the neuron groups, with their layer and image.
+        classes: the class indices.
+        method: ``"gradient"`` (default) or ``"integrated"``.
+        steps: integration points for ``"integrated"`` (default 32).
+    """
     names = model_info.class_names(model)
     columns = []
     for c in classes:
@@ -114,7 +122,24 @@ def building_blocks(model: nn.Module, image: torch.Tensor, layer: str, *,
     position), ``groups`` neuron groups with their renders and spatial maps, and the
     attribution of the top ``classes`` classes to the groups. ``steps`` for every render;
     ``method`` the factorization (``"pca"`` for layers with negative activations). ``size``
-    is one side: the page lays every picture in a square tile."""
+    is one side: the page lays every picture in a square tile.
+
+    Args:
+        model: the network.
+        image: the photo, [1, 3, H, W] in [0, 1].
+        layer: the layer of the dictionary and the groups.
+        grid_layers: the layers of the activation grids; None for ``layer``.
+        groups: the number of neuron groups (default 6).
+        n: top channels per position in the semantic dictionary (default 4).
+        classes: how many top classes are attributed (default 4).
+        size: the side of the dictionary's pictures, in pixels.
+        cell: the side of each activation grid cell, in pixels.
+        steps: optimization steps of every render.
+        seed: the random seed.
+        method: the factorization, ``"nmf"`` (default) or ``"pca"``.
+        folder: where channel pictures are kept; None keeps none.
+        progress: show a progress bar.
+    """
     side(size, "building_blocks", "its page lays every picture in a square tile")
     if image.dim() == 3:
         image = image[None]

@@ -80,6 +80,12 @@ def iter_images(source: Source, size: SizeLike, fit: str = "crop",
     images are scaled to [0, 1] (see :func:`featviz.images.to_rgb`); for a grayscale one they
     are read as luminance; tensors of other band counts must have the model's. An unreadable
     file raises an error naming it. A folder with a ``labels.tsv`` yields the files it lists.
+
+    Args:
+        source: a folder, an iterable or a dataset of images.
+        size: one side or (height, width).
+        fit: ``"crop"`` (default) or ``"resize"``.
+        channels: the number of channels the model takes (default 3).
     """
     for name, _, img in iter_labelled(source, size, fit, channels):
         yield name, img
@@ -88,7 +94,14 @@ def iter_images(source: Source, size: SizeLike, fit: str = "crop",
 def iter_labelled(source: Source, size: SizeLike, fit: str = "crop", channels: int = 3
                   ) -> Iterator[tuple[str, Label | None, torch.Tensor]]:
     """:func:`iter_images` with the class of each image: ``(name, label or None, image)``,
-    labels from a labelled folder or from a dataset's ``(image, class index)`` items."""
+    labels from a labelled folder or from a dataset's ``(image, class index)`` items.
+
+    Args:
+        source: a labelled folder, a folder, an iterable or a dataset.
+        size: one side or (height, width).
+        fit: ``"crop"`` (default) or ``"resize"``.
+        channels: the number of channels the model takes (default 3).
+    """
     source = labelled(source)
     if isinstance(source, (str, os.PathLike)):
         paths = _images.list_images(source)
@@ -122,7 +135,13 @@ def _indexable(source) -> bool:
 
 
 def spatial_activation(layer: str, act: torch.Tensor, channel: int) -> torch.Tensor:
-    """The [B,H,W] map of ``channel``, with clear errors for flat layers and bad channels."""
+    """The [B,H,W] map of ``channel``, with clear errors for flat layers and bad channels.
+
+    Args:
+        layer: the layer's name, for the errors.
+        act: the layer's activation, [B, C, H, W].
+        channel: the channel's index.
+    """
     if act.dim() != 4:
         raise FeatvizError(f"layer {layer!r} has no spatial maps (output {list(act.shape)}); "
                            "pick a convolutional layer")
@@ -134,7 +153,15 @@ def spatial_activation(layer: str, act: torch.Tensor, channel: int) -> torch.Ten
 
 def iter_batches(source: Source, size: SizeLike, batch_size: int, fit: str = "crop",
                  channels: int = 3) -> Iterator[tuple[list[str], torch.Tensor]]:
-    """Group :func:`iter_images` into batches ``(names, [B,C,H,W])``."""
+    """Group :func:`iter_images` into batches ``(names, [B,C,H,W])``.
+
+    Args:
+        source: a folder, an iterable or a dataset of images.
+        size: one side or (height, width).
+        batch_size: images per batch (the last may have fewer).
+        fit: ``"crop"`` (default) or ``"resize"``.
+        channels: the number of channels the model takes (default 3).
+    """
     for names, _, batch in iter_labelled_batches(source, size, batch_size, fit, channels):
         yield names, batch
 
@@ -143,7 +170,15 @@ def iter_labelled_batches(source: Source, size: SizeLike, batch_size: int, fit: 
                           channels: int = 3
                           ) -> Iterator[tuple[list[str], list[Label | None], torch.Tensor]]:
     """Group :func:`iter_labelled` into batches ``(names, labels, [B,C,H,W])``; no more
-    than one batch of images is read ahead of the consumer."""
+    than one batch of images is read ahead of the consumer.
+
+    Args:
+        source: a labelled folder, a folder, an iterable or a dataset.
+        size: one side or (height, width).
+        batch_size: images per batch (the last may have fewer).
+        fit: ``"crop"`` (default) or ``"resize"``.
+        channels: the number of channels the model takes (default 3).
+    """
     names: list[str] = []
     labels: list[Label | None] = []
     tiles: list[torch.Tensor] = []
@@ -257,6 +292,10 @@ def read_labels(path: str | os.PathLike, folder: str | os.PathLike | None = None
     ignored); each file must exist in ``folder`` (default: the labels file's folder). A bad
     header, a short line, a non-integer index, a repeated or missing file raises a
     :class:`FeatvizError` naming the labels file and the line.
+
+    Args:
+        path: the labels file.
+        folder: where the files are; None for the labels file's folder.
     """
     path = Path(path)
     folder = Path(folder) if folder is not None else path.parent
@@ -346,7 +385,12 @@ def _filtered(labels: dict[str, Label], classes: Iterable[int | str] | None,
 
 def labelled(source: Source, labels: str | os.PathLike | None = None) -> Source:
     """``source`` as a :class:`LabelledFolder` when it is a folder with a ``labels.tsv`` (or
-    ``labels`` names a labels file); otherwise ``source`` unchanged."""
+    ``labels`` names a labels file); otherwise ``source`` unchanged.
+
+    Args:
+        source: a folder, an iterable or a dataset of images.
+        labels: a labels file; None looks for ``labels.tsv`` in the folder.
+    """
     if isinstance(source, (str, os.PathLike)):
         if labels is not None or (Path(source) / LABELS_FILE).is_file():
             return LabelledFolder(source, labels)

@@ -49,7 +49,17 @@ def occlusion_check(
     deconvnet projection of the channel's strongest unit is largest, and, separately,
     ``n_random`` random squares of the same size. Returns (drop of the activation for the
     highlighted square, mean drop for the random ones); a trustworthy projection gives the
-    first much larger."""
+    first much larger.
+
+    Args:
+        model: the network.
+        img: the image, [1, C, H, W] in [0, 1].
+        layer: the layer of the channel.
+        channel: the channel whose strongest unit is tested.
+        patch: the side of the squares; None for a quarter of the image's shorter side.
+        n_random: how many random squares (default 8).
+        seed: the random seed of the random squares.
+    """
     img = as_batch(img, image_channels(model))[:1]
     h, w = img.shape[-2:]
     patch = patch or min(h, w) // 4

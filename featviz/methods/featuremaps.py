@@ -189,7 +189,12 @@ class Stats:
 
 
 def colorize(maps: torch.Tensor, cmap: str = "viridis") -> torch.Tensor:
-    """[N,H,W] in [0, 1] -> [N,3,H,W] RGB with a matplotlib colour map (grey without it)."""
+    """[N,H,W] in [0, 1] -> [N,3,H,W] RGB with a matplotlib colour map (grey without it).
+
+    Args:
+        maps: the maps, [N, H, W] in [0, 1].
+        cmap: a matplotlib colour map name (default ``"viridis"``).
+    """
     try:
         import matplotlib
 
@@ -296,7 +301,12 @@ def shown_channels(channels: int, max_channels: int | None) -> str:
 
 
 def read_labels(labels: str | os.PathLike | Sequence[str] | None, n: int) -> list[str]:
-    """Class names: a list, a file with one per line (``a, b`` keeps ``a``), or indices."""
+    """Class names: a list, a file with one per line (``a, b`` keeps ``a``), or indices.
+
+    Args:
+        labels: a list of names, a file of names, or None for the indices.
+        n: the number of classes.
+    """
     if labels is None:
         return [str(i) for i in range(n)]
     if isinstance(labels, (str, os.PathLike)):

@@ -291,7 +291,11 @@ class ChannelReducer:
 
 def palette(k: int) -> torch.Tensor:
     """``k`` distinct RGB colours [k,3] in [0, 1]: matplotlib's tab10 (grey last), then hues
-    spread by the golden ratio."""
+    spread by the golden ratio.
+
+    Args:
+        k: the number of colours.
+    """
     extra = [colorsys.hsv_to_rgb((0.07 + 0.618034 * i) % 1.0, 0.75, 0.9)
              for i in range(max(0, k - len(_TAB10)))]
     return torch.tensor((_TAB10 + extra)[:k], dtype=torch.float32)
@@ -440,7 +444,17 @@ def neuron_groups(model: nn.Module, image: torch.Tensor | str | os.PathLike, lay
     [3,H,W] or [1,3,H,W] in [0, 1] or an image file (read with its shorter side at the
     model's input size); ``method``/``seed``/``options`` choose the decomposition
     (:class:`ChannelReducer`; NMF by default, which needs a layer after a ReLU). The model
-    comes back as it was, with no hook left."""
+    comes back as it was, with no hook left.
+
+    Args:
+        model: the network.
+        image: a tensor [3, H, W] or [1, 3, H, W] in [0, 1], or an image file.
+        layer: the layer to factorize.
+        k: the number of groups (default 6).
+        method: the decomposition (default ``"nmf"``).
+        seed: the random seed of the decomposition.
+        **options: other options of :class:`ChannelReducer`.
+    """
     photo = _photo_for(model, image)
     with frozen(model), LayerTap(model, [layer]) as tap, torch.no_grad():
         act = tap(photo.float().to(model_device(model)))[layer]
@@ -454,7 +468,17 @@ def neuron_groups(model: nn.Module, image: torch.Tensor | str | os.PathLike, lay
 def from_activations(acts: torch.Tensor, image: torch.Tensor, layer: str, k: int = 6,
                      method: str = "nmf", seed: int = 0, **options: Any) -> NeuronGroups:
     """:func:`neuron_groups` for activations already at hand: ``acts`` [C, H, W] of ``layer``
-    on ``image`` [1, 3, H, W] (kept for the overlays), factorized into ``k`` groups."""
+    on ``image`` [1, 3, H, W] (kept for the overlays), factorized into ``k`` groups.
+
+    Args:
+        acts: the activations of ``layer``, [C, H, W].
+        image: the photo, [1, 3, H, W].
+        layer: the layer's name.
+        k: the number of groups (default 6).
+        method: the decomposition (default ``"nmf"``).
+        seed: the random seed of the decomposition.
+        **options: other options of :class:`ChannelReducer`.
+    """
     reducer = ChannelReducer(k, method, seed, layer=layer, **options)
     maps = reducer.fit_transform(acts)
     error = reducer.reconstruction_error(acts, maps)

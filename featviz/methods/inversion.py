@@ -42,7 +42,13 @@ V = B / 6.5
 
 
 def features(model: nn.Module, img: torch.Tensor, layer: str) -> torch.Tensor:
-    """Φ(img): the activations of ``layer`` for a batch, without gradients."""
+    """Φ(img): the activations of ``layer`` for a batch, without gradients.
+
+    Args:
+        model: the network.
+        img: the images, [B, C, H, W].
+        layer: the layer.
+    """
     with frozen(model), LayerTap(model, [layer]) as tap, torch.no_grad():
         return tap(img.to(model_device(model)))[layer].detach()
 
@@ -65,7 +71,13 @@ def _aligned(layer: str, act: torch.Tensor, target: torch.Tensor) -> torch.Tenso
 
 def matching(layer: str, target: torch.Tensor, kind: str = "l2") -> Objective:
     """Minus the normalized squared error ||Φ(x) − target||² / ||target||² (``kind="l2"``),
-    or the cosine similarity of Φ(x) and target (``kind="cosine"``), per image."""
+    or the cosine similarity of Φ(x) and target (``kind="cosine"``), per image.
+
+    Args:
+        layer: the layer matched.
+        target: the target activation Φ(x0).
+        kind: ``"l2"`` (default) or ``"cosine"``.
+    """
     target = target.detach()
     norm2 = _check_target(layer, target)
     if kind not in ("l2", "cosine"):
@@ -83,7 +95,13 @@ def matching(layer: str, target: torch.Tensor, kind: str = "l2") -> Objective:
 
 def caricature_objective(layer: str, target: torch.Tensor, cossim_pow: float = 1.0) -> Objective:
     """lucid's caricature: the dot product with Φ(x0) (normalized by ||Φ(x0)||²), times the
-    cosine similarity to the power ``cossim_pow`` so the direction matters, not only size."""
+    cosine similarity to the power ``cossim_pow`` so the direction matters, not only size.
+
+    Args:
+        layer: the layer.
+        target: the activation Φ(x0) of the original image.
+        cossim_pow: the power of the cosine similarity (default 1).
+    """
     target = target.detach()
     norm2 = _check_target(layer, target)
 
@@ -99,13 +117,23 @@ def caricature_objective(layer: str, target: torch.Tensor, cossim_pow: float = 1
 
 
 def alpha_norm(alpha: float = 6.0, bound: float = B) -> Objective:
-    """The paper's α-norm prior Nα: mean over pixels of Σ_c |(x − 0.5) / bound|^α."""
+    """The paper's α-norm prior Nα: mean over pixels of Σ_c |(x − 0.5) / bound|^α.
+
+    Args:
+        alpha: the exponent α (default 6).
+        bound: the pixel range scale B.
+    """
     return Objective(lambda acts: (((acts[INPUT] - 0.5) / bound).abs() ** alpha)
                      .sum(1).flatten(1).mean(1), [INPUT], f"alpha_norm({alpha:g})")
 
 
 def tv_beta(beta: float = 2.0, scale: float = V) -> Objective:
-    """The paper's TVβ prior: mean over pixels of Σ_c ((dx² + dy²) / scale²)^(β/2)."""
+    """The paper's TVβ prior: mean over pixels of Σ_c ((dx² + dy²) / scale²)^(β/2).
+
+    Args:
+        beta: the exponent β (default 2).
+        scale: the normalizing scale V.
+    """
 
     def fn(acts):
         img = acts[INPUT]
@@ -300,6 +328,25 @@ def invert(
     ``kind="cosine"`` matches directions instead of values. An image of another size than
     ``size`` (one side or (height, width); default the model's input size) is resized, with a
     warning.
+
+    Args:
+        model: the network.
+        img: the image, [1, C, H, W] in [0, 1].
+        layer: the layer reconstructed from.
+        steps: optimization steps (default 1000).
+        fft: use the Fourier parameterization (default True).
+        init: a start image; None starts from noise.
+        kind: ``"l2"`` (default) or ``"cosine"``.
+        lr: the learning rate.
+        lambda_alpha: the weight of the α-norm prior.
+        alpha: the exponent of the α-norm prior.
+        lambda_tv: the weight of the total-variation prior.
+        beta: the exponent of the total-variation prior.
+        jitter: the largest random shift per step, in pixels.
+        transforms: transforms to use instead of the jitter; None for the jitter.
+        seed: the random seed.
+        size: one side or (height, width); None for the model's input size.
+        progress: show a progress bar.
     """
     return _run(model, img, layer, lambda l, t: matching(l, t, kind), steps=steps, fft=fft,
                 init=init, lr=lr, lambda_alpha=lambda_alpha, alpha=alpha, lambda_tv=lambda_tv,
@@ -309,7 +356,14 @@ def invert(
 
 def invert_layers(model: nn.Module, img: torch.Tensor, layers: Sequence[str],
                   **kwargs) -> InversionSweep:
-    """:func:`invert` from each of ``layers``, the same settings for all."""
+    """:func:`invert` from each of ``layers``, the same settings for all.
+
+    Args:
+        model: the network.
+        img: the image, [1, C, H, W] in [0, 1].
+        layers: the layers to invert from.
+        **kwargs: settings of :func:`invert`.
+    """
     results = [invert(model, img, layer, **kwargs) for layer in layers]
     return InversionSweep(results[0].original, results)
 
@@ -332,7 +386,22 @@ def caricature(
     """lucid's caricature: an image that the layer sees as even more like ``img`` than ``img``
     itself (maximizes the alignment with Φ(img)), with transformation robustness that keeps
     the image size (the "distill" preset crops its padding back off); ``size`` as in
-    :func:`invert`."""
+    :func:`invert`.
+
+    Args:
+        model: the network.
+        img: the image, [1, C, H, W] in [0, 1].
+        layer: the layer.
+        steps: optimization steps (default 512).
+        cossim_pow: the power of the cosine similarity (default 1).
+        fft: use the Fourier parameterization (default True).
+        lr: the learning rate.
+        lambda_tv: the weight of the total-variation prior (default 0).
+        transforms: a preset name or transforms (default ``"distill"``); None for none.
+        seed: the random seed.
+        size: one side or (height, width); None for the model's input size.
+        progress: show a progress bar.
+    """
     return _run(model, img, layer, lambda l, t: caricature_objective(l, t, cossim_pow),
                 steps=steps, fft=fft, init=None, lr=lr, lambda_alpha=0.0, alpha=6.0,
                 lambda_tv=lambda_tv, beta=2.0, transforms=transforms, seed=seed,

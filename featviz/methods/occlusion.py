@@ -104,7 +104,20 @@ def occlusion(
     """Slide a grey ``patch`` x ``patch`` square over ``img`` in steps of ``stride`` and map
     how much the chosen value drops: one activation of ``channel`` in ``layer`` (at
     ``position``, by default the strongest on the whole image), or the softmax probability
-    of ``target_class``."""
+    of ``target_class``.
+
+    Args:
+        model: the network.
+        img: the image, [1, C, H, W] in [0, 1].
+        layer: the layer of ``channel``; None to use ``target_class``.
+        channel: the channel; None to use ``target_class``.
+        target_class: the class whose probability is watched.
+        position: the (row, column) of the unit in the layer's map; None for the strongest.
+        patch: the side of the square, in pixels (default 32).
+        stride: the step between squares, in pixels (default 8).
+        fill: the grey value of the square (default 0.5).
+        batch_size: occluded images per pass (default 32).
+    """
     if (target_class is None) == (layer is None or channel is None):
         raise ValueError("give either layer= and channel=, or target_class=")
     if patch < 1 or stride < 1:

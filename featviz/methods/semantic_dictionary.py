@@ -152,7 +152,19 @@ def channel_renders(model: nn.Module, layer: str, channels: Sequence[int], *, si
     With ``folder``, pictures already there (``LAYER/cNNNN.png``, the layout ``featviz sweep``
     writes) are read instead of rendered, and new ones are written there, so each channel is
     rendered once across photos and runs. The rest render in one batch. ``size`` is one side:
-    the pictures fill square tiles (a rectangle is a :class:`~featviz.errors.SizeError`)."""
+    the pictures fill square tiles (a rectangle is a :class:`~featviz.errors.SizeError`).
+
+    Args:
+        model: the network.
+        layer: the layer.
+        channels: the channels to render.
+        size: the side of the pictures, in pixels (default 96).
+        steps: optimization steps (default 256).
+        seed: the random seed.
+        folder: where pictures are read and written; None keeps none.
+        progress: show a progress bar.
+        **render_kw: other options for :func:`featviz.render`.
+    """
     side(size, "channel_renders", _SQUARE_TILES)
     found: dict[int, torch.Tensor] = {}
     todo = []
@@ -184,7 +196,22 @@ def semantic_dictionary(model: nn.Module, image: torch.Tensor, layer: str, *, n:
     :func:`featviz.attribution.attribute` takes), with each channel's feature visualization.
     Pictures come from ``renders`` (channel -> image) or ``folder`` where they exist there,
     and the missing ones are rendered once, in one batch (``size``, one side: the pictures
-    fill square tiles; ``steps``, ``seed``)."""
+    fill square tiles; ``steps``, ``seed``).
+
+    Args:
+        model: the network.
+        image: the photo, [1, 3, H, W] or [3, H, W] in [0, 1].
+        layer: the layer.
+        n: top channels per position (default 4).
+        by: ``"activation"`` (default) or ``"attribution"``.
+        target: the class index or objective for ``"attribution"``.
+        renders: channel pictures at hand; None for none.
+        folder: where channel pictures are read and written; None keeps none.
+        size: the side of the pictures, in pixels (default 96).
+        steps: optimization steps (default 256).
+        seed: the random seed.
+        progress: show a progress bar.
+    """
     side(size, "semantic_dictionary", _SQUARE_TILES)
     if image.dim() == 3:
         image = image[None]

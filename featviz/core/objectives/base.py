@@ -127,7 +127,12 @@ class Objective:
 
 def merge_channels(a: Objective, b: Objective) -> dict[str, frozenset[int]]:
     """The channels two objectives read together: per layer the union, where both read only
-    some; a layer either reads whole is read whole."""
+    some; a layer either reads whole is read whole.
+
+    Args:
+        a: One objective.
+        b: The other objective.
+    """
     merged = {}
     for layer in a.layers | b.layers:
         parts = [o.channels.get(layer) for o in (a, b) if layer in o.layers]

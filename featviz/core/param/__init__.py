@@ -172,7 +172,22 @@ def image(
     only). ``channels``: 3 for RGB, 1 for grayscale, N for multispectral bands.
     ``decorrelate``: None (the default) is ImageNet's colour correlation for RGB and none for
     other channel counts; True asks for ImageNet's (RGB only), False for none, and a [C, C]
-    matrix for the user's own (``band_correlation(images)`` measures one)."""
+    matrix for the user's own (``band_correlation(images)`` measures one).
+
+    Args:
+        size: One side (a square) or (height, width), in pixels.
+        batch: Number of images (default 1).
+        fft: Fourier parameterization (default); False for plain pixels.
+        decorrelate: None (ImageNet's colour correlation for RGB), True, False or a [C, C] matrix.
+        sd: Standard deviation of the initial noise (default 0.01).
+        init: An image [C,H,W] or [B,C,H,W] in [0, 1] to start from; None starts from noise.
+        valid: How raw values become [0, 1]: ``"sigmoid"`` (default) or ``"clamp"``.
+        generator: A generator, or one per image, for callers with their own; not with ``seed``.
+        device: Where to put the parameterization; None leaves it on the CPU.
+        alpha: Add a transparency channel (RGBA output, RGB only); default False.
+        seed: One number (image ``i`` uses ``seed + i``), one per image, or None for a fresh one.
+        channels: 3 for RGB (default), 1 for grayscale, N for multispectral bands.
+    """
     h, w = _check(size, batch, channels, alpha)
     seeds, generator = seeded(seed, generator, batch)
     shape = (batch, channels + int(alpha), h, w)
@@ -225,7 +240,19 @@ def maco(
     the visualization matters. The phase starts uniform, so images start as coloured noise.
     ``lr`` overrides the learning rate meant for it (:attr:`MacoParam.lr`, 0.2). With
     ``channels`` other than 3 there is no colour decorrelation; the spectrum is then [C, H,
-    W//2+1], by default the power law of the photos' brightness for every channel."""
+    W//2+1], by default the power law of the photos' brightness for every channel.
+
+    Args:
+        size: One side (a square) or (height, width), in pixels.
+        batch: Number of images (default 1).
+        spectrum: Magnitude tensor [C, H, W//2+1], a file holding one, or None for the power law.
+        init: An image [C,H,W] or [B,C,H,W] in [0, 1] to start from; None starts from noise.
+        generator: A generator, or one per image, for callers with their own; not with ``seed``.
+        device: Where to put the parameterization; None leaves it on the CPU.
+        lr: Learning rate to use instead of :attr:`MacoParam.lr` (0.2); None keeps it.
+        seed: One number (image ``i`` uses ``seed + i``), one per image, or None for a fresh one.
+        channels: 3 for RGB (default); other counts get no colour decorrelation.
+    """
     h, w = _check(size, batch, channels)
     magnitude = _magnitude(spectrum, (h, w), channels)
     seeds, generator = seeded(seed, generator, batch)
@@ -262,7 +289,20 @@ def laplacian(
 ) -> ImageParam:
     """lucid's Laplacian-pyramid image: the sum of ``levels`` pixel tensors at full, half,
     quarter, ... resolution, each upsampled bilinearly (one level is the pixel image).
-    ``channels`` and ``decorrelate`` as in :func:`image`."""
+    ``channels`` and ``decorrelate`` as in :func:`image`.
+
+    Args:
+        size: One side (a square) or (height, width), in pixels.
+        batch: Number of images (default 1).
+        levels: Number of pyramid levels (default 4); 1 is the pixel image.
+        decorrelate: As in :func:`image` (None: ImageNet's for RGB, none otherwise).
+        sd: Standard deviation of the initial noise (default 0.01).
+        init: An image [C,H,W] or [B,C,H,W] in [0, 1] to start from; None starts from noise.
+        generator: A generator, or one per image, for callers with their own; not with ``seed``.
+        device: Where to put the parameterization; None leaves it on the CPU.
+        seed: One number (image ``i`` uses ``seed + i``), one per image, or None for a fresh one.
+        channels: As in :func:`image` (default 3, RGB).
+    """
     h, w = _check(size, batch, channels)
     seeds, generator = seeded(seed, generator, batch)
     raw = LaplacianRaw((batch, channels, h, w), levels, sd, generator)
@@ -283,7 +323,18 @@ def cppn(
     """A CPPN image (Distill "Differentiable Image Parameterizations" section 3): ``layers``
     1x1 convolutions of ``hidden`` channels with the article's atan activation map (x, y) to
     RGB; one network per image. Meant for Adam with lr 0.005 (``.lr``) and no decorrelation;
-    ``.at(size)`` samples the same images at any resolution; ``channels`` as in :func:`image`."""
+    ``.at(size)`` samples the same images at any resolution; ``channels`` as in :func:`image`.
+
+    Args:
+        size: One side (a square) or (height, width), in pixels.
+        batch: Number of images (default 1).
+        hidden: Channels of each hidden 1x1 convolution (default 24).
+        layers: Number of hidden layers (default 8).
+        generator: A generator, or one per image, for callers with their own; not with ``seed``.
+        device: Where to put the parameterization; None leaves it on the CPU.
+        seed: One number (image ``i`` uses ``seed + i``), one per image, or None for a fresh one.
+        channels: As in :func:`image` (default 3, RGB).
+    """
     h, w = _check(size, batch, channels)
     seeds, generator = seeded(seed, generator, batch)
     return _finish(CPPN((h, w), batch, hidden, layers, generator, seeds, channels), device,
@@ -306,7 +357,19 @@ def aligned(
     tensors at 1/2 to 1/16 of the size, two of them interpolated along the batch. Use with
     ``objectives.interpolate(a, b, batch)`` so frames move smoothly from ``a`` to ``b``; add
     ``- w * objectives.neighbour_difference()`` to pull neighbours closer still. ``channels``
-    and ``decorrelate`` as in :func:`image`."""
+    and ``decorrelate`` as in :func:`image`.
+
+    Args:
+        size: One side (a square) or (height, width), in pixels.
+        batch: Number of images (the frames the shared parts run through).
+        fft: Fourier private images (default); False for pixels.
+        decorrelate: As in :func:`image` (None: ImageNet's for RGB, none otherwise).
+        sd: Standard deviation of the initial noise (default 0.01).
+        generator: A generator, or one per image, for callers with their own; not with ``seed``.
+        device: Where to put the parameterization; None leaves it on the CPU.
+        seed: One number (image ``i`` uses ``seed + i``), one per image, or None for a fresh one.
+        channels: As in :func:`image` (default 3, RGB).
+    """
     h, w = _check(size, batch, channels)
     seeds, generator = seeded(seed, generator, batch)
     raw = AlignedRaw((batch, channels, h, w), fft, sd, generator)
@@ -327,7 +390,16 @@ def group_shared(
     "The Building Blocks of Interpretability"). Rows that are alike (say, a factorization's
     spatial maps at neighbouring positions, each group scaled to a maximum of 1) get alike
     starting points and gradients, which keeps a grid of renders coherent. RGB, colour
-    decorrelated, ``seed`` as in :func:`image`."""
+    decorrelated, ``seed`` as in :func:`image`.
+
+    Args:
+        size: One side (a square) or (height, width), in pixels.
+        weights: Mixing weights [N, groups]; one image per row.
+        sd: Standard deviation of the initial noise (default 0.01).
+        generator: A generator, or one per image, for callers with their own; not with ``seed``.
+        device: Where to put the parameterization; None leaves it on the CPU.
+        seed: One number (image ``i`` uses ``seed + i``), one per image, or None for a fresh one.
+    """
     weights = torch.as_tensor(weights, dtype=torch.float32)
     batch = weights.shape[0] if weights.dim() == 2 else 0
     h, w = _check(size, max(batch, 1))
@@ -354,7 +426,21 @@ def make(kind: str, size: SizeLike, batch: int = 1, *,
     it: ``fourier`` and ``pixel`` are :func:`image` (``alpha`` adds transparency),
     ``maco`` takes a ``spectrum`` (tensor, file, or a folder of photos to measure),
     ``laplacian``, ``cppn``; each makes images of ``channels`` channels. Options a kind cannot
-    use are an error, not silently dropped."""
+    use are an error, not silently dropped.
+
+    Args:
+        kind: A key of :data:`KINDS`: fourier, pixel, maco, laplacian or cppn.
+        size: One side (a square) or (height, width), in pixels.
+        batch: Number of images (default 1).
+        decorrelate: As in :func:`image`; not used by maco and cppn.
+        alpha: Add transparency (fourier and pixel only); default False.
+        spectrum: For maco: a tensor, a file, or a folder of photos; None for the power law.
+        init: An image to start from (not for cppn); None starts from noise.
+        seed: One number (image ``i`` uses ``seed + i``), one per image, or None for a fresh one.
+        generator: A generator, or one per image, for callers with their own; not with ``seed``.
+        device: Where to put the parameterization; None leaves it on the CPU.
+        channels: Channels of the images (default 3, RGB).
+    """
     _check_options(kind, alpha, spectrum, init)
     common = {"seed": seed, "generator": generator, "device": device, "channels": channels}
     if kind == "maco":

@@ -31,13 +31,22 @@ def band_correlation(images: Images, normalize: bool = True) -> torch.Tensor:
     [C,H,W]), an iterable of [C,H,W] tensors, or a folder of image files (RGB) and ``.npy`` /
     ``.pt`` arrays [C,H,W] (any C), in [0, 1]. Pass it as ``param.image(size, channels=C,
     decorrelate=matrix)``. ``normalize`` divides it by its largest column norm (lucid's
-    convention); without it ``M @ M.T`` is the covariance itself."""
+    convention); without it ``M @ M.T`` is the covariance itself.
+
+    Args:
+        images: A tensor [N,C,H,W] or [C,H,W], an iterable of [C,H,W], or a folder.
+        normalize: Divide by the largest column norm (default True).
+    """
     return covariance_sqrt(band_covariance(images), normalize)
 
 
 def band_covariance(images: Images) -> torch.Tensor:
     """The covariance [C, C] of the pixels' channel vectors over all of ``images`` (see
-    :func:`band_correlation`), accumulated in float64 one batch at a time."""
+    :func:`band_correlation`), accumulated in float64 one batch at a time.
+
+    Args:
+        images: As in :func:`band_correlation`.
+    """
     total = square = None
     n = 0
     for batch in _batches(images):
@@ -60,7 +69,12 @@ def band_covariance(images: Images) -> torch.Tensor:
 def covariance_sqrt(cov: torch.Tensor, normalize: bool = True) -> torch.Tensor:
     """``U sqrt(S)`` of the SVD of the covariance ``cov`` ([C, C], float32), each column's sign
     chosen so that its entries sum to a non-negative number (the brightness column positive,
-    as lucid's matrix has it); ``normalize`` divides by the largest column norm."""
+    as lucid's matrix has it); ``normalize`` divides by the largest column norm.
+
+    Args:
+        cov: A covariance matrix [C, C].
+        normalize: Divide by the largest column norm (default True).
+    """
     u, s, _ = torch.linalg.svd(cov.double())
     m = u * (s.clamp_min(0) + EPSILON).sqrt()
     m = m * torch.where(m.sum(0) < 0, -1.0, 1.0)

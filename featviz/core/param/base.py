@@ -62,7 +62,13 @@ def seeded(seed: Seed, generator: Generators, batch: int
            ) -> tuple[list[int] | None, Generators]:
     """The seeds and noise generators of a new parameterization of ``batch`` images: from
     ``seed`` (one number, one per image, or None for a fresh one), or, for callers that bring
-    their own, the ``generator`` given (its seeds are then unknown: None)."""
+    their own, the ``generator`` given (its seeds are then unknown: None).
+
+    Args:
+        seed: One number, one per image, or None for a fresh one.
+        generator: Generators the caller brings (one, or one per image); None to make them.
+        batch: Number of images.
+    """
     if generator is not None:
         if seed is not None:
             raise ValueError("give a parameterization a seed or generators, not both")

@@ -33,7 +33,12 @@ Decorrelate = bool | torch.Tensor | None
 def correlation(decorrelate: Decorrelate, channels: int) -> torch.Tensor | None:
     """The [C, C] matrix that mixes decorrelated channels into image channels, or None for
     none. ``decorrelate``: a matrix (used as given), True (ImageNet's colour correlation, RGB
-    only), False, or None (ImageNet's for RGB, none for other channel counts)."""
+    only), False, or None (ImageNet's for RGB, none for other channel counts).
+
+    Args:
+        decorrelate: A [C, C] matrix, True, False or None (see above).
+        channels: Number of image channels, C.
+    """
     if torch.is_tensor(decorrelate):
         m = decorrelate.detach().float().cpu()
         if m.shape != (channels, channels) or not torch.isfinite(m).all():
@@ -54,23 +59,41 @@ def correlation(decorrelate: Decorrelate, channels: int) -> torch.Tensor | None:
 
 
 def mix(t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Mix the channels of [B,C,H,W] by the [C,C] matrix ``m`` (one mix per pixel)."""
+    """Mix the channels of [B,C,H,W] by the [C,C] matrix ``m`` (one mix per pixel).
+
+    Args:
+        t: Tensor [B,C,H,W].
+        m: Mixing matrix [C, C].
+    """
     return torch.einsum("rc,bchw->brhw", m.to(device=t.device, dtype=t.dtype), t)
 
 
 def unmix(t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`mix`."""
+    """Inverse of :func:`mix`.
+
+    Args:
+        t: Tensor [B,C,H,W].
+        m: The mixing matrix [C, C] to undo (invertible).
+    """
     inv = torch.linalg.inv(m.double()).to(device=t.device, dtype=t.dtype)
     return torch.einsum("rc,bchw->brhw", inv, t)
 
 
 def decorrelated_to_rgb(t: torch.Tensor) -> torch.Tensor:
-    """Map a [B,3,H,W] tensor from the decorrelated colour basis to RGB (a 3x3 mix per pixel)."""
+    """Map a [B,3,H,W] tensor from the decorrelated colour basis to RGB (a 3x3 mix per pixel).
+
+    Args:
+        t: Tensor [B,3,H,W] in the decorrelated basis.
+    """
     return mix(t, COLOR_CORRELATION)
 
 
 def rgb_to_decorrelated(t: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`decorrelated_to_rgb`."""
+    """Inverse of :func:`decorrelated_to_rgb`.
+
+    Args:
+        t: Tensor [B,3,H,W] in RGB.
+    """
     return unmix(t, COLOR_CORRELATION)
 
 
@@ -81,7 +104,13 @@ def _mean(channels: int, like: torch.Tensor) -> torch.Tensor:
 
 def to_valid(t: torch.Tensor, m: torch.Tensor | None, valid: str = "sigmoid") -> torch.Tensor:
     """Raw values [B,C,H,W] into an image in [0, 1]: mixed by the correlation matrix ``m``
-    (None: as they are), then squashed (see :func:`to_valid_rgb`)."""
+    (None: as they are), then squashed (see :func:`to_valid_rgb`).
+
+    Args:
+        t: Raw values [B,C,H,W].
+        m: Correlation matrix [C, C], or None for no mixing.
+        valid: ``"sigmoid"`` (default) or ``"clamp"``.
+    """
     if m is not None:
         t = mix(t, m)
     if valid == "sigmoid":
@@ -93,7 +122,13 @@ def to_valid(t: torch.Tensor, m: torch.Tensor | None, valid: str = "sigmoid") ->
 
 def from_valid(img: torch.Tensor, m: torch.Tensor | None, valid: str = "sigmoid"
                ) -> torch.Tensor:
-    """Inverse of :func:`to_valid` (pixels at exactly 0 or 1 are pulled in slightly)."""
+    """Inverse of :func:`to_valid` (pixels at exactly 0 or 1 are pulled in slightly).
+
+    Args:
+        img: Images [B,C,H,W] in [0, 1].
+        m: Correlation matrix [C, C], or None for no mixing.
+        valid: ``"sigmoid"`` (default) or ``"clamp"``, as used forward.
+    """
     if valid == "sigmoid":
         t = torch.logit(img.clamp(1e-4, 1 - 1e-4))
     elif valid == "clamp":
@@ -110,11 +145,22 @@ def to_valid_rgb(t: torch.Tensor, decorrelate: Decorrelate = True,
 
     ``valid="sigmoid"`` squashes smoothly (never saturates exactly, gradients everywhere);
     ``"clamp"`` adds the mean colour and clips, which gives hard edges at 0 and 1.
+
+    Args:
+        t: Raw values [B,C,H,W].
+        decorrelate: As in :func:`correlation`; default True (ImageNet's, RGB only).
+        valid: ``"sigmoid"`` (default) or ``"clamp"``.
     """
     return to_valid(t, correlation(decorrelate, t.shape[1]), valid)
 
 
 def from_valid_rgb(img: torch.Tensor, decorrelate: Decorrelate = True,
                    valid: str = "sigmoid") -> torch.Tensor:
-    """Inverse of :func:`to_valid_rgb` (pixels at exactly 0 or 1 are pulled in slightly)."""
+    """Inverse of :func:`to_valid_rgb` (pixels at exactly 0 or 1 are pulled in slightly).
+
+    Args:
+        img: Images [B,C,H,W] in [0, 1].
+        decorrelate: As in :func:`correlation`; default True (ImageNet's, RGB only).
+        valid: ``"sigmoid"`` (default) or ``"clamp"``, as used forward.
+    """
     return from_valid(img, correlation(decorrelate, img.shape[1]), valid)

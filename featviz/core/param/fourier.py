@@ -9,7 +9,12 @@ from .noise import Generators, normal
 
 
 def rfft2_frequencies(h: int, w: int) -> torch.Tensor:
-    """Spatial frequency magnitude (cycles per pixel) of each bin of a real 2-D FFT [h, w//2+1]."""
+    """Spatial frequency magnitude (cycles per pixel) of each bin of a real 2-D FFT [h, w//2+1].
+
+    Args:
+        h: Image height in pixels.
+        w: Image width in pixels.
+    """
     fy = torch.fft.fftfreq(h)[:, None]
     fx = torch.fft.rfftfreq(w)[None, :]
     return (fx ** 2 + fy ** 2).sqrt()

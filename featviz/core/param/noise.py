@@ -11,7 +11,13 @@ Generators = torch.Generator | Sequence[torch.Generator] | None
 
 def normal(shape: tuple[int, ...], sd: float, generator: Generators = None) -> torch.Tensor:
     """N(0, sd²) noise of ``shape`` (batch first). With one generator per image, image ``i``
-    is drawn from ``generator[i]`` alone, so it does not depend on the rest of the batch."""
+    is drawn from ``generator[i]`` alone, so it does not depend on the rest of the batch.
+
+    Args:
+        shape: Shape of the noise, batch first.
+        sd: Standard deviation.
+        generator: None (torch's global one), one generator, or one per image.
+    """
     if generator is None or isinstance(generator, torch.Generator):
         return torch.randn(shape, generator=generator) * sd
     if len(generator) != shape[0]:

@@ -35,7 +35,12 @@ EXPONENT = (1.316, 1.492, 1.412)
 
 
 def spectrum_shape(size: SizeLike, channels: int = 3) -> tuple[int, int, int]:
-    """The shape a spectrum for an image of ``size`` must have: ``[C, H, W//2+1]``."""
+    """The shape a spectrum for an image of ``size`` must have: ``[C, H, W//2+1]``.
+
+    Args:
+        size: One side or (height, width) of the image.
+        channels: Number of image channels (default 3).
+    """
     h, w = hw(size)
     return (channels, h, w // 2 + 1)
 
@@ -44,14 +49,22 @@ def to_maco_space(images: torch.Tensor) -> torch.Tensor:
     """Images [N,C,H,W] in [0, 1] in the space MACO builds its images in: decorrelated colour
     (RGB; other channel counts as they are), zero mean per image and channel. The sigmoid is
     inverted by its linear part (slope 1/4 at grey), as the exact logit would turn every
-    saturated pixel into a spike."""
+    saturated pixel into a spike.
+
+    Args:
+        images: Images [N,C,H,W] in [0, 1].
+    """
     t = 4.0 * (images - 0.5)
     t = rgb_to_decorrelated(t) if t.shape[1] == 3 else t
     return t - t.mean(dim=(-2, -1), keepdim=True)
 
 
 def image_spectrum(images: torch.Tensor) -> torch.Tensor:
-    """The mean Fourier magnitude [C, H, W//2+1] of a batch of images [N,C,H,W] in [0, 1]."""
+    """The mean Fourier magnitude [C, H, W//2+1] of a batch of images [N,C,H,W] in [0, 1].
+
+    Args:
+        images: Images [N,C,H,W] in [0, 1].
+    """
     if images.dim() != 4:
         raise ValueError(f"images must be [N,C,H,W], got {list(images.shape)}")
     spec = torch.fft.rfft2(to_maco_space(images.float()), norm="ortho").abs()
@@ -61,7 +74,12 @@ def image_spectrum(images: torch.Tensor) -> torch.Tensor:
 def mean_spectrum(folder: str | os.PathLike, size: SizeLike) -> torch.Tensor:
     """The mean magnitude spectrum of the photos in ``folder``, each centre-cropped and resized
     to ``size``: a natural-image prior for :func:`featviz.param.maco` (save it with
-    ``torch.save`` and pass the file later). Needs at least :data:`MIN_IMAGES` readable images."""
+    ``torch.save`` and pass the file later). Needs at least :data:`MIN_IMAGES` readable images.
+
+    Args:
+        folder: A folder of photos (at least :data:`MIN_IMAGES`).
+        size: One side or (height, width) the photos are brought to.
+    """
     from .. import images as _images
 
     folder = Path(folder)
@@ -82,7 +100,13 @@ def power_law_spectrum(size: SizeLike, amplitude=AMPLITUDE,
                        exponent=EXPONENT) -> torch.Tensor:
     """The default MACO magnitude: ``amplitude[c] / f ** exponent[c]`` per decorrelated colour
     channel (f in cycles per pixel, the zero frequency counted as the lowest one); one channel
-    per amplitude."""
+    per amplitude.
+
+    Args:
+        size: One side or (height, width) of the image.
+        amplitude: One amplitude per channel (default :data:`AMPLITUDE`).
+        exponent: One exponent per channel (default :data:`EXPONENT`).
+    """
     h, w = hw(size)
     f = rfft2_frequencies(h, w).clamp_min(1.0 / max(h, w))
     a = torch.tensor(amplitude, dtype=torch.float32).view(-1, 1, 1)
@@ -94,7 +118,12 @@ def fit_power_law(spectrum: torch.Tensor,
                   bands: int = 24) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Fit ``amplitude[c] / f ** exponent[c]`` to a spectrum [C, H, W//2+1] by least squares in
     log-log over ``bands`` log-spaced frequency bands (so the many high-frequency bins do not
-    outvote the few low ones); returns ``(amplitude, exponent)``, C numbers each."""
+    outvote the few low ones); returns ``(amplitude, exponent)``, C numbers each.
+
+    Args:
+        spectrum: A magnitude spectrum [C, H, W//2+1].
+        bands: Number of log-spaced frequency bands to average over (default 24).
+    """
     channels, h, wh = spectrum.shape
     w = 2 * (wh - 1)
     f = rfft2_frequencies(h, w)
@@ -117,14 +146,24 @@ def fit_power_law(spectrum: torch.Tensor,
 
 
 def load_spectrum(path: str | os.PathLike) -> torch.Tensor:
-    """Read a spectrum saved with ``torch.save`` (.pt, .pth) or ``numpy.save`` (.npy)."""
+    """Read a spectrum saved with ``torch.save`` (.pt, .pth) or ``numpy.save`` (.npy).
+
+    Args:
+        path: The file to read.
+    """
     return read_tensor(path, "spectrum")
 
 
 def check_spectrum(spectrum: torch.Tensor, size: SizeLike,
                    channels: int = 3) -> torch.Tensor:
     """Return ``spectrum`` as float32 if it fits an image of ``size`` and ``channels``, else
-    raise an error that names the shape needed and how to make one."""
+    raise an error that names the shape needed and how to make one.
+
+    Args:
+        spectrum: The magnitude spectrum to check.
+        size: One side or (height, width) of the image.
+        channels: Number of image channels (default 3).
+    """
     want = spectrum_shape(size, channels)
     h, w = hw(size)
     if tuple(spectrum.shape) != want:

@@ -24,7 +24,11 @@ from ...errors import FeatvizError
 
 
 def check_decay(decay: float) -> float:
-    """``decay`` checked: a number in [0, 1) (0: no averaging)."""
+    """``decay`` checked: a number in [0, 1) (0: no averaging).
+
+    Args:
+        decay: The weight of the average so far, per step; 0 turns averaging off.
+    """
     if isinstance(decay, bool) or not isinstance(decay, int | float) \
             or not math.isfinite(decay) or not 0 <= decay < 1:
         raise FeatvizError(f"ema must be a number in [0, 1) (the weight of the average so far; "

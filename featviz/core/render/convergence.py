@@ -34,7 +34,11 @@ StopSpec = str | float | None
 
 
 def parse(spec: StopSpec) -> str | float | None:
-    """``stop_at`` checked: None, ``"converged"`` or a finite number."""
+    """``stop_at`` checked: None, ``"converged"`` or a finite number.
+
+    Args:
+        spec: The ``stop_at`` option: None (run every step), ``"converged"`` or a number.
+    """
     if spec is None:
         return None
     if isinstance(spec, str):

@@ -67,7 +67,12 @@ class Forward:
 
 
 def amp_allowed(amp: bool, device: torch.device) -> bool:
-    """Whether bf16 autocast runs on ``device`` (CUDA and CPU); a warning where it cannot."""
+    """Whether bf16 autocast runs on ``device`` (CUDA and CPU); a warning where it cannot.
+
+    Args:
+        amp: Whether the caller asked for bf16 autocast.
+        device: The model's device.
+    """
     if amp and device.type not in ("cuda", "cpu"):
         warnings.warn(f"amp=True needs a CUDA or CPU model, not {device.type}; rendering in "
                       "float32", stacklevel=4)
@@ -127,7 +132,12 @@ class _FastForward:
 
 
 def compile_mode(compile: bool | str | None) -> str | None:
-    """The torch.compile mode ``compile`` asks for, or None; an error for an unknown mode."""
+    """The torch.compile mode ``compile`` asks for, or None; an error for an unknown mode.
+
+    Args:
+        compile: The ``compile`` option: False/None (no compile), True (``"default"``) or a mode
+            name.
+    """
     if compile is False or compile is None:
         return None
     mode = "default" if compile is True else compile
@@ -141,7 +151,14 @@ def fast_forward(model: nn.Module, layers: Sequence[str], mode: str | None,
                  channels: Mapping[str, frozenset[int]]) -> _FastForward | None:
     """What runs the model instead of the hook-based tap, built at the first step: a traced
     graph with the branches no read channel comes from left out (``channels``, the
-    objective's), compiled in ``mode``; None (the tap) where neither can apply."""
+    objective's), compiled in ``mode``; None (the tap) where neither can apply.
+
+    Args:
+        model: The model.
+        layers: The layers the objective reads; the graph is cut after the deepest.
+        mode: The torch.compile mode (:func:`compile_mode`), or None for no compile.
+        channels: The channels the objective reads, by layer name.
+    """
     if mode is None and not _prune.might_prune(model, channels):
         return None
     return _FastForward(model, layers, mode, channels)

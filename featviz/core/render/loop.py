@@ -19,7 +19,14 @@ from .setup import Plan
 
 def optimize(plan: Plan, forward: Forward, recorder: Recorder, interrupt: Interrupt) -> None:
     """Run the plan's steps until done or until a Ctrl-C asks to stop (``recorder.done``
-    counts the steps finished)."""
+    counts the steps finished).
+
+    Args:
+        plan: The render's plan: parameterization, optimizer, stages, schedule, stop rule.
+        forward: Runs the model on a batch of images, returning activations by layer.
+        recorder: Records each step's loss and values, and counts the steps done.
+        interrupt: Tells when a Ctrl-C asked the render to stop.
+    """
     for step in range(1, plan.steps + 1):
         if interrupt.requested:
             return

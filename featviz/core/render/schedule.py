@@ -37,7 +37,12 @@ _NAMED = {"constant": _constant, "cosine": _cosine}
 
 def factor(spec: ScheduleSpec) -> Callable[[float], float]:
     """The factor function ``spec`` names (None: constant); an error naming the choices for
-    an unknown name."""
+    an unknown name.
+
+    Args:
+        spec: A schedule name (:data:`SCHEDULES`), a function of the fraction done, or None
+            (constant).
+    """
     if spec is None:
         return _constant
     if callable(spec):
@@ -52,7 +57,13 @@ def factor(spec: ScheduleSpec) -> Callable[[float], float]:
 def scheduler(optimizer: torch.optim.Optimizer, spec: ScheduleSpec, steps: int
               ) -> torch.optim.lr_scheduler.LambdaLR | None:
     """A scheduler stepping ``optimizer``'s rate along ``spec`` over ``steps`` steps; None for
-    a constant rate (nothing to do each step)."""
+    a constant rate (nothing to do each step).
+
+    Args:
+        optimizer: The optimizer whose learning rate to scale.
+        spec: The schedule, as :func:`factor` takes it.
+        steps: The render's number of steps (the fraction done is step / steps).
+    """
     f = factor(spec)
     if f is _constant:
         return None

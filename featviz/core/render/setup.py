@@ -180,7 +180,15 @@ def fit_to_model(model: nn.Module, objective: Objective, pipeline: Callable,
     size it declares, else — found by a dry run of one grey image, which also turns a dtype
     the device cannot run into a clear error early — the image's own size or the model's
     ``input_size`` when the transformed size is refused and one of those is taken. ``amp``:
-    the dry run under bf16 autocast, as the render runs."""
+    the dry run under bf16 autocast, as the render runs.
+
+    Args:
+        model: The model.
+        objective: The objective, whose layers the dry run reads.
+        pipeline: The transforms, a callable ``f(x, generator)``.
+        size: The size of the images rendered, (h, w).
+        amp: Whether the dry run runs under bf16 autocast (default False).
+    """
     fixed = fixed_input_size(model)
     if fixed is not None:
         return _transforms.fitted(pipeline, fixed)
@@ -226,7 +234,11 @@ def _check_dtype(err: Exception, model: nn.Module) -> None:
 def preferred_transforms(param: nn.Module) -> str:
     """The transforms preset ``transforms="auto"`` means for ``param``: the preset it declares
     (a CPPN's "none": its smooth images lose the fine detail a unit needs when they must also
-    survive jitter), "standard" for a module that declares none."""
+    survive jitter), "standard" for a module that declares none.
+
+    Args:
+        param: The parameterization module.
+    """
     return param.transforms if isinstance(param, Parameterization) else _DECLARED.transforms
 
 

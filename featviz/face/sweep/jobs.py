@@ -32,7 +32,13 @@ class Job:
 
 
 def topk_file(layer: str, channel: int, k: int) -> str:
-    """Path of a job's dataset patches (``--images``), relative to the sweep folder."""
+    """Path of a job's dataset patches (``--images``), relative to the sweep folder.
+
+    Args:
+        layer: the job's layer.
+        channel: the job's channel.
+        k: the number of top images.
+    """
     return f"{folder_name(layer)}/c{channel:04d}_top{k}.png"
 
 
@@ -54,7 +60,11 @@ def _unique_layers(layers: Sequence[str]) -> list[str]:
 def parse_channel_spec(text: str | Sequence[int]) -> list[int] | None:
     """Read ``--channels``: ``"all"`` gives None (every channel of each layer), ``"0-63"``,
     ``"1,5,9"`` or a mix ``"0-3,8"`` a sorted list without repeats; a list of ints is taken
-    as it is. A malformed string raises a :class:`FeatvizError` saying what is accepted."""
+    as it is. A malformed string raises a :class:`FeatvizError` saying what is accepted.
+
+    Args:
+        text: the ``--channels`` text, or a list of channel indices.
+    """
     from ...core.objectives import parse_channels
 
     if isinstance(text, str):
@@ -77,7 +87,13 @@ def channel_counts(model: nn.Module, layers: Sequence[str],
     """Run one grey image of ``size`` (one side or (height, width)) through ``model`` and
     return the channel count of each layer (the taps hand every layer channels-first,
     whatever its layout). An unknown layer raises an error listing the closest names; one
-    that does not run, an error saying so."""
+    that does not run, an error saying so.
+
+    Args:
+        model: the network.
+        layers: the layer names.
+        size: the probe image size, one side or (height, width).
+    """
     from ...core.hooks import LayerTap, frozen
     from ...core.objectives import _channels_of
 
@@ -109,7 +125,12 @@ def _layer_channels(model: nn.Module, layers: Sequence[str], channels: str | Seq
 
 def job_list(channels: Mapping[str, Sequence[int]], seed: int = 0) -> list[Job]:
     """The full job list: layers in the given order, channels ascending; job (layer, c) gets
-    seed ``seed + c`` (see the package docstring for why)."""
+    seed ``seed + c`` (see the package docstring for why).
+
+    Args:
+        channels: the channels of each layer, by layer name.
+        seed: the base seed (default 0).
+    """
     jobs: list[Job] = []
     for layer, chans in channels.items():
         start = len(jobs)
@@ -120,14 +141,25 @@ def job_list(channels: Mapping[str, Sequence[int]], seed: int = 0) -> list[Job]:
 def shard(jobs: Sequence[Job], rank: int, world_size: int) -> list[Job]:
     """Rank ``rank``'s share: the jobs whose index is ``rank`` modulo ``world_size``. It
     depends on the full list only, never on what is done, so ranks that read the manifests
-    at slightly different moments still never share a job."""
+    at slightly different moments still never share a job.
+
+    Args:
+        jobs: the full job list.
+        rank: this process's rank.
+        world_size: the number of ranks.
+    """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside a world of {world_size}")
     return [j for j in jobs if j.index % world_size == rank]
 
 
 def batches(jobs: Sequence[Job], batch_size: int) -> Iterator[list[Job]]:
-    """Consecutive runs of at most ``batch_size`` jobs of the same layer."""
+    """Consecutive runs of at most ``batch_size`` jobs of the same layer.
+
+    Args:
+        jobs: the jobs, in order.
+        batch_size: the most jobs per batch.
+    """
     chunk: list[Job] = []
     for job in jobs:
         if chunk and (len(chunk) == batch_size or job.layer != chunk[0].layer):

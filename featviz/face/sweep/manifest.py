@@ -47,7 +47,11 @@ def _now() -> str:
 # -- reading ---------------------------------------------------------------------------------
 
 def manifest_files(out: str | os.PathLike) -> list[Path]:
-    """Every rank's manifest in ``out``, sorted by name."""
+    """Every rank's manifest in ``out``, sorted by name.
+
+    Args:
+        out: the sweep folder.
+    """
     return sorted(Path(out).glob(MANIFEST_GLOB))
 
 
@@ -66,7 +70,12 @@ def _record(line: bytes) -> dict | None:
 def read_manifests(out: str | os.PathLike, warn: bool = True) -> list[dict]:
     """All valid records of every manifest in ``out``, in file and line order. A line that is
     not a JSON object with ``layer`` (str), ``channel`` (int) and ``file`` (str) is skipped,
-    with a warning naming the file and line when ``warn``."""
+    with a warning naming the file and line when ``warn``.
+
+    Args:
+        out: the sweep folder.
+        warn: warn about skipped lines (default True).
+    """
     records = []
     for path in manifest_files(out):
         with open(path, "rb") as f:
@@ -100,7 +109,13 @@ def _files_exist(out: Path, rec: Mapping) -> bool:
 def done_jobs(out: str | os.PathLike, settings: Mapping | None = None,
               warn: bool = True) -> dict[tuple[str, int], dict]:
     """(layer, channel) -> record for every job that is done in ``out``: its manifest line is
-    valid, its files exist and (given ``settings``) it was made with those image settings."""
+    valid, its files exist and (given ``settings``) it was made with those image settings.
+
+    Args:
+        out: the sweep folder.
+        settings: image settings a done job must match; None accepts any.
+        warn: warn about skipped manifest lines (default True).
+    """
     out = Path(out)
     done = {}
     for rec in read_manifests(out, warn):

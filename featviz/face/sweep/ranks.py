@@ -35,7 +35,11 @@ def distributed(device: str | None = None) -> Iterator[tuple[int, int, str]]:
     device); without a launcher yield (0, 1, device) and start nothing. ``device`` None means
     :func:`~featviz.face.devices.default_device`. Under a launcher a CUDA device becomes
     ``cuda:LOCAL_RANK`` unless it names its index, with the NCCL backend; otherwise gloo. The
-    group is destroyed on exit."""
+    group is destroyed on exit.
+
+    Args:
+        device: the device to use; None for the default device.
+    """
     import torch.distributed as dist
 
     env = distributed_env()

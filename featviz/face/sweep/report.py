@@ -14,7 +14,11 @@ from .run import SweepResult
 
 def gather_results(result: SweepResult) -> list[SweepResult]:
     """Every rank's result on every rank (the ranks meet here); just ``[result]`` without a
-    process group. Do not call it on an interrupted rank: the others may never arrive."""
+    process group. Do not call it on an interrupted rank: the others may never arrive.
+
+    Args:
+        result: this rank's result.
+    """
     # the records and keys stay home: the summary reads the manifests, and they can be large
     return _gather(dataclasses.replace(result, records=[], keys=[]))
 
@@ -23,7 +27,13 @@ def summary(results: Sequence[SweepResult], out: str | os.PathLike,
             keys: Sequence[tuple[str, int]] | None = None) -> str:
     """One paragraph about a finished (or interrupted) run of all ranks: jobs of the job list
     (``keys``, default: the first result's) done in ``out``, rendered and skipped this run,
-    channels per minute of rendering."""
+    channels per minute of rendering.
+
+    Args:
+        results: every rank's result.
+        out: the sweep folder.
+        keys: the (layer, channel) jobs of the job list; None for the first result's.
+    """
     keys = keys or results[0].keys
     total = results[0].total
     done = len(set(done_jobs(out, warn=False)) & {tuple(k) for k in keys})

@@ -18,7 +18,11 @@ SETTINGS_FILE = "sweep.json"
 
 
 def read_settings(out: str | os.PathLike) -> dict:
-    """The contents of ``out/sweep.json`` ({} when absent or unreadable)."""
+    """The contents of ``out/sweep.json`` ({} when absent or unreadable).
+
+    Args:
+        out: the sweep folder.
+    """
     try:
         return json.loads((Path(out) / SETTINGS_FILE).read_text())
     except (OSError, ValueError):

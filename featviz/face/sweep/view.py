@@ -22,7 +22,11 @@ _SWEEP_CHANNELS = 32  # channels per layer it shows
 def collect(folder: str | os.PathLike) -> dict[str, list[dict]]:
     """The finished jobs of a sweep folder by layer (layers in sweep order, channels
     ascending): records whose image file exists; of several records of one job, the last.
-    A folder without a manifest raises an error that says what was expected."""
+    A folder without a manifest raises an error that says what was expected.
+
+    Args:
+        folder: the sweep folder.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FeatvizError(f"sweep folder not found: {folder}")
