@@ -8,7 +8,7 @@ lists them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -157,6 +157,17 @@ def _check_class(logits: torch.Tensor, n: int) -> None:
                            f"outputs (valid: 0-{logits.shape[1] - 1})")
 
 
+def _class_objective(n: int, scores: Callable[[torch.Tensor], torch.Tensor]) -> Objective:
+    """Class ``n``'s column of ``scores`` of the model's output, checked as a class index."""
+
+    def fn(acts: Acts) -> torch.Tensor:
+        out = acts[OUTPUT]
+        _check_class(out, n)
+        return scores(out)[:, n]
+
+    return Objective(fn, [OUTPUT])
+
+
 @register(C, takes="C, a class index", example="logit:207",
           help="pre-softmax output for class C")
 @builder()
@@ -167,14 +178,7 @@ def logit(n: int, batch: int | None = None) -> Objective:
         n: the class index.
         batch: the one image of the batch it drives (all by default).
     """
-    n = int(n)
-
-    def fn(acts: Acts) -> torch.Tensor:
-        out = acts[OUTPUT]
-        _check_class(out, n)
-        return out[:, n]
-
-    return Objective(fn, [OUTPUT])
+    return _class_objective(int(n), lambda out: out)
 
 
 @register(C, takes="C, a class index", example="softmax:207",
@@ -188,14 +192,7 @@ def softmax(n: int, batch: int | None = None) -> Objective:
         n: the class index.
         batch: the one image of the batch it drives (all by default).
     """
-    n = int(n)
-
-    def fn(acts: Acts) -> torch.Tensor:
-        out = acts[OUTPUT]
-        _check_class(out, n)
-        return torch.softmax(out.float(), dim=1)[:, n]
-
-    return Objective(fn, [OUTPUT])
+    return _class_objective(int(n), lambda out: torch.softmax(out.float(), dim=1))
 
 
 # lucid floors the cosine at 0.1 before raising it to a power (objectives_util._dot_cossim),
