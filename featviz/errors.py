@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Iterable
+from typing import Any
 
 
 class FeatvizError(Exception):
@@ -88,7 +89,7 @@ def unknown(kind: str, name: str, candidates: Iterable[str], hint: str = "") -> 
     return UnknownNameError(msg)
 
 
-def non_negative(name: str, value, meaning: str) -> float:
+def non_negative(name: str, value: Any, meaning: str) -> float:
     """``value`` as a float when it is a finite number >= 0 (not a bool), else an error naming
     the setting, what it means and the bad value.
 

@@ -126,7 +126,8 @@ def checkerboard_energy(img: torch.Tensor, strides: Sequence[int] = (2, 4, 8)) -
 
 
 def objective_value(model: torch.nn.Module, objective: Objective, images: torch.Tensor,
-                    transform: Callable | None = None, generator=None) -> torch.Tensor:
+                    transform: Callable | None = None,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
     """The objective of ``images`` [B,3,H,W] (through ``transform`` if given), per image.
 
     Args:

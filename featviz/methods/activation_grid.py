@@ -6,6 +6,7 @@ layer's grid so the picture lines up with the photo."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -206,7 +207,7 @@ def _sharing(vectors: torch.Tensor, image: torch.Tensor, layer: str, k: int,
 def activation_grid(model: nn.Module, image: torch.Tensor, layer: str, *, cell: int = 48,
                     steps: int = 256, groups: int = 6, cossim_pow: float = GRID_COSSIM_POW,
                     seed: int = 0, method: str = "nmf", progress: bool = True,
-                    **render_kw) -> ActivationGrid:
+                    **render_kw: Any) -> ActivationGrid:
     """Render, for every position of ``layer`` on ``image`` ([1,3,H,W] or [3,H,W] in
     [0, 1]), a ``cell``-pixel picture whose centre activation points along that position's
     vector (``objectives.direction_neuron`` with ``cossim_pow``: lucid's cosine weighting,

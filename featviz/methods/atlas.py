@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -179,7 +180,7 @@ def activation_atlas(model: nn.Module, store: ActivationStore, n: int = 20, *,
                      where: Layout | None = None, method: str = "auto", fit_on: int = 20000,
                      min_count: int = 3, cell: int = 32, steps: int = 256,
                      cossim_pow: float = GRID_COSSIM_POW, seed: int = 0,
-                     classes: bool = True, progress: bool = True, **render_kw) -> Atlas:
+                     classes: bool = True, progress: bool = True, **render_kw: Any) -> Atlas:
     """The activation atlas of ``store``'s vectors: laid out (``where``, or a new
     :func:`layout` with ``method``, ``fit_on`` and ``seed``), binned into an ``n``×``n``
     :func:`grid` dropping cells under ``min_count`` vectors, every kept cell's average
@@ -265,7 +266,7 @@ def _attribution_column(store: ActivationStore, cls: int | str) -> int:
 def class_atlas(model: nn.Module, store: ActivationStore, classes: Sequence[int | str], n: int = 8,
                 *, top: float = 0.02, method: str = "auto", min_count: int = 3,
                 cell: int = 32, steps: int = 256, cossim_pow: float = GRID_COSSIM_POW,
-                seed: int = 0, progress: bool = True, **render_kw) -> Atlas:
+                seed: int = 0, progress: bool = True, **render_kw: Any) -> Atlas:
     """The atlas of the vectors that speak most for one class, or a comparison of two: for
     each class the :func:`select`-ed vectors (positive attribution, the ``top`` fraction),
     laid out anew together (a small set: the layout is fitted on all of them), binned and

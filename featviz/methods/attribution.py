@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -399,7 +400,7 @@ def group_objective(layer: str, direction: torch.Tensor,
 def attribute_between(model: nn.Module, images: torch.Tensor, source: str, target_layer: str,
                       target_directions: torch.Tensor, source_maps: torch.Tensor | None = None,
                       source_directions: torch.Tensor | None = None, *,
-                      target_maps: torch.Tensor | None = None, **kw) -> torch.Tensor:
+                      target_maps: torch.Tensor | None = None, **kw: Any) -> torch.Tensor:
     """How the groups of ``target_layer`` draw on ``source`` ("how layers talk"): each target
     group ``j`` (``target_directions[j]`` ``[C_t]``, summed over ``target_maps[j]`` ``[H, W]``
     where given, else over all positions; see :func:`group_objective`) is attributed to

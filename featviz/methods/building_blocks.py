@@ -5,6 +5,7 @@ renders and spatial maps, and how much each group speaks for each of the photo's
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -114,7 +115,8 @@ def group_class_attribution(model: nn.Module, groups: _groups.NeuronGroups,
 def building_blocks(model: nn.Module, image: torch.Tensor, layer: str, *,
                     grid_layers: Sequence[str] | None = None, groups: int = 6, n: int = 4,
                     classes: int = 4, size: int = 96, cell: int = 32, steps: int = 256,
-                    seed: int = 0, method: str = "nmf", folder=None,
+                    seed: int = 0, method: str = "nmf",
+                     folder: str | os.PathLike | None = None,
                     progress: bool = True) -> BuildingBlocks:
     """The article's views of ``image`` ([1,3,H,W] in [0, 1]) at ``layer``: its semantic
     dictionary (``n`` top channels per position, pictures ``size`` px, kept in ``folder``

@@ -18,6 +18,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -355,7 +356,7 @@ def invert(
 
 
 def invert_layers(model: nn.Module, img: torch.Tensor, layers: Sequence[str],
-                  **kwargs) -> InversionSweep:
+                  **kwargs: Any) -> InversionSweep:
     """:func:`invert` from each of ``layers``, the same settings for all.
 
     Args:

@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -146,7 +147,7 @@ def _ranking(model: nn.Module, image: torch.Tensor, layer: str, by: str,
 
 def channel_renders(model: nn.Module, layer: str, channels: Sequence[int], *, size: int = 96,
                     steps: int = 256, seed: int = 0, folder: str | os.PathLike | None = None,
-                    progress: bool = True, **render_kw) -> dict[int, torch.Tensor]:
+                    progress: bool = True, **render_kw: Any) -> dict[int, torch.Tensor]:
     """The feature visualization of each of ``channels`` of ``layer``, channel -> [3, s, s].
 
     With ``folder``, pictures already there (``LAYER/cNNNN.png``, the layout ``featviz sweep``
@@ -185,7 +186,7 @@ def channel_renders(model: nn.Module, layer: str, channels: Sequence[int], *, si
 
 
 def semantic_dictionary(model: nn.Module, image: torch.Tensor, layer: str, *, n: int = 4,
-                        by: str = "activation", target=None,
+                        by: str = "activation", target: Any = None,
                         renders: Mapping[int, torch.Tensor] | None = None,
                         folder: str | os.PathLike | None = None, size: int = 96,
                         steps: int = 256, seed: int = 0, progress: bool = True

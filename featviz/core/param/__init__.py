@@ -419,7 +419,8 @@ KINDS = {
 
 
 def make(kind: str, size: SizeLike, batch: int = 1, *,
-         decorrelate: Decorrelate = None, alpha: bool = False, spectrum=None,
+         decorrelate: Decorrelate = None, alpha: bool = False,
+         spectrum: torch.Tensor | str | os.PathLike | None = None,
          init: torch.Tensor | None = None, seed: Seed = None, generator: Generators = None,
          device: str | torch.device | None = None, channels: int = 3) -> Parameterization:
     """The parameterization named ``kind`` (a key of :data:`KINDS`), as the command line names

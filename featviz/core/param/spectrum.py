@@ -10,6 +10,7 @@ counts have no decorrelation and one magnitude per channel, ``[C, H, W//2+1]``.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -96,8 +97,8 @@ def mean_spectrum(folder: str | os.PathLike, size: SizeLike) -> torch.Tensor:
     return total / len(paths)
 
 
-def power_law_spectrum(size: SizeLike, amplitude=AMPLITUDE,
-                       exponent=EXPONENT) -> torch.Tensor:
+def power_law_spectrum(size: SizeLike, amplitude: Sequence[float] = AMPLITUDE,
+                       exponent: Sequence[float] = EXPONENT) -> torch.Tensor:
     """The default MACO magnitude: ``amplitude[c] / f ** exponent[c]`` per decorrelated colour
     channel (f in cycles per pixel, the zero frequency counted as the lowest one); one channel
     per amplitude.
