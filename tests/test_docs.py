@@ -162,6 +162,9 @@ SMALL = [
     (r"\beffective_layers\(model, ", "effective_layers(model, samples=2, input_size=64, "),
     (r'"features.7", "features.14"\]\)\.plot', '"features.7"]).plot'),
     (r"\.\./shared/imagenet-sample\", layer=", '../shared/images", layer='),
+    # the ViT page's scans: its ten photos instead of the thousand
+    (r'(top_k|collect)\(vit, "\.\./shared/imagenet-sample"', r'\1(vit, "../shared/images"'),
+    (r'images="\.\./shared/imagenet-sample", k=6', 'images="../shared/images", k=2'),
     (r"\.\./shared/", lambda _: f"{SHARED}/"),
 ]
 

@@ -206,3 +206,26 @@ def test_activation_atlas_example_quick(tmp_path):
                  "atlas_mixed4c_quick_snorkel_vs_scuba_diver.png"):
         assert (tmp_path / name).is_file()
     assert (tmp_path / "store_quick" / "atlas.html").is_file()
+
+
+_VIT = SHARED / "models" / "vit_tiny_patch16_224_augreg_imagenet.pth"
+needs_vit = pytest.mark.skipif(not _VIT.is_file() or not (SHARED / "imagenet-sample").is_dir(),
+                               reason=f"no ViT-Tiny weights at {_VIT} or no sample photos")
+
+
+@needs_vit
+def test_vit_example_quick(tmp_path):
+    pytest.importorskip("timm", reason="timm is not installed (the timm extra brings it)")
+    out = _run("vit.py", "--quick", "--out", str(tmp_path))
+    assert "(16 steps, 40 photos)" in out
+    units = Image.open(tmp_path / "vit_units.png")
+    logits = Image.open(tmp_path / "vit_logits.png")
+    assert units.width > 4 * 160 and logits.width > 160  # four pairs in a row; two logits
+
+
+@needs_vit
+def test_vit_quality_benchmark_quick(tmp_path):
+    pytest.importorskip("timm", reason="timm is not installed (the timm extra brings it)")
+    proc = _bench("vit_quality.py", "--quick", "--out", str(tmp_path))
+    assert "| block:unit |" in proc.stdout and "| class |" in proc.stdout, proc.stderr
+    assert "run time" in proc.stdout and (tmp_path / "vit_units.png").exists()

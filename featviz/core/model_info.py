@@ -51,6 +51,18 @@ def input_hw(model: nn.Module, size: SizeLike | None = None) -> tuple[int, int]:
     return hw(input_size(model, size))
 
 
+def declared_render(model: nn.Module) -> dict:
+    """The render options ``model`` declares for itself (``featviz_render``, set by
+    :func:`featviz.models.load` for the models it knows, e.g. the transformer course of
+    ViT-Tiny, or by :func:`featviz.models.wrap`'s ``render=``); a caller's choice overrides
+    each. An empty dict for a model that declares none.
+
+    Args:
+        model: The model.
+    """
+    return dict(getattr(model, "featviz_render", None) or {})
+
+
 def input_channels(model: nn.Module) -> int | None:
     """The channels of the images the model takes: as it declares them (``featviz_channels``,
     set by :func:`featviz.models.wrap`), else its first convolution's input channels (None

@@ -20,6 +20,21 @@ Seed = int | Sequence[int] | None
 # any batch offset seed + i), so an image's backgrounds never replay any image's transforms;
 # the held-out checks of ``stop_at`` use seed + 104729 (another prime) the same way.
 STREAM_OFFSETS = {"noise": 0, "transforms": 0, "background": 7919, "held-out": 104729}
+#: view v > 0 of an image (render's ``views``) draws its transforms from the image's seed plus
+#: v times this prime, far from the seeds of the other images of a batch (seed + i)
+VIEW_OFFSET = 15485863
+
+
+def view_seeds(seeds: Sequence[int], views: int) -> list[int]:
+    """The transform streams of ``views`` views of each image, view by view (the first view's
+    are the images' own ``"transforms"`` streams, so one view is a render without views).
+
+    Args:
+        seeds: Each image's seed (:func:`image_seeds`).
+        views: How many transformed copies of each image a step sees.
+    """
+    first = stream_seeds(seeds, "transforms")
+    return [s + v * VIEW_OFFSET for v in range(views) for s in first]
 
 
 def new_seed() -> int:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..core.files import write_text
-from .sweep import collect, folder_name, read_settings
+from .sweep import collect, folder_name, is_kind, read_settings
 
 _STYLE = """body{font-family:sans-serif;margin:16px;color:#222}
 a{color:#225}
@@ -71,12 +71,18 @@ def _settings_line(settings: Mapping) -> str:
     return html.escape(" · ".join(str(p) for p in parts))
 
 
+def _unit(layer: str, c: int) -> str:
+    """A job's name on the page: ``channel 5``, or for a ``KIND:LAYER`` sweep the objective
+    string that renders it again (``mlp:blocks.8:5``)."""
+    return f"{layer}:{int(c)}" if is_kind(layer) else f"channel {int(c)}"
+
+
 def _card(folder: Path, rec: Mapping) -> str:
     c, layer = rec["channel"], rec["layer"]
     value = rec.get("value")
     shown = f"{value:.4g}" if isinstance(value, (int, float)) else "?"
     parts = [f"<figure id='c{int(c)}'>", _img(folder / rec["file"], f"{layer} channel {c}", "vis"),
-             f"<figcaption>channel {int(c)}<br>objective {html.escape(shown)}"]
+             f"<figcaption>{html.escape(_unit(layer, c))}<br>objective {html.escape(shown)}"]
     top = rec.get("topk")
     if isinstance(top, dict) and top.get("file") and (folder / top["file"]).is_file():
         parts.append(_top_photos(folder, top))
@@ -129,7 +135,7 @@ def write(folder: str | os.PathLike, out: str | os.PathLike | None = None) -> Pa
         link = f"<a href='{html.escape(page, quote=True)}'>{html.escape(layer)}</a>"
         rows.append(f"<tr><td>{link}</td><td>{len(recs)} of {of}</td>"
                     f"<td>{_img(folder / best['file'], f'{layer} strongest channel', 'thumb')}"
-                    f" channel {int(best['channel'])}</td></tr>")
+                    f" {html.escape(_unit(layer, best['channel']))}</td></tr>")
         cards = "\n".join(_card(folder, r) for r in recs)
         body = (f"<p><a href='{html.escape(index.name, quote=True)}'>all layers</a></p>"
                 f"<h1>{html.escape(layer)}</h1><p class='settings'>{_settings_line(settings)}"

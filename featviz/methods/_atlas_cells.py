@@ -10,13 +10,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core import objectives as _objectives
+from ..core import layouts as _layouts
 from ..core import param as _param
 from ..core.hooks import frozen, on_output
 from ..core.model_info import class_names, input_hw, model_device
 from ..core.render import RenderResult, render
 from ..errors import FeatvizError
-from .activation_grid import CELL_TRANSFORMS, GRID_COSSIM_POW, check_cell
+from .activation_grid import CELL_TRANSFORMS, GRID_COSSIM_POW, cell_objective, check_cell
 
 
 def cell_classes(model: nn.Module, layer: str, means: np.ndarray, *, top: int = 3,
@@ -44,11 +44,26 @@ def cell_classes(model: nn.Module, layer: str, means: np.ndarray, *, top: int = 
 
 
 def _tail(model: nn.Module, layer: str, images: torch.Tensor, vecs: torch.Tensor):
-    """The logits with ``layer``'s map replaced by ``vecs`` [B, C] at every position."""
+    """The logits with ``layer``'s map replaced by ``vecs`` [B, C] at every position (every
+    patch token of a token layer; its class token stays the grey image's own)."""
+    table = _layouts.declared(model)
+
     def fill(_names, output):
-        if not isinstance(output, torch.Tensor) or output.dim() != 4:
-            raise FeatvizError(f"layer {layer!r} has no map [B, C, H, W] to fill")
-        return vecs.to(output)[:, :, None, None].expand_as(output).clone()
+        layout = None
+        if isinstance(output, torch.Tensor) and output.dim() in (3, 4):
+            layout = _layouts.layout_of(layer, output, table, tuple(images.shape[-2:]))
+        lead = _layouts.prefix_tokens(layout) if layout else None
+        if layout not in ("nchw", "nhwc") and lead is None:
+            raise FeatvizError(f"layer {layer!r} has no map [B, C, H, W] or token sequence "
+                               "to fill")
+        v = vecs.to(output)
+        if layout == "nchw":
+            return v[:, :, None, None].expand_as(output).clone()
+        if layout == "nhwc":
+            return v[:, None, None, :].expand_as(output).clone()
+        filled = output.clone()
+        filled[:, lead:] = v[:, None, :]
+        return filled
 
     with on_output(model, [layer], fill):
         return model(images).float().cpu()
@@ -59,11 +74,13 @@ def render_cells(model: nn.Module, layer: str, means: np.ndarray, *, cell: int =
                  progress: bool = True, **render_kw) -> RenderResult:
     """One batched render of ``cell``-pixel images, image k making the centre of ``layer``
     point along ``means[k]`` (``objectives.direction_neuron`` with lucid's cosine weighting,
-    as the article's atlases and the activation grid do; the grid's small-cell transforms
-    unless ``transforms`` is given). Refuses a cell too small to reach the layer."""
+    as the article's atlases and the activation grid do; every patch of a transformer's
+    token layer, :func:`~featviz.methods.activation_grid.cell_objective`; the grid's
+    small-cell transforms unless ``transforms`` is given). Refuses a cell too small to reach
+    the layer."""
     check_cell(model, layer, cell)
     vecs = torch.as_tensor(np.asarray(means), dtype=torch.float32)
-    objective = _objectives.direction_neuron(layer, vecs, cossim_pow=cossim_pow)
+    objective = cell_objective(model, layer, vecs, cossim_pow)
     par = _param.image(cell, batch=len(vecs), seed=seed, device=model_device(model))
     render_kw.setdefault("transforms", list(CELL_TRANSFORMS))
     return render(model, objective, par, steps=steps, seed=seed, progress=progress,

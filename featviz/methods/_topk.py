@@ -27,6 +27,7 @@ from ..errors import FeatvizError
 from ._projection import _display, check_mode, display_patch, project
 from .dataset import Label, RunningTopK, iter_labelled_batches, labelled, spatial_activation
 from .receptive_field import ReceptiveField, theoretical
+from .tokens import TokenField, token_field
 
 
 @dataclass(repr=False)
@@ -42,6 +43,9 @@ class TopKEntry:
     # every mode's rendered projection over the box, the first (``projection``) included
     projections: dict[str, torch.Tensor] = dc_field(default_factory=dict)
     box: tuple[int, int, int, int] | None = None  # (top, left, bottom, right) in the image
+    # a token's own patch inside ``patch`` (top, left, bottom, right), outlined when shown;
+    # None for a convolutional unit, whose whole box is its field
+    focus: tuple[int, int, int, int] | None = None
 
     @property
     def class_name(self) -> str | None:
@@ -55,8 +59,8 @@ class TopKEntry:
 
     def _picture(self) -> Image.Image:
         modes = list(self.projections) or ["projection"]
-        tiles = _tiles([self.patch] + [self.projections.get(m, self.projection) for m in modes],
-                       96)
+        shown = [self.patch] + [self.projections.get(m, self.projection) for m in modes]
+        tiles = _tiles(shown, 96, [self.focus] * len(shown))
         return _images.grid(_display(tiles), ["patch", *modes], ncol=len(modes) + 1)
 
     def _repr_png_(self) -> bytes:
@@ -87,6 +91,16 @@ class TopK:
         """The projection modes every entry holds, ``mode`` first."""
         first = next((e for es in self.entries.values() for e in es), None)
         return list(first.projections) if first is not None and first.projections else [self.mode]
+
+    @property
+    def field_text(self) -> str:
+        """What each patch shows, in words: the receptive field and its jump, or for tokens
+        the token's own patch in its window."""
+        size = f"{self.field.size[0]}x{self.field.size[1]} px"
+        if isinstance(self.field, TokenField):  # a token: its patch, outlined, in a window
+            return (f"each token's {self.field.patch[0]}x{self.field.patch[1]} px patch, "
+                    f"outlined in a {size} window of the photo")
+        return f"receptive field {size}, jump {self.field.jump[0]}"
 
     def grid(self, tile: int = 72, modes: Sequence[str] | None = None) -> Image.Image:
         """One block per channel: the k patches (each with its photo's class, where known),
@@ -128,8 +142,7 @@ class TopK:
         """Per channel (at most 16): its block of patches and projections, and a table of the
         hits (value, source photo, class)."""
         page = _nb.Budget()
-        page.text(f"<p>{self.layer}, receptive field {self.field.size[0]}x"
-                  f"{self.field.size[1]} px; patches | {' | '.join(self.modes)}</p>")
+        page.text(f"<p>{self.layer}, {self.field_text}; patches | {' | '.join(self.modes)}</p>")
         for c, entries in list(self.entries.items())[:16]:
             if not entries:
                 continue
@@ -150,10 +163,13 @@ def _block(entries: Sequence[TopKEntry], modes: Sequence[str], tile: int) -> Ima
     n = math.ceil(math.sqrt(len(entries)))
     names = [e.class_name or "" for e in entries]
     labels = names if any(names) else None
-    parts = [_images.grid(_tiles([e.patch for e in entries], tile), labels, ncol=n, pad=2)]
+    focus = [e.focus for e in entries]
+    parts = [_images.grid(_tiles([e.patch for e in entries], tile, focus), labels, ncol=n,
+                          pad=2)]
     for mode in modes:
         shown = [e.projections.get(mode, e.projection) for e in entries]
-        parts.append(_images.grid(_tiles(shown, tile), [""] * len(entries) if labels else None,
+        parts.append(_images.grid(_tiles(shown, tile, focus),
+                                  [""] * len(entries) if labels else None,
                                   ncol=n, pad=2))
     block = Image.new("RGB", (sum(p.width for p in parts) + 6 * (len(parts) - 1),
                               max(p.height for p in parts)), (255, 255, 255))
@@ -164,16 +180,50 @@ def _block(entries: Sequence[TopKEntry], modes: Sequence[str], tile: int) -> Ima
     return block
 
 
-def _tiles(patches: list[torch.Tensor], tile: int) -> torch.Tensor:
+def _tiles(patches: list[torch.Tensor], tile: int,
+           focus: Sequence[tuple[int, int, int, int] | None] | None = None) -> torch.Tensor:
     """Scale patches to a common display size: nearest neighbour when enlarging (pixels stay
-    visible), antialiased when shrinking (no aliasing of photo detail)."""
+    visible), antialiased when shrinking (no aliasing of photo detail); a ``focus`` box (a
+    token's patch inside its window) is outlined on the scaled tile."""
     def scaled(p: torch.Tensor) -> torch.Tensor:
         if max(p.shape[1:]) <= tile:
             return F.interpolate(p[None], (tile, tile), mode="nearest")[0]
         return F.interpolate(p[None], (tile, tile), mode="bilinear", antialias=True,
                              align_corners=False)[0].clamp(0, 1)
 
-    return torch.stack([scaled(p) for p in patches])
+    boxes = list(focus) if focus is not None else [None] * len(patches)
+    return torch.stack([outline(scaled(p), box, p.shape[1:])
+                        for p, box in zip(patches, boxes, strict=True)])
+
+
+def outline(tile: torch.Tensor, box: tuple[int, int, int, int] | None,
+            crop: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """``tile`` [C,h,w] (a crop of size ``crop`` scaled to it) with ``box`` outlined just
+    outside its edges, black then white, so the line shows on dark and light photos alike
+    and covers none of the box's own pixels; unchanged when ``box`` is None.
+
+    Args:
+        tile: The scaled crop, values in [0, 1].
+        box: (top, left, bottom, right) in the crop's pixels, exclusive end; or None.
+        crop: The crop's (height, width) before scaling.
+    """
+    if box is None:
+        return tile
+    out = tile.clone()
+    h, w = out.shape[1:]
+    sy, sx = h / crop[0], w / crop[1]
+    top, left = round(box[0] * sy), round(box[1] * sx)
+    bottom, right = round(box[2] * sy), round(box[3] * sx)
+    for ring, value in ((1, 0.0), (2, 1.0)):  # the white ring outside the black one
+        t, le, b, r = top - ring, left - ring, bottom + ring - 1, right + ring - 1
+        ys, xs = slice(max(t, 0), min(b, h - 1) + 1), slice(max(le, 0), min(r, w - 1) + 1)
+        for y in (t, b):
+            if 0 <= y < h:
+                out[:, y, xs] = value
+        for x in (le, r):
+            if 0 <= x < w:
+                out[:, ys, x] = value
+    return out
 
 
 def crop_box(img: torch.Tensor, box: tuple[int, int, int, int], fill: float = 0.5) -> torch.Tensor:
@@ -240,6 +290,7 @@ def top_k(
     mode: str | Sequence[str] = "deconvnet",
     labels: str | os.PathLike | None = None,
     signal: float | None = 0.95,
+    margin: float = 1.0,
 ) -> TopK:
     """Find the ``k`` images of ``images`` that excite each channel most, and project them.
 
@@ -254,6 +305,24 @@ def top_k(
     ``signal`` trims the box, for each channel, to the square around the unit's centre that
     holds that share of its projections' absolute sum (the theoretical field is often far
     wider than the part that matters); None keeps the whole theoretical box.
+
+    On a token layer (a vision transformer's, :mod:`featviz.methods.tokens`) the theoretical
+    field is the whole image, which shows nothing of where the token sits: each hit is then
+    the token's own patch with ``margin`` patches of photo around it, the patch outlined
+    (:attr:`TopKEntry.focus`), and ``signal`` is not applied (the window is small already).
+
+    Args:
+        model: The network.
+        images: A folder, a labelled folder, an iterable of images or an indexable dataset.
+        layer: The layer whose channels are searched.
+        channels: The channels to search.
+        k: Hits kept per channel.
+        size: One side or (height, width) the images are cut to; default the model's.
+        batch_size: Images per forward pass.
+        mode: One projection mode of :func:`project`, or several.
+        labels: A labels file for a folder without ``labels.tsv``.
+        signal: Share of the projections' absolute sum the trimmed box keeps; None: no trim.
+        margin: On a token layer, patches of photo shown on each side of the token's patch.
     """
     modes = [mode] if isinstance(mode, str) else list(mode)
     for m in modes:
@@ -263,7 +332,7 @@ def top_k(
         raise ValueError("top_k needs at least one channel and one mode")
     size = input_size(model, size)
     scan = _scan(model, labelled(images, labels), layer, channels, k, size, batch_size)
-    rf = theoretical(model, layer, input_size=size)
+    rf = token_field(model, layer, size, margin) or theoretical(model, layer, input_size=size)
     entries = {c: _entries(model, scan, j, layer, c, rf, modes, signal)
                for j, c in enumerate(channels)}
     return TopK(layer, modes[0], rf, entries)
@@ -282,7 +351,10 @@ def _entries(model: nn.Module, scan: _Scan, j: int, layer: str, channel: int,
     raw = {m: [crop_box(pixels, box, fill=0.0) for pixels, box in zip(
         project(model, imgs, layer, channel, position=pos, mode=m).pixels, boxes, strict=True)]
         for m in modes}
-    margin = signal_margin(torch.stack(raw[modes[0]]), signal) if signal is not None else 0
+    tokens = isinstance(rf, TokenField)
+    focus = [rf.focus(y, x) if tokens else None for y, x in pos]
+    trim = signal is not None and not tokens
+    margin = signal_margin(torch.stack(raw[modes[0]]), signal) if trim else 0
     if margin:
         boxes = [(t + margin, le + margin, b - margin, r - margin) for t, le, b, r in boxes]
         raw = {m: [c[:, margin:c.shape[1] - margin, margin:c.shape[2] - margin] for c in cs]
@@ -291,7 +363,7 @@ def _entries(model: nn.Module, scan: _Scan, j: int, layer: str, channel: int,
     shown = {m: [display_patch(c) for c in cs] for m, cs in raw.items()}
     return [TopKEntry(float(scan.tracker.values[j][n]), scan.names[i], (y, x),
                       crop_box(imgs[n], boxes[n]), shown[modes[0]][n], scan.labels[i],
-                      {m: shown[m][n] for m in modes}, boxes[n])
+                      {m: shown[m][n] for m in modes}, boxes[n], focus[n])
             for n, (i, (y, x)) in enumerate(zip(ids, pos, strict=True))]
 
 

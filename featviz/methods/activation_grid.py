@@ -22,6 +22,7 @@ from ..core.model_info import fixed_input_size, model_device
 from ..core.render import RenderResult, render
 from ..errors import FeatvizError
 from . import groups as _groups
+from .tokens import token_grid
 
 # cosine power of the grid's direction objective: on InceptionV1 mixed4d (pets.jpg, 14x14
 # cells of 32 px, 128 steps) each cell's own-position cosine was 0.50 at power 0 (a plain
@@ -110,12 +111,35 @@ class ActivationGrid:
         return page.html(f"activation grid: {self.layer}")
 
 
+def cell_objective(model: nn.Module, layer: str, vectors: torch.Tensor,
+                   cossim_pow: float = GRID_COSSIM_POW) -> _objectives.Objective:
+    """The objective that makes render ``i`` a picture of ``vectors[i]`` [N, C] at ``layer``:
+    the layer's centre pointing along it (``direction_neuron``, lucid's, for a map whose
+    centre sees a part of the cell), or for a transformer's token layer every patch token
+    (``direction``, the mean over the patch grid): a token's own input is one patch, a
+    fourteenth of the cell's side on ViT-Tiny, so its centre token alone leaves the rest of
+    the cell grey (measured: a 14 x 14 grid of ViT-Tiny's blocks.8.mlp.act cells showed a
+    speck at each centre, nothing else), while every patch at once fills the cell.
+
+    Args:
+        model: the network to be rendered.
+        layer: the layer of the vectors.
+        vectors: one target vector per render, [N, C].
+        cossim_pow: the power of lucid's cosine weighting.
+    """
+    if token_grid(model, layer) is not None:
+        return _objectives.direction(layer, vectors, cossim_pow=cossim_pow)
+    return _objectives.direction_neuron(layer, vectors, cossim_pow=cossim_pow)
+
+
 def agreement(model: nn.Module, layer: str, renders: torch.Tensor,
               targets: torch.Tensor) -> torch.Tensor:
     """Cosine [N, K] between the activation of ``layer`` at the centre of each render
-    [N, 3, s, s] (no transforms) and each target vector [K, C]: how much render i looks like
-    target j to the model. Renders of directions should have the largest values on the
-    diagonal (activation grids, atlases).
+    [N, 3, s, s] (no transforms; the mean over the patches of a token layer, what
+    :func:`cell_objective` drives there) and each target vector [K, C]: how much render i
+    looks like target j to the model. Renders of directions should have the largest values
+    on the diagonal (activation grids, atlases). A model that takes one input size sees the
+    renders scaled to it, as render fits them.
 
     Args:
         model: the network that judges the renders.
@@ -123,9 +147,16 @@ def agreement(model: nn.Module, layer: str, renders: torch.Tensor,
         renders: the rendered images, [N, 3, s, s].
         targets: the target vectors, [K, C].
     """
+    x = renders[:, :3].float()
+    fixed = fixed_input_size(model)
+    if fixed is not None and tuple(x.shape[-2:]) != tuple(fixed):
+        x = F.interpolate(x, size=fixed, mode="bilinear", align_corners=False)
     with frozen(model), LayerTap(model, [layer]) as tap, torch.no_grad():
-        act = tap(renders[:, :3].to(model_device(model)))[layer].float().cpu()
-    got = act[:, :, act.shape[2] // 2, act.shape[3] // 2]
+        act = tap(x.to(model_device(model)))[layer].float().cpu()
+    if token_grid(model, layer) is not None:
+        got = act.mean(dim=(2, 3))
+    else:
+        got = act[:, :, act.shape[2] // 2, act.shape[3] // 2]
     wanted = torch.as_tensor(targets, dtype=torch.float32)
     return F.normalize(got, dim=1) @ F.normalize(wanted, dim=1).T
 
@@ -211,7 +242,9 @@ def activation_grid(model: nn.Module, image: torch.Tensor, layer: str, *, cell: 
     """Render, for every position of ``layer`` on ``image`` ([1,3,H,W] or [3,H,W] in
     [0, 1]), a ``cell``-pixel picture whose centre activation points along that position's
     vector (``objectives.direction_neuron`` with ``cossim_pow``: lucid's cosine weighting,
-    which rewards the vector's direction over sheer size), all cells in one batch. With
+    which rewards the vector's direction over sheer size; on a transformer's token layer
+    every patch token points along it, see :func:`cell_objective`), all cells in one batch.
+    With
     ``groups > 0`` the cells share that many group images, mixed by a non-negative
     factorization of the photo's activations, so neighbouring cells that see alike things
     get alike pictures (lucid's parameterization; 0 renders every cell on its own;
@@ -238,8 +271,7 @@ def activation_grid(model: nn.Module, image: torch.Tensor, layer: str, *, cell: 
     h, w, c = vectors.shape
     weights, found = _sharing(vectors, image, layer, groups, seed, method)
     par = _param.group_shared(cell, weights, seed=seed, device=model_device(model))
-    objective = _objectives.direction_neuron(layer, vectors.reshape(h * w, c),
-                                             cossim_pow=cossim_pow)
+    objective = cell_objective(model, layer, vectors.reshape(h * w, c), cossim_pow)
     render_kw.setdefault("transforms", list(CELL_TRANSFORMS))
     result = render(model, objective, par, steps=steps, progress=progress, **render_kw)
     return ActivationGrid(layer, image[:1].cpu(), vectors, result.images, result,

@@ -27,30 +27,28 @@ article's NMF groups), and one layer's groups can be attributed to another's
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..core import images as _images
 from ..core import layouts as _layouts
 from ..core import notebook as _nb
 from ..core import objectives as _objectives
-from ..core.hooks import INPUT, LayerTap, frozen, on_output
+from ..core.hooks import INPUT, frozen, on_output
 from ..core.model_info import image_channels, model_device, model_dtype
 from ..core.objectives import Objective
 from ..errors import ChannelError, FeatvizError, MismatchError
+from ._substitution import METHODS, Substitution, check_args, path_gradient
 from .deconv import as_batch
 
 __all__ = ["METHODS", "Attribution", "attribute", "attribute_between", "as_target",
            "group_objective", "class_position_maps"]
 
-METHODS = ("gradient", "integrated")
-# layouts whose [B, C, H, W] / [B, C] form is the output itself or a permutation of it
-_SUPPORTED_LAYOUTS = ("nchw", "vector", "nhwc")
 
 
 @dataclass
@@ -63,6 +61,11 @@ class Attribution:
     (``× (activations - baseline)`` for ``"integrated"``); ``output``: the target at each image
     ``[B]``; ``baseline_output``: the target with the layer at the baseline ``[B]`` (None for
     ``"gradient"``); ``baseline``: the baseline activation (None for ``"gradient"``).
+
+    On a transformer's token layer the four tensors are the patch grid ``[B, C, h, w]``;
+    ``cls_values`` are the attributions of the tokens before the patches (the class token,
+    first), ``[B, K, C]``, None elsewhere. They count in :meth:`total` (the path of
+    ``"integrated"`` runs through them too), not in :meth:`by_position`.
     """
 
     layer: str
@@ -75,6 +78,7 @@ class Attribution:
     output: torch.Tensor
     baseline_output: torch.Tensor | None = None
     baseline: torch.Tensor | None = None
+    cls_values: torch.Tensor | None = None
 
     @property
     def spatial(self) -> bool:
@@ -97,11 +101,18 @@ class Attribution:
             page.text(f"<p>image {b}: {self.target} = {float(self.output[b]):.4g}; top "
                       "channels " + ", ".join(f"{int(c)} ({float(v):+.3g})" for v, c in
                                               zip(top.values, top.indices, strict=True))
-                      + "</p>")
+                      + self._class_share(b) + "</p>")
             if self.spatial:
                 heat = _nb.heat(self.by_position()[b].clamp_min(0))
                 page.image(_images.to_pil(heat), f"attribution {b}", max_side=256)
         return page.html(f"attribution: {self.target} to {self.layer} ({self.method})")
+
+    def _class_share(self, b: int) -> str:
+        """Image ``b``'s class-token attribution beside the total, in words ("" for none)."""
+        if self.cls_values is None:
+            return ""
+        return (f"; class token {float(self.cls_values[b].sum()):+.3g} of "
+                f"{float(self.total()[b]):+.3g} in all (not in the map)")
 
     def by_position(self) -> torch.Tensor:
         """The attribution of each position, summed over channels: ``[B, H, W]``."""
@@ -110,13 +121,41 @@ class Attribution:
                                f"{list(self.values.shape)}); use by_channel()")
         return self.values.sum(dim=1)
 
+    def overlay(self, images: torch.Tensor, alpha: float = 0.7, cmap: str = "inferno"
+                ) -> torch.Tensor:
+        """Each image's attribution per position laid over its photo, ``[B, 3, H, W]`` in
+        [0, 1]: the positive part of :meth:`by_position` upsampled (bilinear) to the photo,
+        scaled by its largest value, coloured by ``cmap`` and mixed in with opacity ``alpha``
+        times its value, so the photo shows where nothing speaks for the target. A token
+        layer's 14 x 14 patch grid lands on the patches it was cut from (a class token has no
+        place on the photo: its share is in :attr:`cls_values`).
+
+        Args:
+            images: The photos attributed, ``[B, 3, H, W]`` in [0, 1].
+            alpha: The greatest opacity of the heat, in [0, 1].
+            cmap: A matplotlib colour map name.
+        """
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        photos = as_batch(images, images.shape[-3]).detach().float().cpu()[:, :3]
+        if len(photos) != len(self.values):
+            raise MismatchError(f"{len(photos)} photos for the attributions of "
+                                f"{len(self.values)} images; give the images attributed")
+        pos = self.by_position().detach().float().cpu().clamp_min(0)[:, None]
+        up = F.interpolate(pos, size=photos.shape[-2:], mode="bilinear", align_corners=False)
+        up = (up / up.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)).clamp(0, 1)[:, 0]
+        heat = torch.stack([_nb.heat(u, cmap) for u in up])
+        cover = alpha * up[:, None]
+        return (photos * (1 - cover) + heat * cover).clamp(0, 1)
+
     def by_channel(self) -> torch.Tensor:
         """The attribution of each channel, summed over positions: ``[B, C]``."""
         return self.values.sum(dim=(2, 3)) if self.spatial else self.values
 
     def total(self) -> torch.Tensor:
-        """The sum of all attributions of each image: ``[B]``."""
-        return self.values.reshape(self.values.shape[0], -1).sum(dim=1)
+        """The sum of all attributions of each image, a class token's included: ``[B]``."""
+        total = self.values.reshape(self.values.shape[0], -1).sum(dim=1)
+        return total if self.cls_values is None else total + self.cls_values.sum(dim=(1, 2))
 
     def top_channels(self, k: int) -> torch.return_types.topk:
         """The ``k`` channels of largest attribution per image, as ``torch.topk`` gives them:
@@ -215,156 +254,29 @@ def attribute(model: nn.Module, images: torch.Tensor, layer: str,
         baseline: the integration start; None for zeros.
         batch_size: model inputs per pass (default 16).
     """
-    method, steps, batch_size = _check_args(method, steps, batch_size, baseline)
+    method, steps, batch_size = check_args(method, steps, batch_size, baseline)
     objective = as_target(target)
     images = as_batch(images, image_channels(model)).to(model_device(model), model_dtype(model))
-    with frozen(model), _Substitution(model, layer, objective) as sub:
+    with frozen(model), Substitution(model, layer, objective) as sub:
         acts, output = sub.capture(images)
         if method == "gradient":
             grads = torch.cat([sub.gradient(images[i:i + batch_size], acts[i:i + batch_size])[1]
                                for i in range(0, len(images), batch_size)])
-            return Attribution(layer, method, 1, objective.name, acts, grads, grads * acts,
-                               output)
-        base = _baseline(baseline, acts, layer)
-        grads = torch.stack([_path_gradient(sub, images[i], acts[i], base[i], steps, batch_size)
-                             for i in range(len(images))])
-        with torch.no_grad():
-            base_output = torch.cat([sub.evaluate(images[i:i + batch_size],
-                                                  base[i:i + batch_size])
-                                     for i in range(0, len(images), batch_size)])
-    return Attribution(layer, method, steps, objective.name, acts, grads,
-                       grads * (acts - base), output, base_output, base)
-
-
-def _check_args(method: str, steps: int, batch_size: int, baseline) -> tuple[str, int, int]:
-    if method not in METHODS:
-        raise ValueError(f"unknown attribution method {method!r}; choose one of "
-                         f"{', '.join(METHODS)}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a whole number >= 1 (points on the path from the "
-                         f"baseline), got {steps!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-    if method == "gradient" and baseline is not None:
-        raise ValueError("a baseline applies to method='integrated' only; gradient x "
-                         "activation has none")
-    return method, steps, batch_size
-
-
-def _baseline(baseline, acts: torch.Tensor, layer: str) -> torch.Tensor:
-    if baseline is None:
-        return torch.zeros_like(acts)
-    base = torch.as_tensor(baseline, device=acts.device, dtype=acts.dtype)
-    try:
-        return torch.broadcast_to(base, acts.shape).clone()
-    except RuntimeError:
-        raise MismatchError(f"baseline of shape {list(base.shape)} does not broadcast to "
-                            f"layer {layer!r}'s activation {list(acts.shape)} (give e.g. "
-                            f"[{acts.shape[1]}, 1, 1] for one value per channel)") from None
-
-
-def _path_gradient(sub: _Substitution, image: torch.Tensor, act: torch.Tensor,
-                   base: torch.Tensor, steps: int, batch_size: int) -> torch.Tensor:
-    """The gradient averaged over the midpoint-rule points of the path from ``base`` to
-    ``act`` (one image), the points fed ``batch_size`` at a time."""
-    alphas = (torch.arange(steps, dtype=act.dtype, device=act.device) + 0.5) / steps
-    total = torch.zeros_like(act)
-    for start in range(0, steps, batch_size):
-        alpha = alphas[start:start + batch_size].view(-1, *[1] * act.dim())
-        points = base + alpha * (act - base)
-        inputs = image[None].repeat(len(points), *[1] * image.dim())
-        total += sub.gradient(inputs, points)[1].sum(dim=0)
-    return total / steps
-
-
-class _Substitution:
-    """Taps the target's layers and, by a forward hook registered before the tap's, can
-    replace ``layer``'s output with a given activation (given as ``[n, C, H, W]`` /
-    ``[n, C]``, put back into the layer's own layout); records the output when replacing
-    nothing. Use as a context manager: every hook goes on exit."""
-
-    def __init__(self, model: nn.Module, layer: str, objective: Objective):
-        self.model, self.layer, self.objective = model, layer, objective
-        self.replace: torch.Tensor | None = None
-        self.captured: torch.Tensor | None = None
-        self.fired = 0
-        self.layout = "nchw"
-        self._stack = contextlib.ExitStack()
-
-    def __enter__(self) -> _Substitution:
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(on_output(self.model, [self.layer], self._hook))
-            self.tap = stack.enter_context(LayerTap(self.model, self.objective.layers))
-            self._stack = stack.pop_all()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stack.close()
-
-    def _hook(self, names: list[str], output: object) -> torch.Tensor | None:
-        self.fired += 1
-        if not isinstance(output, torch.Tensor):
-            raise FeatvizError(f"layer {names[0]!r} returns {type(output).__name__}, not a "
-                               "tensor; attribute to a layer whose output is a tensor")
-        if self.replace is None:
-            self.captured = output.detach().clone()  # a later in-place op must not change it
-            return None
-        if self.layout == "nhwc":
-            return self.replace.permute(0, 2, 3, 1).clone()
-        return self.replace.clone()  # a clone: a later in-place op must not touch the leaf
-
-    def capture(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The layer's activations ``[B, C, H, W]`` / ``[B, C]`` and the target ``[B]`` at
-        ``images`` (no gradients)."""
-        self.replace = None
-        with torch.no_grad():
-            if self.tap.stop_early and self.tap.names:
-                self.tap(images[:1])  # the tap's first call learns where to stop: not counted
-            self.fired, self.captured = 0, None
-            output = self.objective(self.tap(images)).detach()
-        if self.fired == 0:
-            raise self._no_dependence()
-        image = tuple(images.shape[-2:])
-        self.layout = _layouts.layout_of(self.layer, self.captured, _layouts.declared(self.model),
-                                         image)
-        if self.layout not in _SUPPORTED_LAYOUTS:
-            raise FeatvizError(f"layer {self.layer!r} gives token sequences ({self.layout}); "
-                               f"attribution takes layers laid out as "
-                               f"{', '.join(_SUPPORTED_LAYOUTS)}")
-        acts = self.captured.permute(0, 3, 1, 2) if self.layout == "nhwc" else self.captured
-        self.captured = None
-        return acts.contiguous(), output
-
-    def evaluate(self, inputs: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        """The target ``[n]`` for ``inputs`` with the layer's output replaced by ``points``."""
-        self.replace, self.fired = points, 0
-        try:
-            values = self.objective(self.tap(inputs))
-        finally:
-            self.replace = None
-        if self.fired != 1:
-            raise self._no_dependence() if self.fired == 0 else FeatvizError(
-                f"layer {self.layer!r} runs {self.fired} times in one forward pass (its module "
-                "object is used more than once); attribute to a layer that runs once")
-        return values
-
-    def gradient(self, inputs: torch.Tensor, points: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The target ``[n]`` and its gradient with respect to the substituted ``points``."""
-        points = points.detach().requires_grad_(True)
-        with torch.enable_grad():
-            values = self.evaluate(inputs, points)
-            if not values.requires_grad:
-                raise self._no_dependence()
-            (grad,) = torch.autograd.grad(values.sum(), points)
-        return values.detach(), grad
-
-    def _no_dependence(self) -> FeatvizError:
-        reads = ", ".join(sorted(self.objective.layers)) or "no layer"
-        return FeatvizError(
-            f"target {self.objective.name} does not depend on layer {self.layer!r}: it reads "
-            f"{reads}, which the layer does not feed (an earlier layer, or another branch), "
-            "so its gradient there is zero; pick a target at or after the layer")
+            base, base_output = torch.zeros_like(acts), None
+        else:
+            base = sub.baseline(baseline, acts)
+            grads = torch.stack([path_gradient(sub, images[i], acts[i], base[i], steps,
+                                               batch_size) for i in range(len(images))])
+            with torch.no_grad():
+                base_output = torch.cat([sub.evaluate(images[i:i + batch_size],
+                                                      base[i:i + batch_size])
+                                         for i in range(0, len(images), batch_size)])
+    # a token layer's tensors laid out as its patch grid, the class token's values apart
+    (a, _), (g, _), (v, cls) = (sub.unpack(t) for t in (acts, grads, grads * (acts - base)))
+    if method == "gradient":
+        return Attribution(layer, method, 1, objective.name, a, g, v, output, cls_values=cls)
+    return Attribution(layer, method, steps, objective.name, a, g, v, output, base_output,
+                       sub.unpack(base)[0], cls)
 
 
 def group_objective(layer: str, direction: torch.Tensor,
@@ -486,13 +398,23 @@ def class_position_maps(model: nn.Module, layer: str, images: torch.Tensor,
 
     with frozen(model), on_output(model, [layer], swap), torch.enable_grad():
         logits = model(images)
-        if len(kept) != 1 or kept[0].dim() != 4:
-            raise FeatvizError(f"layer {layer!r} must run once per pass with a map [B, C, H, "
-                               "W] to attribute classes to its positions")
-        act = kept[0]
+        grid = _positions(layer, kept, model, tuple(images.shape[-2:]))
         maps = []
         for i, c in enumerate(classes):
-            grad, = torch.autograd.grad(logits[:, c].sum(), act,
+            grad, = torch.autograd.grad(logits[:, c].sum(), kept[0],
                                         retain_graph=i < len(classes) - 1)
-            maps.append((grad * act).sum(1).detach())
-    return act.detach(), torch.stack(maps, 1)
+            maps.append(grid(grad * kept[0]).sum(1).detach())
+    return grid(kept[0]).detach(), torch.stack(maps, 1)
+
+
+def _positions(layer: str, kept: list[torch.Tensor], model: nn.Module,
+               image: tuple[int, int]):
+    """A function laying ``layer``'s output out as its map [B, C, H, W] (an NHWC map
+    permuted, a token sequence as its patch grid, the class token left out: it has no
+    position); an error when the layer did not run once or has no positions."""
+    if len(kept) == 1:
+        layout = _layouts.layout_of(layer, kept[0], _layouts.declared(model), image)
+        if layout != "vector":
+            return lambda t: _layouts.to_grid(layer, t, layout, image)[0]
+    raise FeatvizError(f"layer {layer!r} must run once per pass with a map [B, C, H, W] or "
+                       "a token sequence to attribute classes to its positions")

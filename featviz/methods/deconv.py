@@ -29,6 +29,7 @@ from ..core.model_info import image_channels, model_device
 from ._projection import MODES, Projection, as_batch, display_patch, project, signed_to_image
 from ._projection import check_mode as check_mode
 from ._topk import TopK, TopKEntry, crop_box, top_k
+from ._topk import outline as outline
 from ._topk import signal_margin as signal_margin
 from .occlusion import occlusion
 

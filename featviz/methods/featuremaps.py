@@ -25,23 +25,14 @@ from ..core import images as _images
 from ..core import markdown
 from ..core import notebook as _nb
 from ..core.hooks import frozen, layer_aliases, named_layers, on_output
+from ..core.layouts import declared
 from ..core.model_info import class_names, image_channels, model_device
 from ..errors import FeatvizError
 from ._report_page import histogram_image, img_tag, write_page
+from ._top_classes import one_image, read_labels, top_classes
+from .tokens import class_cells, split_tokens
 
 NORMALIZATIONS = ("channel", "layer", "none")
-
-
-def _one_image(img: torch.Tensor, channels: int = 3) -> torch.Tensor:
-    """``img`` as one image [1,C,H,W] of the model's ``channels``, or a clear error."""
-    if not torch.is_tensor(img):
-        raise TypeError("expected an image tensor (load files with featviz.images.load)")
-    img = img[None] if img.dim() == 3 else img
-    if img.dim() != 4 or img.shape[0] != 1 or img.shape[1] != channels:
-        raise ValueError(f"expected one image [1,{channels},H,W] (the model's channels), got "
-                         f"{list(img.shape)} (featviz.images.load(path, channels=1 or 3) "
-                         "converts greyscale and RGBA files)")
-    return img.float()
 
 
 _VIEW_LAYERS = 12  # layers a notebook cell shows of a capture
@@ -50,14 +41,17 @@ _VIEW_CHANNELS = 16  # channels shown per layer there
 
 @dataclass(repr=False)
 class FeatureMaps:
-    """Activations of several layers for one image: ``acts[layer]`` is [C,H,W] (or [C]);
-    ``other_names[layer]``: the layer's other names in the model (``["mixed4a"]`` for
-    InceptionV1's ``"inception4a"``, the module path for an alias), shown beside it."""
+    """Activations of several layers for one image: ``acts[layer]`` is [C,H,W] (or [C]); a
+    transformer's token layer is its patch grid [C,h,w], its class token apart in
+    ``cls[layer]`` [C]; ``other_names[layer]``: the layer's other names in the model
+    (``["mixed4a"]`` for InceptionV1's ``"inception4a"``, the module path for an alias),
+    shown beside it."""
 
     acts: dict[str, torch.Tensor]
     image: torch.Tensor
     logits: torch.Tensor | None
     other_names: dict[str, list[str]] = field(default_factory=dict)
+    cls: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def title(self, layer: str) -> str:
         """``layer`` with its other names, ``"inception4a (mixed4a)"``.
@@ -72,6 +66,19 @@ class FeatureMaps:
     def layers(self) -> list[str]:
         return list(self.acts)
 
+    def class_note(self, layer: str) -> str:
+        """How ``layer``'s class token is shown, with its values, in words; "" without one.
+
+        Args:
+            layer: A captured layer's name.
+        """
+        if layer not in self.cls:
+            return ""
+        token = self.cls[layer].float()
+        return (f"{'x'.join(map(str, self.acts[layer].shape[1:]))} patch grid; the class "
+                f"token apart, the cell right of each map (on the map's scale, clipped): "
+                f"mean {float(token.mean()):.3g}, max {float(token.max()):.3g}")
+
     def _get(self, layer: str) -> torch.Tensor:
         if layer not in self.acts:
             from ..errors import unknown
@@ -84,7 +91,18 @@ class FeatureMaps:
         """Each channel of ``layer`` as a small picture in a grid, coloured by ``cmap``.
 
         ``normalize``: per ``"channel"`` (each map to its own min-max), per ``"layer"`` (one
-        scale for all), or ``"none"`` (values clipped to [0, 1])."""
+        scale for all), or ``"none"`` (values clipped to [0, 1]). A token layer's maps are its
+        patch grid; its class token is the square cell right of each map, coloured on the
+        map's scale (clipped: it is not part of the map's range, so that a class token far
+        from the patches does not flatten them).
+
+        Args:
+            layer: A captured layer's name.
+            normalize: ``"channel"``, ``"layer"`` or ``"none"``.
+            max_channels: The first channels shown (None or 0: all).
+            ncol: Maps per row (default: a square grid).
+            cmap: A matplotlib colour map name.
+        """
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, "
                              f"got {normalize!r}")
@@ -92,17 +110,23 @@ class FeatureMaps:
         if act.dim() != 3:
             raise FeatvizError(f"layer {layer!r} has no spatial maps (shape {list(act.shape)})")
         maps = act[:max_channels] if max_channels else act
+        lo, hi = torch.zeros(len(maps), 1, 1), torch.ones(len(maps), 1, 1)  # "none": as they are
         if normalize == "channel":
-            lo = maps.flatten(1).amin(1).view(-1, 1, 1)
-            hi = maps.flatten(1).amax(1).view(-1, 1, 1)
-            maps = (maps - lo) / (hi - lo).clamp_min(1e-12)
+            lo, hi = maps.flatten(1).amin(1).view(-1, 1, 1), maps.flatten(1).amax(1).view(-1, 1, 1)
         elif normalize == "layer":
-            maps = (maps - maps.min()) / (maps.max() - maps.min()).clamp_min(1e-12)
-        tiles = colorize(maps.clamp(0, 1), cmap)
+            lo, hi = lo * maps.min(), hi * maps.max()
+        scale = (hi - lo).clamp_min(1e-12)
+        tiles = colorize(((maps - lo) / scale).clamp(0, 1), cmap)
         size = max(32, 96 // max(1, maps.shape[-1] // 32))
         height = max(1, round(size * maps.shape[-2] / maps.shape[-1]))  # a rectangle's aspect
         tiles = torch.nn.functional.interpolate(tiles, size=(height, size), mode="nearest")
-        return _images.grid(tiles, ncol=ncol or math.ceil(math.sqrt(len(tiles))), pad=2)
+        if layer in self.cls:
+            token = self.cls[layer].float()[:len(maps)].view(-1, 1, 1)
+            colours = colorize(((token - lo) / scale).clamp(0, 1), cmap)[..., 0, 0]
+            tiles = class_cells(tiles, colours)
+        # wider gaps between maps than between a map and its class cell: whose cell is plain
+        return _images.grid(tiles, ncol=ncol or math.ceil(math.sqrt(len(tiles))),
+                            pad=8 if layer in self.cls else 2)
 
     def stats(self) -> Stats:
         """Per layer: mean, std, sparsity (share of activations <= 0), max."""
@@ -160,6 +184,8 @@ class FeatureMaps:
                 page.image(self.grid(layer, max_channels=_VIEW_CHANNELS, ncol=8), layer,
                            max_side=512)
                 page.text(f"<br>{shown_channels(len(self.acts[layer]), _VIEW_CHANNELS)}")
+                if layer in self.cls:
+                    page.text(f"<br>{html.escape(self.class_note(layer))}")
             page.text("</td></tr>")
         page.text("</table>")
         if len(self.layers) > _VIEW_LAYERS:
@@ -239,9 +265,16 @@ def capture(model: nn.Module, img: torch.Tensor, layers: str | Sequence[str] = "
 
     Each activation is copied to the CPU as it is produced (a container that hands on its
     last child's output shares that copy); when the total would pass ``max_bytes`` the
-    capture stops with an error that says so.
+    capture stops with an error that says so. A transformer's token layer is kept as its
+    patch grid [C, h, w], its class token apart (:attr:`FeatureMaps.cls`).
+
+    Args:
+        model: The model.
+        img: One image [1,C,H,W] or [C,H,W] in [0, 1].
+        layers: ``"all"`` or a list of layer names.
+        max_bytes: The cap on the activations kept, in bytes.
     """
-    img = _one_image(img, image_channels(model))
+    img = one_image(img, image_channels(model))
     names = _layer_list(model, layers)
     acts: dict[str, torch.Tensor] = {}
     copies: dict[tuple, torch.Tensor] = {}
@@ -267,8 +300,10 @@ def capture(model: nn.Module, img: torch.Tensor, layers: str | Sequence[str] = "
     with on_output(model, names, keep), frozen(model), torch.no_grad():
         out = model(img.to(model_device(model)))
     logits = out[0].detach().float().cpu() if torch.is_tensor(out) and out.dim() == 2 else None
-    ordered = {n: acts[n] for n in names if n in acts}
-    return FeatureMaps(ordered, img.cpu(), logits, _other_names(model, ordered))
+    # token sequences as their patch grids, the class token apart, as objectives see them
+    grids, cls = split_tokens({n: acts[n] for n in names if n in acts}, declared(model),
+                              tuple(img.shape[-2:]))
+    return FeatureMaps(grids, img.cpu(), logits, _other_names(model, grids), cls)
 
 
 def _other_names(model: nn.Module, layers: Sequence[str]) -> dict[str, list[str]]:
@@ -298,57 +333,6 @@ def shown_channels(channels: int, max_channels: int | None) -> str:
         return f"all {channels} channels" if channels > 1 else "its one channel"
     return (f"channels 0-{max_channels - 1} of {channels} (the first {max_channels}, in order; "
             "each map scaled to its own range)")
-
-
-def read_labels(labels: str | os.PathLike | Sequence[str] | None, n: int) -> list[str]:
-    """Class names: a list, a file with one per line (``a, b`` keeps ``a``), or indices.
-
-    Args:
-        labels: a list of names, a file of names, or None for the indices.
-        n: the number of classes.
-    """
-    if labels is None:
-        return [str(i) for i in range(n)]
-    if isinstance(labels, (str, os.PathLike)):
-        path = Path(labels)
-        if not path.is_file():
-            raise FeatvizError(f"class name file not found: {path}")
-        labels = [line.split(",")[0].strip() for line in _label_lines(path)]
-    labels = list(labels)
-    if len(labels) < n:
-        raise FeatvizError(f"{len(labels)} class names for a model with {n} outputs")
-    return labels
-
-
-def _label_lines(path: Path) -> list[str]:
-    """The lines of a class-name file; an error naming the file when it is not UTF-8 text
-    (a binary file given by mistake) or cannot be read."""
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as err:
-        raise FeatvizError(f"cannot read class names from {path}: not UTF-8 text (byte "
-                           f"0x{err.object[err.start]:02x} at offset {err.start}); give a text "
-                           "file with one class name per line") from None
-    except OSError as err:
-        raise FeatvizError(f"cannot read class names from {path}: {err.strerror}") from None
-
-
-def top_classes(model: nn.Module, img: torch.Tensor, k: int = 5,
-                labels: str | os.PathLike | Sequence[str] | None = None
-                ) -> list[tuple[int, str, float]]:
-    """The ``k`` most probable classes: (index, name, softmax probability); names from
-    ``labels``, else the model's own (:func:`featviz.core.model_info.class_names`), else the
-    indices."""
-    img = _one_image(img, image_channels(model))
-    with frozen(model), torch.no_grad():
-        out = model(img.to(model_device(model)))
-    if not torch.is_tensor(out) or out.dim() != 2:
-        raise FeatvizError("top_classes needs a model that returns [B, classes] logits")
-    probs = out[0].float().softmax(0).cpu()
-    names = read_labels(labels if labels is not None else class_names(model), len(probs))
-    top = probs.topk(min(k, len(probs)))
-    return [(int(i), names[int(i)], float(p)) for p, i in zip(top.values, top.indices,
-                                                               strict=True)]
 
 
 @dataclass(repr=False)
@@ -484,6 +468,8 @@ def report(model: nn.Module, img: torch.Tensor, out: str | os.PathLike,
             shown[id(act)] = layer
             if act.dim() == 3:
                 parts.append(f"<p>{shown_channels(len(act), max_channels)}</p>")
+                if layer in maps.cls:
+                    parts.append(f"<p>{html.escape(maps.class_note(layer))}</p>")
                 parts.append(img_tag(maps.grid(layer, max_channels=max_channels),
                                       f"{layer} maps"))
             parts.append(img_tag(histogram_image(act), f"{layer} histogram"))

@@ -144,7 +144,7 @@ def theoretical(model: nn.Module, layer: str, input_size: SizeLike | None = None
 
     Starts at ``input_size`` (one side or (height, width); default: the model's, else 224) and
     doubles the input while the centre unit's field touches the border, until its longer side
-    would pass ``max_size``; beyond that ``clipped`` is set.
+    would pass ``max_size`` or the model takes one size only; then ``clipped`` is set.
     """
     resolve_layer(model, layer)  # a clear error for a wrong name before any copying
     twin = _linearize(model)
@@ -154,7 +154,8 @@ def theoretical(model: nn.Module, layer: str, input_size: SizeLike | None = None
         y, x = h // 2, w // 2
         box = unit_box(y, x)
         touches = box[0] == 0 or box[1] == 0 or box[2] == rows or box[3] == cols
-        if not touches or max(rows, cols) * 2 > max_size:
+        # a fixed-size model (a ViT's position embeddings) takes no larger input: stop there
+        if not touches or max(rows, cols) * 2 > max_size or model_info.fixed_input_size(model):
             break
         rows, cols = rows * 2, cols * 2
     # neighbours' boxes are shifted by the jump (compare the far edges when clipped)

@@ -146,7 +146,7 @@ def _finish(spec: ModelSpec, request: Request, made: Any) -> Preprocessed:
     std = request.std if request.std is not None else built.std or spec.std
     return Preprocessed(net, mean, std, spec.layer_aliases, built.input_size or spec.input_size,
                         request.name, fixed_size=spec.fixed_size, layouts=spec.layouts,
-                        classes=spec.class_names(net))
+                        classes=spec.class_names(net), render=spec.render)
 
 
 def from_source(name: str, weights: str | os.PathLike | None, mean: Sequence[float] | None,

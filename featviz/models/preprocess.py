@@ -4,11 +4,13 @@ its layers addressable under the network's module paths and any aliases."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..core import model_info
+from ..core.render.options import check_declared
 from ..errors import MismatchError
 from .imagenet import IMAGENET_MEAN, IMAGENET_STD
 
@@ -24,7 +26,8 @@ class Preprocessed(nn.Module):
     channels and grid are in layers that are not ``[B, C, H, W]`` (``{path or pattern:
     "nhwc" | "tokens" | "tokens+cls" | ...}``, see :mod:`featviz.core.layouts`). ``channels``
     is the number the network takes (``featviz_channels``): by default its first
-    convolution's, else the length of ``mean``/``std``, else 3.
+    convolution's, else the length of ``mean``/``std``, else 3. ``render`` holds the render
+    options it declares for itself (``featviz_render``; a caller's choice overrides each).
     """
 
     def __init__(
@@ -39,6 +42,7 @@ class Preprocessed(nn.Module):
         layouts: Mapping[str, str] | None = None,
         channels: int | None = None,
         classes: Sequence[str] | None = None,
+        render: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         channels = channels or _channels(net, mean, std)
@@ -54,6 +58,7 @@ class Preprocessed(nn.Module):
         self.featviz_layouts = dict(layouts or {})
         self.featviz_channels = channels
         self.featviz_classes = list(classes) if classes is not None else None
+        self.featviz_render = check_declared(render or {}, name or type(net).__name__)
         self.name = name or type(net).__name__
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,6 +117,7 @@ def wrap(
     layouts: Mapping[str, str] | None = None,
     channels: int | None = None,
     classes: Sequence[str] | None = None,
+    render: Mapping[str, Any] | None = None,
 ) -> Preprocessed:
     """Wrap any image network so that it takes [0, 1] images and normalizes with
     ``mean``/``std``.
@@ -131,7 +137,9 @@ def wrap(
         channels: the channels it takes (1 grayscale, 3 RGB, N bands); default its first
             convolution's, else the statistics' length.
         classes: the names of its outputs (top classes and render labels then speak words).
+        render: render options it declares for itself, by name (a caller's choice overrides
+            each), e.g. :data:`featviz.models.courses.TRANSFORMER` for a vision transformer.
     """
     return Preprocessed(net, mean if mean is not None else (0.0,),
                         std if std is not None else (1.0,), aliases, input_size, name,
-                        fixed_size, layouts, channels, classes)
+                        fixed_size, layouts, channels, classes, render)

@@ -136,6 +136,8 @@ class ModelSpec:
         layouts: the layouts of layers that are not ``[B, C, H, W]``
             (see :mod:`featviz.core.layouts`).
         takes_options: whether ``load``'s extra keyword arguments go to its builder.
+        render: the render options it declares for itself, by name (the caller's override
+            them), e.g. :data:`featviz.models.courses.TRANSFORMER` for a vision transformer.
     """
 
     name: str
@@ -152,6 +154,7 @@ class ModelSpec:
     fixed_size: bool = False
     layouts: Mapping[str, str] = field(default_factory=dict)
     takes_options: bool = False
+    render: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:

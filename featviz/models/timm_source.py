@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import WeightsError, unknown
+from .courses import for_timm
 from .preprocess import Preprocessed
 from .registry import register
 from .sources import require, source_stats
@@ -53,7 +54,7 @@ def load_timm(name: str, weights: str | os.PathLike | None = "default",
     fixed = bool(net.pretrained_cfg.get("fixed_input_size", False))
     model = Preprocessed(net, source_stats(config["mean"], net) if mean is None else mean,
                          source_stats(config["std"], net) if std is None else std, input_size=h,
-                         name=f"timm:{name}", fixed_size=fixed)
+                         name=f"timm:{name}", fixed_size=fixed, render=for_timm(net))
     if fixed and h != w:
         model.featviz_fixed_size = (h, w)
     prefix = getattr(net, "num_prefix_tokens", None)

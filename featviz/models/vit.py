@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from .courses import TRANSFORMER
 from .imagenet import imagenet_classes
 from .registry import register
 from .sources import require
@@ -62,7 +63,7 @@ SPEC = register(ModelSpec(
     description="ViT-Tiny/16 (timm vit_tiny_patch16_224, AugReg ImageNet-21k -> 1k): class "
                 "token + 14x14 patches, timm's layer names",
     mean=VIT_MEAN, std=VIT_STD, input_size=224, fixed_size=True, classes=imagenet_classes,
-    layouts=LAYOUTS,
+    layouts=LAYOUTS, render=TRANSFORMER,
     weights=WeightsSource(f"$FEATVIZ_MODELS/{VIT_TINY_FILE}", kind="env", env="FEATVIZ_MODELS",
                           file=VIT_TINY_FILE,
                           what="ViT-Tiny/16 AugReg weights in timm's layout")))

@@ -1,5 +1,5 @@
 """Render options are declared once: render's keywords, the groups, the rule "caller, else
-parameterization, else library", the checks and the command-line flags all come from
+parameterization, else model, else library", the checks and the command-line flags all come from
 featviz.core.render.options and cannot drift apart."""
 
 from __future__ import annotations
@@ -84,6 +84,31 @@ def test_prepare_uses_the_parameterizations_course():
     assert plan.settings.transforms == "none"
     plan = prepare(_tiny(), "channel:2:0", _Declaring(), {"steps": 4, "ema": 0})
     assert plan.average is None
+
+
+def test_a_model_declares_its_course_between_the_parameterizations_and_the_library():
+    model = featviz.models.wrap(_tiny(), render={"transforms": "distill", "ema": 0.5,
+                                                 "polish": 2})
+    plan = prepare(model, "channel:2:0", None, {"steps": 4})
+    assert (plan.settings.transforms, plan.settings.ema, plan.settings.polish) == \
+        ("distill", 0.5, 2)
+    # the caller's choice beats the model's
+    plan = prepare(model, "channel:2:0", None, {"steps": 4, "transforms": "none", "polish": 0})
+    assert (plan.settings.transforms, plan.settings.polish) == ("none", 0)
+    # a parameterization that departs from the base class keeps its own (the CPPN needs no
+    # transforms), where it declares nothing the model's course applies
+    plan = prepare(model, "channel:2:0", _Declaring(), {"steps": 4})
+    assert (plan.settings.transforms, plan.settings.ema, plan.settings.polish) == \
+        ("none", 0.9, 2)
+    # without a declaration, the library's
+    assert prepare(_tiny(), "channel:2:0", None, {"steps": 4}).settings.transforms == "standard"
+
+
+def test_a_model_declaring_an_unknown_or_bad_option_is_told_which():
+    with pytest.raises(TypeError, match="unknown option 'emma'; did you mean 'ema'"):
+        featviz.models.wrap(_tiny(), render={"emma": 0.5})
+    with pytest.raises(FeatvizError, match="ema"):
+        featviz.models.wrap(_tiny(), render={"ema": 2})
 
 
 def test_a_bad_value_fails_before_anything_is_built():

@@ -244,3 +244,25 @@ def test_a_sweep_with_another_parameterization_records_it(tmp_path):
     assert {r["settings"]["lr"] for r in res.records} == {featviz.param.maco(8).lr}
     with pytest.raises(FeatvizError, match=r"param: 'maco' then, 'laplacian' now"):
         sw.sweep(model, tmp_path, ["conv3"], "0-1", param="laplacian", **TINY)
+
+
+def test_a_sweep_uses_and_records_the_course_a_model_declares(tmp_path):
+    """A model's declared transforms (a vision transformer's course) are what a sweep renders
+    with when it is not told otherwise, recorded by name; a named preset still wins."""
+    course = [featviz.transforms.jitter(2), featviz.transforms.color_jitter(0.1, 1.2)]
+    model = make_tiny()
+    model.featviz_render = {"transforms": course}  # as featviz.models.wrap(render=) sets it
+    plain = {k: v for k, v in TINY.items() if k != "transforms"}
+    res = sw.sweep(model, tmp_path / "course", ["conv3"], "0-1", **plain)
+    assert {r["settings"]["transforms"] for r in res.records} == {repr(course)}
+    saved = featviz.images.load(tmp_path / "course" / res.records[1]["file"])
+
+    def render(**options):
+        return featviz.render(model, obj.channel("conv3", 1), steps=2, size=16,
+                              seed=res.records[1]["seed"], progress=False, **options).images
+
+    # the saved image is the course's render (to PNG rounding), not lucid's transforms'
+    assert (render() - saved).abs().max() <= 1 / 255 + 1e-6
+    assert (render(transforms="standard") - saved).abs().max() > 2 / 255
+    named = sw.sweep(model, tmp_path / "named", ["conv3"], "0-1", transforms="none", **plain)
+    assert {r["settings"]["transforms"] for r in named.records} == {"none"}

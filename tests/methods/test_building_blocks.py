@@ -44,6 +44,12 @@ def test_group_shared_images_mix_own_and_group_parts_by_the_weights():
         featviz.param.GroupSharedRaw(torch.ones(4, 2), (3, 3, 8, 8))
 
 
+def test_no_groups_leave_each_image_its_own_part():
+    """activation_grid(groups=0): no group image at all (an empty FFT batch failed on MKL)."""
+    raw = group_shared(8, torch.zeros(3, 0), seed=3).raw
+    torch.testing.assert_close(raw(), OWN_WEIGHT * raw.own())
+
+
 def test_activation_grid_on_a_tiny_model(tiny, one_thread):
     photo = torch.rand(1, 3, 8, 8)
     with warnings.catch_warnings():  # "stayed at about zero" for the zero vectors' cells

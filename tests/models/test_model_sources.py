@@ -61,8 +61,11 @@ def test_a_timm_vit_takes_its_size_from_the_options_and_timms_statistics():
     model = featviz.models.load("timm:vit_tiny_patch16_224", weights=None, img_size=64)
     assert model.featviz_fixed_size == 64 and model.featviz_prefix_tokens == 1
     assert model.mean.flatten().tolist() == [0.5, 0.5, 0.5]  # timm's, not ImageNet's
+    # it declares the transformer course (featviz.models.courses), whose 32-px jitter is
+    # half of this 64-px input: lucid's small one keeps this 12-step test about sizes
+    assert model.featviz_render == featviz.models.courses.TRANSFORMER
     for objective in (obj.channel("blocks.5", 4), obj.logit(2)):
-        res = run(model, objective, size=48)
+        res = run(model, objective, size=48, transforms="standard")
         assert rises(res) and res.images.shape == (1, 3, 48, 48)  # shown to the model at 64
 
 

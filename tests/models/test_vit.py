@@ -31,10 +31,13 @@ needs_vit = pytest.mark.skipif(
 
 
 # -- the strings and names, on any machine -------------------------------------------------
+MLP6 = "blocks.6.mlp.act", "blocks.6.mlp.fc1"  # an MLP unit's value, and where it climbs
+
+
 @pytest.mark.parametrize("text, name, layer", [
-    ("mlp:blocks.6:123", "mlp(blocks.6, 123)", "blocks.6.mlp.act"),
-    ("mlp:blocks.6:123:4:7", "mlp(blocks.6, 123, x=4, y=7)", "blocks.6.mlp.act"),
-    ("mlp_cls:blocks.6:123", "mlp_cls(blocks.6, 123)", "blocks.6.mlp.act"),
+    ("mlp:blocks.6:123", "mlp(blocks.6, 123)", MLP6),
+    ("mlp:blocks.6:123:4:7", "mlp(blocks.6, 123, x=4, y=7)", MLP6),
+    ("mlp_cls:blocks.6:123", "mlp_cls(blocks.6, 123)", MLP6),
     ("attn_head:blocks.6:2", "attn_head(blocks.6, 2)", "blocks.6.attn.qkv"),
     ("attn_head:blocks.6:2:17", "attn_head(blocks.6, 2, n=17)", "blocks.6.attn.qkv"),
     ("attention:blocks.6:0:5:7", "attention(blocks.6, 0, 5, 7)", "blocks.6.attn.qkv"),
@@ -42,14 +45,15 @@ needs_vit = pytest.mark.skipif(
      "blocks.6.attn.qkv"),
 ])
 def test_each_kind_has_a_string(text, name, layer):
+    layers = set(layer) if isinstance(layer, tuple) else {layer}
     o = obj.parse(text)
-    assert o.name == name and o.layers == {layer}
-    assert obj.parse(f"{text} - 0.5*{text}").layers == {layer}
+    assert o.name == name and o.layers == layers
+    assert obj.parse(f"{text} - 0.5*{text}").layers == layers
 
 
 def test_the_python_forms_and_their_defaults():
     assert obj.mlp("blocks.3", 5, pre=True).layers == {"blocks.3.mlp.fc1"}
-    assert obj.mlp("blocks.3.mlp", 5).layers == {"blocks.3.mlp.act"}
+    assert obj.mlp("blocks.3.mlp", 5).layers == {"blocks.3.mlp.act", "blocks.3.mlp.fc1"}
     assert obj.attention("blocks.3.attn", 1, 0, 0).layers == {"blocks.3.attn.qkv"}
     assert obj.mlp("blocks.3", 5, batch=1).name == "mlp(blocks.3, 5)@1"
     with pytest.raises(ValueError, match="both x and y"):
@@ -134,7 +138,9 @@ def test_every_objective_rises(vit_tiny):
              obj.attn_head(layer, 2), obj.attention(layer, 0, 5, 7),
              obj.attention(layer, 1, 9, 9, qx=10, qy=10)]
     total = obj.Objective.sum([o.on(i) for i, o in enumerate(cases)])
-    kw = dict(size=224, seed=0, progress=False)
+    # lucid's small jitter, not the transformer course's 32 px: objectives at one patch
+    # need their patch to stay near its place (docs/transformers.md)
+    kw = dict(size=224, seed=0, progress=False, transforms="standard")
     start = featviz.render(vit_tiny, total, steps=0, **kw).images
     end = featviz.render(vit_tiny, total, steps=16, **kw).images
     before, after = _values(vit_tiny, cases, start), _values(vit_tiny, cases, end)
@@ -178,7 +184,7 @@ def test_the_class_token_objective_reads_no_patch_token(vit_tiny, photos):
     changes nothing; the patch mean is the other way round."""
     cls_o, mean_o = obj.mlp_cls("blocks.6", 123), obj.mlp("blocks.6", 123)
     path = "blocks.6.mlp.act"
-    with frozen(vit_tiny), LayerTap(vit_tiny, [path]) as tap, torch.no_grad():
+    with frozen(vit_tiny), LayerTap(vit_tiny, list(MLP6)) as tap, torch.no_grad():
         acts = dict(tap(photos[:2]))
     patches = acts[path].clone().requires_grad_(True)
     # the patches are the only tensor that needs a gradient: a value without one never
@@ -190,6 +196,39 @@ def test_the_class_token_objective_reads_no_patch_token(vit_tiny, photos):
     assert not torch.allclose(mean_o(noise), mean_o(acts))
     other_cls = {**acts, cls_key(path): torch.randn_like(acts[cls_key(path)])}
     assert torch.equal(mean_o(other_cls), mean_o(acts))
+
+
+def test_an_mlp_unit_is_the_gelus_output_and_climbs_out_of_its_falling_branch():
+    """mlp's value is the unit after the GELU; its gradient, where the unit's input is
+    negative, is the input's (slope 1, toward the active side), elsewhere the GELU's."""
+    torch.manual_seed(0)
+    pre = (torch.randn(2, 8, 14, 14) * 2).requires_grad_(True)
+    post = torch.nn.functional.gelu(pre)
+    o = obj.mlp("blocks.3", 5)
+    value = o({"blocks.3.mlp.act": post, "blocks.3.mlp.fc1": pre})
+    assert torch.allclose(value, post[:, 5].mean(dim=(1, 2)))
+    grad, = torch.autograd.grad(value.sum(), pre)
+    unit = pre[:, 5].detach()
+    negative = unit < 0
+    # the patch mean gives each patch 1/196 of the value
+    assert torch.allclose(grad[:, 5][negative], torch.full_like(unit[negative], 1 / 196))
+    gelu_slope = torch.ops.aten.gelu_backward(torch.ones_like(unit), unit)
+    assert torch.allclose(grad[:, 5][~negative], gelu_slope[~negative] / 196)
+    assert not grad[:, :5].any() and not grad[:, 6:].any()
+    # where the GELU falls, plain ascent would push the unit further down
+    assert (gelu_slope[unit < -0.8] < 0).all() and (unit < -0.8).any()
+
+
+@real
+def test_units_that_start_where_the_gelu_falls_rise(vit_tiny):
+    """Block-4 unit 507 starts left of the GELU's minimum on the grey start image: plain
+    ascent on the GELU's output leaves it just below 0, mlp's gradient lifts it."""
+    kw = dict(size=224, seed=0, progress=False, steps=24)
+    plain = featviz.render(vit_tiny, obj.channel("blocks.4.mlp.act", 507), **kw).images
+    climbed = featviz.render(vit_tiny, obj.mlp("blocks.4", 507), **kw).images
+    plain_v, climbed_v = _values(vit_tiny, [obj.mlp("blocks.4", 507)] * 2,
+                                 torch.cat([plain, climbed]))
+    assert plain_v < 0.05 and climbed_v > 1.0, (plain_v, climbed_v)
 
 
 def _timm_attention(model, images, block):

@@ -67,6 +67,38 @@ def _unnamed(o: Objective) -> Objective:
     return Objective(o.fn, o.layers, batch_size=o.batch_size, channels=o.channels)
 
 
+class _PreWhereNegative(torch.autograd.Function):
+    """The units after the activation, unchanged; backward, the gradient goes to the units'
+    inputs (slope 1) where they are negative, through the activation elsewhere."""
+
+    @staticmethod
+    def forward(ctx, post: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(pre < 0)
+        return post.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        (negative,) = ctx.saved_tensors
+        return grad.masked_fill(negative, 0), grad.masked_fill(~negative, 0)
+
+
+def _escaping(inner: Objective, post: str, pre: str, n: int) -> Objective:
+    """``inner`` (an objective on the units ``post``, after the GELU) climbing out of the
+    GELU's falling branch: its value unchanged, its gradient taken before the GELU (``pre``)
+    wherever a unit is negative (see :func:`mlp`)."""
+    pairs = [(post, pre), (cls_key(post), cls_key(pre))]
+
+    def fn(acts: Acts) -> torch.Tensor:
+        seen = dict(acts)
+        for a, b in pairs:
+            if a in acts and b in acts:
+                seen[a] = _PreWhereNegative.apply(acts[a], acts[b])
+        return inner(seen)
+
+    return Objective(fn, [post, pre], batch_size=inner.batch_size,
+                     channels={post: [n], pre: [n]})
+
+
 @register(LAYER, C, X, Y, optional=2, example="mlp:{layer}:123",
           help="MLP hidden unit C of block LAYER (blocks.6), after GELU: the mean\n"
                "over the patches, or at patch column X, row Y")
@@ -78,11 +110,14 @@ def mlp(layer: str, n: int, x: int | None = None, y: int | None = None, pre: boo
 
     The defaults are Ghiasi et al. 2022's ("What do Vision Transformers Learn?", and their
     code): the MLP's expansion units after the GELU, averaged over the patch tokens without
-    the class token; they found these give the most interpretable pictures of a ViT. GELU
-    falls below -0.75, so a unit whose every patch starts there (14-40 % of ViT-Tiny's per
-    block on the grey start image) is pushed toward 0 from below and may stay there: of 8 such
-    units of block 8, 4 did in a 32-step render, and all 8 rose with ``pre=True``, which
-    optimizes the monotonic pre-activation (as lucid's ``_pre_relu`` layers do).
+    the class token; they found these give the most interpretable pictures of a ViT.
+
+    Its value is the unit after the GELU; its gradient, where a patch's unit is negative, is
+    taken before the GELU. GELU falls left of -0.75, so plain ascent pushes a unit that
+    starts there further left, and it settles just below 0 for good: 6 of the 16 units of
+    ``benchmarks/vit_quality.py`` stayed at 0 in a 64-step render with the plain gradient,
+    none with this one (the value it reports is the same). ``pre=True`` reads the units
+    before the GELU instead (as lucid's ``_pre_relu`` layers do).
 
     Args:
         layer: the block's path, ``"blocks.6"`` (timm's names).
@@ -96,8 +131,9 @@ def mlp(layer: str, n: int, x: int | None = None, y: int | None = None, pre: boo
     if (x is None) != (y is None):
         raise ValueError(f"mlp() takes both x and y (one patch) or neither (the mean over "
                          f"patches), got x={x}, y={y}")
-    path = mlp_layer(layer, pre)
-    return _unnamed(channel(path, int(n)) if x is None else neuron(path, int(n), x, y))
+    path, n = mlp_layer(layer, pre), int(n)
+    unit = _unnamed(channel(path, n) if x is None else neuron(path, n, x, y))
+    return unit if pre else _escaping(unit, path, mlp_layer(layer, pre=True), n)
 
 
 @register(LAYER, C, example="mlp_cls:{layer}:123",
@@ -106,7 +142,8 @@ def mlp(layer: str, n: int, x: int | None = None, y: int | None = None, pre: boo
 def mlp_cls(layer: str, n: int, pre: bool = False, batch: int | None = None) -> Objective:
     """Hidden unit ``n`` of a transformer block's MLP at the class token alone: the token the
     classifier reads, which the patch mean of :func:`mlp` leaves out. It reads no patch token
-    of that layer (patches still reach it through earlier attention).
+    of that layer (patches still reach it through earlier attention). After the GELU, its
+    gradient is taken before the GELU where the unit is negative, as :func:`mlp`'s.
 
     Args:
         layer: the block's path, ``"blocks.6"``.
@@ -114,7 +151,9 @@ def mlp_cls(layer: str, n: int, pre: bool = False, batch: int | None = None) -> 
         pre: read the units before the GELU (``mlp.fc1``) instead of after, as :func:`mlp`.
         batch: the one image of the batch it drives (all by default).
     """
-    return _unnamed(class_token(mlp_layer(layer, pre), int(n)))
+    path, n = mlp_layer(layer, pre), int(n)
+    unit = _unnamed(class_token(path, n))
+    return unit if pre else _escaping(unit, path, mlp_layer(layer, pre=True), n)
 
 
 def _tokens(key: str, acts: Acts) -> tuple[torch.Tensor, bool, tuple[int, int]]:

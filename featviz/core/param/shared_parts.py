@@ -73,8 +73,11 @@ class GroupSharedRaw(nn.Module):
         self.register_buffer("weights", weights.float(), persistent=False)
 
     def forward(self) -> torch.Tensor:
+        own = OWN_WEIGHT * self.own()
+        if self.weights.shape[1] == 0:  # no groups: MKL's FFT fails on an empty batch
+            return own
         shared = torch.einsum("ng,gchw->nchw", self.weights, self.groups())
-        return OWN_WEIGHT * self.own() + GROUP_WEIGHT * shared
+        return own + GROUP_WEIGHT * shared
 
     @torch.no_grad()
     def set_raw(self, raw: torch.Tensor) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import FeatvizError, closest, non_negative
+from ..param.base import Parameterization
 from ..transforms import PRESETS
 from ..truncate import COMPILE_MODES
 from .averaging import check_decay
@@ -172,6 +173,10 @@ OPTIONS: tuple[Option, ...] = (
            "inside with this multiple of the objective's mean pull on a value, e.g. 2; 0: none",
            _guard, declared=True,
            flag=Flag("--rail-guard", "non_negative_float", metavar="K")),
+    Option("views", "robustness", 1, "transformed copies of each image per step, their "
+           "objectives averaged (Ghiasi et al. 2022's augmentation ensembling): a steadier "
+           "gradient for about views x the step's time and memory", _whole("views", 1),
+           flag=Flag("--views", "positive", metavar="K")),
     Option("polish", "robustness", 0, "run the last N steps without transforms, so the image "
            "shown is the one optimized last (stronger as shown, slightly less robust), e.g. 32",
            flag=Flag("--polish", "index", metavar="N")),
@@ -280,24 +285,53 @@ class Settings(Mapping[str, Any]):
         return f"Settings({changed})"
 
 
-def resolve(chosen: Mapping[str, Any], declaring: Any) -> Settings:
-    """Each option's value: the caller's (``chosen``), else what ``declaring`` (the
-    parameterization, or the :class:`~featviz.param.Parameterization` class for a module that
-    declares nothing) declares for a declared option, else the library default; each checked.
+def resolve(chosen: Mapping[str, Any], declaring: Any,
+            model: Mapping[str, Any] | None = None) -> Settings:
+    """Each option's value: the caller's (``chosen``); else what the parameterization
+    (``declaring``) declares for a declared option where it departs from the base class's
+    (a CPPN's ``transforms="none"``); else what the model declares (``model``, e.g. the
+    transformer course of :func:`featviz.models.load("vit_tiny")`); else the parameterization's
+    base value for a declared option, or the library default. Each checked.
 
     Args:
         chosen: the options the caller gave, by name (see :func:`gather`).
-        declaring: the object whose attributes hold the declared options' values.
+        declaring: the object whose attributes hold the declared options' values (the
+            parameterization, or the :class:`~featviz.param.Parameterization` class for a
+            module that declares nothing).
+        model: the options the model declares, by name (its ``featviz_render``).
     """
+    model = model or {}
     values = {}
     for option in OPTIONS:
         value = chosen.get(option.name, option.default)
         if option.declared and _means_auto(value, option.auto):
-            value = getattr(declaring, option.name)
+            own = getattr(declaring, option.name)
+            base = getattr(Parameterization, option.name)
+            departs = not (own is base or (isinstance(own, (str, int, float, bool))
+                                           and own == base))
+            value = own if departs or option.name not in model else model[option.name]
+        elif option.name not in chosen and option.name in model:
+            value = model[option.name]
         if option.check is not None and value is not None:
             value = option.check(value)
         values[option.name] = value
     return Settings(values)
+
+
+def check_declared(declared: Mapping[str, Any], who: str) -> dict[str, Any]:
+    """The render options a model declares, each a known option with a valid value.
+
+    Args:
+        declared: option name -> value.
+        who: the model's name, for the error.
+    """
+    for name, value in declared.items():
+        if name not in BY_NAME:
+            raise _unknown(name, f"the render options {who} declares")
+        option = BY_NAME[name]
+        if option.check is not None and value is not None:
+            option.check(value)
+    return dict(declared)
 
 
 def _means_auto(value: Any, auto: Any) -> bool:

@@ -17,6 +17,7 @@ from .. import param as _param
 from .. import transforms as _transforms
 from ..hooks import LayerTap, channels_last, frozen, hook_count
 from ..model_info import (
+    declared_render,
     fixed_input_size,
     image_channels,
     input_channels,
@@ -27,7 +28,7 @@ from ..model_info import (
 )
 from ..objectives import Objective, parse
 from ..param import Parameterization
-from ..seeds import Seed, image_seeds, stream_seeds
+from ..seeds import Seed, image_seeds, stream_seeds, view_seeds
 from . import convergence as _convergence
 from . import options as _options
 from . import schedule as _schedule
@@ -70,6 +71,10 @@ class Plan:
     bare: Callable | None = None
     polish_from: int | None = None
     settings: _options.Settings | None = None  # every option's value, as resolved
+    # ``views``: transformed copies of each image per step, their objectives averaged
+    # (``streams`` then serves views x images, view by view)
+    views: int = 1
+    _copies: int = 1  # how many copies of the batch the last view() made
 
     @property
     def n_images(self) -> int:
@@ -88,16 +93,32 @@ class Plan:
         polishing = self.polish_from is not None and step is not None \
             and step >= self.polish_from
         pipeline = self.bare if polishing else self.pipeline
+        # the views: the render's own steps only (held-out checks see each image once)
+        self._copies = self.views if streams is None and not polishing else 1
+        if self._copies > 1:
+            img = img.repeat(self._copies, *([1] * (img.dim() - 1)))
         x = pipeline(img, self.streams if streams is None else streams)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def evaluate(self, acts: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The objective's value per image, shape [B] (an error for another shape)."""
-        values = self.objective(acts)
+        """The objective's value per image, shape [B] (an error for another shape); with
+        views, the mean over each image's views."""
+        values = self.objective(acts) if self._copies == 1 else self._over_views(acts)
         if values.shape != (self.n_images,):
             raise FeatvizError(f"objective {self.objective.name} returned shape "
                                f"{list(values.shape)}, expected [{self.n_images}]")
         return values
+
+    def _over_views(self, acts: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The objective of each view of the batch (activations of views x images, view by
+        view; the input images are the images' own), averaged per image."""
+        n, views = self.n_images, self._copies
+
+        def view(v: int) -> dict[str, torch.Tensor]:
+            return {k: a[v * n:(v + 1) * n] if a.dim() and a.shape[0] == n * views else a
+                    for k, a in acts.items()}
+
+        return torch.stack([self.objective(view(v)) for v in range(views)]).mean(dim=0)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Forward]:
@@ -141,7 +162,8 @@ def prepare(model: nn.Module, objective: Objective | str, param: nn.Module | str
     param, seeds = _parameterization(model, objective, param, **basic)
     param = param.to(device)
     img_size, rgba = _probe(param, model, objective, len(seeds))
-    s = _options.resolve(chosen, param if isinstance(param, Parameterization) else _DECLARED)
+    s = _options.resolve(chosen, param if isinstance(param, Parameterization) else _DECLARED,
+                         declared_render(model))
     lr = float(s.lr)
     trainable = [p for p in param.parameters() if p.requires_grad]
     pipeline = _transforms.resolve(s.transforms, img_size)
@@ -153,7 +175,7 @@ def prepare(model: nn.Module, objective: Objective | str, param: nn.Module | str
         model=model, objective=objective, param=param, steps=s.steps, seeds=seeds,
         size=img_size, lr=lr, device=device,
         pipeline=fit_to_model(model, objective, pipeline, img_size, amp),
-        streams=_transforms.ImageStreams(stream_seeds(seeds, "transforms"), device),
+        streams=_transforms.ImageStreams(view_seeds(seeds, s.views), device), views=s.views,
         stages=_stages(seeds, img_size, device, rgba, s.saliency, s.rail_guard),
         optimizer=opt, channels_last=s.memory_format == "channels_last", amp=amp,
         redirect_steps=s.redirect_relu, compile_mode=compile_mode(s.compile),
@@ -231,15 +253,19 @@ def _check_dtype(err: Exception, model: nn.Module) -> None:
                            "it with model.float() (or model.bfloat16() on a CPU)") from None
 
 
-def preferred_transforms(param: nn.Module) -> str:
-    """The transforms preset ``transforms="auto"`` means for ``param``: the preset it declares
-    (a CPPN's "none": its smooth images lose the fine detail a unit needs when they must also
-    survive jitter), "standard" for a module that declares none.
+def preferred_transforms(param: nn.Module, model: nn.Module | None = None) -> Any:
+    """What ``transforms="auto"`` means for ``param`` on ``model``, by render's rule: the preset
+    ``param`` declares where it departs from the base class's (a CPPN's "none": its smooth
+    images lose the fine detail a unit needs when they must also survive jitter), else the
+    transforms the model declares (a vision transformer's course), else "standard".
 
     Args:
         param: The parameterization module.
+        model: The model, whose declared course counts; None for none.
     """
-    return param.transforms if isinstance(param, Parameterization) else _DECLARED.transforms
+    declaring = param if isinstance(param, Parameterization) else _DECLARED
+    model_declares = declared_render(model) if model is not None else {}
+    return _options.resolve({}, declaring, model_declares).transforms
 
 
 def _objective(objective: Objective | str) -> Objective:

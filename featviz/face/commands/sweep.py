@@ -18,7 +18,8 @@ from .common import Loader, add_model_args
 #: the render options ``featviz sweep`` takes as flags, the same as ``featviz render``'s but
 #: the snapshots and the progress bar (a sweep logs each batch)
 OPTIONS = ("steps", "size", "batch", "seed", "lr", "transforms", "lr_schedule", "ema",
-           "adam_floor", "stop_at", "rail_guard", "polish", "amp", "memory_format", "compile")
+           "adam_floor", "stop_at", "rail_guard", "views", "polish", "amp", "memory_format",
+           "compile")
 
 
 def add(subparsers: argparse._SubParsersAction) -> None:
@@ -36,7 +37,8 @@ def add(subparsers: argparse._SubParsersAction) -> None:
                     "channels are skipped.")
     add_model_args(sw)
     sw.add_argument("--layers", required=True, type=types.layer_list,
-                    help="comma-separated layers")
+                    help="comma-separated layers; KIND:LAYER renders KIND:LAYER:N for each "
+                         "channel N instead (mlp:blocks.8: a transformer block's MLP units)")
     sw.add_argument("--channels", default="all", help="all (default), a range 0-63 or a list 1,5,9")
     sw.add_argument("--param", default="fourier", choices=param.KINDS,
                     help="parameterization of every image (default: fourier)")

@@ -59,6 +59,5 @@ def run(args: argparse.Namespace, load: Loader) -> int:
         best = ", ".join(f"{Path(e.source).name}{f' ({e.class_name})' if e.label else ''} "
                          f"{e.value:.2f}" for e in entries[:3])
         print(f"{args.layer}:{c}: {best}{', ...' if len(entries) > 3 else ''}")
-    print(f"receptive field {top.field.size[0]}x{top.field.size[1]} px, jump "
-          f"{top.field.jump[0]}; wrote {args.out}")
+    print(f"{top.field_text}; wrote {args.out}")
     return 0

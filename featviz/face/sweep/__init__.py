@@ -34,10 +34,13 @@ from .jobs import (
     batches,
     channel_counts,
     folder_name,
+    is_kind,
     job_list,
+    job_objective,
     parse_channel_spec,
     shard,
     topk_file,
+    unit_layer,
 )
 from .manifest import (
     IMAGE_SETTINGS,
@@ -57,4 +60,4 @@ __all__ = ["Job", "SweepResult", "sweep", "job_list", "shard", "batches", "chann
            "parse_channel_spec", "read_manifests", "done_jobs", "Manifest", "distributed",
            "distributed_env", "summary", "gather_results", "read_settings", "image_file",
            "topk_file", "folder_name", "SETTINGS_FILE", "IMAGE_SETTINGS", "manifest_files",
-           "MANIFEST_GLOB", "SweepFolder", "collect"]
+           "MANIFEST_GLOB", "SweepFolder", "collect", "is_kind", "job_objective", "unit_layer"]

@@ -1,5 +1,12 @@
 """The job list of a sweep: which (layer, channel) images there are, where each one is written,
-which rank renders it and in which batches."""
+which rank renders it and in which batches.
+
+A sweep's "layer" is a layer (job (LAYER, c) renders ``channel:LAYER:c``) or an objective kind
+with its layer, ``KIND:LAYER``, whose job (KIND:LAYER, n) renders the objective string
+``KIND:LAYER:n``: ``mlp:blocks.8`` sweeps the MLP units of a transformer block with the
+:func:`~featviz.objectives.mlp` objective. The number must be a channel of a layer the
+objective reads (:func:`unit_layer`), which gives the count ``--channels all`` means.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,8 @@ from torch import nn
 
 from ...core import model_info
 from ...core.files import folder_name
+from ...core.hooks import named_layers
+from ...core.objectives import Objective, channel, parse
 from ...core.sizes import SizeLike, hw
 from ...errors import ChannelError, FeatvizError, ObjectiveSyntaxError
 
@@ -40,6 +49,54 @@ def topk_file(layer: str, channel: int, k: int) -> str:
         k: the number of top images.
     """
     return f"{folder_name(layer)}/c{channel:04d}_top{k}.png"
+
+
+def is_kind(layer: str) -> bool:
+    """Whether a sweep's ``layer`` is ``KIND:LAYER`` (an objective kind with its layer) rather
+    than a layer's name.
+
+    Args:
+        layer: A sweep's layer, as ``--layers`` gives it.
+    """
+    return ":" in layer
+
+
+def job_objective(layer: str, channels: Sequence[int]) -> Objective:
+    """The objective of a batch of jobs of one sweep layer, image ``i`` for ``channels[i]``:
+    ``channel(LAYER, channels)``, or ``KIND:LAYER:n`` for each ``n`` on its own image.
+
+    Args:
+        layer: The sweep's layer, a layer name or ``KIND:LAYER``.
+        channels: The channels (units) of the batch's jobs, in image order.
+    """
+    if not is_kind(layer):
+        return channel(layer, list(channels) if len(channels) > 1 else channels[0])
+    if len(channels) == 1:
+        return parse(f"{layer}:{channels[0]}")
+    return Objective.sum([parse(f"{layer}:{c}").on(i) for i, c in enumerate(channels)])
+
+
+def unit_layer(model: nn.Module, layer: str) -> str:
+    """The layer whose channels a sweep layer's jobs are numbered by: ``layer`` itself, or for
+    ``KIND:LAYER`` the layer whose channel ``n`` the objective ``KIND:LAYER:n`` reads (the
+    deepest, when it reads several: ``mlp`` reads a unit before its GELU for the gradient and
+    after it for the value, and the unit is the one after). Top-k dataset patches rank that
+    layer's channel.
+
+    Args:
+        model: The network.
+        layer: The sweep's layer, a layer name or ``KIND:LAYER``.
+    """
+    if not is_kind(layer):
+        return layer
+    probe = parse(f"{layer}:0")
+    named = [name for name, chans in probe.channels.items() if chans == {0}]
+    if not named:
+        raise FeatvizError(f"a sweep takes a layer or KIND:LAYER whose objective KIND:LAYER:N "
+                           f"reads channel N of a layer (as channel: and mlp: do); "
+                           f"{probe.name} reads no one channel: render it with featviz render")
+    order = {name: i for i, name in enumerate(named_layers(model))}
+    return max(named, key=lambda name: order.get(name, -1))
 
 
 def _unique_layers(layers: Sequence[str]) -> list[str]:
@@ -110,10 +167,11 @@ def _layer_channels(model: nn.Module, layers: Sequence[str], channels: str | Seq
     it) or, for ``"all"``, every channel the layer has. A channel past a layer's last raises a
     :class:`ChannelError` before anything is rendered."""
     wanted = parse_channel_spec(channels)
-    counts = channel_counts(model, layers, size)
+    units = {layer: unit_layer(model, layer) for layer in layers}
+    counts = channel_counts(model, list(dict.fromkeys(units.values())), size)
     per_layer: dict[str, list[int]] = {}
     for layer in layers:
-        n = counts[layer]
+        n = counts[units[layer]]
         chans = list(range(n)) if wanted is None else wanted
         bad = [c for c in chans if c >= n]
         if bad:

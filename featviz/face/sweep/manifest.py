@@ -19,6 +19,7 @@ from ...core import images as _images
 from ...core.files import image_file
 from ...core.render import RenderResult
 from ...errors import FeatvizError
+from ...methods.deconv import outline
 from .jobs import Job, topk_file
 
 MANIFEST_GLOB = "manifest.rank*.jsonl"
@@ -206,9 +207,11 @@ def _durable(path: Path) -> None:
 
 
 def _strip(entries: Sequence, tile: int = 64) -> torch.Tensor:
-    """The k patches (top row) above their projections (bottom row), ``tile`` px each."""
-    def scaled(t: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(t[None], (tile, tile), mode="nearest")[0]
+    """The k patches (top row) above their projections (bottom row), ``tile`` px each; a
+    token's own patch outlined in its window, as top-k shows it."""
+    def scaled(t: torch.Tensor, focus: tuple[int, int, int, int] | None) -> torch.Tensor:
+        return outline(F.interpolate(t[None], (tile, tile), mode="nearest")[0], focus,
+                       t.shape[1:])
 
-    return torch.stack([scaled(e.patch) for e in entries] +
-                       [scaled(e.projection) for e in entries])
+    return torch.stack([scaled(e.patch, getattr(e, "focus", None)) for e in entries] +
+                       [scaled(e.projection, getattr(e, "focus", None)) for e in entries])

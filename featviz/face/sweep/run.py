@@ -21,13 +21,21 @@ from ...core import model_info
 from ...core import notebook as _nb
 from ...core import param as _param
 from ...core import render as _render
-from ...core.objectives import channel
 from ...core.render import options as _options
 from ...core.sizes import SizeLike
 from ...errors import FeatvizError
 from ...methods.dataset import labelled
 from ...methods.deconv import top_k
-from .jobs import Job, _layer_channels, _unique_layers, batches, job_list, shard
+from .jobs import (
+    Job,
+    _layer_channels,
+    _unique_layers,
+    batches,
+    job_list,
+    job_objective,
+    shard,
+    unit_layer,
+)
 from .manifest import Manifest, _jsonable, _write_job, done_jobs
 from .settings import _agree_settings
 from .view import SweepFolder
@@ -75,7 +83,7 @@ class _Recipe:
     size: int | tuple[int, int]  # one side, or (height, width) of a rectangle
     steps: int
     lr: float
-    transforms: str
+    transforms: Any  # a preset's name, or the list the model's course gives
     seed: int
     images: str | os.PathLike | None
     k: int
@@ -93,7 +101,9 @@ class _Recipe:
                     and v != _options.BY_NAME[n].default}
         return _jsonable({**dict(extra or {}), **changing, "steps": self.steps,
                           "size": self.size,
-                          "lr": self.lr, "param": self.param, "transforms": self.transforms,
+                          "lr": self.lr, "param": self.param,
+                          "transforms": self.transforms if isinstance(self.transforms, str)
+                          else repr(list(self.transforms)),
                           "seed": self.seed,
                           "images": str(Path(images).resolve()) if images is not None else None,
                           "k": self.k if images is not None else None,
@@ -233,7 +243,7 @@ def _recipe(model: nn.Module, param: str, *, size: SizeLike | None, steps: int,
         lr = float(getattr(probe, "lr", 0.05))
     transforms = options.get("transforms", "auto")
     if transforms == "auto":
-        transforms = _render.preferred_transforms(probe)
+        transforms = _render.preferred_transforms(probe, model)
     rest = {n: v for n, v in options.items() if n != "transforms"}
     return _Recipe(param, size, steps, lr, transforms, seed, images, k, rest, labels)
 
@@ -292,7 +302,7 @@ def _render_batch(model: nn.Module, batch: Sequence[Job], recipe: _Recipe) -> _r
     p = _param.make(recipe.param, recipe.size, len(batch), seed=seeds,
                     channels=model_info.image_channels(model))
     # _render.render, not an imported name: looked up at each call, so a wrapped render counts
-    return _render.render(model, channel(layer, chans if len(chans) > 1 else chans[0]), p,
+    return _render.render(model, job_objective(layer, chans), p,
                           steps=recipe.steps, transforms=recipe.transforms, lr=recipe.lr,
                           progress=False, interrupt="raise", **recipe.render_options)
 
@@ -315,8 +325,8 @@ def _record_batch(out: Path, batch: Sequence[Job], res: _render.RenderResult, me
 def _top_k(model: nn.Module, recipe: _Recipe, layer: str, chans: list[int]) -> dict[int, list]:
     """Channel -> the top-``k`` dataset entries (patch, projection, source) of ``chans`` of
     ``layer`` over the recipe's image folder: one pass over the images for the whole layer."""
-    return dict(top_k(model, recipe.images, layer, chans, recipe.k, size=recipe.size,
-                      labels=recipe.labels).entries)
+    return dict(top_k(model, recipe.images, unit_layer(model, layer), chans, recipe.k,
+                      size=recipe.size, labels=recipe.labels).entries)
 
 
 def _finish(result: SweepResult, signum: int | None, seconds: float,
