@@ -55,6 +55,9 @@ VARIANTS: dict[str, dict] = {
     "vit-nodecor": dict(decorrelate=False),  # Fourier without colour decorrelation
     "vit-pixel": dict(param="pixel"),
     "vit-views4": dict(views=4),  # Ghiasi et al.'s ensembling, 4 views a step
+    # the units' plain gradient through the GELU, not mlp()'s (which takes it before the GELU
+    # where a unit is negative): how many stay at 0
+    "vit-plain-gelu": dict(unit="plain"),
 }
 
 
@@ -99,7 +102,7 @@ def render_batch(model, objectives: list[obj.Objective], variant: dict, steps: i
                  ) -> tuple[torch.Tensor, float]:
     """The objectives rendered together, one image each; and the seconds it took. A variant's
     ``decorrelate=False`` asks for Fourier images without the colour decorrelation."""
-    options = {k: v for k, v in variant.items() if k != "decorrelate"}
+    options = {k: v for k, v in variant.items() if k not in ("decorrelate", "unit")}
     if variant.get("decorrelate") is False:
         options["param"] = featviz.param.image(224, batch=len(objectives), decorrelate=False)
     t0 = time.perf_counter()
@@ -169,7 +172,8 @@ def run_variant(model, name: str, args, units, best, energies, classes) -> bool:
     """Both tables for one variant; whether it meets every target."""
     variant = VARIANTS[name]
     print(f"\n## {name}: {variant or 'the defaults'}, {args.steps} steps\n")
-    objectives = [obj.mlp(f"blocks.{b}", u, batch=i) for i, (b, u) in enumerate(units)]
+    objectives = [obj.channel(f"blocks.{b}.mlp.act", u, batch=i) if variant.get("unit") == "plain"
+                  else obj.mlp(f"blocks.{b}", u, batch=i) for i, (b, u) in enumerate(units)]
     images, secs = render_batch(model, objectives, variant, args.steps)
     print(f"{len(units)} units rendered together in {secs:.0f} s\n")
     rows = unit_table(model, units, best, energies, images)
