@@ -22,12 +22,14 @@ distillation token) are not in the taps' grid, so the softmax would miss their k
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ...errors import ChannelError, FeatvizError
 from ..layouts import cls_key
 from .base import Acts, Objective, builder
-from .builders import _check_position, channel, class_token, neuron
+from .builders import _check_channel, _check_position, channel, class_token, neuron
 from .grammar import LAYER, Arg, C, X, Y, _whole, register
 
 #: the width of one attention head in ViT-Ti/S/B/L and DeiT (Dosovitskiy et al. 2021,
@@ -82,17 +84,27 @@ class _PreWhereNegative(torch.autograd.Function):
         return grad.masked_fill(negative, 0), grad.masked_fill(~negative, 0)
 
 
-def _escaping(inner: Objective, post: str, pre: str, n: int) -> Objective:
-    """``inner`` (an objective on the units ``post``, after the GELU) climbing out of the
-    GELU's falling branch: its value unchanged, its gradient taken before the GELU (``pre``)
-    wherever a unit is negative (see :func:`mlp`)."""
+def _unit(t: torch.Tensor, n: int) -> torch.Tensor:
+    """Channel ``n`` of ``t`` kept as a one-channel tensor: the last axis of a token sequence
+    ``[B, N, C]`` (as :func:`~.builders.channel` reads it), else the second."""
+    return t[..., n:n + 1] if t.dim() == 3 else t[:, n:n + 1]
+
+
+def _escaping(read: Callable[[str, int], Objective], post: str, pre: str, n: int
+              ) -> Objective:
+    """Unit ``n`` of ``post`` (after the GELU) as ``read(path, channel)`` reads it, climbing
+    out of the GELU's falling branch: its value unchanged, its gradient taken before the GELU
+    (``pre``) wherever the unit is negative (see :func:`mlp`). Only the unit's channel is
+    rerouted (``read`` sees it as channel 0), not the layer's 768."""
+    inner = read(post, 0)
     pairs = [(post, pre), (cls_key(post), cls_key(pre))]
 
     def fn(acts: Acts) -> torch.Tensor:
+        _check_channel(post, acts[post], n)  # named against the whole layer, not the slice
         seen = dict(acts)
         for a, b in pairs:
             if a in acts and b in acts:
-                seen[a] = _PreWhereNegative.apply(acts[a], acts[b])
+                seen[a] = _PreWhereNegative.apply(_unit(acts[a], n), _unit(acts[b], n))
         return inner(seen)
 
     return Objective(fn, [post, pre], batch_size=inner.batch_size,
@@ -131,9 +143,11 @@ def mlp(layer: str, n: int, x: int | None = None, y: int | None = None, pre: boo
     if (x is None) != (y is None):
         raise ValueError(f"mlp() takes both x and y (one patch) or neither (the mean over "
                          f"patches), got x={x}, y={y}")
+    def read(path: str, c: int) -> Objective:
+        return _unnamed(channel(path, c) if x is None else neuron(path, c, x, y))
+
     path, n = mlp_layer(layer, pre), int(n)
-    unit = _unnamed(channel(path, n) if x is None else neuron(path, n, x, y))
-    return unit if pre else _escaping(unit, path, mlp_layer(layer, pre=True), n)
+    return read(path, n) if pre else _escaping(read, path, mlp_layer(layer, pre=True), n)
 
 
 @register(LAYER, C, example="mlp_cls:{layer}:123",
@@ -151,9 +165,11 @@ def mlp_cls(layer: str, n: int, pre: bool = False, batch: int | None = None) -> 
         pre: read the units before the GELU (``mlp.fc1``) instead of after, as :func:`mlp`.
         batch: the one image of the batch it drives (all by default).
     """
+    def read(path: str, c: int) -> Objective:
+        return _unnamed(class_token(path, c))
+
     path, n = mlp_layer(layer, pre), int(n)
-    unit = _unnamed(class_token(path, n))
-    return unit if pre else _escaping(unit, path, mlp_layer(layer, pre=True), n)
+    return read(path, n) if pre else _escaping(read, path, mlp_layer(layer, pre=True), n)
 
 
 def _tokens(key: str, acts: Acts) -> tuple[torch.Tensor, bool, tuple[int, int]]:
