@@ -319,19 +319,16 @@ def resolve(chosen: Mapping[str, Any], declaring: Any,
 
 
 def check_declared(declared: Mapping[str, Any], who: str) -> dict[str, Any]:
-    """The render options a model declares, each a known option with a valid value.
+    """The render options a model declares, each a known option with a valid value (checked
+    as a caller's are: :func:`gather`, then :func:`check_given`).
 
     Args:
         declared: option name -> value.
         who: the model's name, for the error.
     """
-    for name, value in declared.items():
-        if name not in BY_NAME:
-            raise _unknown(name, f"the render options {who} declares")
-        option = BY_NAME[name]
-        if option.check is not None and value is not None:
-            option.check(value)
-    return dict(declared)
+    checked = gather(declared, {}, where=f"the render options {who} declares")
+    check_given(checked)
+    return checked
 
 
 def _means_auto(value: Any, auto: Any) -> bool:
