@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Everything that needs a GPU, in one go, each part under its own time limit so that the whole
-# fits in about 9 minutes on an H100/H200: the CUDA tests, speed.py (against the floor and
-# lucent), fast_paths.py (bf16 and channels-last at three depths; torch.compile and CUDA
+# fits in about 13 minutes on an H100/H200: first time_to_quality.py (featviz's defaults
+# against lucent on the CNNs whose weights .gpu/shared holds), the CUDA tests, speed.py
+# (against the floor and lucent), fast_paths.py (bf16 and channels-last at three depths; torch.compile and CUDA
 # graphs at one), and the GPU rows of sweep_speed.py. Each part writes its table into OUT_DIR
 # (default ./gpu_results) as it goes, so a part cut short still leaves what it printed.
 #
 #   bash benchmarks/gpu_prep.sh              # first, where pip works: fills .gpu/
-#   bash benchmarks/on_gpu.sh [OUT_DIR] [PARTS]   # PARTS: tests,speed,fast,compile,sweep
+#   bash benchmarks/on_gpu.sh [OUT_DIR] [PARTS]   # PARTS: ttq,tests,speed,fast,compile,sweep
 #
 # Needs a Python with torch and torchvision that sees the GPU; kornia and lucent come as wheels
 # from .gpu/whl if they are not installed, the real weights from .gpu/shared (or
@@ -14,7 +15,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-gpu_results}
-parts=${2:-tests,speed,fast,compile,sweep}
+parts=${2:-ttq,tests,speed,fast,compile,sweep}
 mkdir -p "$out"
 if ! python3 -c "import kornia, lucent" 2>/dev/null && compgen -G ".gpu/whl/*.whl" >/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/featviz_site \
@@ -27,6 +28,10 @@ has() { [[ ",$parts," == *",$1,"* ]]; }
 
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0)
       if torch.cuda.is_available() else 'no GPU')" 2>&1 | tee "$out/device.txt"
+if has ttq; then  # the issue-44 table first: channels and logits of the four CNNs
+    timeout 240 python3 benchmarks/time_to_quality.py --device cuda --kinds channel logit \
+        --models inceptionv1 googlenet mobilenet_v2 cifar_resnet56 2>&1 | tee "$out/ttq.txt"
+fi
 if has tests; then
     timeout 150 python3 -m pytest -q -p no:cacheprovider tests/core/test_render.py \
         tests/core/test_truncate.py tests/models/test_real_mobilenet.py -k "cuda or bf16" \

@@ -1,12 +1,14 @@
 """featviz's render step against the floor and against lucent, measured in one run.
 
-For GoogLeNet, MobileNetV2 and VGG16 at a shallow, a middle and a deep layer, at 128 and 224 px,
-batch 1 and 16, it prints a markdown table of milliseconds per optimization step:
+For GoogLeNet, MobileNetV2, VGG16 and ResNet-50 at a shallow, a middle and a deep layer, at 128
+and 224 px, batch 1 and 16, it prints a markdown table of milliseconds per optimization step:
 
 - featviz: ``featviz.render`` (Fourier + decorrelated colour, "standard" transforms, Adam), with
   one channel per image of the batch (the normal way to render a layer);
 - floor: a bare forward stopped after the target layer plus the backward to the input, weights
-  frozen, on an input of the size featviz's transforms hand the model (224 -> 236 px);
+  frozen, on an input of the size featviz's transforms hand the model (224 -> 236 px), on the
+  model as it is (featviz folds batch norms into convolutions and takes the stem's input
+  gradient by phases: it may beat the floor);
 - lucent (PyPI ``torch-lucent`` 0.1.8, if installed): ``render_vis`` with the same
   parameterization, told to show the model the same size (``fixed_image_size``);
 - lucent default: lucent as users run it, with its own upsampling (128 px images reach the
@@ -21,7 +23,7 @@ them). On CUDA the peak memory per row is printed too; on the CPU a separate lin
 peak host memory of rendering 64 channels at 224 px in batches of 16.
 
     python benchmarks/speed.py                      # everything, CPU or the first GPU
-    python benchmarks/speed.py --models mobilenet_v2 --sizes 224 --batches 1
+    python benchmarks/speed.py --models mobilenet_v2,resnet50 --sizes 224 --batches 1,16
 
 lucent's dependencies pin a kornia from 2020; install it beside featviz without them:
 ``pip install --no-deps torch-lucent==0.1.8 && pip install decorator``. This script patches the
@@ -49,6 +51,7 @@ LAYERS = {
     "googlenet": ["inception3a", "inception4a", "inception5b"],
     "mobilenet_v2": ["features.4", "features.10", "features.17"],
     "vgg16": ["features.8", "features.18", "features.29"],
+    "resnet50": ["layer2", "layer3", "layer4"],
 }
 
 
@@ -305,20 +308,29 @@ def row(name: str, model, layer: str, size: int, batch: int, device: torch.devic
     return fv, lu
 
 
+def _listed(values: list[str]) -> list[str]:
+    """The items of a list option given comma- or space-separated."""
+    return [item for value in values for item in value.split(",") if item]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default="googlenet,mobilenet_v2,vgg16")
-    ap.add_argument("--sizes", default="128,224")
-    ap.add_argument("--batches", default="1,16")
+    # lists: comma- or space-separated (--batches 1,16 or --batches 1 16)
+    ap.add_argument("--models", nargs="+", default=["googlenet,mobilenet_v2,vgg16,resnet50"],
+                    help=f"of {', '.join(LAYERS)}")
+    ap.add_argument("--sizes", nargs="+", default=["128,224"])
+    ap.add_argument("--batches", nargs="+", default=["1,16"])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--budget", type=float, default=0.4,
                     help="seconds of timed steps per method and row (at least 1 step)")
     ap.add_argument("--no-lucent", action="store_true")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="CPU threads (default: all cores; fewer on a machine others share)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(args.threads or os.cpu_count() or 1)
     lucent = None if args.no_lucent else import_lucent()
     print_header(device, lucent)
     # one throwaway round first: thread pools, allocator and kernel caches warm up here, not in
@@ -328,11 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     floor_ms(warm_model.net, "features.4", 2, 64, 2, device)
     t_start = time.perf_counter()
     per_image: dict[tuple[str, str, int], dict[int, tuple[float, float]]] = {}
-    for name in args.models.split(","):
+    for name in _listed(args.models):
         model = featviz.models.load(name, weights=None, device=device)
         for layer in LAYERS[name]:
-            for size in (int(s) for s in args.sizes.split(",")):
-                for batch in (int(b) for b in args.batches.split(",")):
+            for size in (int(s) for s in _listed(args.sizes)):
+                for batch in (int(b) for b in _listed(args.batches)):
                     per_image.setdefault((name, layer, size), {})[batch] = row(
                         name, model, layer, size, batch, device, lucent, args.budget)
     print(f"\n{time.perf_counter() - t_start:.0f} s in all")

@@ -1,48 +1,39 @@
-"""Time to a good picture: how long featviz needs to reach the quality lucent reaches in 512 steps.
+"""Time to a good picture with featviz's defaults, on every model, against lucent 0.1.8.
 
-On InceptionV1 (BVLC GoogLeNet, ``../shared/models``) at 224 px, batch 1, for channels at three
-depths (mixed3b, mixed4c, mixed5a), each channel with its own seed:
+On five models with real weights (``../shared/models``): featviz's InceptionV1, a GoogLeNet a
+user builds from torchvision with the same BVLC weights, MobileNetV2, a CIFAR ResNet-56 and
+ViT-Tiny; for channel, neuron, logit and DeepDream objectives (on ViT-Tiny the "channel" is an
+MLP unit, the neuron an MLP unit at one patch), at each model's input size, batch 1:
 
-- lucent 0.1.8 with its defaults (Fourier + decorrelated colour, its standard transforms, Adam
-  0.05, 512 steps) is the reference. Its *quality*: the channel's mean activation on its final
-  image under 8 random transforms from a stream neither render used (held-out), and the
-  high-frequency share of the image's power and its checkerboard energy at the net's strides,
-  both as means over its images at steps 480, 496 and 512 (one image's are noisy).
-- featviz, with its defaults and with each candidate setting, keeps a snapshot every 16 steps.
-  Its *time to quality* is the render clock at the first snapshot whose held-out objective
-  reaches lucent's, with high-frequency share and checkerboard energy (means over that
-  snapshot and the two before it) at most 5 % above lucent's. A candidate that never gets
-  there within its steps counts as its full time.
+- lucent 0.1.8 as users run it (Fourier + decorrelated colour, its standard transforms, Adam
+  0.05, 512 steps) sets the bar: its final image's objective under 8 random transforms from a
+  stream neither render used (held-out), and its high-frequency share and checkerboard energy
+  (means over its images at steps 480, 496 and 512). lucent optimizes featviz's own objective
+  function (read by hooks of this script), so both climb exactly the same thing.
+- featviz renders the same objective from the same seed with the careful pace and with the
+  fast one (``render(pace=...)``), a snapshot every 16 steps. Its time to quality is its own
+  clock at the first snapshot whose held-out objective reaches lucent's with a high-frequency
+  share and checkerboard energy at most 5 % above lucent's (the course_candidates.py rule).
+  The *defaults* column is the pace ``render`` picks unasked for that model and objective.
 
-Both render the same model object; lucent's ``render_vis`` leaves a forward hook on every
-module at each call, which this removes after each lucent render (``lucents_hooks_removed``),
-so that no render runs the hooks of the ones before it.
-
-Every number of a row comes from one run, side by side (the machine is shared and noisy). The
-table prints per channel and the medians; ``--figure`` writes lucent 512 steps / featviz
-defaults / featviz at its time-to-quality point for four channels, and ``--batch`` also
-renders all channels in one batch and reports the time per image.
+Both render the same model object, one after the other, in one run (the machine is shared and
+noisy). ``--figure`` draws lucent at 512 steps beside featviz's defaults at their time-to-
+quality point, one row per target; ``--json`` keeps the numbers.
 
     pip install --no-deps torch-lucent==0.1.8 && pip install decorator   # lucent, see speed.py
-    python benchmarks/time_to_quality.py                       # 12 channels, all settings, ~2 h
-    python benchmarks/time_to_quality.py --candidates "lr 0.1 ema 0.95 b2 0.99 floor 1"  # ~50 min
-    python benchmarks/time_to_quality.py --channels 2 --candidates defaults   # 6, about 15 min
-    python benchmarks/time_to_quality.py --quick               # a smoke run, a few minutes
-    python benchmarks/time_to_quality.py --only mixed4c:81     # one row again, same seed
-    python benchmarks/time_to_quality.py --at-the-end --candidates defaults \
-        "lr 0.1 ema 0.95 b2 0.99 floor 2" "lr 0.1 ema 0.95 b2 0.99 floor 1" \
-        "Adam 0.05 ema 0.95 floor 2" "lr 0.1 cosine ema 0.95 floor 2" \
-        --only mixed3b:24,mixed3b:342,mixed4c:2,mixed4c:447   # pictures to step 512, ~25 min
+    python benchmarks/time_to_quality.py --threads 2 --figure F.png     # 19 targets, ~1 h
+    python benchmarks/time_to_quality.py --models mobilenet_v2 --kinds channel   # a part
+    python benchmarks/time_to_quality.py --quick                        # a smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,210 +42,156 @@ import torch
 import featviz
 from featviz import metrics
 from featviz import objectives as obj
-from featviz import transforms as T
+from featviz.core.hooks import OUTPUT, resolve_layer
+from featviz.core.layouts import declared, normalize
+from featviz.core.model_info import fixed_input_size, input_size
+from featviz.core.render.setup import prepare
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prune_step import pruning  # noqa: E402  (render without featviz.core.prune)
-from speed import import_lucent, lucents_hooks_removed  # noqa: E402  (lucent 0.1.8 on today's kornia)
+from course_candidates import EVERY, TOLERANCE, WINDOW, Quality, Run, last_window, missed, quality  # noqa: E402
+from speed import import_lucent, lucents_hooks_removed  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("FEATVIZ_SHARED", HERE.parent.parent / "shared"))
-WEIGHTS = SHARED / "models" / "googlenet_bvlc_imagenet.pth"
-CHANNELS = {  # four channels per depth, spread over each layer
-    "mixed3b": [24, 147, 208, 342],
-    "mixed4c": [2, 81, 216, 447],
-    "mixed5a": [9, 77, 278, 414],
-}
-HELD_OUT_DRAWS = 8
-HELD_OUT_SEED = 987654321  # a transform stream neither render draws from
-TOLERANCE = 1.05  # high-frequency share and checkerboard may be this much above lucent's
-EVERY = 16  # featviz snapshot interval, steps
-# high-frequency share and checkerboard energy are judged on the mean over the judged snapshot
-# and the two before it (16 steps apart), for lucent as for featviz: one image's checkerboard
-# energy moves by up to 0.17 between snapshots 32 steps apart, more than the 5 % tolerance
-WINDOW = 3
-# featviz settings compared; each is render's keyword arguments on top of its defaults. Tried
-# and dropped before this table, on 4-6 of these channels in one batch (each image its own
-# seed), held-out objective every 32 steps against lucent's at 512:
-# - Adam at 0.1 or 0.2 with a cosine decay over 128 or 256 steps, a 3-4x larger rate in the
-#   first 64-96 steps, coarse-to-fine (112 px, then the parameters upsampled to 224 px), and
-#   the cosine schedule from 0.05 (it reached lucent's bar on 4 of 9 channels, the defaults
-#   on 6);
-# - a constant 0.2: ahead until step ~100, then behind 0.1, with a high-frequency share above
-#   lucent's from step 224 on;
-# - bf16 autocast (amp=True): steps 1.3x cheaper on this CPU, but the objective per step lower
-#   (mixed4c:81 at step 320: 0.95 of lucent's bar against 1.00 in float32).
-# - with the parameters' average (ema): at Adam 0.05 it changes little (one of six channels
-#   earlier, one later); at 0.15 or 0.2 (ema 0.95, 0.98) the held-out objective is lower and the
-#   high-frequency share higher than at 0.1; ema 0.98 at 0.1 is a step behind 0.95 on two of six;
-# - a flatter Fourier scale (1/f^0.75, equal to 1/f at 0.05 cycles per pixel): the
-#   high-frequency share 1.1-1.4x lucent's, the objective lower.
-# - the view resampled twice per step as lucent does (scale, then rotate, not fused): no lower
-#   checkerboard energy on four channels, a high-frequency share 1.04-1.26x the fused one's;
-# - a fixed [1,2,1] blur of the view: the high-frequency share 1.2-2.1x, the held-out
-#   objective 0.68-0.86x. Adam steps every coefficient about equally far whatever its
-#   gradient, so frequencies the model no longer sees drift freely. That is also why grids
-#   grow: adam_floor (below);
-# - Adam's eps at 1e-3 (a fixed floor): lower high-frequency share and checkerboard at the
-#   same objective, but the right value depends on the objective's scale (gradients 4x
-#   apart between mixed3b and mixed4c), hence the relative floor; at floor 0.5 mixed4c:2 kept
-#   1.3-1.5x lucent's checkerboard; lr 0.2 with floor 2 or 4 climbed slower than lr 0.1.
-# Not made the default (--at-the-end, README "Time to a good picture"): at 512 steps every
-# course faster than the defaults puts more pixels on the rails (4.6-23x at a constant 0.1,
-# 1.9-4.3x with the cosine decay: a step of 0.1 on the strong low frequencies drives the
-# sigmoid's colours to 0 and 1), and the floor at the default rate trades 1-4 % of the
-# held-out objective for its lower high-frequency share.
-# With 1e4 x the clipping regularizer subtracted (the "clip" candidates) the rails stay at
-# 0-1 % (no more than the defaults') and floor 1 stays as fast (median 3.06x, 9 of 12; 2.96x,
-# 10 of 12 without the wall), and floor 2 matches the defaults at step 512. render's
-# rail_guard is that wall with its push relative to the objective's own pull (the "guard"
-# candidates): the same course on these channels, 0.0 % saturated at guard 2, and no weight
-# to tune for a logit or another model.
-CANDIDATES: dict[str, dict] = {
-    "defaults": {},
-    # the floor and the average at the default rate: less fine grain, a slower climb
-    "Adam 0.05 ema 0.95 floor 2": {"lr": 0.05, "ema": 0.95, "adam_floor": 2.0},
-    # 0.1's climb early and small steps late, as the rails fill with the distance travelled
-    "lr 0.1 cosine ema 0.95 floor 2": {"lr": 0.1, "lr_schedule": "cosine", "ema": 0.95,
-                                       "adam_floor": 2.0},
-    "lr 0.1": {"lr": 0.1},
-    # Adam's step-to-step jitter averaged out (render's ema): 0.1's speed without its
-    # high-frequency share; and Adam's second moment over ~100 steps instead of ~1000, so the
-    # step sizes follow the gradients as the picture changes
-    "lr 0.1 ema 0.95": {"lr": 0.1, "ema": 0.95},
-    "lr 0.1 ema 0.95 b2 0.99": {"lr": 0.1, "ema": 0.95,
-                                "optimizer": lambda ps: torch.optim.Adam(ps, lr=0.1,
-                                                                         betas=(0.9, 0.99))},
-    # Adam's denominator floored at K x each image's mean (render's adam_floor, which is
-    # FlooredAdam with beta2 0.99): coefficients with weak, steady gradients (grid
-    # frequencies, grain) step in proportion to them
-    "lr 0.1 ema 0.95 b2 0.99 floor 1": {"lr": 0.1, "ema": 0.95, "adam_floor": 1.0},
-    "lr 0.1 ema 0.95 b2 0.99 floor 2": {"lr": 0.1, "ema": 0.95, "adam_floor": 2.0},
-    # the fast course with 1e4 x the clipping regularizer subtracted from the objective it
-    # climbs (not from the one it is judged by): 0.1's steps without the rails
-    "lr 0.1 ema 0.95 floor 1 clip": {"lr": 0.1, "ema": 0.95, "adam_floor": 1.0,
-                                     "clipping": 1e4},
-    "lr 0.1 ema 0.95 floor 2 clip": {"lr": 0.1, "ema": 0.95, "adam_floor": 2.0,
-                                     "clipping": 1e4},
-    # the same wall as render's rail_guard: the push off 0 and 1 a multiple of the objective's
-    # own mean pull on the image (1e4 above is 0.4-5x that pull on these channels)
-    "lr 0.1 ema 0.95 floor 1 guard 1": {"lr": 0.1, "ema": 0.95, "adam_floor": 1.0,
-                                        "rail_guard": 1.0},
-    "lr 0.1 ema 0.95 floor 1 guard 2": {"lr": 0.1, "ema": 0.95, "adam_floor": 1.0,
-                                        "rail_guard": 2.0},
-    # the same in NHWC order (render's memory_format): each step cheaper where the model's
-    # convolutions run faster channels-last on this CPU (deeper layers); the sums are taken
-    # in another order, so the course is close to the same, not identical
-    "lr 0.1 ema 0.95 floor 1 guard 2 NHWC": {"lr": 0.1, "ema": 0.95, "adam_floor": 1.0,
-                                             "rail_guard": 2.0,
-                                             "memory_format": "channels_last"},
-    # the same with every branch of the layer's block computed ("prune": False switches off
-    # render's leaving out of the branches no read channel comes from; the images are the
-    # same to the bit, so the two columns differ in seconds only)
-    "lr 0.1 ema 0.95 floor 1 guard 2 NHWC unpruned": {
-        "lr": 0.1, "ema": 0.95, "adam_floor": 1.0, "rail_guard": 2.0,
-        "memory_format": "channels_last", "prune": False},
+MODELS_DIR = SHARED / "models"
+KINDS = ("channel", "neuron", "logit", "deepdream")
+PACES = ("careful", "fast")
+
+# per model: kind -> objectives (as featviz's objective grammar writes them). Channels spread
+# over depths; the logits are classes each model knows (ImageNet 1 goldfish, 309 bee; CIFAR 3 cat)
+TARGETS = {
+    "inceptionv1": {"channel": ["mixed3b:147", "mixed4c:447"], "neuron": ["neuron:mixed4a:476"],
+                    "logit": ["logit:309"], "deepdream": ["layer:mixed4c"]},
+    "mobilenet_v2": {"channel": ["features.14:12"], "neuron": ["neuron:features.12:30"],
+                     "logit": ["logit:309"], "deepdream": ["layer:features.14"]},
+    # the same network and weights as inceptionv1, built by a user: featviz knows nothing
+    # special about it, so its speed is what any model gets
+    "googlenet": {"channel": ["inception4c:81"], "logit": ["logit:1"]},
+    "cifar_resnet56": {"channel": ["layer3:10"], "neuron": ["neuron:layer3:20"],
+                       "logit": ["logit:3"], "deepdream": ["layer:layer3"]},
+    "vit_tiny": {"channel": ["mlp:blocks.8:100"], "neuron": ["mlp:blocks.8:100:7:7"],
+                 "logit": ["logit:309"], "deepdream": ["layer:blocks.8"]},
 }
 
 
-def climbed(objective: obj.Objective, settings: dict) -> obj.Objective:
-    """The objective a candidate renders: ``objective`` less its ``clipping`` weight (popped
-    from ``settings``) times the clipping regularizer."""
-    weight = settings.pop("clipping", 0)
-    return objective - weight * obj.clipping() if weight else objective
+def user_googlenet() -> torch.nn.Module:
+    """torchvision's GoogLeNet with the paper's architecture restored (the four changes of
+    ``../shared/models/README.md``) and BVLC's weights, wrapped with Caffe's preprocessing: a
+    model the user builds, which featviz knows nothing special about."""
+    from torch import nn
+    from torchvision.models import googlenet
+    from torchvision.models.googlenet import BasicConv2d
+
+    net = googlenet(weights=None, aux_logits=False, init_weights=False, transform_input=False)
+    lrn = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
+    net.maxpool1 = nn.Sequential(nn.MaxPool2d(3, 2, ceil_mode=True), lrn)
+    net.maxpool2 = nn.Sequential(nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0),
+                                 nn.MaxPool2d(3, 2, ceil_mode=True))
+    net.maxpool4 = nn.MaxPool2d(3, 2, ceil_mode=True)
+    for name in ("inception3a", "inception3b", "inception4a", "inception4b", "inception4c",
+                 "inception4d", "inception4e", "inception5a", "inception5b"):
+        block = getattr(net, name)
+        old = block.branch3[1].conv
+        block.branch3[1] = BasicConv2d(old.in_channels, old.out_channels, kernel_size=5,
+                                       padding=2)
+    state = torch.load(MODELS_DIR / "googlenet_bvlc_imagenet.pth", weights_only=True)
+    net.load_state_dict(state, strict=True)
+    return featviz.models.wrap(net.eval(), mean=[m / 255 for m in (123.0, 117.0, 104.0)],
+                               std=[1 / 255] * 3, name="googlenet (user-built)")
 
 
-@dataclass
-class Quality:
-    """What a picture is judged by: held-out objective, high-frequency share, checkerboard."""
-
-    held_out: float
-    hf: float
-    checker: float
-
-    def reaches(self, ref: Quality) -> bool:
-        return (self.held_out >= ref.held_out and self.hf <= TOLERANCE * ref.hf
-                and self.checker <= TOLERANCE * ref.checker)
-
-
-@dataclass
-class Run:
-    """One render: its wall time and where it reached the reference (if it did)."""
-
-    seconds: float
-    image: torch.Tensor
-    quality: Quality
-    steps: int = 512
-    reached_step: int | None = None
-    reached_seconds: float | None = None
-    reached_image: torch.Tensor | None = None
-    curve: list[tuple[int, float]] = field(default_factory=list)
+def load(name: str) -> torch.nn.Module:
+    """The model ``name`` of :data:`TARGETS` with its real weights."""
+    if name == "googlenet":
+        return user_googlenet()
+    files = {"mobilenet_v2": "mobilenet_v2_imagenet_coral.pth",
+             "cifar_resnet56": "resnet56_cifar10.pth"}
+    # inceptionv1 and vit_tiny find their files in $FEATVIZ_MODELS
+    os.environ.setdefault("FEATVIZ_MODELS", str(MODELS_DIR))
+    weights = str(MODELS_DIR / files[name]) if name in files else "default"
+    return featviz.models.load(name, weights=weights)
 
 
-def quality(model, objective, window: list[torch.Tensor]) -> Quality:
-    """The quality of the last image of ``window`` (consecutive snapshots [1,3,H,W], oldest
-    first): its held-out objective, and its high-frequency share and checkerboard energy as
-    means over the whole window."""
-    held = metrics.robust_objective(model, objective, window[-1], T.standard(), HELD_OUT_DRAWS,
-                                    seed=HELD_OUT_SEED)
-    return Quality(float(held.mean()),
-                   statistics.fmean(metrics.high_frequency_share(im[0]) for im in window),
-                   statistics.fmean(metrics.checkerboard_energy(im[0]) for im in window))
+class LucentObjective:
+    """featviz's objective as lucent's ``render_vis`` takes one: forward hooks of its own on
+    the layers the objective reads (the model's output too), their outputs laid out as
+    featviz's tap lays them out, minus the objective's value (lucent minimizes)."""
+
+    def __init__(self, model: torch.nn.Module, objective: obj.Objective, size: int):
+        self.model, self.objective, self.size = model, objective, size
+        self.acts: dict[str, torch.Tensor] = {}
+        self.handles = []
+
+    def __enter__(self) -> LucentObjective:
+        for layer in self.objective.layers:
+            module = self.model if layer == OUTPUT else resolve_layer(self.model, layer)
+            self.handles.append(module.register_forward_hook(self._keep(layer)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+    def _keep(self, layer: str):
+        def hook(module, args, out):
+            self.acts[layer] = out
+        return hook
+
+    def __call__(self, _lucent_hooks) -> torch.Tensor:
+        acts = normalize(dict(self.acts), declared(self.model), (self.size, self.size))
+        return -self.objective(acts).sum()
 
 
-def last_window(snapshots: dict[int, torch.Tensor], step: int) -> list[torch.Tensor]:
-    """The snapshots at ``step`` and the WINDOW - 1 before it that exist, oldest first."""
-    steps = [step - k * EVERY for k in reversed(range(WINDOW))]
-    return [snapshots[s] for s in steps if s in snapshots]
+def lucent_size(model, size: int) -> int | None:
+    """What lucent is told to resize its transformed images to: nothing at 224 px and above
+    (as users run it: the model sees lucent's padded, jittered ~240 px images, as it sees
+    featviz's), the model's size where it takes only that one (ViT-Tiny), and the image's own
+    size below 224 (lucent would otherwise upsample a CIFAR net's 32 px images to 224)."""
+    return size if fixed_input_size(model) is not None or size < 224 else None
 
 
-def lucent_run(lucent, model, layer: str, channel: int, seed: int, steps: int) -> Run:
-    """lucent's render_vis as a user runs it at 224 px; the preprocessing is the model's own
-    (featviz's InceptionV1 normalizes inside), so lucent's is off."""
+def lucent_run(lucent, model, objective: obj.Objective, size: int, seed: int,
+               steps: int) -> Run:
+    """lucent's render_vis as a user runs it, on featviz's objective, at the model's size."""
     torch.manual_seed(seed)
     np.random.seed(seed)
-    module = model.featviz_aliases.get(layer, layer)
-    name = "net_" + module.replace(".", "_")
     made = {}
 
     def param_f():
-        params, image_f = lucent.param.image(224)
+        params, image_f = lucent.param.image(size)
         made["image_f"] = image_f
         return params, image_f
 
     marks = sorted({max(1, steps - k * EVERY) for k in range(WINDOW)})
+    from lucent.optvis.objectives import Objective as LucentObj
     t0 = time.perf_counter()
-    with lucents_hooks_removed(model):
-        shown = lucent.render.render_vis(model, f"{name}:{channel}", param_f=param_f,
+    with lucents_hooks_removed(model), LucentObjective(model, objective, size) as mine:
+        shown = lucent.render.render_vis(model, LucentObj(mine), param_f=param_f,
                                          thresholds=marks, preprocess=False, progress=False,
-                                         show_image=False)
+                                         show_image=False, fixed_image_size=lucent_size(model,
+                                                                                      size))
     seconds = time.perf_counter() - t0
     window = [torch.from_numpy(np.ascontiguousarray(im)).permute(0, 3, 1, 2).float()
               for im in shown]
     with torch.no_grad():
-        window[-1] = made["image_f"]().detach().cpu()  # the last exactly, not via numpy
-    return Run(seconds, window[-1], quality(model, obj.channel(layer, channel), window), steps)
+        window[-1] = made["image_f"]().detach().cpu()
+    return Run(seconds, window[-1], quality(model, objective, window), steps)
 
 
-def featviz_run(model, layer: str, channel: int, seed: int, settings: dict, ref: Quality
-                ) -> Run:
-    """featviz with ``settings``; snapshots every EVERY steps, judged against ``ref``."""
-    settings = dict(settings)
-    steps = settings.pop("steps", 512)
-    objective = obj.channel(layer, channel)
-    rendered = climbed(objective, settings)
+def featviz_run(model, objective: obj.Objective, size: int, seed: int, pace: str,
+                ref: Quality, steps: int) -> Run:
+    """featviz at ``pace``; a snapshot every EVERY steps, judged against ``ref``."""
     marks = list(range(EVERY, steps + 1, EVERY))
-    with pruning(settings.pop("prune", True)):
-        res = featviz.render(model, rendered, size=224, steps=steps, seed=seed, progress=False,
-                             thresholds=marks, record_every=EVERY, **settings)
+    res = featviz.render(model, objective, size=size, steps=steps, seed=seed, pace=pace,
+                         progress=False, thresholds=marks, record_every=EVERY)
     clock = dict(zip(res.history_steps, res.history_times, strict=True))
     last = last_window(res.snapshots, res.steps_done) or [res.images]
     run = Run(res.seconds, res.images, quality(model, objective, last), res.steps_done)
     for step in marks:
-        if step not in res.snapshots:
-            break
-        q = quality(model, objective, last_window(res.snapshots, step))
-        run.curve.append((step, q.held_out))
+        window = last_window(res.snapshots, step)
+        if not fine_enough(window, ref):  # the cheap checks first: no model run
+            continue
+        q = quality(model, objective, window)
         if q.reaches(ref):
             run.reached_step, run.reached_seconds = step, clock[step]
             run.reached_image = res.snapshots[step]
@@ -262,221 +199,143 @@ def featviz_run(model, layer: str, channel: int, seed: int, settings: dict, ref:
     return run
 
 
-def seconds_to_quality(run: Run) -> float:
-    return run.reached_seconds if run.reached_seconds is not None else run.seconds
+def fine_enough(window: list[torch.Tensor], ref: Quality) -> bool:
+    """Whether the snapshots' high-frequency share and checkerboard energy are within
+    lucent's bar (what :meth:`Quality.reaches` checks besides the held-out objective)."""
+    hf = statistics.fmean(metrics.high_frequency_share(im[0]) for im in window)
+    checker = statistics.fmean(metrics.checkerboard_energy(im[0]) for im in window)
+    return hf <= TOLERANCE * ref.hf and checker <= TOLERANCE * ref.checker
 
 
-def channel_row(lucent, model, layer: str, channel: int, seed: int, steps: int) -> dict:
-    """lucent, then featviz with each candidate, on one channel: one row of the table."""
-    ref = lucent_run(lucent, model, layer, channel, seed, steps)
-    runs = {name: featviz_run(model, layer, channel, seed, settings, ref.quality)
-            for name, settings in CANDIDATES.items()}
-    # the best setting; not the unpruned twin of one, which draws the same image (it is there
-    # to time the pruning, and the faster of two timings of one picture would flatter it)
-    settings = [n for n in runs if CANDIDATES[n].get("prune", True)]
-    best = max(settings, key=lambda name: ratio(ref.seconds, runs[name]))  # first of ties
-    return {"layer": layer, "channel": channel, "seed": seed, "lucent": ref, "runs": runs,
-            "best": best}
+def default_pace(model, objective: obj.Objective, size: int) -> str:
+    """The pace ``render`` takes for ``objective`` on ``model`` when none is named."""
+    return prepare(model, objective, None, {"steps": 1, "size": size}).settings.pace
 
 
-def ratio(lucent_seconds: float, run: Run) -> float:
-    """lucent's seconds over featviz's to the same quality; 0 where featviz never got there
-    (so that a median or a minimum counts it as the worst)."""
-    return 0.0 if run.reached_seconds is None else lucent_seconds / run.reached_seconds
+def row(lucent, model, name: str, kind: str, text: str, seed: int, steps: int) -> dict:
+    """lucent, then featviz at each pace, on one target: one row of the table."""
+    objective = obj.parse(text)
+    size = input_size(model)
+    ref = lucent_run(lucent, model, objective, size, seed, steps)
+    runs = {pace: featviz_run(model, objective, size, seed, pace, ref.quality, steps)
+            for pace in PACES}
+    return {"model": name, "kind": kind, "objective": text, "seed": seed, "size": size,
+            "lucent": ref, "runs": runs, "default": default_pace(model, objective, size)}
 
 
-def missed(run: Run, ref: Run) -> str:
-    """A table cell for a run that never reached ``ref``: its last picture's three figures as
-    fractions of lucent's, so the reader sees which condition failed."""
-    q, bar = run.quality, ref.quality
+def ratio(r: dict, pace: str) -> float:
+    """lucent's seconds over featviz's to lucent's quality; 0 where featviz never got there."""
+    t = r["runs"][pace].reached_seconds
+    return r["lucent"].seconds / t if t else 0.0
 
-    def share(mine: float, theirs: float) -> str:
-        return f"{mine / theirs:.2f}" if theirs else f"{mine:.3g} (lucent 0)"
 
-    return (f"not in {run.steps} ({run.seconds:.0f} s; held-out {share(q.held_out, bar.held_out)}"
-            f", hf {share(q.hf, bar.hf)}, checker {share(q.checker, bar.checker)} of lucent's)")
+def cell(run: Run, ref: Run) -> str:
+    """A table cell: seconds (step) where ``run`` met ``ref``'s bar, else why not."""
+    if run.reached_step is not None:
+        return f"{run.reached_seconds:.1f} ({run.reached_step})"
+    return missed(run, ref)
 
 
 def print_table(rows: list[dict]) -> None:
-    names = list(CANDIDATES)
-    print("| channel | lucent s | lucent held-out | lucent hf | " + " | ".join(
-        f"featviz {n} s (step)" for n in names) + " | lucent / featviz |")
-    print("|---|---:|---:|---:|" + "---:|" * len(names) + "---:|")
+    """The table, then per model and per pace the medians the issue's targets read."""
+    print("| model | objective | lucent s | careful s (step) | fast s (step) | defaults | "
+          "lucent / defaults |")
+    print("|---|---|---:|---:|---:|---|---:|")
     for r in rows:
-        cells = []
-        for n in names:
-            run = r["runs"][n]
-            cells.append(f"{run.reached_seconds:.1f} ({run.reached_step})"
-                         if run.reached_step is not None else missed(run, r["lucent"]))
-        luc = r["lucent"]
-        best = ratio(luc.seconds, r["runs"][r["best"]])
-        print(f"| {r['layer']}:{r['channel']} | {luc.seconds:.1f} | {luc.quality.held_out:.1f} | "
-              f"{luc.quality.hf:.3f} | " + " | ".join(cells) + " | " +
-              (f"{best:.1f}x |" if best else "not reached |"))
+        x = ratio(r, r["default"])
+        print(f"| {r['model']} | `{r['objective']}` | {r['lucent'].seconds:.1f} | "
+              f"{cell(r['runs']['careful'], r['lucent'])} | "
+              f"{cell(r['runs']['fast'], r['lucent'])} | {r['default']} | "
+              + (f"{x:.1f}x |" if x else "not reached |"))
     print()
-    for n in names:
-        ratios = [ratio(r["lucent"].seconds, r["runs"][n]) for r in rows]
-        reached = sum(x > 0 for x in ratios)
-        print(f"featviz {n}: median lucent/featviz {statistics.median(ratios):.2f}x (a channel "
-              f"it never reached counts as 0), reached lucent's quality on {reached}/{len(rows)}"
-              f", worst reached {min((x for x in ratios if x), default=0):.2f}x")
-
-
-def batch_row(model, rows: list[dict], name: str, size: int = 16) -> dict:
-    """``size`` images in one batch with the candidate ``name``: the table's channels, then
-    the first ones again from another seed until the batch is full, each judged against its
-    channel's lucent reference. The time per image until every image has reached it (the
-    batch runs as many steps as the slowest channel needed alone, plus two snapshots)."""
-    settings = dict(CANDIDATES[name])
-    steps = settings.pop("steps", 512)
-    needed = [r["runs"][name].reached_step for r in rows]
-    if None not in needed and "lr_schedule" not in settings:
-        steps = min(steps, max(needed) + 2 * EVERY)
-    rows = (rows + [dict(r, seed=r["seed"] + 1000) for r in rows])[:max(size, 1)]
-    objective = obj.Objective.sum(obj.channel(r["layer"], r["channel"], batch=i)
-                                  for i, r in enumerate(rows))
-    rendered = climbed(objective, settings)
-    marks = list(range(EVERY, steps + 1, EVERY))
-    res = featviz.render(model, rendered, size=224, steps=steps, progress=False,
-                         seed=[r["seed"] for r in rows], thresholds=marks, record_every=EVERY,
-                         **settings)
-    clock = dict(zip(res.history_steps, res.history_times, strict=True))
-    reached = []
-    for i, r in enumerate(rows):
-        mine = obj.channel(r["layer"], r["channel"])
-        mine_only = {s: im[i:i + 1] for s, im in res.snapshots.items()}
-        reached.append(next((s for s in marks if quality(model, mine, last_window(mine_only, s))
-                             .reaches(r["lucent"].quality)), None))
-    last = None if None in reached else max(reached)
-    seconds = res.seconds if last is None else clock[last]
-    return {"n": len(rows), "step": last, "seconds": seconds, "per_image": seconds / len(rows)}
-
-
-def at_the_end(model, chosen_rows: list[tuple[str, int, int]], name: str, steps: int = 512
-               ) -> None:
-    """What a setting's pictures are when a user keeps all ``steps``: the chosen channels in
-    one batch (each image its own seed, as in the table), their held-out objective,
-    high-frequency share and checkerboard (judged as in the table) and share of saturated
-    pixels every 64 steps from 192."""
-    settings = {k: v for k, v in CANDIDATES[name].items() if k != "steps"}
-    objective = obj.Objective.sum(obj.channel(layer, c, batch=i)
-                                  for i, (layer, c, _) in enumerate(chosen_rows))
-    rendered = climbed(objective, settings)
-    res = featviz.render(model, rendered, size=224, steps=steps, progress=False,
-                         seed=[seed for *_, seed in chosen_rows], record_every=EVERY,
-                         thresholds=list(range(EVERY, steps + 1, EVERY)), **settings)
-    print(f"{name} ({res.seconds:.0f} s for {len(chosen_rows)} images); step: held-out / "
-          f"high-frequency share / checkerboard / saturated pixels", flush=True)
-    for i, (layer, c, _) in enumerate(chosen_rows):
-        mine = {s: im[i:i + 1] for s, im in res.snapshots.items()}
-        cells = []
-        for s in range(min(192, steps), steps + 1, 64):
-            q = quality(model, obj.channel(layer, c), last_window(mine, s))
-            cells.append(f"{s}: {q.held_out:.0f} / {q.hf:.3f} / {q.checker:.2f} / "
-                         f"{100 * metrics.saturated_share(mine[s]):.1f}%")
-        print(f"  {layer}:{c}  " + "  ".join(cells), flush=True)
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        parts = []
+        for pace in (*PACES, "defaults"):
+            xs = [ratio(r, r["default"] if pace == "defaults" else pace) for r in mine]
+            parts.append(f"{pace} median {statistics.median(xs):.2f}x, worst "
+                         f"{min(xs):.2f}x, reached {sum(x > 0 for x in xs)}/{len(xs)}")
+        print(f"{model}: " + "; ".join(parts))
+    for kind in KINDS:
+        mine = [r for r in rows if r["kind"] == kind]
+        if mine:
+            print(f"{kind}: " + "; ".join(
+                f"{pace} median {statistics.median(ratio(r, pace) for r in mine):.2f}x"
+                for pace in PACES))
 
 
 def figure(rows: list[dict], path: Path) -> Path:
-    """Four channels: lucent at 512 steps, featviz's defaults at 512, featviz's best at its
-    time-to-quality point; each labelled with its seconds and held-out objective."""
+    """One row per target: lucent at 512 steps, featviz's defaults where they reached
+    lucent's bar (or at 512 where they did not), each labelled with its seconds."""
     from featviz import images
 
     tiles, labels = [], []
-    picks = sorted({round(i * (len(rows) - 1) / 3) for i in range(4)})  # spread over depths
-    for r in (rows[i] for i in picks):
-        luc, dflt, best = r["lucent"], r["runs"]["defaults"], r["runs"][r["best"]]
-        unit = f"{r['layer']}:{r['channel']}"
-        tiles += [luc.image[0], dflt.image[0],
-                  (best.reached_image if best.reached_image is not None else best.image)[0]]
-        labels += [f"{unit} lucent {luc.steps} steps {luc.seconds:.0f} s",
-                   f"featviz defaults {dflt.steps} steps {dflt.seconds:.0f} s",
-                   f"featviz {r['best']} " + (f"step {best.reached_step}" if best.reached_step
-                                               else "(not reached)") +
-                   f" {seconds_to_quality(best):.0f} s"]
+    for r in rows:
+        luc, mine = r["lucent"], r["runs"][r["default"]]
+        shown = mine.reached_image if mine.reached_image is not None else mine.image
+        when = f"step {mine.reached_step}" if mine.reached_step else "512, not reached"
+        side = 224  # every tile one size (CIFAR's 32 px shown larger, pixels kept)
+        tiles += [torch.nn.functional.interpolate(im, size=side, mode="nearest")[0]
+                  for im in (luc.image, shown)]
+        labels += [f"{r['model']} {r['objective']}: lucent 512, {luc.seconds:.0f} s",
+                   f"featviz defaults ({r['default']}) {when}, "
+                   f"{mine.reached_seconds or mine.seconds:.0f} s"]
     path.parent.mkdir(parents=True, exist_ok=True)
-    images.grid(tiles, labels, ncol=3).save(path)
+    images.grid(tiles, labels, ncol=4).save(path)
     return path
 
 
-def chosen(per_depth: int, only: str | None) -> list[tuple[str, int, int]]:
-    """(layer, channel, seed) of the rows to run: ``per_depth`` channels of each depth, or the
-    ``only`` ones; a channel's seed is its place in the full table, so a rerun repeats it."""
-    table = [(layer, c, seed) for seed, (layer, c) in
-             enumerate((layer, c) for layer, cs in CHANNELS.items() for c in cs)]
-    if only is None:
-        return [row for row in table if CHANNELS[row[0]].index(row[1]) < per_depth]
-    wanted = [tuple(t.strip().rsplit(":", 1)) for t in only.split(",")]
-    rows = [row for row in table if (row[0], str(row[1])) in wanted]
-    if len(rows) != len(wanted):
-        names = ", ".join(f"{layer}:{c}" for layer, c, _ in table)
-        raise SystemExit(f"--only takes channels of the table: {names}")
-    return rows
+def as_json(rows: list[dict]) -> list[dict]:
+    def run(x: Run) -> dict:
+        return {"seconds": x.seconds, "reached_step": x.reached_step,
+                "reached_seconds": x.reached_seconds, "held_out": x.quality.held_out,
+                "hf": x.quality.hf, "checker": x.quality.checker}
+    return [{**{k: r[k] for k in ("model", "kind", "objective", "seed", "default")},
+             "lucent": run(r["lucent"]), **{p: run(r["runs"][p]) for p in PACES}}
+            for r in rows]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--weights", default=str(WEIGHTS))
-    ap.add_argument("--channels", type=int, default=4, help="channels per depth (at most 4)")
-    ap.add_argument("--only", help="these channels instead, LAYER:C,LAYER:C (e.g. to rerun a "
-                                   "row a busy machine disturbed); seeds as in the full table")
-    ap.add_argument("--steps", type=int, default=512, help="lucent's steps")
+    ap.add_argument("--models", nargs="+", choices=list(TARGETS), default=list(TARGETS))
+    ap.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    ap.add_argument("--steps", type=int, default=512, help="lucent's and featviz's steps")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--batch", action="store_true",
-                    help="also render all channels in one batch with the best candidate")
-    ap.add_argument("--figure", help="write the side-by-side figure here (PNG)")
-    ap.add_argument("--candidates", nargs="+", choices=list(CANDIDATES),
-                    default=list(CANDIDATES),
-                    help="featviz settings to run (default: all; 'defaults' always runs)")
-    ap.add_argument("--at-the-end", action="store_true",
-                    help="no lucent, no timing: the pictures of each of --candidates over all "
-                         "512 steps (the channels in one batch), to choose a default by")
-    ap.add_argument("--quick", action="store_true",
-                    help="a smoke run: one channel per depth, 32 lucent and 64 featviz steps")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="where the models run (lucent takes the first GPU when there is one)")
+    ap.add_argument("--figure", help="write lucent / featviz defaults side by side here (PNG)")
+    ap.add_argument("--json", help="write the numbers here")
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 32 steps, one target "
+                    "per model")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.channels, args.steps = 1, 32
-        for settings in CANDIDATES.values():
-            settings["steps"] = 64
-    for name in set(CANDIDATES) - set(args.candidates) - {"defaults"}:
-        del CANDIDATES[name]
     torch.set_num_threads(args.threads)
-    if args.at_the_end:
-        model = featviz.models.load("inceptionv1", weights=args.weights)
-        for name in args.candidates:
-            at_the_end(model, chosen(args.channels, args.only), name,
-                       CANDIDATES[name].get("steps", 512))
-        return 0
     lucent = import_lucent()
     if lucent is None:
         print("lucent 0.1.8 is not installed: pip install --no-deps torch-lucent==0.1.8")
         return 2
-    model = featviz.models.load("inceptionv1", weights=args.weights)
+    steps = 32 if args.quick else args.steps
     t0 = time.perf_counter()
     rows = []
-    for layer, channel, seed in chosen(args.channels, args.only):
-        rows.append(channel_row(lucent, model, layer, channel, seed, args.steps))
-        r = rows[-1]
-        reached = ", ".join(f"{n} {seconds_to_quality(run):.0f} s (step {run.reached_step})"
-                            for n, run in r["runs"].items())
-        print(f"{layer}:{channel}: lucent {r['lucent'].seconds:.0f} s, held-out "
-              f"{r['lucent'].quality.held_out:.1f}, hf {r['lucent'].quality.hf:.3f}, checker "
-              f"{r['lucent'].quality.checker:.2f}; "
-              f"featviz {reached} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    print(f"\nInceptionV1, 224 px, batch 1, {args.threads} thread(s); quality = held-out "
-          f"objective ({HELD_OUT_DRAWS} transforms), high-frequency share and checkerboard "
-          f"within {TOLERANCE - 1:.0%} of lucent's\n")
+    for name in args.models:
+        try:
+            model = load(name).to(args.device)
+        except (OSError, featviz.errors.FeatvizError) as err:  # weights absent here
+            print(f"{name}: skipped ({err})", flush=True)
+            continue
+        targets = [(k, t) for k in args.kinds for t in TARGETS[name].get(k, [])]
+        for seed, (kind, text) in enumerate(targets[:1] if args.quick else targets):
+            rows.append(row(lucent, model, name, kind, text, seed, steps))
+            r = rows[-1]
+            print(f"{name} {text}: lucent {r['lucent'].seconds:.0f} s; " + ", ".join(
+                f"{p} {cell(r['runs'][p], r['lucent'])}" for p in PACES) +
+                f"; default {r['default']} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else \
+        f"{args.threads} CPU thread(s)"
+    print(f"\n{where}, batch 1, {steps} steps; quality = held-out objective, "
+          "high-frequency share and checkerboard within 5 % of lucent's\n")
     print_table(rows)
-    if args.batch:
-        best = statistics.mode(r["best"] for r in rows)
-        b = batch_row(model, rows, best)
-        lucent_median = statistics.median(r["lucent"].seconds for r in rows)
-        when = (f"every image at lucent's quality by step {b['step']}" if b["step"]
-                else "not every image reached lucent's quality (the full run)")
-        print(f"\n{b['n']} channels in one batch ({best}): {when}, {b['seconds']:.0f} s, "
-              f"{b['per_image']:.1f} s per image; "
-              f"lucent's median {lucent_median:.0f} s per channel: "
-              f"{lucent_median / b['per_image']:.1f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(as_json(rows), indent=1))
     if args.figure:
         print(f"\nfigure: {figure(rows, Path(args.figure))}")
     print(f"\n{time.perf_counter() - t0:.0f} s in all")

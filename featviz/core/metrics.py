@@ -15,8 +15,9 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .hooks import INPUT, LayerTap, frozen
-from .model_info import model_device
+from .model_info import fixed_input_size, model_device
 from .objectives import Objective
+from .transforms import fitted
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -128,7 +129,9 @@ def checkerboard_energy(img: torch.Tensor, strides: Sequence[int] = (2, 4, 8)) -
 def objective_value(model: torch.nn.Module, objective: Objective, images: torch.Tensor,
                     transform: Callable | None = None,
                     generator: torch.Generator | None = None) -> torch.Tensor:
-    """The objective of ``images`` [B,3,H,W] (through ``transform`` if given), per image.
+    """The objective of ``images`` [B,3,H,W] (through ``transform`` if given), per image. A
+    model that takes one input size only (a ViT) sees the transformed images fitted to it, as
+    in a render.
 
     Args:
         model: The network.
@@ -137,31 +140,36 @@ def objective_value(model: torch.nn.Module, objective: Objective, images: torch.
         transform: Called as ``transform(x, generator)`` before the model; None for none.
         generator: The random generator handed to ``transform``; None for torch's global one.
     """
-    x = images.to(model_device(model))
-    with frozen(model), LayerTap(model, objective.layers) as tap, torch.no_grad():
-        seen = transform(x, generator) if transform is not None else x
-        acts = tap(seen)
-        acts[INPUT] = x
-        return objective(acts).cpu()
+    return robust_objective(model, objective, images, transform, 1, generator=generator)
 
 
 def robust_objective(model: torch.nn.Module, objective: Objective, images: torch.Tensor,
-                     transform: Callable, draws: int = 16, seed: int = 12345) -> torch.Tensor:
+                     transform: Callable | None, draws: int = 16, seed: int = 12345,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
     """Mean objective per image over ``draws`` random transforms from a seed the render never
-    used: how well the result holds up when the model sees it a little differently.
+    used: how well the result holds up when the model sees it a little differently. The
+    model is hooked once for all the draws.
 
     Args:
         model: The network.
         objective: The objective to evaluate.
         images: The images, [B,3,H,W].
-        transform: The random transform, called as ``transform(x, generator)``.
+        transform: The random transform, called as ``transform(x, generator)``; None for none.
         draws: How many random transforms to average over (default 16).
         seed: Seed of the transforms' generator.
+        generator: A generator to draw from instead of a new one seeded with ``seed``.
     """
-    gen = torch.Generator(device=images.device).manual_seed(seed)
+    x = images.to(model_device(model))
+    gen = generator or torch.Generator(device=images.device).manual_seed(seed)
+    fixed = fixed_input_size(model)
+    if transform is not None and fixed is not None:
+        transform = fitted(transform, fixed)
     total = torch.zeros(len(images))
-    for _ in range(draws):
-        total += objective_value(model, objective, images, transform, gen)
+    with frozen(model), LayerTap(model, objective.layers) as tap, torch.no_grad():
+        for _ in range(draws):
+            acts = tap(transform(x, gen) if transform is not None else x)
+            acts[INPUT] = x
+            total += objective(acts).cpu()
     return total / draws
 
 

@@ -22,11 +22,30 @@ import torch.nn.functional as F
 MAX_PHASE_CHANNELS = 16
 
 
+def fits(in_channels: int, kernel_size, stride, padding, dilation, groups: int) -> bool:
+    """Whether a convolution's shape is one :func:`stem_conv2d` serves (see :func:`applies`,
+    which also asks about the call): one stride of 2 or more and one whole-number padding on
+    both axes, a square kernel, no dilation or groups, ``in_channels * stride^2`` at most
+    :data:`MAX_PHASE_CHANNELS`.
+
+    Args:
+        in_channels: The convolution's input channels.
+        kernel_size: The kernel's size per axis.
+        stride: The stride per axis.
+        padding: The padding per axis (a string such as ``"same"`` does not fit).
+        dilation: The dilation per axis.
+        groups: The number of groups.
+    """
+    s, p, k = tuple(stride), padding, tuple(kernel_size)
+    return (len(set(s)) == 1 and s[0] >= 2 and tuple(dilation) == (1, 1) and groups == 1
+            and isinstance(p, tuple) and len(set(p)) == 1 and isinstance(p[0], int)
+            and len(set(k)) == 1 and in_channels * s[0] ** 2 <= MAX_PHASE_CHANNELS)
+
+
 def applies(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation,
             groups: int) -> bool:
     """Whether :func:`stem_conv2d` serves this convolution: a CPU one whose input takes a
-    gradient and whose weight does not, on a few channels, with one stride of 2 or more and
-    one padding on both axes, a square kernel, no dilation or groups.
+    gradient and whose weight does not, of a shape that :func:`fits`.
 
     Args:
         x: The convolution's input.
@@ -36,13 +55,9 @@ def applies(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation,
         dilation: The dilation per axis.
         groups: The number of groups.
     """
-    s, p = tuple(stride), padding
     return (x.device.type == "cpu" and x.dim() == 4 and x.requires_grad
             and torch.is_grad_enabled() and not weight.requires_grad
-            and len(set(s)) == 1 and s[0] >= 2 and tuple(dilation) == (1, 1) and groups == 1
-            and isinstance(p, tuple) and len(set(p)) == 1 and isinstance(p[0], int)
-            and weight.shape[2] == weight.shape[3]
-            and weight.shape[1] * s[0] ** 2 <= MAX_PHASE_CHANNELS)
+            and fits(weight.shape[1], weight.shape[2:], stride, padding, dilation, groups))
 
 
 def stem_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride,
@@ -69,6 +84,7 @@ class _StemConv(torch.autograd.Function):
     def forward(ctx, x, weight, bias, stride: int, padding: tuple[int, int]):
         ctx.save_for_backward(weight)
         ctx.stride, ctx.padding, ctx.size = stride, padding, tuple(x.shape[2:])
+        ctx.dtype = x.dtype  # under autocast the gradient arrives in the output's dtype
         ctx.layout = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
                       and not x.is_contiguous() else torch.contiguous_format)
         return F.conv2d(x, weight, bias, stride, padding)
@@ -79,9 +95,11 @@ class _StemConv(torch.autograd.Function):
         s, (h, w) = ctx.stride, ctx.size
         (top, bottom), (left, right) = (_pads(weight.shape[2], s, p, n, g) for p, n, g in
                                         zip(ctx.padding, ctx.size, grad.shape[2:], strict=True))
-        kernel = _phase_kernel(weight, s, ctx.padding).to(memory_format=ctx.layout)
+        kernel = _phase_kernel(weight, s, ctx.padding).to(grad.dtype,
+                                                          memory_format=ctx.layout)
         phases = F.conv2d(F.pad(grad, (left, right, top, bottom)), kernel)
-        return (F.pixel_shuffle(phases, s)[:, :, :h, :w].contiguous(memory_format=ctx.layout),
+        shuffled = F.pixel_shuffle(phases, s)[:, :, :h, :w]
+        return (shuffled.to(ctx.dtype).contiguous(memory_format=ctx.layout),
                 None, None, None, None)
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import fx, nn
 
 from ..errors import FeatvizError
+from . import fold as _fold
 from . import layouts as _layouts
 from . import prune as _prune
 from .hooks import OUTPUT, PSEUDO_LAYERS, resolve_layer
@@ -61,10 +62,11 @@ class Truncated:
     """
 
     def __init__(self, graph_module: fx.GraphModule, names: list[str],
-                 pruned: tuple[str, ...] = ()):
+                 pruned: tuple[str, ...] = (), folded: tuple[str, ...] = ()):
         self.graph_module = graph_module
         self.names = names
         self.pruned = pruned  # the layers whose unread branches were left out (see truncate)
+        self.folded = folded  # the convolutions rewritten by featviz.core.fold
         self.run: Callable[[torch.Tensor], tuple] = graph_module
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -80,14 +82,14 @@ class Truncated:
 
     def compiled(self, mode: str = "default") -> Truncated:
         """A copy whose graph runs through ``torch.compile(mode=mode)`` (compiled on first use)."""
-        twin = Truncated(self.graph_module, self.names, self.pruned)
+        twin = Truncated(self.graph_module, self.names, self.pruned, self.folded)
         twin.run = torch.compile(self.graph_module, mode=mode, dynamic=False)
         return twin
 
 
 def truncate(model: nn.Module, layers: Iterable[str],
              channels: Mapping[str, frozenset[int]] | None = None,
-             probe: torch.Tensor | None = None) -> Truncated:
+             probe: torch.Tensor | None = None, fold: bool = False) -> Truncated:
     """Trace ``model`` and cut it after the deepest of ``layers`` (names as
     :func:`~featviz.hooks.resolve_layer` takes them; :data:`~featviz.hooks.OUTPUT` keeps the
     whole model). Each layer's last call in the forward pass is the one returned, and outputs
@@ -95,18 +97,52 @@ def truncate(model: nn.Module, layers: Iterable[str],
     With ``channels`` (``{layer: channels read}``, as :attr:`Objective.channels`) and a
     ``probe`` (one image the model takes), branches of a channel concatenation that feed none
     of those channels are left out (:mod:`featviz.core.prune`; those channels then read 0).
-    Raises :class:`TruncationError` when ``torch.fx`` cannot trace the model.
+    With ``fold``, the layers are traced into where they can be, frozen batch norms go into
+    the convolutions before them and stem convolutions get their input gradient by phases
+    (:mod:`featviz.core.fold`; the same values up to float rounding; not for a graph to
+    compile, whose compiler fuses on its own). Raises :class:`TruncationError` when
+    ``torch.fx`` cannot trace the model.
 
     Args:
         model: The model to trace.
         layers: The layers whose outputs the cut graph returns.
         channels: The channels read, by layer name; None: prune nothing.
         probe: One image the model takes; None: prune nothing.
+        fold: Whether to fold batch norms and route stems (default False).
     """
     names = [n for n in dict.fromkeys(layers) if n not in PSEUDO_LAYERS or n == OUTPUT]
     modules = {n: resolve_layer(model, n) for n in names if n != OUTPUT}
     channels = dict(channels or {}) if probe is not None else {}
     through = {id(m) for n, m in modules.items() if n in channels and _prune.returns_concat(m)}
+    # a layer kept whole keeps its convolutions from the fold: trace into the layers (a
+    # deep block is much of the graph), or keep them whole where that fails
+    opened = through | {id(m) for m in modules.values() if _openable(m)} if fold else through
+    try:
+        graph, found = _trace(model, modules, opened)
+    except TruncationError:
+        if opened == through:
+            raise
+        graph, found = _trace(model, modules, through)
+    _cut(graph, names, found)
+    gm = fx.GraphModule(model, graph)
+    pruned = ()
+    if channels:
+        pruned = _prune.prune(gm, {n: found[n] for n in modules}, channels, probe,
+                              _layouts.declared(model))
+    folded = _fold.fold(gm) if fold else ()  # after pruning, which reads the batch norms
+    return Truncated(gm, names, pruned, folded)
+
+
+def _openable(module: nn.Module) -> bool:
+    """Whether the tracer may go into ``module``: not one of torch's own leaf layers, and no
+    hook waits on its call."""
+    return not fx.Tracer().is_leaf_module(module, "") and not _fold.watched(module)
+
+
+def _trace(model: nn.Module, modules: dict[str, nn.Module], through: set[int]
+           ) -> tuple[fx.Graph, dict[str, fx.Node]]:
+    """The traced graph, the wanted layers kept as calls except those ``through`` (traced
+    into), and each layer's node."""
     tracer = _KeepLayers({id(m) for m in modules.values()}, through)
     # a kept layer carries a hook while traced, as under a tap: a model that goes past modules
     # nobody watches (InceptionV1's units fold a bias into the convolution) calls it then
@@ -119,14 +155,7 @@ def truncate(model: nn.Module, layers: Iterable[str],
     finally:
         for mark in marks:
             mark.remove()
-    found = _layer_nodes(model, graph, modules, tracer.returned)
-    _cut(graph, names, found)
-    gm = fx.GraphModule(model, graph)
-    pruned = ()
-    if channels:
-        pruned = _prune.prune(gm, {n: found[n] for n in modules}, channels, probe,
-                              _layouts.declared(model))
-    return Truncated(gm, names, pruned)
+    return graph, _layer_nodes(model, graph, modules, tracer.returned)
 
 
 def _unwatched(module: nn.Module, args, out) -> None:
@@ -186,11 +215,11 @@ _KEEP = 4  # graphs kept per model
 
 def cached(model: nn.Module, layers: Iterable[str], mode: str | None = "default",
            channels: Mapping[str, frozenset[int]] | None = None,
-           probe: torch.Tensor | None = None) -> Truncated:
-    """:func:`truncate` (pruned as it says, with ``channels`` and ``probe``), then
-    ``torch.compile`` in ``mode`` (None: run the graph as it is), cached per model, layers,
-    channels and mode: a second render of the same layers reuses the graph instead of tracing
-    and compiling again.
+           probe: torch.Tensor | None = None, fold: bool = False) -> Truncated:
+    """:func:`truncate` (pruned as it says, with ``channels`` and ``probe``; folded with
+    ``fold``), then ``torch.compile`` in ``mode`` (None: run the graph as it is), cached per
+    model, layers, channels, fold and mode: a second render of the same layers reuses the
+    graph instead of tracing and compiling again.
 
     Args:
         model: The model to trace.
@@ -198,6 +227,7 @@ def cached(model: nn.Module, layers: Iterable[str], mode: str | None = "default"
         mode: The torch.compile mode (default ``"default"``); None: no compile.
         channels: The channels read, by layer name; None: prune nothing.
         probe: One image the model takes; None: prune nothing.
+        fold: Whether to fold batch norms and route stems (:func:`truncate`; default False).
     """
     if mode is not None and mode not in COMPILE_MODES:
         raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
@@ -208,11 +238,13 @@ def cached(model: nn.Module, layers: Iterable[str], mode: str | None = "default"
     # weights) means a new trace
     structure = tuple(id(t) for t in (*model.modules(), *model.parameters(), *model.buffers()))
     per_model = _CACHE.setdefault(model, {})
-    key = (names, mode, read, shape, structure)
+    # what may be folded depends on training modes, requires_grad and hooks too
+    folding = _fold.fold_state(model) if fold else None
+    key = (names, mode, read, shape, structure, folding)
     if key not in per_model:
         while len(per_model) >= _KEEP:  # the oldest goes: compiled graphs hold memory
             del per_model[next(iter(per_model))]
-        made = truncate(model, names, channels, probe)
+        made = truncate(model, names, channels, probe, fold)
         per_model[key] = made if mode is None else made.compiled(mode)
     return per_model[key]
 

@@ -26,6 +26,26 @@ TRANSFORMER_COLOUR = T.color_jitter(0.1, 1.25)
 #: what ``render`` does for a vision transformer unasked
 TRANSFORMER: dict[str, Any] = {"transforms": [*TRANSFORMER_TRANSFORMS, TRANSFORMER_COLOUR]}
 
+#: the careful pace (lucid's course), for a model on which the fast one leaves finer grain
+#: than lucent's pictures have
+CAREFUL: dict[str, Any] = {"pace": "careful"}
+
+#: the courses of torchvision families, by name prefix. MobileNetV2: in
+#: benchmarks/time_to_quality.py the fast course ended a channel and a logit with 1.17x and
+#: 1.33x lucent's high-frequency share (never reaching lucent's bar) where the careful one
+#: reached it in 192 and 432 steps
+TORCHVISION_COURSES: dict[str, dict[str, Any]] = {"mobilenet_v2": CAREFUL}
+
+
+def for_torchvision(member: str) -> dict[str, Any]:
+    """The course of torchvision's ``member`` (``"mobilenet_v2"``): its family's in
+    :data:`TORCHVISION_COURSES`, else none (the library's pace).
+
+    Args:
+        member: the torchvision builder's name.
+    """
+    return dict(next((v for k, v in TORCHVISION_COURSES.items() if member.startswith(k)), {}))
+
 
 def for_timm(net: Any) -> dict[str, Any]:
     """The course of a timm network: :data:`TRANSFORMER` for one that cuts its input into

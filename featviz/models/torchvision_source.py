@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import WeightsError, unknown
+from .courses import for_torchvision
 from .imagenet import imagenet_classes
 from .registry import register
 from .spec import Built, Family, ModelSpec, Request, WeightsSource
@@ -79,7 +80,8 @@ def spec(member: str) -> ModelSpec:
         input_size=INPUT_SIZES.get(member, 224), layer_aliases=LAYER_ALIASES.get(member, {}),
         classes=imagenet_classes, weights=source,
         fixed_size=member.startswith(FIXED_SIZE_FAMILIES),
-        layouts=next((v for k, v in FAMILY_LAYOUTS.items() if member.startswith(k)), {}))
+        layouts=next((v for k, v in FAMILY_LAYOUTS.items() if member.startswith(k)), {}),
+        render=for_torchvision(member))
 
 
 def build(request: Request) -> nn.Module | Built:

@@ -93,3 +93,30 @@ def test_saturated_share_counts_pixels_with_any_channel_at_the_ends():
     assert metrics.saturated_share(img) == pytest.approx(0.25)
     assert metrics.saturated_share(img[None].expand(2, -1, -1, -1)) == pytest.approx(0.25)
     assert metrics.saturated_share(torch.full((3, 4, 4), 0.5)) == 0.0
+
+
+class _OneSize(torch.nn.Module):
+    """Takes 32-px images only, as a ViT checks its input size."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        assert x.shape[-2:] == (32, 32), f"got {tuple(x.shape[-2:])}"
+        return self.conv(x)
+
+
+def test_a_held_out_objective_fits_the_views_to_a_model_of_one_size():
+    import featviz
+
+    model = featviz.models.wrap(_OneSize(), input_size=32, fixed_size=True)
+    images = torch.rand(2, 3, 32, 32)
+    held = metrics.robust_objective(model, obj.channel("conv", 1), images, transforms.standard(),
+                                    draws=3, seed=0)
+    assert held.shape == (2,) and torch.isfinite(held).all()
+    # one hook session for all draws, and the same draws as one at a time from one generator
+    gen = torch.Generator().manual_seed(0)
+    one_by_one = sum(metrics.objective_value(model, obj.channel("conv", 1), images,
+                                             transforms.standard(), gen) for _ in range(3)) / 3
+    torch.testing.assert_close(held, one_by_one)

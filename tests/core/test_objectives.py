@@ -126,7 +126,7 @@ def test_clipping_keeps_a_render_off_the_rails(tiny):
 
     def rendered(objective):
         return featviz.render(tiny, objective, steps=64, size=32, seed=0, lr=0.1, transforms="none",
-                              progress=False).images
+                              pace="careful", progress=False).images  # no guard of its own
 
     pushed = rendered(obj.l1())  # every value pushed away from grey: flat black and white
     held = rendered(obj.l1() - 100 * obj.clipping(0.05))

@@ -90,16 +90,19 @@ def test_render_takes_the_floor_a_parameterization_declares(tiny):
     # a parameterization declares its floor as it declares its rate; render's own adam_floor
     # overrides it, and featviz's images declare none (plain Adam)
     assert param.image(32, seed=5).adam_floor == 0.0
+    # a parameterization that declares a course of its own takes the careful pace; the others
+    # here are given it
     kw = dict(size=32, steps=24, progress=False)
     declared = param.image(32, seed=5)
     declared.adam_floor = 2.0
     a = featviz.render(tiny, obj.channel("conv2", 1), declared, **kw)
     b = featviz.render(tiny, obj.channel("conv2", 1), param.image(32, seed=5), adam_floor=2,
-                       **kw)
+                       pace="careful", **kw)
     overridden = param.image(32, seed=5)
     overridden.adam_floor = 2.0
     c = featviz.render(tiny, obj.channel("conv2", 1), overridden, adam_floor=0, **kw)
-    plain = featviz.render(tiny, obj.channel("conv2", 1), param.image(32, seed=5), **kw)
+    plain = featviz.render(tiny, obj.channel("conv2", 1), param.image(32, seed=5),
+                           pace="careful", **kw)
     assert torch.equal(a.images, b.images)
     assert torch.equal(c.images, plain.images)
     assert not torch.allclose(a.images, plain.images, atol=1e-3)

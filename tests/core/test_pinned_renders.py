@@ -51,6 +51,7 @@ def test_same_seed_same_images_as_before(name, one_thread):
     if name == "maco":  # recorded at the old default; MACO's declared rate is now 0.2
         extra = {**extra, "lr": 0.05}
     extra = {("saliency" if k == "transparency" else k): v for k, v in extra.items()}
+    extra = make_renders.options(extra)
     r = featviz.render(model, objective, p, steps=make_renders.STEPS, seed=make_renders.SEED,
                        record_every=4, thresholds=[8], progress=False, **extra)
     _check(name, r)
@@ -75,7 +76,8 @@ def test_seed_given_once_to_the_parameterization(name, one_thread):
     p = SEEDED[name](make_renders.SEED)
     assert p.seeds == [make_renders.SEED, make_renders.SEED + 1]
     r = featviz.render(make_renders.make_tiny(), objective, p, steps=make_renders.STEPS,
-                       record_every=4, thresholds=[8], progress=False)
+                       record_every=4, thresholds=[8], progress=False,
+                       **make_renders.options({}))
     assert r.seeds == p.seeds
     _check(name, r)
 

@@ -164,6 +164,74 @@ def test_compiled_graphs_are_cached_and_follow_the_model(tiny, monkeypatch):
         tr.compiled(tiny, ["conv3"], "fast")
 
 
+class NormedBlock(nn.Module):
+    """Convolution, batch norm, ReLU; with ``branchy``, a branch on a tensor's value inside."""
+
+    def __init__(self, branchy: bool = False):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.branchy = branchy
+
+    def forward(self, x):
+        y = torch.relu(self.bn(self.conv(x)))
+        return y if not self.branchy or y.mean() > 0 else -y
+
+
+class BlockNet(nn.Module):
+    def __init__(self, branchy: bool = False):
+        super().__init__()
+        self.block = NormedBlock(branchy)
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.block(x))
+
+
+@pytest.mark.parametrize("branchy", [False, True])
+def test_a_read_layer_is_traced_into_to_fold_or_kept_whole(branchy):
+    """A layer the objective reads is traced into when folding (its convolutions go in the
+    fold); one whose forward the tracer cannot follow stays one call, as without folding."""
+    torch.manual_seed(0)
+    model = BlockNet(branchy).eval().requires_grad_(False)
+    with torch.no_grad():
+        model.block.bn.running_var.uniform_(0.5, 2)
+        model.block.bn.running_mean.uniform_(-1, 1)
+    cut = tr.truncate(model, ["block"], fold=True)
+    assert cut.folded == (() if branchy else ("block.conv",))
+    called = {n.target for n in cut.graph_module.graph.nodes if n.op == "call_module"}
+    assert called == ({"block"} if branchy else set())
+    x = torch.rand(2, 3, 16, 16)
+    torch.testing.assert_close(cut(x)["block"], tap_acts(model, ["block"], x)["block"],
+                               rtol=1e-5, atol=1e-5)
+    assert tr.truncate(model, ["block"]).folded == ()  # without fold: kept whole, as before
+
+
+def test_a_watched_layer_stays_one_call_and_its_hook_fires():
+    model = BlockNet().eval().requires_grad_(False)
+    seen = []
+    handle = model.block.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    try:
+        cut = tr.truncate(model, ["block"], fold=True)
+        cut(torch.rand(1, 3, 8, 8))
+    finally:
+        handle.remove()
+    assert cut.folded == ()
+    assert [n.target for n in cut.graph_module.graph.nodes if n.op == "call_module"] == ["block"]
+    assert seen == [torch.Size([1, 4, 8, 8])]
+
+
+def test_folded_graphs_are_cached_apart(monkeypatch):
+    monkeypatch.setattr(tr, "_CACHE", tr.weakref.WeakKeyDictionary())
+    model = BlockNet().eval().requires_grad_(False)
+    plain = tr.cached(model, ["head"], None)
+    folded = tr.cached(model, ["head"], None, fold=True)
+    assert plain.folded == () and folded.folded == ("block.conv",)
+    assert tr.cached(model, ["head"], None, fold=True) is folded
+    model.block.bn.train()  # what may be folded changed: a new trace
+    assert tr.cached(model, ["head"], None, fold=True).folded == ()
+
+
 class TrainingBranch(nn.Module):
     """Takes another path in training mode: the trace must be made in eval mode."""
 

@@ -179,6 +179,29 @@ def test_resume_refuses_other_settings_and_extends_channels(tmp_path):
     assert sw.read_settings(tmp_path)["layers"] == {"conv3": [0, 1, 2, 3], "conv1": [0, 1, 2, 3]}
 
 
+def test_a_sweep_records_its_pace_and_resumes_only_at_it(tmp_path):
+    model = make_tiny()
+    sw.sweep(model, tmp_path, ["conv3"], "0-1", **TINY)
+    recorded = sw.read_settings(tmp_path)["settings"]
+    assert (recorded["pace"], recorded["lr"]) == ("fast", 0.1)  # the values used, not "auto"
+    with pytest.raises(FeatvizError, match=r"lr: 0\.1 then, 0\.05 now.*pace: 'fast' then, "
+                                           r"'careful' now"):
+        sw.sweep(model, tmp_path, ["conv3"], "0-1", pace="careful", **TINY)
+    # a folder from before the pace existed was made with the careful course, and says no pace
+    old = tmp_path / "old"
+    sw.sweep(model, old, ["conv3"], "0-1", pace="careful", **TINY)
+    meta = json.loads((old / "sweep.json").read_text())
+    meta["settings"].pop("pace")
+    (old / "sweep.json").write_text(json.dumps(meta))
+    for path in old.glob("manifest.rank*.jsonl"):
+        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        for record in lines:
+            record["settings"].pop("pace")
+        path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    res = sw.sweep(model, old, ["conv3"], "0-2", pace="careful", **TINY)
+    assert (res.rendered, res.skipped) == (1, 2)
+
+
 def test_a_signal_between_batches_stops_after_the_writes(tmp_path):
     seen = []
 

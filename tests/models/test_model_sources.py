@@ -49,7 +49,9 @@ def test_a_timm_resnet_by_name_renders_a_channel_and_a_logit():
     assert model.input_size == 224 and model.featviz_fixed_size is None
     assert model.mean.flatten().tolist() == pytest.approx([0.485, 0.456, 0.406])
     channel = run(model, obj.channel("layer2.1", 3), size=32)
-    logit = run(model, obj.logit(7), size=32)
+    # a random network's logit moves by a few thousandths in 12 steps, less than the fast
+    # course's larger steps under random transforms move it; the careful course climbs it
+    logit = run(model, obj.logit(7), size=32, pace="careful")
     assert rises(channel) and rises(logit)
     assert channel.images.shape == logit.images.shape == (1, 3, 32, 32)
     assert hook_free(model)

@@ -32,11 +32,14 @@ class Objective:
     ``channels`` names, for a layer it reads only some channels of, those channels (a layer
     not in it is read whole); a render may leave out what feeds only the other channels.
     ``name`` may be left empty by the body of a :func:`builder`, which names the result.
+    ``pace`` is the course the objective declares for ``render(pace="auto")`` (``"fast"`` or
+    ``"careful"``, see :data:`~featviz.core.render.options.PACES`; None: it declares none);
+    a combination is careful where any part is.
     """
 
     def __init__(self, fn: Callable[[Acts], torch.Tensor], layers: Iterable[str], name: str = "",
                  batch_size: int = 0, targets: Mapping[int, str] | None = None,
-                 channels: Mapping[str, Iterable[int]] | None = None):
+                 channels: Mapping[str, Iterable[int]] | None = None, pace: str | None = None):
         self.fn = fn
         self.layers = frozenset(layers)
         self.name = name
@@ -45,6 +48,9 @@ class Objective:
         self.targets = dict(targets or {})
         self.channels = {k: frozenset(v) for k, v in (channels or {}).items()
                          if k in self.layers}
+        if pace not in (None, "fast", "careful"):
+            raise FeatvizError(f"an objective's pace is 'fast', 'careful' or None, got {pace!r}")
+        self.pace = pace
 
     def label(self, i: int) -> str:
         """A short description of what drives image ``i`` of the batch."""
@@ -61,7 +67,8 @@ class Objective:
         if self.targets:
             raise FeatvizError(f"{self.name} already drives particular images of the batch")
         return Objective(_on_element(self.fn, batch, self.name), self.layers,
-                         f"{self.name}@{batch}", batch + 1, {batch: self.name}, self.channels)
+                         f"{self.name}@{batch}", batch + 1, {batch: self.name}, self.channels,
+                         self.pace)
 
     # -- algebra -------------------------------------------------------------------------
     def _combine(self, other: Objective | float, op, symbol: str, flip: bool = False) -> Objective:
@@ -72,17 +79,17 @@ class Objective:
                 targets[i] = f"{targets[i]} {symbol} {name}" if i in targets else name
             return Objective(lambda acts: op(a(acts), b(acts)), a.layers | b.layers,
                              f"({a.name} {symbol} {b.name})", max(a.batch_size, b.batch_size),
-                             targets, merge_channels(a, b))
+                             targets, merge_channels(a, b), merge_pace(a.pace, b.pace))
         if not isinstance(other, numbers.Real):
             return NotImplemented
         c = float(other)
         if flip:
             return Objective(lambda acts: op(c, self(acts)), self.layers,
                              f"({_num(c)} {symbol} {self.name})", self.batch_size, self.targets,
-                             self.channels)
+                             self.channels, self.pace)
         return Objective(lambda acts: op(self(acts), c), self.layers,
                          f"({self.name} {symbol} {_num(c)})", self.batch_size, self.targets,
-                         self.channels)
+                         self.channels, self.pace)
 
     def __add__(self, other):
         return self._combine(other, lambda a, b: a + b, "+")
@@ -111,7 +118,7 @@ class Objective:
 
     def __neg__(self):
         return Objective(lambda acts: -self(acts), self.layers, f"-{self.name}", self.batch_size,
-                         self.targets, self.channels)
+                         self.targets, self.channels, self.pace)
 
     @staticmethod
     def sum(objectives: Iterable[Objective]) -> Objective:
@@ -165,6 +172,19 @@ def _on_element(obj_fn: Callable[[Acts], torch.Tensor], batch: int | None, name:
     return fn
 
 
+def merge_pace(a: str | None, b: str | None) -> str | None:
+    """The pace two combined objectives declare: careful where either is (a part that needs
+    the careful course still needs it in a sum), else what either declares.
+
+    Args:
+        a: one part's pace, or None.
+        b: the other's, or None.
+    """
+    if "careful" in (a, b):
+        return "careful"
+    return a or b
+
+
 def _batch_size(acts: Acts) -> int:
     return next(iter(acts.values())).shape[0]
 
@@ -173,7 +193,7 @@ def _on_one(o: Objective, batch: int) -> Objective:
     """``o`` driving image ``batch`` alone, labelled ``name@batch`` (a builder's ``batch=``)."""
     label = f"{o.name}@{batch}"
     return Objective(_on_element(o.fn, batch, label), o.layers, label, batch + 1, {batch: o.name},
-                     o.channels)
+                     o.channels, o.pace)
 
 
 def _mean_rest(t: torch.Tensor) -> torch.Tensor:
@@ -260,7 +280,7 @@ def builder(kind: str | None = None, *, bare: Iterable[str] = (),
                 return made
             arguments = naming.bind(args, kwargs)
             o = Objective(made.fn, made.layers, naming.name(arguments), made.batch_size,
-                          made.targets, made.channels)
+                          made.targets, made.channels, made.pace)
             batch = arguments.get("batch")
             return o if batch is None else _on_one(o, batch)
 

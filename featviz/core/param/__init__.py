@@ -126,6 +126,12 @@ class ImageParam(Parameterization):
         self.raw.set_raw(raw)
         return self
 
+    @property
+    def fast_course(self) -> bool:
+        """Whether ``render(pace="auto")`` may take the fast course for it: the Fourier image
+        with sigmoid colours and no transparency, the one the fast course was measured on."""
+        return isinstance(self.raw, FourierRaw) and self.valid == "sigmoid" and not self.alpha
+
     def extra_repr(self) -> str:
         return (f"batch={self.batch}, size={self.size}, channels={self.channels}, "
                 f"decorrelate={self.decorrelate}, valid={self.valid!r}, alpha={self.alpha}, "

@@ -26,7 +26,9 @@ class Parameterization(nn.Module):
     ``render(transforms="auto")`` picks), :attr:`saliency` (whether render should accumulate
     the saliency map |dL/dx|), :attr:`channels`, :attr:`alpha` and :attr:`display` (how its
     images are best shown: None as they are, ``"stretch"`` with their contrast stretched, see
-    :func:`featviz.images.stretch`). The per-image seeds it was built from are :attr:`seeds`
+    :func:`featviz.images.stretch`) and :attr:`fast_course` (whether ``render(pace="auto")``
+    may take the fast course for it, see :data:`featviz.core.render.options.FAST`). The
+    per-image seeds it was built from are :attr:`seeds`
     (None when it was given generators instead); :attr:`seed_given` tells whether they were
     chosen by the caller or drawn at random.
     """
@@ -41,6 +43,7 @@ class Parameterization(nn.Module):
     channels: int = 3
     alpha: bool = False
     display: str | None = None
+    fast_course: bool = False
 
     def __init__(self, batch: int, size: tuple[int, int], seeds: Sequence[int] | None = None):
         super().__init__()

@@ -1,7 +1,8 @@
 """How one render step runs the model: through the layer tap (hooks; with lucid's redirected
 ReLU gradient for the first steps), or through the model traced and cut after the objective's
-deepest layer, its branches that feed no channel the objective reads left out, compiled when
-asked; under bf16 autocast when asked."""
+deepest layer, its branches that feed no channel the objective reads left out, its frozen batch
+norms folded into their convolutions when it runs eagerly, compiled when asked; under bf16
+autocast when asked."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from ...errors import FeatvizError
+from .. import fold as _fold
 from .. import prune as _prune
 from .. import truncate as _truncate
 from ..backward_rules import ReluBackwardRule
@@ -83,28 +85,32 @@ def amp_allowed(amp: bool, device: torch.device) -> bool:
 class _FastForward:
     """The model traced and cut after the objective's layers (:mod:`featviz.core.truncate`),
     built at the first step's images: its unread branches left out, compiled in ``mode``
-    (None: run eagerly, where backward rules apply as in the tap). If the compiled graph's
+    (None: run eagerly, where backward rules apply as in the tap, with batch norms folded and
+    stems by phases when ``fold``; a compiler fuses on its own). If the compiled graph's
     first call fails (no C++ compiler, an op the compiler lacks), a warning, and the same
     traced graph runs eagerly from then on."""
 
     def __init__(self, model: nn.Module, layers: Sequence[str], mode: str | None,
-                 channels: Mapping[str, frozenset[int]]):
+                 channels: Mapping[str, frozenset[int]], fold: bool = True):
         self.model, self.layers, self.mode, self.channels = model, layers, mode, channels
+        self.fold = fold and mode is None
         self.run: _truncate.Truncated | None = None
         self.checked = False
 
     def build(self, x: torch.Tensor) -> bool:
         """Trace at ``x`` (its first image shows the shapes); False where the tap is as good
-        (no compile mode and no branch to leave out) or the model cannot be traced."""
+        (no compile mode, no branch to leave out and nothing folded) or the model cannot be
+        traced."""
         probe = x[:1].detach() if self.channels else None
         try:
-            made = _truncate.cached(self.model, self.layers, self.mode, self.channels, probe)
+            made = _truncate.cached(self.model, self.layers, self.mode, self.channels, probe,
+                                    self.fold)
         except _truncate.TruncationError as err:
             if self.mode is not None:
                 warnings.warn(f"compile=True needs a model torch.fx can trace; rendering "
                               f"without it ({err})", stacklevel=5)
             return False
-        if self.mode is None and not made.pruned:
+        if self.mode is None and not made.pruned and not made.folded:
             return False
         self.run = made
         return True
@@ -125,7 +131,7 @@ class _FastForward:
             warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); rendering "
                           "without it", stacklevel=3)
             self.run = _truncate.Truncated(self.run.graph_module, self.run.names,
-                                           self.run.pruned)
+                                           self.run.pruned, self.run.folded)
             acts = self.run(x)
         self.checked = True
         return acts
@@ -148,17 +154,24 @@ def compile_mode(compile: bool | str | None) -> str | None:
 
 
 def fast_forward(model: nn.Module, layers: Sequence[str], mode: str | None,
-                 channels: Mapping[str, frozenset[int]]) -> _FastForward | None:
+                 channels: Mapping[str, frozenset[int]], fold: bool = True
+                 ) -> _FastForward | None:
     """What runs the model instead of the hook-based tap, built at the first step: a traced
     graph with the branches no read channel comes from left out (``channels``, the
-    objective's), compiled in ``mode``; None (the tap) where neither can apply.
+    objective's), compiled in ``mode`` or else, with ``fold``, its frozen batch norms folded
+    into their convolutions and its stem's input gradient by phases; None (the tap) where
+    none of that can apply.
 
     Args:
         model: The model.
         layers: The layers the objective reads; the graph is cut after the deepest.
         mode: The torch.compile mode (:func:`compile_mode`), or None for no compile.
         channels: The channels the objective reads, by layer name.
+        fold: Whether the eager graph may fold (default True; False where someone watches
+            the model's modules with hooks).
     """
-    if mode is None and not _prune.might_prune(model, channels):
+    if not _prune.might_prune(model, channels):
+        channels = {}  # nothing to prune: no probe to run, no shapes to learn
+    if mode is None and not channels and not (fold and _fold.might_fold(model)):
         return None
-    return _FastForward(model, layers, mode, channels)
+    return _FastForward(model, layers, mode, channels, fold)

@@ -126,12 +126,13 @@ class Plan:
         (all put back on exit, also on errors); yields what runs it each step."""
         layout = channels_last(self.model) if self.channels_last else contextlib.nullcontext()
         # hooks of the user's own would not fire in a traced graph: the tap runs it whole
-        channels = self.objective.channels if self.stop_early and not hook_count(self.model) \
-            else {}
+        watched = bool(hook_count(self.model))
+        channels = self.objective.channels if self.stop_early and not watched else {}
         with frozen(self.model), layout, \
                 LayerTap(self.model, self.objective.layers, stop_early=self.stop_early) as tap:
             # traced in eval mode: a forward's `if self.training` branches are fixed by tracing
-            fast = fast_forward(self.model, self.objective.layers, self.compile_mode, channels)
+            fast = fast_forward(self.model, self.objective.layers, self.compile_mode, channels,
+                                fold=self.stop_early and not watched)
             yield Forward(tap, fast, self.redirect_steps, self.amp, self.device,
                           model_dtype(self.model))
 
@@ -163,7 +164,7 @@ def prepare(model: nn.Module, objective: Objective | str, param: nn.Module | str
     param = param.to(device)
     img_size, rgba = _probe(param, model, objective, len(seeds))
     s = _options.resolve(chosen, param if isinstance(param, Parameterization) else _DECLARED,
-                         declared_render(model))
+                         declared_render(model), objective.pace)
     lr = float(s.lr)
     trainable = [p for p in param.parameters() if p.requires_grad]
     pipeline = _transforms.resolve(s.transforms, img_size)

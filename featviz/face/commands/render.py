@@ -25,7 +25,7 @@ from . import common
 
 #: the render options ``featviz render`` takes as flags (:mod:`featviz.core.render.options`);
 #: ``batch`` is ``--batch-size``, how many of the objectives render together
-OPTIONS = ("steps", "size", "batch", "seed", "lr", "transforms", "lr_schedule", "ema",
+OPTIONS = ("steps", "size", "batch", "seed", "lr", "pace", "transforms", "lr_schedule", "ema",
            "adam_floor", "stop_at", "rail_guard", "views", "polish", "amp", "memory_format",
            "compile", "thresholds", "progress")
 #: what the command itself does with: the images' size and seeds, the batches' length

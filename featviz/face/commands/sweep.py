@@ -17,7 +17,7 @@ from .common import Loader, add_model_args
 
 #: the render options ``featviz sweep`` takes as flags, the same as ``featviz render``'s but
 #: the snapshots and the progress bar (a sweep logs each batch)
-OPTIONS = ("steps", "size", "batch", "seed", "lr", "transforms", "lr_schedule", "ema",
+OPTIONS = ("steps", "size", "batch", "seed", "lr", "pace", "transforms", "lr_schedule", "ema",
            "adam_floor", "stop_at", "rail_guard", "views", "polish", "amp", "memory_format",
            "compile")
 

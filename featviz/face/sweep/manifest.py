@@ -26,13 +26,16 @@ MANIFEST_GLOB = "manifest.rank*.jsonl"
 
 #: Settings that change what an image looks like: a resumed sweep must repeat them.
 IMAGE_SETTINGS = ("model", "weights", "mean", "std", "steps", "size", "lr", "param", "transforms",
-                  "seed", "images", "k")
+                  "seed", "images", "k", "pace")
+#: what a setting recorded by an earlier version that lacks it was: sweeps before the pace
+#: existed (issue 44) took the careful course
+RECORDED_BEFORE = {"pace": "careful"}
 
 
 def _image_settings(settings: Mapping) -> dict:
     """The :data:`IMAGE_SETTINGS` of ``settings`` (None for those missing), as JSON gives them
     back, so that recorded and current settings compare equal when they are."""
-    return {k: _jsonable(settings.get(k)) for k in IMAGE_SETTINGS}
+    return {k: _jsonable(settings.get(k, RECORDED_BEFORE.get(k))) for k in IMAGE_SETTINGS}
 
 
 def _jsonable(v: Any) -> Any:

@@ -239,12 +239,18 @@ def _recipe(model: nn.Module, param: str, *, size: SizeLike | None, steps: int,
     parameterization raises here, before the model runs."""
     size = model_info.input_size(model, size)
     probe = _param.make(param, size, channels=model_info.image_channels(model))
-    if lr is None:  # record the rate used, not "default", so a resume compares real values
-        lr = float(getattr(probe, "lr", 0.05))
+    # record the pace and rate used, not "auto", so a resume compares real values
+    given = _options.gather({n: v for n, v in options.items() if n not in _options.GROUPS},
+                            {g: options[g] for g in _options.GROUPS if g in options}, "sweep()")
+    course = _options.resolve({**given, **({"lr": lr} if lr is not None else {})}, probe,
+                              model_info.declared_render(model))
+    lr = float(course.lr)
     transforms = options.get("transforms", "auto")
     if transforms == "auto":
         transforms = _render.preferred_transforms(probe, model)
     rest = {n: v for n, v in options.items() if n != "transforms"}
+    if "pace" not in given:
+        rest["pace"] = course.pace
     return _Recipe(param, size, steps, lr, transforms, seed, images, k, rest, labels)
 
 
