@@ -106,6 +106,8 @@ def render_batch(model, objectives: list[obj.Objective], variant: dict, steps: i
     if variant.get("decorrelate") is False:
         options["param"] = featviz.param.image(224, batch=len(objectives), decorrelate=False)
     t0 = time.perf_counter()
+    # the careful pace, the course its tables were measured on (render's only one then)
+    options.setdefault("pace", "careful")
     res = featviz.render(model, obj.Objective.sum(objectives), seed=SEED, steps=steps,
                          progress=False, **options)
     return res.images, time.perf_counter() - t0

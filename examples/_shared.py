@@ -72,3 +72,15 @@ def late_layer(model, layer: str) -> str:
     for InceptionV1 and MobileNetV2, still run on any other model)."""
     names = list(featviz.hooks.named_layers(model))
     return layer if layer in names or layer in featviz.hooks.layer_aliases(model) else names[-3]
+
+
+def render_careful(*args, **kwargs) -> featviz.RenderResult:
+    """``featviz.render`` on the careful pace, lucid's course: the one Distill's figures used and
+    the one every panel of a comparison is drawn on (the fast pace is the Fourier image's alone,
+    which would favour one panel).
+
+    Args:
+        *args: ``featviz.render``'s positional arguments.
+        **kwargs: its keyword arguments.
+    """
+    return featviz.render(*args, pace="careful", **kwargs)

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import torch
-from _shared import add_model_args, default, late_layer, load_model
+from _shared import add_model_args, default, late_layer, load_model, render_careful
 
 import featviz
 from featviz import metrics
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     images, labels = [], []
     for name, objective in rows.items():
-        res = featviz.render(model, objective, steps=args.steps, size=args.size,
+        res = render_careful(model, objective, steps=args.steps, size=args.size,
                              batch=args.batch, seed=0, progress=False)
         reached = metrics.objective_value(model, channel, res.images)
         sim = gram_similarity(model, div_layer, res.images)

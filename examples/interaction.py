@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import torch
-from _shared import add_model_args, default, late_layer, load_model
+from _shared import add_model_args, default, late_layer, load_model, render_careful
 
 import featviz
 from featviz import objectives as obj
@@ -44,7 +44,7 @@ def interpolation(model, a: obj.Objective, b: obj.Objective, frames: int, size: 
     objective = obj.interpolate(a, b, frames)
     if neighbours:
         objective = objective - neighbours * obj.neighbour_difference()
-    return featviz.render(model, objective, p, steps=steps, seed=0, progress=False)
+    return render_careful(model, objective, p, steps=steps, seed=0, progress=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     ca, cb = (int(c) for c in args.channels.split(","))
     a, b = obj.channel(args.layer, ca), obj.channel(args.layer, cb)
 
-    pair = featviz.render(model, obj.Objective.sum([a.on(0), b.on(1), (a + b).on(2)]),
+    pair = render_careful(model, obj.Objective.sum([a.on(0), b.on(1), (a + b).on(2)]),
                           steps=args.steps, size=args.size, seed=0, progress=False)
     for label, value in zip(pair.labels, pair.values.tolist(), strict=True):
         print(f"{label:40s} reached {value:.3f}", flush=True)

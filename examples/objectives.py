@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import torch
-from _shared import add_model_args, default, late_layer, load_model
+from _shared import add_model_args, default, late_layer, load_model, render_careful
 
 import featviz
 from featviz import metrics
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     images = []
     for name, objective in kinds.items():
-        res = featviz.render(model, objective, steps=args.steps, size=args.size, seed=0,
+        res = render_careful(model, objective, steps=args.steps, size=args.size, seed=0,
                              progress=False)
         images.append(res.images)
         print(f"{name:18s} {objective.name:40s} reached {float(res.values[0]):.3f}, "

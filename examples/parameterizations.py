@@ -24,13 +24,14 @@ import time
 from pathlib import Path
 
 import torch
-from _shared import add_model_args, default, late_layer, load_model
+from _shared import add_model_args, default, late_layer, load_model, render_careful
 
 import featviz
 from featviz import metrics, param
 from featviz import objectives as obj
 
 CHECKER = 0.7  # grey of the light checkerboard squares behind transparent images
+
 
 
 def parameterizations(size: int) -> dict:
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, build in parameterizations(args.size).items():
         p = build()
         t0 = time.perf_counter()
-        res = featviz.render(model, objective, p, steps=args.cppn_steps if name == "CPPN"
+        res = render_careful(model, objective, p, steps=args.cppn_steps if name == "CPPN"
                              else args.steps, progress=False)
         seconds = time.perf_counter() - t0
         # what the model saw, and what is shown (MACO's contrast stretched, as its paper does)

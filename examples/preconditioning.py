@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 import torch
-from _shared import add_model_args, default, late_layer, load_model
+from _shared import add_model_args, default, late_layer, load_model, render_careful
 from PIL import Image
 
 import featviz
@@ -34,6 +34,7 @@ PARAMS = {  # name: (Fourier, decorrelated colour)
     "Fourier": (True, False),
     "Fourier + colour": (True, True),
 }
+
 
 
 def save_small(images: torch.Tensor, path: Path, labels: list[str], ncol: int) -> Path:
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         for robust in (False, True):
             name = pname + (" + robustness" if robust else "")
             p = param.image(args.size, fft=fft, decorrelate=decorrelate, seed=0)
-            res = featviz.render(model, objective, p, steps=budgets[-1], thresholds=budgets,
+            res = render_careful(model, objective, p, steps=budgets[-1], thresholds=budgets,
                                  transforms="standard" if robust else "none", progress=False)
             cells = []
             for b in budgets:

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 import torch
-from _shared import add_model_args, default, late_layer, load_model
+from _shared import add_model_args, default, late_layer, load_model, render_careful
 
 import featviz
 from featviz import metrics, param
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     images, labels = [], []
     for name, (objective, transforms) in configs(channel, args.l1, args.tv, args.blur).items():
         p = param.image(args.size, fft=False, decorrelate=False, seed=0)
-        res = featviz.render(model, objective, p, steps=args.steps, transforms=transforms,
+        res = render_careful(model, objective, p, steps=args.steps, transforms=transforms,
                              progress=False)
         img = res.images
         reached = float(metrics.objective_value(model, channel, img)[0])

@@ -64,8 +64,9 @@ def top_patches(model, photos: list[str], units: list[tuple[int, int]]) -> dict:
 def units_sheet(model, units, photos: list[str], steps: int, path: Path) -> None:
     """Each unit's render beside its top photo patch, four pairs to a row."""
     objectives = [obj.mlp(f"blocks.{b}", u, batch=i) for i, (b, u) in enumerate(units)]
+    # the careful pace: the course the published sheets were made with
     renders = featviz.render(model, obj.Objective.sum(objectives), steps=steps, seed=SEED,
-                             progress=False).images
+                             pace="careful", progress=False).images
     patches = top_patches(model, photos, units)
     tiles, labels = [], []
     for i, (b, u) in enumerate(units):
@@ -78,7 +79,7 @@ def logits_sheet(model, classes: list[int], steps: int, path: Path) -> None:
     """Each class's render, labelled with the class and what the model calls the render."""
     logits = [obj.logit(c, batch=i) for i, c in enumerate(classes)]
     renders = featviz.render(model, obj.Objective.sum(logits), steps=steps, seed=SEED,
-                             progress=False).images
+                             pace="careful", progress=False).images
     names = model.featviz_classes
     with torch.no_grad():
         seen = model(renders).argmax(-1).tolist()
