@@ -355,11 +355,16 @@ def _declared_value(name: str, declaring: Any, model: Mapping[str, Any],
     """A declared option the caller left to others: the parameterization's where it departs
     from the base class's, else the model's, else the pace's, else the base value."""
     own = getattr(declaring, name)
-    base = getattr(Parameterization, name)
-    departs = not (own is base or (isinstance(own, (str, int, float, bool)) and own == base))
-    if departs:
+    if _departs(declaring, name):
         return own
     return model.get(name, paced.get(name, own))
+
+
+def _departs(declaring: Any, name: str) -> bool:
+    """Whether ``declaring``'s value of option ``name`` differs from the base class's
+    (compared by identity, or by value for plain numbers and words only)."""
+    own, base = getattr(declaring, name), getattr(Parameterization, name)
+    return not (own is base or (isinstance(own, (str, int, float, bool)) and own == base))
 
 
 def auto_pace(declaring: Any) -> str:
@@ -373,7 +378,7 @@ def auto_pace(declaring: Any) -> str:
             declares nothing.
     """
     course = ("lr", "lr_schedule", "ema", "adam_floor", "rail_guard")
-    own_course = any(getattr(declaring, n) != getattr(Parameterization, n) for n in course)
+    own_course = any(_departs(declaring, n) for n in course)
     return "fast" if getattr(declaring, "fast_course", False) and not own_course else "careful"
 
 
