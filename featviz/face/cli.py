@@ -24,6 +24,7 @@ from ..errors import FeatvizError
 from .commands import (
     atlas,
     blocks,
+    circuit,
     deconv,
     erf,
     gallery,
@@ -41,8 +42,8 @@ from .commands.common import load_model as _load_model
 
 #: The subcommands, in the order ``featviz --help`` lists them: each module's ``add`` adds its
 #: parser, its ``run`` runs it.
-COMMANDS = (render, layers, deconv, topk, occlude, invert, erf, maps, blocks, atlas, sweep,
-            gallery, models)
+COMMANDS = (render, layers, deconv, topk, occlude, invert, erf, maps, blocks, atlas, circuit,
+            sweep, gallery, models)
 
 
 def build_parser() -> argparse.ArgumentParser:

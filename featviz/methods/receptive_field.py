@@ -23,19 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from ..core import images as _images
 from ..core import markdown, model_info
 from ..core import notebook as _nb
-from ..core.backward_rules import RELU_LIKE
 from ..core.files import write_atomic
 from ..core.hooks import LayerTap, frozen, resolve_layer
 from ..core.sizes import SizeLike
 from ..errors import FeatvizError
+from ._linear import Linearized, positive_twin
 
 
 @dataclass(frozen=True)
@@ -71,57 +69,13 @@ class ReceptiveField:
                            f"({self.offset[0]:g}, {self.offset[1]:g})")])
 
 
-class _Linearized(TorchFunctionMode):
-    """ReLU-like calls become identities and max-pooling becomes average pooling."""
-
-    _IDENTITY = frozenset(RELU_LIKE) | {F.leaky_relu}
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in self._IDENTITY:
-            return args[0]
-        if func in (F.max_pool2d, torch.max_pool2d):
-            return _avg_like_max(*args, **kwargs)
-        return func(*args, **kwargs)
-
-
-def _avg_like_max(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-                  return_indices=False):
-    if dilation not in (1, (1, 1)):
-        raise FeatvizError("theoretical receptive fields of dilated max-pooling are not supported")
-    return F.avg_pool2d(x, kernel_size, stride or kernel_size, padding, ceil_mode,
-                        count_include_pad=True)
-
-
-def _linearize(net: nn.Module) -> nn.Module:
-    """A float64 copy of ``net`` with positive averaging weights and identity batch norms."""
-    twin = copy.deepcopy(net).double().eval()
-    with torch.no_grad():
-        for m in twin.modules():
-            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)):
-                fan_in = m.weight[0].numel()
-                m.weight.fill_(1.0 / fan_in)
-                if m.bias is not None:
-                    m.bias.zero_()
-            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-                if m.weight is not None:
-                    m.weight.fill_(1.0)
-                    m.bias.zero_()
-                if m.running_mean is not None:
-                    m.running_mean.zero_()
-                    m.running_var.fill_(1.0 - m.eps)
-    for p in twin.parameters():
-        p.requires_grad_(False)
-    return twin
-
-
 def _supports(twin: nn.Module, layer: str, size: tuple[int, int]):
     """Run the linearized copy once on an input of ``size`` (height, width); return the
     layer's map size and a function giving the input box (top, left, bottom, right) a unit
     depends on."""
     x = torch.ones(1, model_info.image_channels(twin), *size, dtype=torch.float64,
                    device=model_info.model_device(twin), requires_grad=True)
-    with _Linearized(), LayerTap(twin, [layer]) as tap:
+    with Linearized(), LayerTap(twin, [layer]) as tap:
         act = tap(x)[layer]
     if act.dim() != 4:
         raise FeatvizError(f"layer {layer!r} has no spatial maps (output {list(act.shape)}); "
@@ -147,7 +101,7 @@ def theoretical(model: nn.Module, layer: str, input_size: SizeLike | None = None
     would pass ``max_size`` or the model takes one size only; then ``clipped`` is set.
     """
     resolve_layer(model, layer)  # a clear error for a wrong name before any copying
-    twin = _linearize(model)
+    twin = positive_twin(model)
     rows, cols = model_info.input_hw(model, input_size)
     while True:
         (h, w), unit_box = _supports(twin, layer, (rows, cols))
@@ -468,7 +422,7 @@ def effective(
     trf = theoretical(model, layer, input_size=size)
     _warn_if_cut(layer, trf, size)
     if weights == "uniform":
-        net, mode, dtype = _linearize(model), _Linearized(), torch.float64
+        net, mode, dtype = positive_twin(model), Linearized(), torch.float64
     else:
         net = _reinitialized(model, seed) if weights == "random" else model
         mode, dtype = contextlib.nullcontext(), torch.float32

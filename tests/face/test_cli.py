@@ -238,6 +238,19 @@ def test_erf_command(tmp_path, capsys):
     assert "| layer2.0 |" in text and out.stat().st_size > 0
 
 
+def test_circuit_command(tmp_path, capsys):
+    out, cache = tmp_path / "circuit.png", tmp_path / "renders"
+    args = ["circuit", "--model", "cifar_resnet20", "--weights", "random", "--device", "cpu",
+            "--unit", "layer2.0:3", "--source", "layer1", "--next", "layer2.1", "--top", "2",
+            "--steps", "2", "--cache", str(cache), "--out", str(out)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "layer2.0:3 excited by layer1:" in text and "excites layer2.1:" in text
+    assert out.stat().st_size > 0 and len(list(cache.glob("*.png"))) >= 5
+    assert main(args[:-4] + ["--source", "layer3", "--out", str(out)]) == 2
+    assert "'layer3' runs after target 'layer2.0'" in capsys.readouterr().err
+
+
 def test_maps_command(tmp_path, capsys):
     import numpy as np
 

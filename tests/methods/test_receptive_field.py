@@ -11,6 +11,7 @@ import featviz
 from featviz import receptive_field as rf
 from featviz.backward_rules import RELU_LIKE
 from featviz.errors import FeatvizError
+from featviz.methods._linear import Linearized
 
 
 def test_stacked_convs():
@@ -183,7 +184,7 @@ def test_every_relu_spelling_is_an_identity_when_linearized(fn):
     """The linearized copy lets the gradient through every ReLU spelling the backward rules
     know (one list for both), also for negative inputs a ReLU would cut."""
     x = torch.full((1, 2, 3, 3), -2.0, requires_grad=True)
-    with rf._Linearized():
+    with Linearized():
         y = fn(x * 1.0)
     (grad,) = torch.autograd.grad(y.sum(), x)
     assert torch.equal(y, torch.full_like(y, -2.0)) and torch.equal(grad, torch.ones_like(x))
