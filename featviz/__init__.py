@@ -9,7 +9,7 @@ The package is built in tiers, each importing only from the tiers below it:
 ``featviz.core`` (the optimization: hooks, objectives, parameterizations, transforms, the
 render loop, image files), ``featviz.models`` (model specs and loaders), ``featviz.methods``
 (projections, inversion, receptive fields, feature maps, attribution, neuron groups,
-activation grids, semantic dictionaries, activation atlases) and ``featviz.face``
+activation grids, semantic dictionaries, activation atlases, circuits) and ``featviz.face``
 (the command line, sweeps, the gallery). The modules users reach by their short names
 (``featviz.objectives``, ``featviz.param``, ``featviz.deconv``, ``featviz.cli``, ...) are the same
 module objects under both names, imported when first used: ``import featviz`` loads the core
@@ -65,7 +65,7 @@ __all__ = [
     "render", "RenderResult", "hooks", "images", "models", "objectives", "param", "transforms",
     "deconv", "dataset", "occlusion", "receptive_field", "inversion", "featuremaps", "groups",
     "attribution", "activation_grid", "semantic_dictionary", "building_blocks",
-    "atlas_store", "atlas", "atlas_page",
+    "atlas_store", "atlas", "atlas_page", "circuits",
     "metrics", "sweep", "gallery", "display", "cli", "errors", "FeatvizError", "UnknownNameError",
     "ChannelError", "ObjectiveSyntaxError", "MismatchError", "WeightsError", "NonFiniteLossError",
     "__version__",

@@ -55,6 +55,18 @@ def test_topk_example_on_labelled_photos(tmp_path):
 
 
 @needs_weights
+def test_circuits_example(tmp_path):
+    """The circuits script's quick run on the real InceptionV1: every figure, the families'
+    counts and coverage printed."""
+    out = _run("circuits.py", "--quick", "--images", str(SHARED / "images"),
+               "--out", str(tmp_path))
+    assert "Circuit(mixed4c:447 <- mixed4b: excited by" in out and "1 render batch" in out
+    assert "mixed3b / curves:" in out and "mixed3a / high_low:" in out and "coverage" in out
+    for name in ("stimuli", "first_layer", "unit", "factors", "curves"):
+        assert Image.open(tmp_path / f"circuits_{name}.png").size[0] > 100
+
+
+@needs_weights
 def test_centering_example(tmp_path):
     out = _run("centering.py", "--model", "mobilenet_v2", "--layers", "features.0.0,features.7",
                "--out", str(tmp_path))

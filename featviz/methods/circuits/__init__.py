@@ -6,16 +6,27 @@ stimuli with tuning curves, and families of units found by scanning a layer with
 
 from .expanded import CircuitError, Connection, ExpandedWeights, expanded_weights
 from .factors import WeightFactors, factor_figure, weight_factors
-from .views import (
-    Circuit,
-    RenderCache,
-    circuit,
-    first_layer,
-    first_layer_filters,
-    parse_unit,
-    weight_map,
+from .families import FamilyScan, scan
+from .stimuli import (
+    FAMILIES,
+    Family,
+    centre_surround,
+    curves,
+    draw,
+    gabors,
+    get_family,
+    high_low,
+    lines,
 )
+from .tuning import TuningCurve, parse_unit, stimulus_box, tuning
+from .views import Circuit, RenderCache, circuit, first_layer, first_layer_filters, weight_map
 
-__all__ = ["CircuitError", "Connection", "ExpandedWeights", "expanded_weights",
-           "WeightFactors", "factor_figure", "weight_factors", "Circuit", "RenderCache",
-           "circuit", "first_layer", "first_layer_filters", "parse_unit", "weight_map"]
+__all__ = [
+    "CircuitError", "Connection", "ExpandedWeights", "expanded_weights",
+    "WeightFactors", "factor_figure", "weight_factors",
+    "Circuit", "RenderCache", "circuit", "first_layer", "first_layer_filters", "weight_map",
+    "FAMILIES", "Family", "centre_surround", "curves", "draw", "gabors", "get_family",
+    "high_low", "lines",
+    "TuningCurve", "parse_unit", "stimulus_box", "tuning",
+    "FamilyScan", "scan",
+]

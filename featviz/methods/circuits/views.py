@@ -29,6 +29,7 @@ from ...core.hooks import resolve_layer
 from ...core.render import render
 from ...core.sizes import SizeLike
 from .expanded import CircuitError, Connection, ExpandedWeights, expanded_weights
+from .tuning import parse_unit
 
 Unit = tuple[str, Any]  # (layer, channel) or (layer, direction vector [C])
 
@@ -162,21 +163,6 @@ def weight_map(weights: torch.Tensor, scale: float, side: int) -> torch.Tensor:
 
 def _blank(side: int) -> torch.Tensor:
     return torch.ones(3, side, side)
-
-
-def parse_unit(unit: str | tuple[str, int]) -> tuple[str, int]:
-    """``"layer:channel"`` or ``(layer, channel)`` as ``(layer, channel)``.
-
-    Args:
-        unit: The unit, e.g. ``"mixed4a:476"``.
-    """
-    if isinstance(unit, str):
-        layer, _, channel = unit.rpartition(":")
-        if not layer or not channel.strip().isdigit():
-            raise CircuitError(f"unit {unit!r} is not LAYER:CHANNEL (e.g. 'mixed4a:476')")
-        return layer, int(channel)
-    layer, channel = unit
-    return layer, int(channel)
 
 
 @dataclass(repr=False)

@@ -20,6 +20,7 @@ from featviz.circuits import (
     weight_factors,
     weight_map,
 )
+from featviz.errors import FeatvizError
 
 
 def _net() -> nn.Module:
@@ -79,7 +80,7 @@ def test_a_cached_render_does_not_depend_on_its_batch():
 def test_units_are_parsed_or_refused():
     assert parse_unit("mixed4c:447") == ("mixed4c", 447)
     assert parse_unit(("features.3", 2)) == ("features.3", 2)
-    with pytest.raises(CircuitError, match="LAYER:CHANNEL"):
+    with pytest.raises(FeatvizError, match="'layer:channel'"):
         parse_unit("mixed4c")
 
 
