@@ -66,7 +66,8 @@ TARGETS = {
                      "logit": ["logit:309"], "deepdream": ["layer:features.14"]},
     # the same network and weights as inceptionv1, built by a user: featviz knows nothing
     # special about it, so its speed is what any model gets
-    "googlenet": {"channel": ["inception4c:81"], "logit": ["logit:1"]},
+    "googlenet": {"channel": ["inception4c:81"], "neuron": ["neuron:inception4a:476"],
+                  "logit": ["logit:1"], "deepdream": ["layer:inception4c"]},
     "cifar_resnet56": {"channel": ["layer3:10"], "neuron": ["neuron:layer3:20"],
                        "logit": ["logit:3"], "deepdream": ["layer:layer3"]},
     "vit_tiny": {"channel": ["mlp:blocks.8:100"], "neuron": ["mlp:blocks.8:100:7:7"],
