@@ -76,14 +76,19 @@ class FamilyScan:
         """How many channels the layer has (all were measured)."""
         return int(self.responses.shape[0])
 
-    def _orientation(self, channel: int) -> float:
+    def preferred_orientation(self, channel: int) -> float:
+        """Any channel's preferred orientation in degrees: the peak of its orientation curve.
+
+        Args:
+            channel: The channel.
+        """
         angles = self.family.params[self.family.orientation]
         return float(angles[int(self.orientation_curves[channel].argmax())])
 
     @property
     def preferred(self) -> dict[int, float]:
         """Each found channel's preferred orientation in degrees (the peak of its curve)."""
-        return {c: self._orientation(c) for c in self.found}
+        return {c: self.preferred_orientation(c) for c in self.found}
 
     @property
     def circular_variance(self) -> dict[int, float]:
@@ -227,8 +232,9 @@ class FamilyScan:
             extra = ", ".join(f"{n} {v:g}" for n, v in pref.items()
                               if n != self.family.orientation and isinstance(v, float))
             cv = float(self.circular_variances[channel])
-            ax.set_title(f"{self.layer}:{channel}  {self._orientation(channel):g}°  cv {cv:.2f}"
-                         f"\n{extra}", fontsize=6)
+            angle = self.preferred_orientation(channel)
+            ax.set_title(f"{self.layer}:{channel}  {angle:g}°  cv {cv:.2f}\n{extra}",
+                         fontsize=6)
             polar = fig.add_subplot(grid[row, 1], projection="polar")
             self.curve(channel).plot(ax=polar, legend=False)
             polar.set_title("")

@@ -163,12 +163,18 @@ def measure(model: nn.Module, layer: str, family: Family | str, *, size: SizeLik
     box, (y, x) = stimulus_box(model, layer, (rows, cols), extent)
     device, dtype = model_info.model_device(model), model_info.model_dtype(model)
     grey = torch.full((1, 3, rows, cols), float(background))
-    outputs = []
+    table = _layouts.declared(model)
+
+    def centre(images: torch.Tensor) -> torch.Tensor:
+        act = tap(_channels(images, model).to(device, dtype))[layer]
+        if _layouts.layout_of(layer, act, table, (rows, cols)) == "nhwc":
+            act = act.permute(0, 3, 1, 2)
+        return act[:, :, y, x].float().cpu()
+
     with frozen(model), LayerTap(model, [layer]) as tap, torch.no_grad():
-        baseline = tap(_channels(grey, model).to(device, dtype))[layer][0, :, y, x].float().cpu()
-        for batch in _batches(fam, (rows, cols), box, background, batch_size):
-            act = tap(_channels(batch, model).to(device, dtype))[layer]
-            outputs.append(act[:, :, y, x].float().cpu())
+        baseline = centre(grey)[0]
+        outputs = [centre(batch) for batch in _batches(fam, (rows, cols), box, background,
+                                                       batch_size)]
     return Measurement(layer, fam, torch.cat(outputs), baseline, box, (y, x), (rows, cols),
                        time.perf_counter() - start)
 
