@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     add_model_args(ap)
     ap.add_argument("--images", default=str(SHARED / "imagenet-sample"))
     ap.add_argument("--layer", default="mixed4c")
-    ap.add_argument("--store", default="/tmp/featviz_atlas_mixed4c",
-                    help="folder of the collected vectors (reused and continued)")
+    ap.add_argument("--store", help="folder of the collected vectors, reused and continued "
+                                    "(default: atlas_store_LAYER in --out; its page too)")
     ap.add_argument("--grid", type=int, help="cells a side (default: 20; quick 6)")
     ap.add_argument("--class-grid", type=int, help="of the class atlases (8; quick 4)")
     ap.add_argument("--cell", type=int, default=32)
@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(FIGURES))
     ap.add_argument("--html", help="the page (default: atlas.html in --store)")
     args = ap.parse_args(argv)
+    # everything the script writes lands under --out unless a store is named
+    args.store = args.store or str(Path(args.out) / f"atlas_store_{args.layer}")
     photos = featviz.dataset.LabelledFolder(args.images)
     positions = "all"
     if args.quick:

@@ -31,6 +31,7 @@ from .commands import (
     invert,
     layers,
     maps,
+    microscope,
     models,
     occlude,
     render,
@@ -43,7 +44,7 @@ from .commands.common import load_model as _load_model
 #: The subcommands, in the order ``featviz --help`` lists them: each module's ``add`` adds its
 #: parser, its ``run`` runs it.
 COMMANDS = (render, layers, deconv, topk, occlude, invert, erf, maps, blocks, atlas, circuit,
-            sweep, gallery, models)
+            microscope, sweep, gallery, models)
 
 
 def build_parser() -> argparse.ArgumentParser:
