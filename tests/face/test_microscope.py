@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -146,3 +147,30 @@ def test_facets_of_a_unit_do_not_depend_on_its_batch(tmp_path):
     acts = {"conv3": torch.rand(3, 4, 5, 5)}
     torch.testing.assert_close(facets.within_units("conv3", 3, [1.0])(acts),
                                obj.diversity("conv3")(acts))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("timm") is None,
+                    reason="timm is not installed (pip install 'featviz[timm]'): the ViT site")
+def test_a_transformer_block_shows_the_views_that_apply_and_says_which_do_not(tmp_path, photos):
+    """ViT-Tiny (random weights) at its one input size: token layers get feature
+    visualizations, facets, dataset examples, DeepDream, caricatures and top classes; expanded
+    weights and tuning curves say why they do not apply, on the unit page too."""
+    import torch
+
+    import featviz
+
+    torch.manual_seed(0)
+    vit = featviz.models.load("vit_tiny", weights=None)
+    site = tmp_path / "vit"
+    result = microscope.microscope(vit, site, ["blocks.0", "blocks.1"], units="0-1",
+                                   images=photos, log=lambda msg: None, **TINY)
+    assert not result.interrupted
+    assert json.loads((site / "microscope.json").read_text())["settings"]["size"] == 224
+    for task in ("dreams", "caricatures", "classes", "facets"):
+        assert "not_applicable" not in store.read_task(site, "blocks.1", task), task
+    assert "token layer" in store.read_task(site, "blocks.1", "tuning")["not_applicable"]
+    weights = store.read_task(site, "blocks.1", "weights")
+    assert "attention, which is not linear" in weights["source_error"]
+    page = (site / "blocks.1" / "1.html").read_text()
+    assert "does not apply" in page and "attention, which is not linear" in page
+    assert hook_free(vit)

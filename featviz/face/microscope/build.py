@@ -73,6 +73,9 @@ def microscope(model: nn.Module, out: str | os.PathLike, layers: Sequence[str], 
     log = log or (lambda msg: print(msg, flush=True))
     start = time.perf_counter()
     values = presets.resolve(setting, values)
+    fixed = model_info.fixed_input_size(model)
+    if fixed:  # a model of one input size (a ViT's position embeddings) sets the size
+        values["size"] = fixed[0] if fixed[0] == fixed[1] else list(fixed)
     layers = list(dict.fromkeys(layers))
     site = Path(out)
     ctx = _context(site, values, layers, images)
