@@ -79,6 +79,7 @@ def microscope(model: nn.Module, out: str | os.PathLike, layers: Sequence[str], 
     layers = list(dict.fromkeys(layers))
     site = Path(out)
     ctx = _context(site, values, layers, images)
+    ctx.modules = {layer: _sweep.unit_layer(model, layer) for layer in layers}
     name = model_name or type(model).__name__
     weights = Path(weights).name if weights else None
     if rank == 0:

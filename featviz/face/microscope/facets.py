@@ -66,12 +66,13 @@ def within_units(layer: str, n: int, weights: Sequence[float]) -> obj.Objective:
 
 def render_facets(model: nn.Module, layer: str, records: Sequence[dict], values: dict,
                   site: Path) -> None:
-    """Render the facets of the units of ``records`` (sweep records of one plain layer) in
-    one batch, and write each unit's PNG with its share of the seconds beside it.
+    """Render the facets of the units of ``records`` (sweep records of one layer; one record
+    for a ``KIND:LAYER``) in one batch, and write each unit's PNG with its share of the
+    seconds beside it.
 
     Args:
         model: The network.
-        layer: The layer (a module name, not ``KIND:LAYER``).
+        layer: The layer, or ``KIND:LAYER``.
         records: The units' sweep records (``channel``, ``value``).
         values: The site's setting.
         site: The site's folder.
@@ -82,8 +83,14 @@ def render_facets(model: nn.Module, layer: str, records: Sequence[dict], values:
     # feature visualization reached
     weights = [values["facet_diversity"] * max(abs(float(r.get("value") or 1.0)), 1e-6)
                for r in records]
-    target = obj.channel(layer, [c for c in chans for _ in range(n)]) + within_units(
-        layer, n, weights)
+    if _sweep.is_kind(layer):  # KIND:LAYER units (a transformer's MLP units): one at a time
+        if len(chans) != 1:
+            raise FeatvizError(f"{layer}: facets of its units render one unit per batch")
+        target = _sweep.job_objective(layer, chans) + weights[0] * obj.diversity(
+            _sweep.unit_layer(model, layer))
+    else:
+        target = obj.channel(layer, [c for c in chans for _ in range(n)]) + within_units(
+            layer, n, weights)
     seeds = [values["seed"] + 100 * c + i for c in chans for i in range(n)]
     res = render(model, target, steps=values["facet_steps"], size=values["size"],
                  batch=len(seeds), seed=seeds, progress=False)
@@ -133,12 +140,10 @@ def run(model: nn.Module, site: Path, layers: Sequence[str], values: dict, rank:
     per_batch, done = max(1, values["batch"] // n), 0
     jobs = pending(site, layers, rank, world_size)
     for layer in dict.fromkeys(layer for layer, _ in jobs):
-        if _sweep.is_kind(layer):
-            log(f"{layer}: no facets (its units are objectives of their own kind)")
-            continue
         mine = [rec for name, rec in jobs if name == layer]
-        for start in range(0, len(mine), per_batch):
-            chunk = mine[start:start + per_batch]
+        step = 1 if _sweep.is_kind(layer) else per_batch
+        for start in range(0, len(mine), step):
+            chunk = mine[start:start + step]
             try:
                 render_facets(model, layer, chunk, values, site)
             except KeyboardInterrupt:

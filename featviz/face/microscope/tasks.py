@@ -40,6 +40,12 @@ class Context:
     images: Path | None
     site: Path
     class_images: list[Path] = field(default_factory=list)
+    modules: dict[str, str] = field(default_factory=dict)
+
+    def module(self, layer: str) -> str:
+        """The model layer a site layer's units live in: the layer itself, or for
+        ``KIND:LAYER`` the layer its objectives read (``mlp:blocks.8``: the MLP's units)."""
+        return self.modules.get(layer, layer)
 
     def neighbours(self, layer: str) -> tuple[str | None, str | None]:
         """The layers before and after ``layer`` in the site's list."""
@@ -63,7 +69,7 @@ def dreams(model: nn.Module, layer: str, ctx: Context) -> dict:
     for i, path in enumerate(ctx.photos):
         photo = _photo(ctx, path)
         p = _param.image(ctx.values["size"], init=photo, fft=False, decorrelate=False)
-        result = render(model, obj.layer(layer), p, steps=ctx.values["dream_steps"],
+        result = render(model, obj.layer(ctx.module(layer)), p, steps=ctx.values["dream_steps"],
                         seed=ctx.values["seed"], progress=False, pace="careful")
         _images.save(photo, folder / f"photo_{i}.png")
         _images.save(result.shown()[0], folder / f"dream_{i}.png")
@@ -78,8 +84,8 @@ def caricatures(model: nn.Module, layer: str, ctx: Context) -> dict:
     folder, items = store.layer_dir(ctx.site, layer), []
     for i, path in enumerate(ctx.photos):
         photo = _photo(ctx, path)[None]
-        made = inversion.caricature(model, photo, layer, steps=ctx.values["dream_steps"],
-                                    size=ctx.values["size"],
+        made = inversion.caricature(model, photo, ctx.module(layer),
+                                    steps=ctx.values["dream_steps"], size=ctx.values["size"],
                                     seed=ctx.values["seed"], progress=False)
         _images.save(photo[0], folder / f"photo_{i}.png")
         _images.save(made.image[0], folder / f"caricature_{i}.png")
@@ -93,7 +99,7 @@ def neuron_groups(model: nn.Module, layer: str, ctx: Context) -> dict:
     if not ctx.photos:
         raise NotApplicable("no photos were given (--images)")
     try:
-        found = groups.neuron_groups(model, _photo(ctx, ctx.photos[0]), layer,
+        found = groups.neuron_groups(model, _photo(ctx, ctx.photos[0]), ctx.module(layer),
                                      k=ctx.values["groups"])
     except (FeatvizError, ValueError) as e:
         raise NotApplicable(str(e)) from None
@@ -128,7 +134,8 @@ def connections(model: nn.Module, layer: str, ctx: Context) -> dict:
             payload[f"{side}_error"] = f"no {'earlier' if side == 'source' else 'later'} layer " \
                                        "in this site"
             continue
-        pair = (other, layer) if side == "source" else (layer, other)
+        pair = ((ctx.module(other), ctx.module(layer)) if side == "source"
+                else (ctx.module(layer), ctx.module(other)))
         try:
             ew = circuits.expanded_weights(model, *pair, size=ctx.values["size"])
         except FeatvizError as e:
@@ -146,7 +153,7 @@ def tuning(model: nn.Module, layer: str, ctx: Context) -> dict:
     families = {}
     for name in ctx.values["families"]:
         try:
-            found = circuits.scan(model, layer, name, size=ctx.values["size"])
+            found = circuits.scan(model, ctx.module(layer), name, size=ctx.values["size"])
         except FeatvizError as e:
             raise NotApplicable(str(e)) from None
         units = {}
@@ -174,7 +181,8 @@ def classes(model: nn.Module, layer: str, ctx: Context) -> dict:
     scores: torch.Tensor | None = None
     with frozen(model):
         for path in photos:
-            attr, cls = _attribution(model, layer, _photo(ctx, path), ctx.values["size"])
+            attr, cls = _attribution(model, ctx.module(layer), _photo(ctx, path),
+                                     ctx.values["size"])
             if scores is None:
                 scores = torch.zeros(_logits_count(model, ctx), attr.shape[0])
             scores[cls] += attr
