@@ -67,6 +67,19 @@ def test_circuits_example(tmp_path):
 
 
 @needs_weights
+def test_microscope_example(tmp_path):
+    """The microscope script's smoke run on the real InceptionV1: a two-layer site of four
+    units each, its cost printed, and (with Chromium) the three screenshots."""
+    out = _run("microscope.py", "--site", str(tmp_path / "site"), "--layers", "conv2d0,conv2d1",
+               "--units", "0-3", "--quick-look", "--images", str(SHARED / "images"),
+               "--out", str(tmp_path / "shots"))
+    assert "MB" in out and (tmp_path / "site" / "conv2d1" / "3.html").is_file()
+    if "no chromium" not in out:
+        for name in ("index", "layer", "unit"):
+            assert Image.open(tmp_path / "shots" / f"microscope_{name}.png").size[0] == 1100
+
+
+@needs_weights
 def test_centering_example(tmp_path):
     out = _run("centering.py", "--model", "mobilenet_v2", "--layers", "features.0.0,features.7",
                "--out", str(tmp_path))

@@ -174,3 +174,40 @@ def test_a_transformer_block_shows_the_views_that_apply_and_says_which_do_not(tm
     page = (site / "blocks.1" / "1.html").read_text()
     assert "does not apply" in page and "attention, which is not linear" in page
     assert hook_free(vit)
+
+
+@pytest.mark.slow  # two processes: about half a minute
+def test_a_killed_build_loses_only_the_piece_under_way(tmp_path, photos):
+    """SIGKILL (no chance to clean up) once some views are written; the same command again
+    finishes the site, rewriting none of the files the first run finished."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import HANG_GUARD_S, REPO
+
+    site = tmp_path / "site"
+    cmd = [sys.executable, "-m", "featviz", "microscope", "--model", "cifar_resnet20",
+           "--weights", "random", "--device", "cpu", "--layers", "layer1,layer2",
+           "--units", "0-3", "--steps", "2", "--size", "32", "--families", "lines",
+           "--images", str(photos), "--out", str(site)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + HANG_GUARD_S
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list((site / store.DATA_DIR).rglob("*.json"))) >= 3:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=HANG_GUARD_S)
+    finished = {p: p.stat().st_mtime_ns for p in (site / store.DATA_DIR).rglob("*.json")}
+    assert finished and not (site / "index.html").exists()
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=HANG_GUARD_S)
+    assert again.returncode == 0, again.stdout + again.stderr
+    for path, stamp in finished.items():
+        assert path.stat().st_mtime_ns == stamp, f"{path} was written again"
+    for layer in ("layer1", "layer2"):
+        assert all(store.is_done(site, layer, task) for task in store.TASKS)
+    assert (site / "layer2" / "3.html").is_file()

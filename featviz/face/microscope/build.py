@@ -207,7 +207,10 @@ def _finish(site: Path, layers: list[str], ctx: Context, seconds: float) -> Path
     for layer in layers:
         folder = store.layer_dir(site, layer) / "facets"
         files = sorted(folder.glob("c*.png")) if folder.is_dir() else []
-        if files or ctx.values["facets"] >= 2:
+        if ctx.values["facets"] < 2:
+            store.write_not_applicable(site, layer, "facets", "this site's setting renders no "
+                                       f"facets (facets {ctx.values['facets']})")
+        elif files:
             spent = sum(_seconds(f.with_suffix(".json")) for f in files)
             store.write_task(site, layer, "facets",
                              {"units": {str(int(f.stem[1:])): f"facets/{f.name}" for f in files}},
