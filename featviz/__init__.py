@@ -66,7 +66,8 @@ __all__ = [
     "deconv", "dataset", "occlusion", "receptive_field", "inversion", "featuremaps", "groups",
     "attribution", "activation_grid", "semantic_dictionary", "building_blocks",
     "atlas_store", "atlas", "atlas_page", "circuits",
-    "metrics", "sweep", "gallery", "display", "cli", "errors", "FeatvizError", "UnknownNameError",
+    "metrics", "sweep", "gallery", "microscope", "display", "cli", "errors", "FeatvizError",
+    "UnknownNameError",
     "ChannelError", "ObjectiveSyntaxError", "MismatchError", "WeightsError", "NonFiniteLossError",
     "__version__",
 ]
