@@ -211,3 +211,34 @@ def test_a_killed_build_loses_only_the_piece_under_way(tmp_path, photos):
     for layer in ("layer1", "layer2"):
         assert all(store.is_done(site, layer, task) for task in store.TASKS)
     assert (site / "layer2" / "3.html").is_file()
+
+
+@pytest.mark.slow  # torchrun and two ranks: about half a minute
+def test_torchrun_ranks_share_the_views_and_rank_0_writes_the_pages(tmp_path, photos):
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from conftest import HANG_GUARD_S, REPO
+
+    site = tmp_path / "site"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "-m", "featviz", "microscope", "--model", "cifar_resnet20", "--weights",
+           "random", "--device", "cpu", "--layers", "layer1,layer2", "--units", "0-3",
+           "--steps", "2", "--size", "32", "--families", "lines", "--images", str(photos),
+           "--out", str(site)]
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=HANG_GUARD_S,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ran = re.findall(r"\[rank (\d)/2\] (layer\d): (\w+) in", proc.stdout)
+    pieces = [(layer, task) for _, layer, task in ran]
+    assert sorted(pieces) == sorted((layer, task) for layer in ("layer1", "layer2")
+                                    for task in tasks.LAYER_TASKS)  # each once
+    assert {rank for rank, _, _ in ran} == {"0", "1"}  # both ranks worked
+    assert all(store.is_done(site, "layer2", task) for task in store.TASKS)
+    assert (site / "index.html").is_file() and (site / "layer2" / "3.html").is_file()
+    assert len(store.read_task(site, "layer1", "facets")["units"]) == 4
