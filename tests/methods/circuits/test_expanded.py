@@ -174,3 +174,35 @@ def test_inceptionv1_one_by_one_branch_is_its_folded_weight(inceptionv1):
     off[:, :, kh // 2, kw // 2] = 0
     assert off.abs().max() == 0
     assert isinstance(circuits.Connection, type)
+
+
+@pytest.mark.parametrize(("build", "source", "target"), [
+    ("resnet18", "layer1", "layer2"),               # a skip with a strided 1x1 projection
+    ("mobilenet_v2", "features.3", "features.5"),   # ReLU6, batch norms, depthwise convs
+])
+def test_torchvision_cnns_match_their_linear_part(build, source, target):
+    """On torchvision CNNs (random weights): the expanded weights predict how the target unit
+    of the linearized network moves when the source's activation in the window moves."""
+    import torchvision
+
+    from featviz.core.hooks import LayerTap
+    from featviz.methods._linear import Linearized
+    from featviz.methods.circuits.expanded import _forward
+
+    torch.manual_seed(0)
+    net = _seeded(getattr(torchvision.models, build)(weights=None))
+    ew = expanded_weights(net, source, target, size=96)
+    top, left, bottom, right = ew.window
+    image = torch.zeros(1, 3, 96, 96)
+    with torch.no_grad():
+        with LayerTap(net, [source]) as tap:
+            base = tap(image)[source]
+        delta = torch.zeros_like(base)
+        delta[:, :, top:bottom, left:right] = torch.randn(1, base.shape[1], bottom - top,
+                                                          right - left)
+        y, x = ew.position
+        moved = [_forward(net, source, target, image, base + d, Linearized())[0, :, y, x]
+                 for d in (delta, torch.zeros_like(delta))]
+    predicted = torch.einsum("tsij,sij->t", ew.weights, delta[0, :, top:bottom, left:right])
+    torch.testing.assert_close(moved[0] - moved[1], predicted, rtol=1e-3, atol=1e-4)
+    assert hook_free(net)
