@@ -242,3 +242,16 @@ def test_torchrun_ranks_share_the_views_and_rank_0_writes_the_pages(tmp_path, ph
     assert all(store.is_done(site, "layer2", task) for task in store.TASKS)
     assert (site / "index.html").is_file() and (site / "layer2" / "3.html").is_file()
     assert len(store.read_task(site, "layer1", "facets")["units"]) == 4
+
+
+def test_a_run_for_some_units_renders_their_facets_only(tmp_path, photos):
+    model = make_tiny()
+    site = tmp_path / "site"
+    microscope.microscope(model, site, ["conv3"], units="0-5", images=photos,
+                          log=lambda msg: None, **TINY)
+    again = microscope.microscope(model, site, ["conv3"], units="2-3", images=photos,
+                                  log=lambda msg: None, **TINY)
+    assert again.sweep.rendered == 0 and again.facets_run == 0  # all of 2-3 was there
+    facets = store.read_task(site, "conv3", "facets")["units"]
+    assert sorted(map(int, facets)) == [0, 1, 2, 3, 4, 5]
+    assert (site / "conv3" / "5.html").is_file() and not (site / "conv3" / "6.html").exists()

@@ -93,7 +93,7 @@ def microscope(model: nn.Module, out: str | os.PathLike, layers: Sequence[str], 
     if not swept.interrupted:
         made = None
         if _layer_tasks(model, ctx, rank, world_size, result, log):
-            made = facets.run(model, site, layers, values, rank, world_size, log)
+            made = facets.run(model, site, layers, values, rank, world_size, log, units)
         result.facets_run = made or 0
         result.interrupted = made is None
     else:

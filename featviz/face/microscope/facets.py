@@ -102,25 +102,31 @@ def render_facets(model: nn.Module, layer: str, records: Sequence[dict], values:
         write_text(path.with_suffix(".json"), f'{{"seconds": {share:.3f}}}')
 
 
-def pending(site: Path, layers: Sequence[str], rank: int, world_size: int
-            ) -> list[tuple[str, dict]]:
-    """This rank's share of the (layer, sweep record) facet jobs whose PNG is missing.
+def pending(site: Path, layers: Sequence[str], rank: int, world_size: int,
+            units: str | Sequence[int] = "all") -> list[tuple[str, dict]]:
+    """This rank's share of the (layer, sweep record) facet jobs of ``units`` whose PNG is
+    missing.
 
     Args:
         site: The site's folder.
         layers: The site's layers.
         rank: This process's rank.
         world_size: How many ranks share the jobs.
+        units: The units asked for (``"all"``, ``"0-31"``, a list): a run for some units
+            renders their facets only, even where the sweep holds more.
     """
     folder = site / store.SWEEP_DIR
     records = _sweep.collect(folder) if any(folder.glob("manifest*")) else {}
-    jobs = [(layer, rec) for layer in layers for rec in records.get(layer, [])]
+    wanted = _sweep.parse_channel_spec(units)
+    jobs = [(layer, rec) for layer in layers for rec in records.get(layer, [])
+            if wanted is None or int(rec["channel"]) in wanted]
     return [(layer, rec) for layer, rec in jobs[rank::world_size]
             if not facet_file(site, layer, int(rec["channel"])).is_file()]
 
 
 def run(model: nn.Module, site: Path, layers: Sequence[str], values: dict, rank: int,
-        world_size: int, log: Callable[[str], None]) -> int | None:
+        world_size: int, log: Callable[[str], None],
+        units: str | Sequence[int] = "all") -> int | None:
     """Render this rank's pending facets, as many units per batch as ``values["batch"]``
     images hold; the number rendered, or None when interrupted (a batch under way is not
     written and is redone next time).
@@ -133,12 +139,13 @@ def run(model: nn.Module, site: Path, layers: Sequence[str], values: dict, rank:
         rank: This process's rank.
         world_size: How many ranks share the jobs.
         log: Where progress lines go.
+        units: The units asked for (see :func:`pending`).
     """
     n = values["facets"]
     if n < 2:
         return 0
     per_batch, done = max(1, values["batch"] // n), 0
-    jobs = pending(site, layers, rank, world_size)
+    jobs = pending(site, layers, rank, world_size, units)
     for layer in dict.fromkeys(layer for layer, _ in jobs):
         mine = [rec for name, rec in jobs if name == layer]
         step = 1 if _sweep.is_kind(layer) else per_batch
