@@ -310,7 +310,7 @@ def test_weights_default_is_the_same_everywhere():
     defaults = {name: p.get_default("weights") for name, p in sub.choices.items()
                 if any(a.dest == "weights" for a in p._actions)}
     assert set(defaults) == {"render", "layers", "deconv", "topk", "occlude", "invert", "erf",
-                             "maps", "blocks", "atlas", "sweep"}
+                             "maps", "blocks", "atlas", "circuit", "microscope", "sweep"}
     assert set(defaults.values()) == {"DEFAULT"}
 
 
