@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     extra = dict(steps=8, facets=0, dream_steps=4, class_photos=8) if args.quick_look else {}
     start = time.perf_counter()
     result = microscope.microscope(model, args.site, layers, units=args.units,
-                                   images=args.images, model_name=args.model, **extra)
+                                   images=args.images, model_name=args.model,
+                                   # the model's own weights, named as the command line does
+                                   weights=args.weights or "DEFAULT", **extra)
     seconds = time.perf_counter() - start
     size = store.folder_bytes(args.site) / 2**20
     print(f"{args.site}: {seconds:.0f} s this run, {size:.1f} MB")
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     site = Path(args.site)
     for name, page, height in (("index", site / "index.html", 520),
-                               ("layer", site / store.layer_page(layer), 1400),
+                               ("layer", site / store.layer_page(layer), 900),
                                ("unit", site / store.unit_page(layer, int(unit)), 2200)):
         screenshot(page, out / f"microscope_{name}.png", height)
     print(f"wrote {out}/microscope_{{index,layer,unit}}.png")
