@@ -7,7 +7,6 @@ facets round-robin, and rank 0 writes the pages once all have finished."""
 
 from __future__ import annotations
 
-import datetime
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +23,7 @@ from ...core.hooks import LayerTap, frozen
 from ...errors import FeatvizError
 from ...methods.dataset import labelled
 from .. import sweep as _sweep
+from ..sweep.manifest import _jsonable, _now
 from . import facets, pages, presets, store
 from .tasks import LAYER_TASKS, Context, NotApplicable
 
@@ -132,10 +132,6 @@ def _spread(items: list[Path], n: int) -> list[Path]:
     return [items[int(i * step)] for i in range(n)]
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
 def _agree(site: Path, name: str, weights: str | None, setting: str, values: dict,
            layers: list[str], images: str | os.PathLike | None) -> None:
     """Write ``microscope.json``, or check that an existing one has the same model, setting
@@ -166,11 +162,6 @@ def _record_shapes(model: nn.Module, site: Path, layers: list[str], size: int) -
     meta["shapes"] = {layer: list(acts[names[layer]].shape[1:]) for layer in layers
                       if isinstance(acts.get(names[layer]), torch.Tensor)}
     store.write_meta(site, meta)
-
-
-def _jsonable(v: Any) -> Any:
-    import json
-    return json.loads(json.dumps(v))
 
 
 def _layer_tasks(model: nn.Module, ctx: Context, rank: int, world_size: int,

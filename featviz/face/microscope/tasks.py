@@ -107,19 +107,13 @@ def neuron_groups(model: nn.Module, layer: str, ctx: Context) -> dict:
     return {"photo": ctx.photos[0].name, "file": "groups.png", "k": ctx.values["groups"]}
 
 
-def _ranked(weights: torch.Tensor, k: int) -> dict[str, dict[str, list]]:
-    """Per row of ``weights`` [rows, cols, kh, kw]: the ``k`` columns of largest summed
-    positive and negative weight, as [column, strength] pairs."""
-    pos = weights.clamp(min=0).sum((2, 3))
-    neg = (-weights).clamp(min=0).sum((2, 3))
-    out = {}
-    for r in range(weights.shape[0]):
-        out[str(r)] = {
-            "positive": [[int(c), round(float(pos[r, c]), 5)]
-                         for c in pos[r].argsort(descending=True)[:k] if pos[r, c] > 0],
-            "negative": [[int(c), -round(float(neg[r, c]), 5)]
-                         for c in neg[r].argsort(descending=True)[:k] if neg[r, c] > 0]}
-    return out
+def _ranked(ew: circuits.ExpandedWeights, k: int, outgoing: bool) -> dict[str, dict]:
+    """Per unit, its ``k`` strongest connections of each sign as [channel, strength] pairs
+    (:meth:`~featviz.methods.circuits.ExpandedWeights.strongest`, or ``outgoing``)."""
+    rank = ew.outgoing if outgoing else ew.strongest
+    units = ew.weights.shape[1 if outgoing else 0]
+    return {str(u): {sign: [[c.channel, round(c.strength, 5)] for c in rank(u, k, sign)]
+                     for sign in circuits.expanded.SIGNS} for u in range(units)}
 
 
 def connections(model: nn.Module, layer: str, ctx: Context) -> dict:
@@ -142,9 +136,9 @@ def connections(model: nn.Module, layer: str, ctx: Context) -> dict:
             payload[f"{side}_error"] = str(e)
             continue
         if side == "source":
-            payload["incoming"] = _ranked(ew.weights, k)
+            payload["incoming"] = _ranked(ew, k, outgoing=False)
         else:
-            payload["outgoing"] = _ranked(ew.weights.transpose(0, 1), k)
+            payload["outgoing"] = _ranked(ew, k, outgoing=True)
     return payload
 
 
@@ -181,10 +175,10 @@ def classes(model: nn.Module, layer: str, ctx: Context) -> dict:
     scores: torch.Tensor | None = None
     with frozen(model):
         for path in photos:
-            attr, cls = _attribution(model, ctx.module(layer), _photo(ctx, path),
-                                     ctx.values["size"])
+            attr, cls, n_classes = _attribution(model, ctx.module(layer), _photo(ctx, path),
+                                                ctx.values["size"])
             if scores is None:
-                scores = torch.zeros(_logits_count(model, ctx), attr.shape[0])
+                scores = torch.zeros(n_classes, attr.shape[0])
             scores[cls] += attr
     assert scores is not None
     top = scores.topk(min(5, scores.shape[0]), dim=0)
@@ -194,18 +188,10 @@ def classes(model: nn.Module, layer: str, ctx: Context) -> dict:
     return {"units": units, "photos": len(photos)}
 
 
-def _logits_count(model: nn.Module, ctx: Context) -> int:
-    size = ctx.values["size"]
-    x = torch.zeros(1, model_info.image_channels(model), size, size,
-                    device=model_info.model_device(model))
-    with torch.no_grad():
-        return int(model(x).shape[-1])
-
-
 def _attribution(model: nn.Module, layer: str, photo: torch.Tensor, size: int
-                 ) -> tuple[torch.Tensor, int]:
-    """The photo's predicted class and the gradient x activation of its logit at each
-    channel of ``layer`` (summed over positions or tokens)."""
+                 ) -> tuple[torch.Tensor, int, int]:
+    """The gradient x activation of the photo's predicted class logit at each channel of
+    ``layer`` (summed over positions or tokens), that class and the number of classes."""
     kept: list[torch.Tensor] = []
 
     def keep(_names, output) -> None:
@@ -216,16 +202,16 @@ def _attribution(model: nn.Module, layer: str, photo: torch.Tensor, size: int
     x = photo[None].to(model_info.model_device(model)).requires_grad_(True)
     with on_output(model, [layer], keep):
         logits = model(x)
-    cls = int(logits[0].argmax())
+    cls, n_classes = int(logits[0].argmax()), int(logits.shape[-1])
     logits[0, cls].backward()
     act = kept[0]
     layout = _layouts.layout_of(layer, act, _layouts.declared(model), (size, size))
     prod = (act.grad * act).detach()[0].float().cpu()
     if layout == "nchw":
-        return prod.sum((1, 2)), cls
+        return prod.sum((1, 2)), cls, n_classes
     if layout == "nhwc":
-        return prod.sum((0, 1)), cls
-    return prod.reshape(-1, prod.shape[-1]).sum(0), cls
+        return prod.sum((0, 1)), cls, n_classes
+    return prod.reshape(-1, prod.shape[-1]).sum(0), cls, n_classes
 
 
 #: task name -> its function (``facets`` is per unit: see :mod:`.build`)
