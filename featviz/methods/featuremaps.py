@@ -388,7 +388,14 @@ def compare(model: nn.Module, a: torch.Tensor, b: torch.Tensor,
             layers: str | Sequence[str] = "all") -> Comparison:
     """Compare the activations of two inputs: per layer the variance ratio var(b)/var(a) and
     the mean correlation of the per-channel normalized maps; the KL divergence and top-1
-    agreement of the softmax."""
+    agreement of the softmax.
+
+    Args:
+        model: the network.
+        a: the first input, one image [1, C, H, W] or [C, H, W] in [0, 1].
+        b: the second input, the same size.
+        layers: the layers to compare, or ``"all"``.
+    """
     fa, fb = capture(model, a, layers), capture(model, b, layers)
     rows = []
     for layer in fa.acts:

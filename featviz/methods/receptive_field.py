@@ -99,6 +99,12 @@ def theoretical(model: nn.Module, layer: str, input_size: SizeLike | None = None
     Starts at ``input_size`` (one side or (height, width); default: the model's, else 224) and
     doubles the input while the centre unit's field touches the border, until its longer side
     would pass ``max_size`` or the model takes one size only; then ``clipped`` is set.
+
+    Args:
+        model: the network.
+        layer: the layer whose centre unit is traced back to the input.
+        input_size: the first input size tried, one side or (height, width).
+        max_size: the longest input side tried before giving up with ``clipped`` set.
     """
     resolve_layer(model, layer)  # a clear error for a wrong name before any copying
     twin = positive_twin(model)
@@ -412,6 +418,17 @@ def effective(
     ``"trained"`` (the model as it is), ``"random"`` (a re-initialized copy) or ``"uniform"``
     (Luo's case: a copy with equal positive weights and no nonlinearities). ``input_size``:
     one side or (height, width), default the model's. The model itself is never changed.
+
+    Args:
+        model: the network.
+        layer: the layer whose centre unit is measured.
+        input_size: one side or (height, width); None for the model's.
+        samples: how many inputs the gradient is averaged over.
+        inputs: ``"noise"``, a folder of images or an iterable of images.
+        weights: ``"trained"``, ``"random"`` or ``"uniform"`` (see above).
+        channel: the centre unit's channel; None sums over all channels.
+        squared: square the gradient instead of taking its absolute value.
+        seed: the random seed of the noise and of re-initialized weights.
     """
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
@@ -448,5 +465,11 @@ def effective(
 
 
 def effective_layers(model: nn.Module, layers: list[str], **kwargs) -> EffectiveFields:
-    """:func:`effective` for several layers with the same settings."""
+    """:func:`effective` for several layers with the same settings.
+
+    Args:
+        model: the network.
+        layers: the layers to measure.
+        **kwargs: the settings of :func:`effective` (``samples``, ``inputs``, ...).
+    """
     return EffectiveFields([effective(model, layer, **kwargs) for layer in layers])
