@@ -9,11 +9,11 @@ The package is built in tiers, each importing only from the tiers below it:
 ``featviz.core`` (the optimization: hooks, objectives, parameterizations, transforms, the
 render loop, image files), ``featviz.models`` (model specs and loaders), ``featviz.methods``
 (projections, inversion, receptive fields, feature maps, attribution, neuron groups,
-activation grids, semantic dictionaries, activation atlases, circuits) and ``featviz.face``
-(the command line, sweeps, the gallery). The modules users reach by their short names
-(``featviz.objectives``, ``featviz.param``, ``featviz.deconv``, ``featviz.cli``, ...) are the same
-module objects under both names, imported when first used: ``import featviz`` loads the core
-and the render loop only.
+activation grids, semantic dictionaries, activation atlases, circuits, dictionary features)
+and ``featviz.face`` (the command line, sweeps, the gallery, the Microscope site). The
+modules users reach by their short names (``featviz.objectives``, ``featviz.param``,
+``featviz.deconv``, ``featviz.cli``, ...) are the same module objects under both names,
+imported when first used: ``import featviz`` loads the core and the render loop only.
 """
 
 import importlib
@@ -65,7 +65,7 @@ __all__ = [
     "render", "RenderResult", "hooks", "images", "models", "objectives", "param", "transforms",
     "deconv", "dataset", "occlusion", "receptive_field", "inversion", "featuremaps", "groups",
     "attribution", "activation_grid", "semantic_dictionary", "building_blocks",
-    "atlas_store", "atlas", "atlas_page", "circuits",
+    "atlas_store", "atlas", "atlas_page", "circuits", "dictionary",
     "metrics", "sweep", "gallery", "microscope", "display", "cli", "errors", "FeatvizError",
     "UnknownNameError",
     "ChannelError", "ObjectiveSyntaxError", "MismatchError", "WeightsError", "NonFiniteLossError",

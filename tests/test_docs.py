@@ -153,6 +153,11 @@ SMALL = [
     # the ViT page's scans: its ten photos instead of the thousand
     (r'(top_k|collect)\(vit, "\.\./shared/imagenet-sample"', r'\1(vit, "../shared/images"'),
     (r'images="\.\./shared/imagenet-sample", k=6', 'images="../shared/images", k=2'),
+    # the dictionary page: eight photos, sixteen units of each kind
+    (r'LabelledFolder\("\.\./shared/imagenet-sample"\)',
+     'LabelledFolder("../shared/imagenet-sample").spread(8)'),
+    (r"feature_examples\(store, run\.sae, k=9\)",
+     "feature_examples(store, run.sae, features=range(16), channels=range(16), k=3)"),
     (r"\.\./shared/", lambda _: f"{SHARED}/"),
 ]
 

@@ -254,3 +254,18 @@ def test_vit_quality_benchmark_quick(tmp_path):
     proc = _bench("vit_quality.py", "--quick", "--out", str(tmp_path))
     assert "| block:unit |" in proc.stdout and "| class |" in proc.stdout, proc.stderr
     assert "run time" in proc.stdout and (tmp_path / "vit_units.png").exists()
+
+
+@needs_weights
+def test_dictionary_example(tmp_path):
+    """The dictionary script's smoke run on the real InceptionV1 (48 photos, 256 features):
+    the measures and both single-mindedness summaries printed, the curve scan counted, and
+    the sheet, distribution and curve figures written."""
+    out = _run("dictionary.py", "--quick", "--out", str(tmp_path / "figures"),
+               "--run", str(tmp_path / "run"))
+    assert '"fvu"' in out and '"top1_spliced"' in out and "single-mindedness:" in out
+    assert re.search(r"curves: \d+ neurons, \d+ features", out)
+    for name in ("sheet", "minded"):
+        assert Image.open(tmp_path / "figures" / f"dictionary_inceptionv1_mixed3b_{name}.png"
+                          ).size[0] > 200
+    assert (tmp_path / "run" / "page" / "index.html").is_file()

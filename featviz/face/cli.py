@@ -26,6 +26,7 @@ from .commands import (
     blocks,
     circuit,
     deconv,
+    dictionary,
     erf,
     gallery,
     invert,
@@ -44,7 +45,7 @@ from .commands.common import load_model as _load_model
 #: The subcommands, in the order ``featviz --help`` lists them: each module's ``add`` adds its
 #: parser, its ``run`` runs it.
 COMMANDS = (render, layers, deconv, topk, occlude, invert, erf, maps, blocks, atlas, circuit,
-            microscope, sweep, gallery, models)
+            dictionary, microscope, sweep, gallery, models)
 
 
 def build_parser() -> argparse.ArgumentParser:

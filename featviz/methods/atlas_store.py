@@ -171,10 +171,11 @@ def _activations(model: nn.Module, tap: LayerTap | None, layer: str, batch: torc
         act, attr = _attribution.class_position_maps(model, layer, batch, classes)
         return act.float().cpu(), attr.float().cpu()
     with torch.no_grad():
-        act = tap(batch)[layer]
+        act = tap(batch)[layer]  # a token sequence comes as its patch grid, class token apart
     if act.dim() != 4:
         raise FeatvizError(f"layer {layer!r} has no spatial positions (its output is "
-                           f"{list(act.shape)}); an atlas collects vectors of a map [C, H, W]")
+                           f"{list(act.shape)}); a store collects the vectors of a map "
+                           "[B, C, H, W] or of a transformer's patch tokens [B, T, C]")
     return act.float().cpu(), None
 
 
@@ -214,7 +215,10 @@ def collect(model: nn.Module, source: _dataset.Source, layer: str,
     ``layer`` into ``folder``: at every position (``positions="all"``) or at ``positions``
     random ones per image (seeded by ``seed`` and the image's number), float16, with image,
     position and class; each photo is scaled to cover ``size`` (one side or (height, width);
-    default the model's input size) and centre-cropped to it. The layer tap stops each pass
+    default the model's input size) and centre-cropped to it. A transformer block's tokens
+    [B, T, C] are laid out as their patch grid (the layouts of :mod:`featviz.core.layouts`,
+    declared or recognized), the class token and other leading tokens left out, so ``y``,
+    ``x`` are patch rows and columns. The layer tap stops each pass
     after ``layer``; with ``attribute`` (class indices or names of the model's classes) the
     whole model runs and each vector also gets its attribution to each of those classes
     (gradient × activation summed over channels, the linear approximation the article uses),

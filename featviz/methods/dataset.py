@@ -355,6 +355,19 @@ class LabelledFolder:
         out.files = [f for f in self.files if f in kept]
         return out
 
+    def spread(self, n: int) -> LabelledFolder:
+        """``n`` of the photos (all when there are fewer), evenly spaced through the list, so
+        that a sample of a folder sorted by class still holds many classes.
+
+        Args:
+            n: how many photos to keep.
+        """
+        out = object.__new__(LabelledFolder)
+        out.folder, out.labels_file, out.labels = self.folder, self.labels_file, self.labels
+        count = len(self.files)
+        out.files = [self.files[i * count // n] for i in range(min(n, count))]
+        return out
+
     def label(self, name: str | os.PathLike) -> Label | None:
         """The class of file ``name`` (a path in the folder or its bare name), or None."""
         return self.labels.get(Path(name).name)

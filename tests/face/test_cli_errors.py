@@ -307,10 +307,15 @@ def test_weights_default_is_the_same_everywhere():
 
     sub = next(a for a in cli.build_parser()._actions
                if isinstance(a, argparse._SubParsersAction))
-    defaults = {name: p.get_default("weights") for name, p in sub.choices.items()
+    parsers = dict(sub.choices)
+    for name, p in sub.choices.items():  # a command with steps: `dictionary train`
+        steps = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        parsers.update({f"{name} {s}": q for a in steps for s, q in a.choices.items()})
+    defaults = {name: p.get_default("weights") for name, p in parsers.items()
                 if any(a.dest == "weights" for a in p._actions)}
     assert set(defaults) == {"render", "layers", "deconv", "topk", "occlude", "invert", "erf",
-                             "maps", "blocks", "atlas", "circuit", "microscope", "sweep"}
+                             "maps", "blocks", "atlas", "circuit", "microscope", "sweep",
+                             "dictionary train", "dictionary show"}
     assert set(defaults.values()) == {"DEFAULT"}
 
 

@@ -56,6 +56,9 @@ def test_labels_tsv_is_read(tmp_path):
     assert len(LabelledFolder(tmp_path, classes=["tench"])) == 2
     with pytest.raises(FeatvizError, match="'zebra'"):
         folder.subset(classes=["zebra"])
+    # a spread sample: evenly through the list, all when asked for more than there are
+    assert [Path(p).name[:4] for p in folder.spread(3)] == ["0000", "0002", "0004"]
+    assert len(folder.spread(60)) == 6 and folder.spread(2).label("0003_n00000003.png")
 
 
 @pytest.mark.parametrize("text, line, what", [
