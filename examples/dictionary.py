@@ -73,9 +73,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def minded_figure(units: dict, path: Path, title: str) -> None:
     """Histograms of both kinds' single-mindedness, medians marked."""
     fig, ax = plt.subplots(figsize=(6.4, 3.4), dpi=120)
-    bins = np.linspace(-0.1, 1.0, 45)
+    scores = {kind: np.array([v for v in units[kind]["score"].values() if v is not None])
+              for kind in ("neurons", "features")}
+    top = max(0.6, np.ceil(10 * max(s.max() for s in scores.values()) + 0.5) / 10)
+    bins = np.linspace(-0.1, top, int(round((top + 0.1) / 0.02)) + 1)
     for kind, colour in (("neurons", "tab:blue"), ("features", "tab:orange")):
-        s = np.array([v for v in units[kind]["score"].values() if v is not None])
+        s = scores[kind]
         ax.hist(s, bins=bins, density=True, alpha=0.55, color=colour,
                 label=f"{kind} (n={len(s)}, median {np.median(s):.2f})")
         ax.axvline(np.median(s), color=colour, lw=1.5)
@@ -114,20 +117,20 @@ def curve_units(model, layer: str, sae: dictionary.SparseAutoencoder) -> dict:
 
 def curve_sheet(model, run: Path, sae, found_curves: dict, images: str, steps: int,
                 path: Path) -> None:
-    """The curve features no neuron holds (largest share on one neuron < 0.5), by preferred
-    orientation, beside the curve neurons: renders and top patches."""
+    """Ten curve features (those spread over several neurons first, then by preferred
+    orientation) beside ten curve neurons: renders and top patches."""
     store = ActivationStore.open(run / dictionary_run.STORE)
-    feats = found_curves["features"]
-    spread = sorted((u for u in feats["members"] if feats["top_neuron"][u][1] < 0.5),
-                    key=lambda u: feats["peak"][u])[:10]
-    neurons = sorted(found_curves["neurons"]["members"],
-                     key=lambda u: found_curves["neurons"]["peak"][u])[:10]
-    found = dictionary.feature_examples(store, sae, features=spread or [0], k=6,
-                                        channels=neurons or [0])
+    feats, cells = found_curves["features"], found_curves["neurons"]
+    spread = sorted(feats["members"], key=lambda u: (feats["top_neuron"][u][1] >= 0.5,
+                                                      feats["peak"][u]))[:10]
+    neurons = sorted(cells["members"], key=lambda u: cells["peak"][u])[:10]
+    if not spread or not neurons:
+        return
+    found = dictionary.feature_examples(store, sae, features=spread, k=6, channels=neurons)
     cache = circuits.RenderCache(steps=steps, size=128, folder=run / "renders")
     units = [(store.layer, v) for v in dictionary.feature_directions(sae, spread)] \
         + [(store.layer, c) for c in neurons]
-    renders = cache.get(model, units) if units else []
+    renders = cache.get(model, units)
     sheets = {}
     for kind, part, chosen, made in (("curve features", found.features, spread,
                                       renders[:len(spread)]),
@@ -136,8 +139,22 @@ def curve_sheet(model, run: Path, sae, found_curves: dict, images: str, steps: i
         patches = dictionary.example_patches(model, part, images, units=chosen)
         sheets[kind] = dictionary_page.unit_cards(part, chosen, patches=patches,
                                                   renders=dict(zip(chosen, made, strict=True)))
-    if any(sheets.values()):
-        dictionary_page.sheet_png(path, sheets)
+    dictionary_page.sheet_png(path, sheets)
+
+
+def curve_summary(found: dict) -> str:
+    """How the curve features sit on the neurons: their largest share on one neuron, and
+    whether that neuron is itself a curve neuron."""
+    feats = found["features"]
+    shares = sorted(feats["top_neuron"][u][1] for u in feats["members"])
+    on_curve = sum(feats["top_neuron"][u][0] in found["neurons"]["members"]
+                   for u in feats["members"])
+    held = sum(s >= 0.5 for s in shares)
+    return (f"curves: {len(found['neurons']['members'])} neurons, {len(shares)} features "
+            f"({held} mostly one neuron, {len(shares) - held} spread over several; "
+            f"largest share on one neuron: min {shares[0] if shares else float('nan'):.2f}, "
+            f"median {np.median(shares) if shares else float('nan'):.2f}; {on_curve} of them "
+            "on a curve neuron)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,11 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(ActivationStore.open(run / dictionary_run.STORE).map_shape) == 2 \
             and "blocks" not in args.layer:
         found = curve_units(model, args.layer, sae)
-        held = sum(found["features"]["top_neuron"][u][1] >= 0.5
-                   for u in found["features"]["members"])
-        print(f"curves: {len(found['neurons']['members'])} neurons, "
-              f"{len(found['features']['members'])} features ({held} mostly one neuron, "
-              f"{len(found['features']['members']) - held} spread over several)")
+        print(curve_summary(found))
         write_atomic(run / "curves.json", lambda tmp: tmp.write_text(json.dumps(found)))
         curve_sheet(model, run, sae, found, args.images, args.steps,
                     out / f"dictionary_{args.tag}_curves.png")

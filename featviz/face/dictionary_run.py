@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -66,7 +67,7 @@ def train_layer(model: nn.Module, layer: str, images: str | os.PathLike, out: st
                 *, limit: int | None = None, size: int | None = None,
                 positions: str | int = "all", classic: str | None = None,
                 splice: bool = True, progress: bool = True,
-                log: Callable[[str], None] = print, **training) -> dict:
+                log: Callable[[str], None] = print, **training: Any) -> dict:
     """Collect ``layer``'s vectors over the photos, train a dictionary on them, measure it and
     write ``OUT/measures.json``; the measures as a dict.
 
@@ -262,5 +263,7 @@ def _units_json(found: _dict.DictionaryExamples, scores: _dict.MindedScores,
 
 
 def _num(value: float | torch.Tensor) -> float | None:
+    """A number for JSON: four significant digits (a rare feature's firing rate is tiny),
+    None for NaN."""
     value = float(value)
-    return None if value != value else round(value, 4)
+    return None if value != value else float(f"{value:.4g}")

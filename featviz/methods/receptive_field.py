@@ -21,6 +21,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image, ImageDraw
@@ -464,7 +465,7 @@ def effective(
     return EffectiveField((total / mass).float(), layer, trf, unit, count, weights)
 
 
-def effective_layers(model: nn.Module, layers: list[str], **kwargs) -> EffectiveFields:
+def effective_layers(model: nn.Module, layers: list[str], **kwargs: Any) -> EffectiveFields:
     """:func:`effective` for several layers with the same settings.
 
     Args:

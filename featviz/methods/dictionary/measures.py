@@ -10,6 +10,7 @@ replaced by its reconstruction, and what that does to the model's predictions.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...core import layouts as _layouts
 from ...core.hooks import frozen, on_output
 from ...core.model_info import image_channels, input_size, model_device
 from ...core.sizes import SizeLike
@@ -141,8 +143,11 @@ def splice(model: nn.Module, layer: str, sae: SparseAutoencoder) -> Iterator[nn.
     """For the body of the ``with``, every forward pass of ``model`` goes on from ``layer``
     with the layer's output replaced by ``sae``'s reconstruction of it: a map [B, C, H, W]
     position by position (channels last, reconstructed, put back), channels-last maps
-    [B, H, W, C] and token sequences [B, T, C] vector by vector (every token, the class token
-    included). Gradients flow through the reconstruction. The hook is removed on exit, also
+    [B, H, W, C] and token sequences [B, T, C] vector by vector, except a transformer's
+    leading tokens (the class token: the model's declared prefix tokens, where the rest form a
+    square grid), which stay as they are: a dictionary is trained on the patch tokens only
+    (:mod:`featviz.methods.atlas_store`), and the class token, unlike any patch, is what the
+    head reads. Gradients flow through the reconstruction. The hook is removed on exit, also
     when the body raises.
 
     Args:
@@ -150,14 +155,26 @@ def splice(model: nn.Module, layer: str, sae: SparseAutoencoder) -> Iterator[nn.
         layer: the layer whose output is replaced (a path or an alias).
         sae: the dictionary; its ``d_in`` must be the layer's channels.
     """
+    prefix = _layouts.declared(model).prefix_tokens
+
     def replace(names: list[str], output: object) -> torch.Tensor:
-        return reconstruct(sae, output, names[0])
+        return reconstruct(sae, output, names[0], keep=_kept(output, prefix))
 
     with on_output(model, [layer], replace):
         yield model
 
 
-def reconstruct(sae: SparseAutoencoder, act: object, layer: str = "") -> torch.Tensor:
+def _kept(act: object, prefix: int) -> int:
+    """How many leading tokens of ``act`` a splice leaves alone: ``prefix`` for a token
+    sequence whose other tokens form a square grid, else none."""
+    if not isinstance(act, torch.Tensor) or act.dim() != 3 or prefix <= 0:
+        return 0
+    rest = act.shape[1] - prefix
+    return prefix if rest > 0 and math.isqrt(rest) ** 2 == rest else 0
+
+
+def reconstruct(sae: SparseAutoencoder, act: object, layer: str = "",
+                keep: int = 0) -> torch.Tensor:
     """``sae``'s reconstruction of a layer's output ``act`` in the output's own shape, dtype
     and device: a map [B, C, H, W] (or [B, H, W, C]: the side that is ``d_in``, the channels
     first when both are) or a token sequence [B, T, C], vector by vector; anything else is an
@@ -167,6 +184,7 @@ def reconstruct(sae: SparseAutoencoder, act: object, layer: str = "") -> torch.T
         sae: the dictionary.
         act: the layer's output.
         layer: the layer's name, for errors.
+        keep: leading tokens of a token sequence left as they are (a class token).
     """
     if not isinstance(act, torch.Tensor):
         raise FeatvizError(f"layer {layer!r} returns {type(act).__name__}, not a tensor; "
@@ -176,6 +194,9 @@ def reconstruct(sae: SparseAutoencoder, act: object, layer: str = "") -> torch.T
     if act.dim() == 4 and shape[1] == c:
         x = act.permute(0, 2, 3, 1)
         return _like(_through(sae, x, param).permute(0, 3, 1, 2), act)
+    if act.dim() == 3 and shape[-1] == c and keep:
+        rest = _through(sae, act[:, keep:], param).to(act.dtype)
+        return _like(torch.cat([act[:, :keep], rest], dim=1), act)
     if act.dim() in (3, 4) and shape[-1] == c:
         return _like(_through(sae, act, param), act)
     raise FeatvizError(f"cannot splice the dictionary into layer {layer!r}: its output "

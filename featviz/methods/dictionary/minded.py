@@ -210,11 +210,25 @@ def embeddings(model: nn.Module, points: Sequence[Example],
     return torch.stack(out) if out else torch.zeros(0, 0)
 
 
-def _scores(kind: UnitExamples, vectors: dict[tuple[int, int, int], torch.Tensor]) -> Minded:
+def _needed(examples: DictionaryExamples, min_examples: int | None) -> int:
+    """The examples a unit needs to be scored: ``min_examples``, or the search's k (the most
+    any unit has), at least 2."""
+    if min_examples is not None:
+        if min_examples < 2:
+            raise FeatvizError(f"min_examples must be at least 2 (a pair to compare), got "
+                               f"{min_examples}")
+        return min_examples
+    k = max((len(t) for kind in (examples.features, examples.neurons)
+             for t in kind.top.values()), default=2)
+    return max(k, 2)
+
+
+def _scores(kind: UnitExamples, vectors: dict[tuple[int, int, int], torch.Tensor],
+            need: int = 2) -> Minded:
     """Each unit's mean pairwise cosine of the vectors of its examples."""
     scores = [mean_pairwise_cosine(torch.stack([vectors[(e.image, e.y, e.x)]
                                                 for e in kind.top[u]]))
-              if len(kind.top[u]) >= 2 else float("nan") for u in kind.units]
+              if len(kind.top[u]) >= need else float("nan") for u in kind.units]
     return Minded(kind.kind, list(kind.units), np.asarray(scores, dtype=np.float64))
 
 
@@ -232,8 +246,8 @@ def single_mindedness(model: nn.Module, examples: DictionaryExamples,
                       images_folder: str | os.PathLike | None = None, judge: str | None = None,
                       side: int = 96, center: bool = True, batch_size: int = 32,
                       margin: float = MARGIN, field: ReceptiveField | None = None,
-                      cache: dict[tuple[int, int, int], torch.Tensor] | None = None
-                      ) -> MindedScores:
+                      cache: dict[tuple[int, int, int], torch.Tensor] | None = None,
+                      min_examples: int | None = None) -> MindedScores:
     """Every feature's and neuron's single-mindedness by the judge (see the module): the mean
     pairwise cosine of its top patches' embeddings at ``judge``.
 
@@ -250,7 +264,12 @@ def single_mindedness(model: nn.Module, examples: DictionaryExamples,
         cache: embeddings by (image, y, x), read and filled here: pass one dict to the calls
             on one store (several dictionaries of a layer share the neurons' patches) with
             the same judge, side and field.
+        min_examples: a unit with fewer top examples (a rare feature, active on few photos)
+            gets no score (NaN): a mean over one or two pairs is too noisy to set beside
+            the others'. Default: the search's k, so that every score is a mean over the
+            same number of pairs.
     """
+    need = _needed(examples, min_examples)
     kind = examples.features
     judge = judge or judge_layer(model)
     field = field or unit_field(model, kind.layer, kind.size, margin)
@@ -264,8 +283,8 @@ def single_mindedness(model: nn.Module, examples: DictionaryExamples,
     if center and len(emb):
         emb = emb - emb.mean(dim=0)
     vectors = dict(zip(points, emb, strict=True))
-    return MindedScores(judge, _scores(examples.features, vectors),
-                        _scores(examples.neurons, vectors))
+    return MindedScores(judge, _scores(examples.features, vectors, need),
+                        _scores(examples.neurons, vectors, need))
 
 
 def store_mean(store: ActivationStore) -> np.ndarray:
@@ -281,7 +300,7 @@ def store_mean(store: ActivationStore) -> np.ndarray:
 
 
 def layer_mindedness(store: ActivationStore, examples: DictionaryExamples,
-                     center: bool = True) -> MindedScores:
+                     center: bool = True, min_examples: int | None = None) -> MindedScores:
     """The cheap single-mindedness (see the module): the mean pairwise cosine of the studied
     layer's own vectors at each unit's top positions, less the store's mean vector.
 
@@ -289,15 +308,18 @@ def layer_mindedness(store: ActivationStore, examples: DictionaryExamples,
         store: the activation vectors the examples were found in.
         examples: what :func:`~.features.feature_examples` found.
         center: subtract the store's mean vector first.
+        min_examples: the fewest top examples a scored unit has (see
+            :func:`single_mindedness`); default the search's k.
     """
+    need = _needed(examples, min_examples)
     points = _points(examples)
     rows = np.asarray([e.row for e in points.values()], dtype=np.int64)
     vecs = torch.from_numpy(store.vectors(rows)).double()
     if center:
         vecs = vecs - torch.from_numpy(store_mean(store))
     vectors = dict(zip(points, vecs, strict=True))
-    return MindedScores("layer", _scores(examples.features, vectors),
-                        _scores(examples.neurons, vectors))
+    return MindedScores("layer", _scores(examples.features, vectors, need),
+                        _scores(examples.neurons, vectors, need))
 
 
 __all__ = ["Minded", "MindedScores", "embeddings", "judge_layer", "layer_mindedness",

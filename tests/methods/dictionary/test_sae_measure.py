@@ -157,8 +157,15 @@ def test_the_splice_on_a_transformer_blocks_tokens():
             same = vit(images)
         with splice(vit, "block", _sae(torch.eye(16), torch.eye(16), k=4)):
             changed = vit(images)
-    assert torch.equal(plain, same) and not torch.allclose(plain, changed, atol=1e-4)
+    assert torch.equal(plain, same)
+    # the head reads only the class token, which the splice leaves alone (the dictionary
+    # is trained on patch tokens); the patch tokens are replaced
+    assert torch.equal(plain, changed)
     assert hook_count(vit) == 0
+    tokens = torch.rand(2, 17, 16, generator=torch.Generator().manual_seed(5))
+    out = reconstruct(_sae(torch.eye(16), torch.eye(16), k=4), tokens, "t", keep=1)
+    assert torch.equal(out[:, 0], tokens[:, 0])
+    assert not torch.allclose(out[:, 1:], tokens[:, 1:], atol=1e-4)
 
 
 def _labelled_folder(folder, model, n=6):

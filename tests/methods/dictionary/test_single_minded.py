@@ -13,6 +13,7 @@ from _planted_store import identity_sae, write_store
 from conftest import make_tiny
 
 import featviz
+from featviz.errors import FeatvizError
 from featviz.methods.dictionary import (
     feature_examples,
     judge_layer,
@@ -74,6 +75,19 @@ def test_copies_score_high_and_unrelated_photos_low(scene):
     assert scores.neurons.score(0) == pytest.approx(1, abs=1e-6)  # same patches
     assert scores.features.score(1) < 0.5
     assert math.isnan(scores.features.score(2))  # never fires: no examples, no score
+
+
+def test_a_unit_with_fewer_examples_than_asked_gets_no_score(scene):
+    """A rare unit (fewer top photos than k) is left out rather than scored on a pair or two;
+    the floor is the search's k unless given, and a floor below a pair is an error."""
+    photos, store, found = scene
+    tiny = make_tiny()
+    assert not math.isnan(single_mindedness(tiny, found, photos).features.score(0))  # 4 of 4
+    strict = single_mindedness(tiny, found, photos, min_examples=5)
+    assert np.isnan(strict.features.scores).all() and np.isnan(strict.neurons.scores).all()
+    assert np.isnan(layer_mindedness(store, found, min_examples=5).features.scores).all()
+    with pytest.raises(FeatvizError, match="min_examples must be at least 2"):
+        single_mindedness(tiny, found, photos, min_examples=1)
 
 
 def test_a_cache_embeds_each_patch_once_over_calls(scene):
