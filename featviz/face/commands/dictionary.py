@@ -27,6 +27,7 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     steps = d.add_subparsers(dest="step", required=True, help="train first, then show")
     _add_train(steps.add_parser("train", help="collect, train and measure"))
     _add_show(steps.add_parser("show", help="search, score, render and write the page"))
+    d.set_defaults(run=run)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -57,7 +58,6 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classic", choices=("nmf", "dictionary"),
                    help="scikit-learn's NMF or dictionary learning instead of a TopK SAE")
     p.add_argument("--seed", type=types.seed, default=0, help="training seed (default: 0)")
-    p.set_defaults(run=run_train)
 
 
 def _add_show(p: argparse.ArgumentParser) -> None:
@@ -81,7 +81,16 @@ def _add_show(p: argparse.ArgumentParser) -> None:
                    help="render steps of each unit (default: 128)")
     p.add_argument("--size", type=types.whole_number(8, 4096), default=128,
                    help="render side in pixels (default: 128)")
-    p.set_defaults(run=run_show)
+
+
+def run(args: argparse.Namespace, load: Loader) -> int:
+    """Run the step the command line names (``train`` or ``show``); its exit status.
+
+    Args:
+        args: the parsed command line.
+        load: what loads the model the flags name.
+    """
+    return (run_train if args.step == "train" else run_show)(args, load)
 
 
 def run_train(args: argparse.Namespace, load: Loader) -> int:
