@@ -30,6 +30,18 @@ def _bench(script: str, *args: str) -> subprocess.CompletedProcess:
 
 
 @needs_weights
+@pytest.mark.skipif(not (SHARED / "imagenet-sample" / "labels.tsv").is_file(),
+                    reason=f"no labelled photos at {SHARED / 'imagenet-sample'}")
+def test_trust_example(tmp_path):
+    """Path checks of two units (both measures), the manipulated network with its numbers,
+    one photo accentuated at two depths: every figure written."""
+    out = _run("trust.py", "--quick", "--out", str(tmp_path), "--run", str(tmp_path / "run"))
+    assert '"top1_same": 48' in out and "attribution" in out
+    for name in ("paths_attribution", "paths_activation", "fooling", "accentuation"):
+        assert (tmp_path / f"trust_{name}_quick.png").stat().st_size > 0
+
+
+@needs_weights
 def test_inversion_example(tmp_path):
     out = _run("inversion.py", "--steps", "3", "--layers", "conv2d0,mixed3a",
                "--out", str(tmp_path))  # the default model, InceptionV1, by lucid's names

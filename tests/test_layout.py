@@ -244,3 +244,26 @@ def test_no_module_over_500_lines():
             for path in sorted(PACKAGE.rglob("*.py"))
             if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES]
     assert not long, "\n".join(long)
+
+
+def _names_bound_by_imports(init: Path) -> set[str]:
+    """The names a package's ``__init__.py`` binds with ``from .x import name``."""
+    tree = ast.parse(init.read_text())
+    return {a.asname or a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+            and node.level == 1 and node.module for a in node.names}
+
+
+def test_no_submodule_shadows_a_name_its_package_imports():
+    """Importing ``pkg.x`` sets the attribute ``pkg.x`` to the module: a function ``x`` that
+    ``pkg/__init__.py`` imported from elsewhere would be replaced by it from then on."""
+    clashes = []
+    for init in PACKAGE.rglob("__init__.py"):
+        subs = {p.stem for p in init.parent.glob("*.py")} | {
+            p.name for p in init.parent.iterdir() if (p / "__init__.py").is_file()}
+        bound = _names_bound_by_imports(init)
+        for node in ast.walk(ast.parse(init.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                bound -= {a.asname or a.name for a in node.names
+                          if (a.asname or a.name) == node.module.split(".")[0]}
+        clashes += [f"{init.parent.relative_to(PACKAGE)}/{n}" for n in sorted(bound & subs)]
+    assert clashes == []

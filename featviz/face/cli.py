@@ -22,6 +22,7 @@ import torch
 from .. import __version__
 from ..errors import FeatvizError
 from .commands import (
+    accentuate,
     atlas,
     blocks,
     circuit,
@@ -35,6 +36,7 @@ from .commands import (
     microscope,
     models,
     occlude,
+    paths,
     render,
     sweep,
     topk,
@@ -45,7 +47,7 @@ from .commands.common import load_model as _load_model
 #: The subcommands, in the order ``featviz --help`` lists them: each module's ``add`` adds its
 #: parser, its ``run`` runs it.
 COMMANDS = (render, layers, deconv, topk, occlude, invert, erf, maps, blocks, atlas, circuit,
-            dictionary, microscope, sweep, gallery, models)
+            dictionary, microscope, sweep, paths, accentuate, gallery, models)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..core.files import write_text
+from . import path_check
 from .sweep import collect, folder_name, is_kind, read_settings
 
 _STYLE = """body{font-family:sans-serif;margin:16px;color:#222}
@@ -25,7 +26,8 @@ figure img.vis{width:160px;height:160px}
 figure img.top{width:160px;margin-top:4px}
 td img{width:64px;height:64px;image-rendering:pixelated}
 ol.classes{margin:2px 0 0 18px;padding:0;font-size:11px;max-width:160px}
-.settings{font-size:13px;color:#555}"""
+.settings{font-size:13px;color:#555}
+.path{color:#555}"""
 
 # counts the images that decoded, so a headless browser test can see they were displayed
 _SCRIPT = """window.addEventListener('load',function(){var n=0;
@@ -77,12 +79,16 @@ def _unit(layer: str, c: int) -> str:
     return f"{layer}:{int(c)}" if is_kind(layer) else f"channel {int(c)}"
 
 
-def _card(folder: Path, rec: Mapping) -> str:
+def _card(folder: Path, rec: Mapping, check: Mapping | None = None) -> str:
     c, layer = rec["channel"], rec["layer"]
     value = rec.get("value")
     shown = f"{value:.4g}" if isinstance(value, (int, float)) else "?"
     parts = [f"<figure id='c{int(c)}'>", _img(folder / rec["file"], f"{layer} channel {c}", "vis"),
              f"<figcaption>{html.escape(_unit(layer, c))}<br>objective {html.escape(shown)}"]
+    line = path_check.caption(check)
+    if line:  # recorded by `featviz paths`: how far the picture is processed like photos
+        parts.append(f"<br><span class='path' title='{html.escape(path_check.MEANING)}'>"
+                     f"{html.escape(line)}</span>")
     top = rec.get("topk")
     if isinstance(top, dict) and top.get("file") and (folder / top["file"]).is_file():
         parts.append(_top_photos(folder, top))
@@ -127,6 +133,7 @@ def write(folder: str | os.PathLike, out: str | os.PathLike | None = None) -> Pa
     index.parent.mkdir(parents=True, exist_ok=True)
     title = f"featviz sweep: {settings.get('model', folder.name)}"
     rows = []
+    checks = path_check.read(folder)
     for layer, recs in layers.items():
         page = page_name(layer)
         of = len(expected.get(layer, [])) or len(recs)
@@ -136,7 +143,8 @@ def write(folder: str | os.PathLike, out: str | os.PathLike | None = None) -> Pa
         rows.append(f"<tr><td>{link}</td><td>{len(recs)} of {of}</td>"
                     f"<td>{_img(folder / best['file'], f'{layer} strongest channel', 'thumb')}"
                     f" {html.escape(_unit(layer, best['channel']))}</td></tr>")
-        cards = "\n".join(_card(folder, r) for r in recs)
+        by_channel = path_check.units_of(checks, layer)
+        cards = "\n".join(_card(folder, r, by_channel.get(r["channel"])) for r in recs)
         body = (f"<p><a href='{html.escape(index.name, quote=True)}'>all layers</a></p>"
                 f"<h1>{html.escape(layer)}</h1><p class='settings'>{_settings_line(settings)}"
                 f" · {len(recs)} of {of} channels</p><div class='grid'>{cards}</div>")

@@ -315,7 +315,7 @@ def test_weights_default_is_the_same_everywhere():
                 if any(a.dest == "weights" for a in p._actions)}
     assert set(defaults) == {"render", "layers", "deconv", "topk", "occlude", "invert", "erf",
                              "maps", "blocks", "atlas", "circuit", "microscope", "sweep",
-                             "dictionary train", "dictionary show"}
+                             "dictionary train", "dictionary show", "paths", "accentuate"}
     assert set(defaults.values()) == {"DEFAULT"}
 
 

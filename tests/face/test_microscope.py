@@ -70,6 +70,10 @@ def test_a_site_holds_every_view_of_every_unit(tmp_path, photos):
     assert classes["photos"] == 3 and set(classes["units"]) == {str(c) for c in range(16)}
     unit = (site / "conv2" / "3.html").read_text()
     assert str(tmp_path) not in unit and "/somewhere" not in unit
+    paths = store.read_task(site, "conv3", "paths")
+    assert set(paths["units"]) == {str(c) for c in range(16)}
+    assert paths["units"]["3"]["layers"] == ["conv1", "conv2", "conv3"]
+    assert "<span class='path'" in unit and "path " in unit  # the number beside the picture
 
 
 def test_a_second_run_redoes_nothing_and_another_setting_is_refused(tmp_path, photos):
@@ -113,7 +117,7 @@ def test_views_that_do_not_apply_say_why(tmp_path):
     model = make_tiny()
     site = tmp_path / "site"
     microscope.microscope(model, site, ["conv3"], log=lambda msg: None, **TINY)
-    for task in ("dreams", "caricatures", "groups", "classes"):
+    for task in ("dreams", "caricatures", "groups", "classes", "paths"):
         assert "no photos" in store.read_task(site, "conv3", task)["not_applicable"]
     assert "no earlier layer" in store.read_task(site, "conv3", "weights")["source_error"]
     assert (site / "conv3" / "7.html").is_file()

@@ -102,8 +102,11 @@ def microscope(model: nn.Module, out: str | os.PathLike, layers: Sequence[str], 
     if not result.interrupted:
         _meet(world_size)
         if rank == 0:
-            result.index = _finish(site, layers, ctx, result.seconds)
-            log(f"wrote {result.index}")
+            if _path_checks(model, ctx, log):
+                result.index = _finish(site, layers, ctx, result.seconds)
+                log(f"wrote {result.index}")
+            else:
+                result.interrupted = True
     return result
 
 
@@ -184,6 +187,41 @@ def _layer_tasks(model: nn.Module, ctx: Context, rank: int, world_size: int,
             return False
         result.tasks_run.append((layer, task))
         log(f"[rank {rank}/{world_size}] {layer}: {task} in {time.perf_counter() - t0:.1f} s")
+    return True
+
+
+def _path_checks(model: nn.Module, ctx: Context, log: Callable[[str], None]) -> bool:
+    """Each layer's path check (:func:`featviz.methods.trust.path_similarity`) of its
+    finished pictures against the site's photos, after every rank's sweep is done; a layer is
+    checked again when it has units its check lacks. False when interrupted."""
+    from ...methods.trust import path_similarity
+
+    finished = _sweep.collect(ctx.site / store.SWEEP_DIR)
+    for layer in ctx.layers:
+        recs = finished.get(layer, [])
+        old = store.read_task(ctx.site, layer, "paths") or {}
+        if not recs or set(old.get("units", {})) >= {str(r["channel"]) for r in recs} \
+                or "not_applicable" in old:
+            continue
+        if ctx.images is None:
+            store.write_not_applicable(ctx.site, layer, "paths", "no photos were given "
+                                       "(--images): there are no top photos to compare with")
+            continue
+        t0 = time.perf_counter()
+        k = ctx.values["k"]
+        try:
+            found = path_similarity(
+                model, [(ctx.module(layer), r["channel"]) for r in recs],
+                [_images.load(ctx.site / store.SWEEP_DIR / r["file"])[0] for r in recs],
+                ctx.images, k=k, randoms=2 * k, seed=ctx.values["seed"])
+        except KeyboardInterrupt:
+            log(f"interrupted during the path check of {layer}; run the same command again")
+            return False
+        payload = {"k": k, "randoms": 2 * k,
+                   "units": {str(r["channel"]): f.to_dict() for r, f in zip(recs, found,
+                                                                          strict=True)}}
+        store.write_task(ctx.site, layer, "paths", payload, time.perf_counter() - t0)
+        log(f"{layer}: path check of {len(recs)} units in {time.perf_counter() - t0:.1f} s")
     return True
 
 

@@ -42,7 +42,8 @@ from .unit_page import unit_html
 
 _TASK_TITLES = {"dreams": "DeepDream", "caricatures": "Caricatures", "groups": "Neuron groups",
                 "weights": "Connections", "tuning": "Orientation tuning",
-                "classes": "Top classes", "facets": "Diversity facets"}
+                "classes": "Top classes", "facets": "Diversity facets",
+                "paths": "Path similarity of the pictures to their top photos"}
 
 
 def _read_sweep(site: Path) -> tuple[dict[str, dict[int, dict]], dict[str, list[int]]]:

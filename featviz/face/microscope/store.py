@@ -34,7 +34,7 @@ from ...errors import FeatvizError
 
 #: The views computed per layer, each stored as ``data/<layer>/<task>.json``.
 TASKS: tuple[str, ...] = ("dreams", "caricatures", "groups", "weights", "tuning", "classes",
-                          "facets")
+                          "facets", "paths")
 META_FILE = "microscope.json"
 SWEEP_DIR = "_sweep"
 DATA_DIR = "_data"

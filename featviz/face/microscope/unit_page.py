@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ..path_check import MEANING, caption
 from .page_parts import (
     NOT_YET,
     SiteView,
@@ -49,9 +50,12 @@ def _unit_entry(view: SiteView, task: str, layer: str, channel: int) -> tuple[st
 
 def _visualization(view: SiteView, layer: str, rec: Mapping) -> str:
     channel = rec["channel"]
+    checked = mapping(mapping(view.task(layer, "paths")).get("units")).get(str(channel))
+    line = caption(checked)  # how far the picture is processed like the unit's photos
+    path = f"<br><span class='path' title='{esc(MEANING)}'>{esc(line)}</span>" if line else ""
     return (f"<figure>{img(up(view.vis(layer, channel)), f'{layer} unit {channel}', 'vis')}"
             f"<figcaption>objective {esc(number(rec.get('value'), '.4g'))} · seed "
-            f"{esc(rec.get('seed', '?'))}</figcaption></figure>")
+            f"{esc(rec.get('seed', '?'))}{path}</figcaption></figure>")
 
 
 def _facets(view: SiteView, layer: str, channel: int) -> str:

@@ -78,7 +78,7 @@ class RenderCache:
         path = self.folder / f"{key}.png" if self.folder else None
         if path is None or not path.is_file():
             return False
-        kept[key] = _images.load(path)
+        kept[key] = _images.load(path)[0]  # [3, H, W], as a fresh render gives
         return True
 
     def _render(self, model: nn.Module, kept: dict, missing: list[tuple[str, Unit]]) -> None:

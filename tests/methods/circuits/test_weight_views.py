@@ -66,6 +66,7 @@ def test_a_circuit_figure_costs_one_render_batch_and_the_next_none(tmp_path):
     again = fresh.get(net, [("0", c.channel) for c in found.excites])
     kept = cache.get(net, [("0", c.channel) for c in found.excites])
     assert fresh.rendered == 0  # read back from the folder
+    assert [a.shape for a in again] == [b.shape for b in kept]  # [3, H, W] either way
     assert all((a - b).abs().max() <= 1 / 255 for a, b in zip(again, kept, strict=True))
     assert hook_free(net)
 
