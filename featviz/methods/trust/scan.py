@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -72,7 +73,7 @@ def tap_profiles(model: nn.Module, images: torch.Tensor, layers: Sequence[str],
     return {n: torch.cat([p[n] for p in parts]) for n in layers}
 
 
-def scan(model: nn.Module, photos, units: Sequence[tuple[str, int]], layers: Sequence[str],
+def scan(model: nn.Module, photos: Any, units: Sequence[tuple[str, int]], layers: Sequence[str],
          k: int, randoms: int, seed: int, size: tuple[int, int], batch_size: int,
          progress: bool = False) -> Scan:
     """Stream ``photos`` once: keep every unit's ``k`` strongest photos (by the spatial
