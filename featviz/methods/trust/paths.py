@@ -27,7 +27,7 @@ from torch import nn
 from ...core.model_info import input_hw
 from ...core.sizes import SizeLike
 from ...errors import FeatvizError
-from ..dataset import LabelledFolder, labelled
+from ..dataset import LabelledFolder, iter_labelled_batches, labelled
 from .attribution import attribution_profiles
 from .ranks import path_layers, spearman
 from .scan import Photo, scan, tap_profiles
@@ -292,7 +292,6 @@ def _class_photos(model: nn.Module, top: list[Photo], source, layers: list[str],
     counts = Counter(lb.name for lb in labelled_top)
     best = max(labelled_top, key=lambda lb: counts[lb.name])  # max keeps the first of a tie
     files = source.subset(where=lambda lb: lb.name == best.name)
-    from ..dataset import iter_labelled_batches
     photos: list[Photo] = []
     for names, labels_, x in iter_labelled_batches(files, hw, batch_size):
         prof = tap_profiles(model, x, layers, batch_size)
